@@ -1,0 +1,196 @@
+//! The child side: what a spawned actor runs, whichever backend started it.
+//!
+//! A backend's entry point hands its [`ChildBoot`] to [`serve_child`] (in-process
+//! backends, on a runtime of their own) or [`run_child_process`] (process backends,
+//! which also want logging and a runtime built for them). The child listens where its
+//! parent said, connects back, handshakes, receives its [`crate::SpawnSpec`], and serves
+//! until its parent cancels it or goes away.
+
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use crate::actor::ActorInner;
+use crate::brood::Brood;
+use crate::conn::{Conn, Side};
+use crate::error::{ProtocolError, RemoteError, kinds};
+use crate::transport::{FrameSink, FrameSource};
+use crate::wire::{ChildBoot, Frame, Msg, PROTOCOL_VERSION, RuntimeFlavor, SpawnSpec};
+
+/// Exit code of a child process that panicked (Rust's own panic exit code).
+pub const EXIT_PANIC: i32 = 101;
+/// Exit code of a child process that failed for another reason.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code of a child process that could not start (`EX_SOFTWARE`).
+pub const EXIT_SETUP: i32 = 70;
+
+/// How a child actor ended.
+#[derive(Debug)]
+pub enum ChildOutcome {
+    /// It was cancelled or its parent went away, and it shut down cleanly.
+    Clean,
+    /// It failed (a handler panicked); the error was reported to the parent.
+    Failed(RemoteError),
+    /// It never became an actor: it could not listen, connect or handshake.
+    SetupFailed(String),
+}
+
+impl ChildOutcome {
+    /// The process exit code for this outcome.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ChildOutcome::Clean => 0,
+            ChildOutcome::Failed(e) if e.kind == kinds::PANIC => EXIT_PANIC,
+            ChildOutcome::Failed(_) => EXIT_FAILED,
+            ChildOutcome::SetupFailed(_) => EXIT_SETUP,
+        }
+    }
+}
+
+/// Run the child actor described by `boot` until it ends.
+pub async fn serve_child(brood: Brood, boot: ChildBoot) -> ChildOutcome {
+    crate::unwind::install_location_hook();
+    let span = crate::logging::actor_span(&boot.path);
+    match connect(&brood, &boot).instrument(span.clone()).await {
+        Ok((inner, parent_conn)) => {
+            let vars = inner.vars.clone();
+            runtime_vars::scope(vars, async move {
+                let _ = inner.parent.set(parent_conn.clone());
+                if parent_conn.is_closed() {
+                    inner.cancel.cancel();
+                }
+                inner.cancel.cancelled().await;
+                match inner.shutdown().await {
+                    None => ChildOutcome::Clean,
+                    Some(e) => ChildOutcome::Failed(e),
+                }
+            })
+            .instrument(span)
+            .await
+        }
+        Err(why) => {
+            tracing::error!(parent = %boot.parent_addr, "{why}");
+            ChildOutcome::SetupFailed(why)
+        }
+    }
+}
+
+async fn connect(
+    brood: &Brood,
+    boot: &ChildBoot,
+) -> Result<(std::sync::Arc<ActorInner>, Conn), String> {
+    let transport = brood
+        .transport(boot.parent_addr.transport())
+        .map_err(|e| e.to_string())?;
+    let listener = transport
+        .bind(&boot.listen_addr)
+        .await
+        .map_err(|e| format!("cannot listen at {}: {e}", boot.listen_addr))?;
+    let ch = transport
+        .connect(&boot.parent_addr)
+        .await
+        .map_err(|e| format!("cannot reach the parent: {e}"))?;
+    let peer_info = ch.peer();
+    let (mut sink, mut source) = ch.split();
+    sink.feed(&Frame::control(Msg::Handshake {
+        id: boot.id.clone(),
+        protocol: PROTOCOL_VERSION,
+    }))
+    .map_err(|e| e.to_string())?;
+    sink.flush().await.map_err(|e| e.to_string())?;
+    let spec = receive_spec(&mut *sink, &mut *source, boot)
+        .await
+        .map_err(|e| format!("handshake with the parent failed: {e}"))?;
+    let parent_path = spec.vars.tree_path[..spec.vars.tree_path.len().saturating_sub(1)].join("/");
+    let inner = ActorInner::new(
+        boot.id.clone(),
+        spec.vars,
+        brood.clone(),
+        transport,
+        boot.listen_addr.clone(),
+        spec.teardown,
+        u32::try_from(spec.stream_buffer).unwrap_or(u32::MAX),
+    );
+    let conn = Conn::start(
+        &inner,
+        boot.parent.clone(),
+        parent_path,
+        peer_info,
+        sink,
+        source,
+        Side::Connector,
+    );
+    inner.spawn_accept_loop(listener);
+    Ok((inner, conn))
+}
+
+async fn receive_spec(
+    _sink: &mut dyn FrameSink,
+    source: &mut dyn FrameSource,
+    boot: &ChildBoot,
+) -> Result<SpawnSpec, String> {
+    let mut next = async || -> Result<Frame, String> {
+        match tokio::time::timeout(boot.connect_timeout, source.recv()).await {
+            Ok(Ok(Some(f))) => Ok(f),
+            Ok(Ok(None)) => Err("the parent closed the channel".to_owned()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(ProtocolError::HandshakeTimeout(boot.connect_timeout).to_string()),
+        }
+    };
+    match next().await?.msg {
+        Msg::Handshake { id, protocol } if protocol == PROTOCOL_VERSION && id == boot.parent => {}
+        Msg::Handshake { id, protocol } if protocol == PROTOCOL_VERSION => {
+            return Err(format!("expected parent {}, {id} answered", boot.parent));
+        }
+        Msg::Handshake { protocol, .. } => {
+            return Err(ProtocolError::Version {
+                ours: PROTOCOL_VERSION,
+                theirs: protocol,
+            }
+            .to_string());
+        }
+        Msg::Error { error, .. } => return Err(format!("the parent refused us: {error}")),
+        other => {
+            return Err(ProtocolError::Unexpected {
+                expected: "Handshake",
+                got: other.kind_name(),
+            }
+            .to_string());
+        }
+    }
+    match next().await?.msg {
+        Msg::SpawnSpec(spec) if spec.child == boot.id => Ok(*spec),
+        Msg::SpawnSpec(spec) => Err(format!("spawn spec for {} sent to {}", spec.child, boot.id)),
+        other => Err(ProtocolError::Unexpected {
+            expected: "SpawnSpec",
+            got: other.kind_name(),
+        }
+        .to_string()),
+    }
+}
+
+/// The whole life of a child *process*: set up logging, build the runtime the boot asks
+/// for, serve, and return the process exit code.
+pub fn run_child_process(brood: &Brood, boot: ChildBoot) -> i32 {
+    crate::logging::init_process_logging(&boot.log_level);
+    let rt = match boot.runtime {
+        RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        RuntimeFlavor::MultiThread(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.max(1))
+            .enable_all()
+            .build(),
+    };
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("brood child {}: cannot build a runtime: {e}", boot.path);
+            return EXIT_SETUP;
+        }
+    };
+    let outcome = rt.block_on(serve_child(brood.clone(), boot));
+    // Tasks still running here are stuck; do not wait for them.
+    rt.shutdown_timeout(Duration::from_millis(50));
+    outcome.exit_code()
+}

@@ -1,0 +1,469 @@
+//! The frame codec: a 4-byte little-endian length, then a postcard-encoded [`Msg`]
+//! header, then the payload bytes.
+//!
+//! [`FrameReader`] and [`FrameWriter`] apply it to any tokio byte stream; a stream
+//! transport (Unix sockets) is little more than these two over a socket. Every way a
+//! peer can break the format is a typed [`ProtocolError`]; nothing here panics on input.
+//!
+//! ```
+//! use spawn_api::codec::{decode_frame, encode_frame};
+//! use spawn_api::{Frame, Msg};
+//! let frame = Frame::with_payload(Msg::Yield { cid: 3 }, bytes::Bytes::from_static(b"hi"));
+//! let wire = encode_frame(&frame, 1 << 20).unwrap();
+//! let body = wire.slice(4..); // what follows the length prefix
+//! assert_eq!(decode_frame(body).unwrap(), frame);
+//! ```
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::{ChannelError, ProtocolError};
+use crate::wire::{Frame, Msg};
+
+/// Bytes in the length prefix.
+pub const LEN_PREFIX: usize = 4;
+
+/// Default largest frame (header and payload) a channel accepts: 64 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
+
+/// Payloads at least this large are written from their own buffer (vectored write)
+/// instead of being copied next to their header.
+const COPY_THRESHOLD: usize = 16 << 10;
+
+/// How much a reader asks the kernel for when it has no frame in progress.
+const READ_CHUNK: usize = 64 << 10;
+
+/// Append `msg`'s header encoding to `out`.
+pub fn encode_header(msg: &Msg, out: &mut BytesMut) -> Result<(), ProtocolError> {
+    // Most headers are a few bytes: encode into reserved space, and take the allocating
+    // path only for the rare large one (a spawn spec, a long error).
+    let start = out.len();
+    out.resize(start + 256, 0);
+    match postcard::to_slice(msg, &mut out[start..]) {
+        Ok(used) => {
+            let n = used.len();
+            out.truncate(start + n);
+            Ok(())
+        }
+        Err(postcard::Error::SerializeBufferFull) => {
+            out.truncate(start);
+            let v = postcard::to_allocvec(msg).map_err(|e| ProtocolError::Encode(e.to_string()))?;
+            out.extend_from_slice(&v);
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(ProtocolError::Encode(e.to_string()))
+        }
+    }
+}
+
+/// The whole wire form of `frame`, length prefix included, in one buffer.
+///
+/// # Errors
+/// [`ProtocolError::FrameTooLarge`] if the frame exceeds `max_frame`.
+pub fn encode_frame(frame: &Frame, max_frame: usize) -> Result<Bytes, ProtocolError> {
+    let mut out = BytesMut::with_capacity(LEN_PREFIX + 64 + frame.payload.len());
+    out.put_u32_le(0);
+    encode_header(&frame.msg, &mut out)?;
+    out.extend_from_slice(&frame.payload);
+    let body = out.len() - LEN_PREFIX;
+    if body > max_frame {
+        return Err(ProtocolError::FrameTooLarge {
+            len: body,
+            max: max_frame,
+        });
+    }
+    out[..LEN_PREFIX].copy_from_slice(&(body as u32).to_le_bytes());
+    Ok(out.freeze())
+}
+
+/// Decode a frame body (what follows the length prefix). The payload is a zero-copy
+/// slice of `body`.
+pub fn decode_frame(body: Bytes) -> Result<Frame, ProtocolError> {
+    if body.is_empty() {
+        return Err(ProtocolError::Decode("empty frame".to_owned()));
+    }
+    let (msg, rest) = postcard::take_from_bytes::<Msg>(&body)
+        .map_err(|e| ProtocolError::Decode(e.to_string()))?;
+    let offset = body.len() - rest.len();
+    Ok(Frame {
+        msg,
+        payload: body.slice(offset..),
+    })
+}
+
+/// Reads frames from a byte stream.
+///
+/// Small frames are parsed out of one large read buffer (many frames per system call);
+/// a large frame is read straight into a buffer of its exact size, which then becomes
+/// the payload without a copy.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    io: R,
+    buf: BytesMut,
+    max_frame: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader over `io` that refuses frames above `max_frame` bytes.
+    pub fn new(io: R, max_frame: usize) -> Self {
+        FrameReader {
+            io,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            max_frame,
+        }
+    }
+
+    /// The next frame; `Ok(None)` at a clean end of stream (between frames).
+    ///
+    /// # Errors
+    /// [`ProtocolError::FrameTooLarge`] for a length above the maximum (checked before
+    /// anything is allocated), [`ProtocolError::Truncated`] if the stream ends inside a
+    /// frame, [`ProtocolError::Decode`] for a header that does not decode, and I/O
+    /// errors as [`ChannelError::Io`]. After an error the stream's position is unknown:
+    /// drop the reader.
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, ChannelError> {
+        loop {
+            if self.buf.len() >= LEN_PREFIX {
+                let len = u32::from_le_bytes(self.buf[..LEN_PREFIX].try_into().unwrap()) as usize;
+                if len > self.max_frame {
+                    return Err(ProtocolError::FrameTooLarge {
+                        len,
+                        max: self.max_frame,
+                    }
+                    .into());
+                }
+                let total = LEN_PREFIX + len;
+                if self.buf.len() >= total {
+                    let mut whole = self.buf.split_to(total);
+                    whole.advance(LEN_PREFIX);
+                    return Ok(Some(decode_frame(whole.freeze())?));
+                }
+                // Make room for the rest of this frame (and, for small frames, a full
+                // chunk more so the next read can pick up the frames behind it).
+                let want = total.max(READ_CHUNK);
+                if self.buf.capacity() < want {
+                    self.buf.reserve(want - self.buf.len());
+                }
+            } else if self.buf.capacity() - self.buf.len() < LEN_PREFIX {
+                self.buf.reserve(READ_CHUNK);
+            }
+            let n = self.io.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                let expected = if self.buf.len() >= LEN_PREFIX {
+                    LEN_PREFIX
+                        + u32::from_le_bytes(self.buf[..LEN_PREFIX].try_into().unwrap()) as usize
+                } else {
+                    LEN_PREFIX
+                };
+                return Err(ProtocolError::Truncated {
+                    expected,
+                    received: self.buf.len(),
+                }
+                .into());
+            }
+        }
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &R {
+        &self.io
+    }
+}
+
+/// Writes frames to a byte stream, batching: [`feed`](FrameWriter::feed) queues,
+/// [`flush`](FrameWriter::flush) writes everything queued with vectored writes.
+///
+/// Headers and small payloads are copied into one contiguous buffer; large payloads are
+/// written from their own [`Bytes`] so they are never copied in user space.
+#[derive(Debug)]
+pub struct FrameWriter<W> {
+    io: W,
+    max_frame: usize,
+    current: BytesMut,
+    queue: VecDeque<Bytes>,
+    queued: usize,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    /// A writer over `io` that refuses to send frames above `max_frame` bytes.
+    pub fn new(io: W, max_frame: usize) -> Self {
+        FrameWriter {
+            io,
+            max_frame,
+            current: BytesMut::with_capacity(8 << 10),
+            queue: VecDeque::new(),
+            queued: 0,
+        }
+    }
+
+    /// Queue `frame`.
+    ///
+    /// # Errors
+    /// [`ProtocolError::FrameTooLarge`] if it exceeds the maximum; nothing is queued then
+    /// and the channel stays usable.
+    pub fn feed(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
+        let mark = self.current.len();
+        self.current.put_u32_le(0);
+        if let Err(e) = encode_header(&frame.msg, &mut self.current) {
+            self.current.truncate(mark);
+            return Err(e);
+        }
+        let header = self.current.len() - mark - LEN_PREFIX;
+        let body = header + frame.payload.len();
+        if body > self.max_frame {
+            self.current.truncate(mark);
+            return Err(ProtocolError::FrameTooLarge {
+                len: body,
+                max: self.max_frame,
+            });
+        }
+        self.current[mark..mark + LEN_PREFIX].copy_from_slice(&(body as u32).to_le_bytes());
+        if frame.payload.len() >= COPY_THRESHOLD {
+            let head = self.current.split().freeze();
+            self.queued += head.len() + frame.payload.len();
+            self.queue.push_back(head);
+            self.queue.push_back(frame.payload.clone());
+        } else {
+            self.current.extend_from_slice(&frame.payload);
+        }
+        Ok(())
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn pending(&self) -> usize {
+        self.queued + self.current.len()
+    }
+
+    /// Write everything queued.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if !self.current.is_empty() {
+            let tail = self.current.split().freeze();
+            self.queued += tail.len();
+            self.queue.push_back(tail);
+        }
+        while !self.queue.is_empty() {
+            let n = {
+                let slices: Vec<IoSlice<'_>> = self
+                    .queue
+                    .iter()
+                    .take(64)
+                    .map(|b| IoSlice::new(b))
+                    .collect();
+                self.io.write_vectored(&slices).await?
+            };
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.queued -= n;
+            let mut left = n;
+            while left > 0 {
+                let front = self.queue.front_mut().expect("wrote more than was queued");
+                if front.len() <= left {
+                    left -= front.len();
+                    self.queue.pop_front();
+                } else {
+                    front.advance(left);
+                    left = 0;
+                }
+            }
+        }
+        self.io.flush().await
+    }
+
+    /// Flush, then shut down the write side.
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        self.flush().await?;
+        self.io.shutdown().await
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &W {
+        &self.io
+    }
+}
+
+/// Read exactly one frame from a blocking reader (tools and tests that speak the
+/// protocol without a runtime).
+pub fn read_frame_blocking(
+    r: &mut impl io::Read,
+    max_frame: usize,
+) -> Result<Option<Frame>, ChannelError> {
+    let mut len = [0u8; LEN_PREFIX];
+    let mut got = 0;
+    while got < LEN_PREFIX {
+        let n = r.read(&mut len[got..])?;
+        if n == 0 {
+            if got == 0 {
+                return Ok(None);
+            }
+            return Err(ProtocolError::Truncated {
+                expected: LEN_PREFIX,
+                received: got,
+            }
+            .into());
+        }
+        got += n;
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > max_frame {
+        return Err(ProtocolError::FrameTooLarge {
+            len,
+            max: max_frame,
+        }
+        .into());
+    }
+    let mut body = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        let n = r.read(&mut body[got..])?;
+        if n == 0 {
+            return Err(ProtocolError::Truncated {
+                expected: LEN_PREFIX + len,
+                received: LEN_PREFIX + got,
+            }
+            .into());
+        }
+        got += n;
+    }
+    Ok(Some(decode_frame(Bytes::from(body))?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ActorId;
+    use tokio::io::duplex;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn frames_of_every_size_round_trip_in_one_batch() {
+        rt().block_on(async {
+            let (a, b) = duplex(1 << 16);
+            let mut w = FrameWriter::new(a, DEFAULT_MAX_FRAME);
+            let mut r = FrameReader::new(b, DEFAULT_MAX_FRAME);
+            let sizes = [
+                0usize,
+                1,
+                63,
+                64,
+                COPY_THRESHOLD - 1,
+                COPY_THRESHOLD,
+                1 << 20,
+            ];
+            let frames: Vec<Frame> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    Frame::with_payload(
+                        Msg::Yield { cid: i as u64 },
+                        Bytes::from((0..n).map(|x| x as u8).collect::<Vec<_>>()),
+                    )
+                })
+                .collect();
+            let expect = frames.clone();
+            let writer = tokio::spawn(async move {
+                for f in &frames {
+                    w.feed(f).unwrap();
+                }
+                w.shutdown().await.unwrap();
+            });
+            for f in expect {
+                assert_eq!(r.read_frame().await.unwrap().unwrap(), f);
+            }
+            assert!(r.read_frame().await.unwrap().is_none());
+            writer.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_allocation() {
+        rt().block_on(async {
+            let (mut a, b) = duplex(64);
+            a.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+            let mut r = FrameReader::new(b, 1024);
+            match r.read_frame().await {
+                Err(ChannelError::Protocol(ProtocolError::FrameTooLarge { len, max })) => {
+                    assert_eq!(len, u32::MAX as usize);
+                    assert_eq!(max, 1024);
+                }
+                other => panic!("expected FrameTooLarge, got {other:?}"),
+            }
+        });
+    }
+
+    #[test]
+    fn truncated_frame_and_garbage_are_typed() {
+        rt().block_on(async {
+            let (mut a, b) = duplex(64);
+            a.write_all(&10u32.to_le_bytes()).await.unwrap();
+            a.write_all(b"abc").await.unwrap();
+            drop(a);
+            let mut r = FrameReader::new(b, 1024);
+            assert!(matches!(
+                r.read_frame().await,
+                Err(ChannelError::Protocol(ProtocolError::Truncated {
+                    expected: 14,
+                    received: 7
+                }))
+            ));
+
+            let (mut a, b) = duplex(64);
+            a.write_all(&4u32.to_le_bytes()).await.unwrap();
+            a.write_all(&[0xff, 0xff, 0xff, 0xff]).await.unwrap();
+            let mut r = FrameReader::new(b, 1024);
+            assert!(matches!(
+                r.read_frame().await,
+                Err(ChannelError::Protocol(ProtocolError::Decode(_)))
+            ));
+        });
+    }
+
+    #[test]
+    fn writer_refuses_oversized_frame_and_stays_usable() {
+        rt().block_on(async {
+            let (a, b) = duplex(1 << 12);
+            let mut w = FrameWriter::new(a, 100);
+            let big = Frame::with_payload(Msg::Yield { cid: 1 }, Bytes::from(vec![0u8; 200]));
+            assert!(matches!(
+                w.feed(&big),
+                Err(ProtocolError::FrameTooLarge { .. })
+            ));
+            let ok = Frame::control(Msg::Handshake {
+                id: ActorId::new("x"),
+                protocol: 1,
+            });
+            w.feed(&ok).unwrap();
+            w.flush().await.unwrap();
+            let mut r = FrameReader::new(b, 100);
+            assert_eq!(r.read_frame().await.unwrap().unwrap(), ok);
+        });
+    }
+
+    #[test]
+    fn blocking_reader_agrees_with_async_writer() {
+        let f = Frame::with_payload(Msg::Return { cid: 9 }, Bytes::from_static(b"xyz"));
+        let wire = encode_frame(&f, 1024).unwrap();
+        let mut cur = io::Cursor::new(wire.to_vec());
+        assert_eq!(read_frame_blocking(&mut cur, 1024).unwrap().unwrap(), f);
+        assert!(read_frame_blocking(&mut cur, 1024).unwrap().is_none());
+        let mut short = io::Cursor::new(wire[..wire.len() - 1].to_vec());
+        assert!(matches!(
+            read_frame_blocking(&mut short, 1024),
+            Err(ChannelError::Protocol(ProtocolError::Truncated { .. }))
+        ));
+    }
+}

@@ -1,0 +1,42 @@
+//! Log set-up for actor processes.
+//!
+//! A child process prints its `tracing` events to the stderr it shares with its parent;
+//! every event inside an actor carries the `actor` span with the actor's tree path, so
+//! interleaved lines from a whole tree say where they come from.
+
+use tracing_subscriber::EnvFilter;
+
+/// Environment variable that sets the log filter of a tree (`BROOD_LOG=debug`); the
+/// root reads it and passes it down in the runtime vars.
+pub const LOG_ENV: &str = "BROOD_LOG";
+
+/// The filter a new root uses: `BROOD_LOG`, else `warn`.
+pub fn default_level() -> String {
+    std::env::var(LOG_ENV).unwrap_or_else(|_| "warn".to_owned())
+}
+
+/// Install a stderr formatter with `level` as filter for this process, unless the
+/// program installed a subscriber already. Returns whether this call installed one.
+///
+/// An invalid directive falls back to `warn` (and says so) rather than failing the
+/// actor.
+pub fn init_process_logging(level: &str) -> bool {
+    let filter = match EnvFilter::try_new(level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("brood: invalid log filter {level:?} ({e}); using \"warn\"");
+            EnvFilter::new("warn")
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init()
+        .is_ok()
+}
+
+/// The span every task of an actor runs in.
+pub(crate) fn actor_span(path: &str) -> tracing::Span {
+    tracing::info_span!("actor", path = %path)
+}

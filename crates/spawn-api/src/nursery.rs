@@ -1,0 +1,754 @@
+//! [`Nursery`]: the scope that owns child actors.
+//!
+//! Every child a nursery starts has a supervisor task that owns the backend's
+//! [`Child`] handle: it waits for the child to connect back, watches for its exit, runs
+//! the teardown ladder when told to, reaps it, removes its endpoint and reports its
+//! error. The nursery scope ends only when every supervisor has reaped its child.
+//!
+//! Semantics (tractor's, with Rust's drop-cancellation):
+//! - the body runs; if a child fails meanwhile, the body is cancelled (dropped) and every
+//!   other child is torn down (one-cancels-all);
+//! - when the body returns `Ok`, `run_in_actor` children are awaited (soft wait), then
+//!   `start_actor` children are cancelled through the ladder;
+//! - if the nursery future itself is dropped, every child is still torn down by its
+//!   supervisor: nothing is orphaned.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use runtime_vars::{RuntimeVars, VarsOverride};
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::actor::{ActorInner, Handshaken};
+use crate::backend::{Child, ChildExit, ChildStdio, SpawnRequest};
+use crate::conn::{Conn, Side};
+use crate::error::{
+    ChildError, FnError, NurseryError, PortalError, RemoteError, SpawnError, kinds, signal_name,
+};
+use crate::id::{ActorId, Addr};
+use crate::portal::Portal;
+use crate::registry::Call;
+use crate::teardown::{Step, run_ladder};
+use crate::wire::{ChildBoot, Frame, Msg, RuntimeFlavor, SpawnSpec, Wire};
+
+/// How to start one child actor.
+///
+/// ```
+/// use spawn_api::ActorOptions;
+/// let opts = ActorOptions::new()
+///     .debug_mode(true)
+///     .user("shard", "3")
+///     .backend_option("python", "eager");
+/// assert_eq!(opts.vars.debug_mode, Some(true));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ActorOptions {
+    /// The backend key; `None` uses the parent's backend.
+    pub backend: Option<String>,
+    /// Changes to the vars the child inherits.
+    pub vars: VarsOverride,
+    /// Options only the backend understands.
+    pub backend_options: BTreeMap<String, String>,
+    /// The child's stdout and stderr.
+    pub stdio: ChildStdio,
+    /// The child's tokio runtime.
+    pub runtime: RuntimeFlavor,
+}
+
+impl ActorOptions {
+    /// Default options: the parent's backend, inherited vars, shared stdio, a
+    /// current-thread runtime.
+    pub fn new() -> ActorOptions {
+        ActorOptions::default()
+    }
+
+    /// Spawn through the backend with key `key`.
+    pub fn backend(mut self, key: impl Into<String>) -> Self {
+        self.backend = Some(key.into());
+        self
+    }
+
+    /// Turn debug mode on or off for this child and its subtree.
+    pub fn debug_mode(mut self, on: bool) -> Self {
+        self.vars.debug_mode = Some(on);
+        self
+    }
+
+    /// Set the child's log filter.
+    pub fn log_level(mut self, level: impl Into<String>) -> Self {
+        self.vars.log_level = Some(level.into());
+        self
+    }
+
+    /// Add a user var.
+    pub fn user(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.vars.user.insert(key.into(), value.into());
+        self
+    }
+
+    /// Set a backend-specific option.
+    pub fn backend_option(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.backend_options.insert(key.into(), value.into());
+        self
+    }
+
+    /// Set the child's stdio.
+    pub fn stdio(mut self, stdio: ChildStdio) -> Self {
+        self.stdio = stdio;
+        self
+    }
+
+    /// Set the child's runtime flavor.
+    pub fn runtime(mut self, flavor: RuntimeFlavor) -> Self {
+        self.runtime = flavor;
+        self
+    }
+}
+
+/// What became of one child, recorded when it was reaped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildReport {
+    /// The child's tree path.
+    pub actor: String,
+    /// Its process id, if it had one.
+    pub pid: Option<u32>,
+    /// How it ended.
+    pub exit: ChildExit,
+    /// The ladder step that ended it ([`Step::Finished`] if it ended on its own).
+    pub step: Step,
+    /// How long its teardown took, from the order to the reap (zero if it ended on its
+    /// own).
+    pub teardown: Duration,
+}
+
+pub(crate) struct NurseryState {
+    children: Mutex<Vec<Arc<ChildSlot>>>,
+    closed: AtomicBool,
+    failed: CancellationToken,
+    errors: Mutex<Vec<ChildError>>,
+    reports: Mutex<Vec<ChildReport>>,
+}
+
+impl NurseryState {
+    fn new() -> NurseryState {
+        NurseryState {
+            children: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+            failed: CancellationToken::new(),
+            errors: Mutex::new(Vec::new()),
+            reports: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn report_error(&self, e: ChildError) {
+        tracing::warn!(error = %e, "child failed");
+        self.errors.lock().unwrap().push(e);
+        self.failed.cancel();
+    }
+
+    /// Close to new children and order every child's teardown; returns the children.
+    fn close_and_order(&self) -> Vec<Arc<ChildSlot>> {
+        let slots = {
+            let c = self.children.lock().unwrap();
+            self.closed.store(true, Ordering::SeqCst);
+            c.clone()
+        };
+        for s in &slots {
+            s.order_teardown(None);
+        }
+        slots
+    }
+}
+
+/// One child as its nursery sees it.
+pub(crate) struct ChildSlot {
+    id: ActorId,
+    path: String,
+    vars: RuntimeVars,
+    run_in_actor: bool,
+    order: Mutex<Option<oneshot::Sender<Option<Duration>>>>,
+    reaped_tx: watch::Sender<bool>,
+}
+
+impl ChildSlot {
+    /// Tell the supervisor to tear the child down (first order wins).
+    pub(crate) fn order_teardown(&self, soft: Option<Duration>) {
+        if let Some(tx) = self.order.lock().unwrap().take() {
+            let _ = tx.send(soft);
+        }
+    }
+
+    /// Resolves once the child is reaped.
+    pub(crate) async fn reaped(&self) {
+        let mut rx = self.reaped_tx.subscribe();
+        let _ = rx.wait_for(|v| *v).await;
+    }
+}
+
+/// Tears every child down if the nursery future is dropped before it finished.
+struct DropGuard {
+    state: Option<Arc<NurseryState>>,
+}
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.take() {
+            // The supervisors are tasks of the actor: they run the ladders on their own.
+            state.close_and_order();
+        }
+    }
+}
+
+/// A scope that owns child actors; see the [module docs](self) for its semantics.
+///
+/// Opened by [`RootBuilder::run`](crate::RootBuilder::run) and
+/// [`ActorCx::open_nursery`](crate::ActorCx::open_nursery), which pass it to their body
+/// by reference.
+pub struct Nursery {
+    actor: Arc<ActorInner>,
+    state: Arc<NurseryState>,
+}
+
+impl std::fmt::Debug for Nursery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nursery")
+            .field("actor", &self.actor.path)
+            .field("children", &self.state.children.lock().unwrap().len())
+            .finish()
+    }
+}
+
+impl Nursery {
+    /// The tree path of the actor that owns this nursery.
+    pub fn actor_path(&self) -> &str {
+        &self.actor.path
+    }
+
+    /// Start a child actor called `name` that serves the program's registry until it is
+    /// cancelled (at the latest when this nursery's body returns).
+    ///
+    /// # Errors
+    /// [`SpawnError`] if the backend could not start it, it exited before connecting
+    /// back, did not connect within the spawn timeout, or the nursery is closing.
+    pub async fn start_actor(&self, name: &str, opts: ActorOptions) -> Result<Portal, SpawnError> {
+        let (slot, conn) = self.spawn_child(name, opts, false).await?;
+        Ok(Portal::new(
+            conn,
+            Some(slot),
+            self.actor.window,
+            self.actor.policy,
+        ))
+    }
+
+    /// Start a child actor called `name`, run `function(args)` in it, and end it when the
+    /// function returns. The nursery waits for the result before its scope ends; an
+    /// error of the function fails the nursery (and cancels the other children).
+    ///
+    /// # Errors
+    /// As [`Nursery::start_actor`]; also [`SpawnError`] if `args` do not encode.
+    pub async fn run_in_actor<C: Call>(
+        &self,
+        name: &str,
+        _function: C,
+        args: C::Args,
+        opts: ActorOptions,
+    ) -> Result<RunHandle<C::Reply>, SpawnError> {
+        let args = args.encode()?;
+        let (slot, conn) = self.spawn_child(name, opts, true).await?;
+        let portal = Portal::new(conn, None, self.actor.window, self.actor.policy);
+        let (tx, rx) = oneshot::channel();
+        let state = self.state.clone();
+        let path = slot.path.clone();
+        self.actor.spawn_task(async move {
+            let r = portal.run_raw(C::NAME, args).await;
+            if let Err(PortalError::Remote(e)) = &r
+                && e.kind != kinds::PANIC
+            {
+                // A panic is reported by the supervisor, with the exit status.
+                state.report_error(ChildError::Failed {
+                    actor: slot.path.clone(),
+                    error: (**e).clone(),
+                });
+            }
+            let _ = tx.send(r);
+            slot.order_teardown(None);
+        });
+        Ok(RunHandle {
+            rx,
+            path,
+            _t: PhantomData,
+        })
+    }
+
+    /// Cancel every child through the teardown ladder and wait until all are reaped.
+    /// The nursery takes no new children afterwards; its body carries on.
+    pub async fn cancel(&self) {
+        let slots = self.state.close_and_order();
+        for s in slots {
+            s.reaped().await;
+        }
+    }
+
+    /// What became of every child reaped so far.
+    pub fn reports(&self) -> Vec<ChildReport> {
+        self.state.reports.lock().unwrap().clone()
+    }
+
+    /// How many children were started and are not reaped yet.
+    pub fn live_children(&self) -> usize {
+        self.state
+            .children
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| !*s.reaped_tx.borrow())
+            .count()
+    }
+
+    async fn spawn_child(
+        &self,
+        name: &str,
+        opts: ActorOptions,
+        run_in_actor: bool,
+    ) -> Result<(Arc<ChildSlot>, Conn), SpawnError> {
+        let actor = &self.actor;
+        if self.state.closed.load(Ordering::SeqCst) || actor.cancel.is_cancelled() {
+            return Err(SpawnError::NurseryClosed);
+        }
+        let key = opts
+            .backend
+            .clone()
+            .unwrap_or_else(|| actor.vars.backend.clone());
+        let backend = actor.brood.backend(&key)?;
+        let id = ActorId::new(name);
+        let listen_addr = actor.transport.address_for(&id, Some(&actor.addr))?;
+        let mut vars = actor.vars.for_child(name, actor.id.to_string());
+        opts.vars.apply(&mut vars);
+        vars.backend = key;
+        let path = vars.path();
+        let boot = ChildBoot {
+            id: id.clone(),
+            parent: actor.id.clone(),
+            parent_addr: actor.addr.clone(),
+            listen_addr: listen_addr.clone(),
+            path: path.clone(),
+            log_level: vars.log_level.clone(),
+            runtime: opts.runtime,
+            connect_timeout: actor.policy.spawn_timeout,
+        };
+        let spec = SpawnSpec {
+            child: id.clone(),
+            parent: actor.id.clone(),
+            vars: vars.clone(),
+            teardown: actor.policy,
+            stream_buffer: actor.window as usize,
+        };
+        let (hs_tx, hs_rx) = oneshot::channel();
+        actor.pending.lock().unwrap().insert(id.clone(), hs_tx);
+        let spawned = backend
+            .spawn(SpawnRequest {
+                boot,
+                brood: actor.brood.clone(),
+                options: opts.backend_options,
+                stdio: opts.stdio,
+            })
+            .await;
+        let child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                actor.pending.lock().unwrap().remove(&id);
+                actor.transport.cleanup(&listen_addr);
+                return Err(e);
+            }
+        };
+        tracing::debug!(child = %path, pid = ?child.pid(), "spawned");
+        let (order_tx, order_rx) = oneshot::channel();
+        let slot = Arc::new(ChildSlot {
+            id,
+            path,
+            vars,
+            run_in_actor,
+            order: Mutex::new(Some(order_tx)),
+            reaped_tx: watch::Sender::new(false),
+        });
+        {
+            let mut children = self.state.children.lock().unwrap();
+            children.push(slot.clone());
+            if self.state.closed.load(Ordering::SeqCst) {
+                // Closed while we were spawning: this child is torn down at once.
+                slot.order_teardown(None);
+            }
+        }
+        let (ready_tx, ready_rx) = oneshot::channel();
+        actor.spawn_task(supervise(Supervisor {
+            actor: actor.clone(),
+            state: self.state.clone(),
+            slot: slot.clone(),
+            child,
+            handshake: hs_rx,
+            ready: ready_tx,
+            order: order_rx,
+            addr: listen_addr,
+            spec,
+        }));
+        let conn = ready_rx.await.map_err(|_| SpawnError::NurseryClosed)??;
+        Ok((slot, conn))
+    }
+}
+
+/// The result of a [`Nursery::run_in_actor`] child.
+pub struct RunHandle<T> {
+    rx: oneshot::Receiver<Result<bytes::Bytes, PortalError>>,
+    path: String,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Wire> RunHandle<T> {
+    /// The child's tree path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Wait for the function's result.
+    ///
+    /// # Errors
+    /// [`PortalError::Remote`] if the function failed, [`PortalError::Disconnected`] if
+    /// the child died, [`PortalError::Cancelled`] if the nursery was torn down first.
+    pub async fn result(self) -> Result<T, PortalError> {
+        match self.rx.await {
+            Ok(Ok(bytes)) => Ok(T::decode(bytes)?),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(PortalError::Cancelled),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for RunHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunHandle")
+            .field("actor", &self.path)
+            .finish()
+    }
+}
+
+struct Supervisor {
+    actor: Arc<ActorInner>,
+    state: Arc<NurseryState>,
+    slot: Arc<ChildSlot>,
+    child: Box<dyn Child>,
+    handshake: oneshot::Receiver<Handshaken>,
+    ready: oneshot::Sender<Result<Conn, SpawnError>>,
+    order: oneshot::Receiver<Option<Duration>>,
+    addr: Addr,
+    spec: SpawnSpec,
+}
+
+/// A supervisor's whole job: connect, watch, tear down, reap, report.
+async fn supervise(s: Supervisor) {
+    let Supervisor {
+        actor,
+        state,
+        slot,
+        mut child,
+        handshake,
+        ready,
+        mut order,
+        addr,
+        spec,
+    } = s;
+    let pid = child.pid();
+    let path = slot.path.clone();
+
+    enum Start {
+        Connected(Handshaken),
+        Exited(ChildExit),
+        TimedOut,
+        Ordered,
+    }
+    let start = tokio::select! {
+        biased;
+        _ = &mut order => Start::Ordered,
+        _ = actor.cancel.cancelled() => Start::Ordered,
+        hs = handshake => match hs {
+            Ok(h) => Start::Connected(h),
+            Err(_) => Start::TimedOut,
+        },
+        exit = child.wait() => Start::Exited(exit),
+        _ = tokio::time::sleep(actor.policy.spawn_timeout) => Start::TimedOut,
+    };
+    let conn = match start {
+        Start::Connected(Handshaken {
+            peer_info,
+            mut sink,
+            source,
+        }) => {
+            let spec = Frame::control(Msg::SpawnSpec(Box::new(spec)));
+            match sink.feed(&spec) {
+                Ok(()) => {
+                    let _ = sink.flush().await;
+                }
+                Err(e) => tracing::error!(error = %e, "spawn spec not sent"),
+            }
+            let conn = Conn::start(
+                &actor,
+                slot.id.clone(),
+                path.clone(),
+                peer_info,
+                sink,
+                source,
+                Side::Acceptor,
+            );
+            let _ = ready.send(Ok(conn.clone()));
+            conn
+        }
+        other => {
+            actor.pending.lock().unwrap().remove(&slot.id);
+            let (error, exit, step) = match other {
+                Start::Exited(exit) => (
+                    SpawnError::DiedEarly {
+                        actor: path.clone(),
+                        exit: exit.clone(),
+                    },
+                    exit,
+                    Step::Finished,
+                ),
+                Start::TimedOut | Start::Ordered => {
+                    let _ = child.kill();
+                    let exit = tokio::time::timeout(actor.policy.reap_timeout, child.wait())
+                        .await
+                        .unwrap_or_else(|_| ChildExit::Abandoned {
+                            reason: "no exit status after the kill".to_owned(),
+                        });
+                    let error = if matches!(other, Start::TimedOut) {
+                        SpawnError::Timeout {
+                            actor: path.clone(),
+                            after: actor.policy.spawn_timeout,
+                        }
+                    } else {
+                        SpawnError::NurseryClosed
+                    };
+                    (error, exit, Step::Killed)
+                }
+                Start::Connected(_) => unreachable!(),
+            };
+            actor.transport.cleanup(&addr);
+            state.reports.lock().unwrap().push(ChildReport {
+                actor: path.clone(),
+                pid,
+                exit,
+                step,
+                teardown: Duration::ZERO,
+            });
+            let _ = ready.send(Err(error));
+            slot.reaped_tx.send_replace(true);
+            return;
+        }
+    };
+
+    let (exit, ordered, step, took) = tokio::select! {
+        exit = child.wait() => (exit, false, Step::Finished, Duration::ZERO),
+        o = teardown_order(&mut order, &actor) => {
+            let started = tokio::time::Instant::now();
+            let soft = o.flatten();
+            let c2 = conn.clone();
+            let hooks = actor.brood.hooks().to_vec();
+            let reaped = run_ladder(
+                &mut *child,
+                &slot.id,
+                &slot.vars,
+                &actor.policy,
+                &hooks,
+                soft,
+                async move { c2.send_control(Msg::Cancel { cid: None }) },
+            )
+            .await;
+            (reaped.exit, true, reaped.step, started.elapsed())
+        }
+    };
+    // The child's last words (a panic report) may still be in flight when its exit is
+    // seen: read the channel to its end, briefly, before judging the exit.
+    let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
+    conn.close(&format!("actor {path} {exit}"));
+    actor.transport.cleanup(&addr);
+    tracing::debug!(child = %path, %exit, ?step, ?took, "reaped");
+    if let Some(e) = classify(&path, &exit, ordered, step, conn.fault()) {
+        state.report_error(e);
+    }
+    state.reports.lock().unwrap().push(ChildReport {
+        actor: path,
+        pid,
+        exit,
+        step,
+        teardown: took,
+    });
+    slot.reaped_tx.send_replace(true);
+}
+
+/// Resolves with the soft-wait bound when teardown is ordered (or the actor is shutting
+/// down, which orders it implicitly).
+async fn teardown_order(
+    order: &mut oneshot::Receiver<Option<Duration>>,
+    actor: &ActorInner,
+) -> Option<Option<Duration>> {
+    tokio::select! {
+        o = order => o.ok(),
+        _ = actor.cancel.cancelled() => None,
+    }
+}
+
+/// Whether a child's end is an error, and which.
+fn classify(
+    path: &str,
+    exit: &ChildExit,
+    ordered: bool,
+    step: Step,
+    fault: Option<RemoteError>,
+) -> Option<ChildError> {
+    let actor = path.to_owned();
+    match exit {
+        ChildExit::Exited(0) => None,
+        ChildExit::Exited(code) => Some(match fault {
+            Some(f) if f.kind == kinds::PANIC => ChildError::Panicked {
+                actor,
+                message: f.message,
+                location: f.traceback,
+            },
+            Some(f) => ChildError::Failed { actor, error: f },
+            None => ChildError::Exited { actor, code: *code },
+        }),
+        ChildExit::Signaled { signal, .. } => {
+            if ordered && step >= Step::Terminated {
+                // Our own terminate or kill: the teardown worked.
+                None
+            } else {
+                Some(ChildError::Signaled {
+                    actor,
+                    signal: *signal,
+                    name: signal_name(*signal),
+                })
+            }
+        }
+        ChildExit::Panicked { message } => Some(ChildError::Panicked {
+            actor,
+            message: message.clone(),
+            location: None,
+        }),
+        ChildExit::Abandoned { reason } => Some(ChildError::Abandoned {
+            actor,
+            reason: reason.clone(),
+        }),
+        ChildExit::Unknown { reason } => Some(ChildError::StatusUnknown {
+            actor,
+            reason: reason.clone(),
+        }),
+    }
+}
+
+/// Run `body` in a new nursery of `actor`; see the module docs.
+pub(crate) async fn run_nursery<R>(
+    actor: &Arc<ActorInner>,
+    body: impl AsyncFnOnce(&Nursery) -> Result<R, FnError>,
+) -> Result<R, NurseryError> {
+    let nursery = Nursery {
+        actor: actor.clone(),
+        state: Arc::new(NurseryState::new()),
+    };
+    let mut guard = DropGuard {
+        state: Some(nursery.state.clone()),
+    };
+    let state = nursery.state.clone();
+    let body_result = {
+        let fut = runtime_vars::scope(actor.vars.clone(), body(&nursery));
+        tokio::select! {
+            biased;
+            _ = state.failed.cancelled() => None,
+            _ = actor.cancel.cancelled() => None,
+            r = fut => Some(r),
+        }
+    };
+    if let Some(Ok(_)) = &body_result {
+        // Soft wait: `run_in_actor` children finish their functions.
+        let run_in_actor: Vec<_> = state
+            .children
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.run_in_actor)
+            .cloned()
+            .collect();
+        tokio::select! {
+            _ = async { for s in &run_in_actor { s.reaped().await } } => {}
+            _ = state.failed.cancelled() => {}
+            _ = actor.cancel.cancelled() => {}
+        }
+    }
+    nursery.cancel().await;
+    guard.state = None;
+    let children = std::mem::take(&mut *state.errors.lock().unwrap());
+    let cancelled = actor.cancel.is_cancelled();
+    match body_result {
+        Some(Ok(v)) if children.is_empty() => Ok(v),
+        Some(Ok(_)) => Err(NurseryError {
+            body: None,
+            children,
+            cancelled,
+        }),
+        Some(Err(e)) => Err(NurseryError {
+            body: Some(e),
+            children,
+            cancelled,
+        }),
+        None => Err(NurseryError {
+            body: None,
+            children,
+            cancelled,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exits_are_classified() {
+        let p = "root/c";
+        assert!(classify(p, &ChildExit::Exited(0), false, Step::Finished, None).is_none());
+        assert!(matches!(
+            classify(p, &ChildExit::Exited(3), false, Step::Finished, None),
+            Some(ChildError::Exited { code: 3, .. })
+        ));
+        let mut panic = RemoteError::new(kinds::PANIC, "boom", p);
+        panic.traceback = Some("src/x.rs:1:2".into());
+        assert!(matches!(
+            classify(
+                p,
+                &ChildExit::Exited(101),
+                false,
+                Step::Finished,
+                Some(panic)
+            ),
+            Some(ChildError::Panicked {
+                location: Some(_),
+                ..
+            })
+        ));
+        let kill = ChildExit::Signaled {
+            signal: 9,
+            core_dumped: false,
+        };
+        assert!(matches!(
+            classify(p, &kill, false, Step::Finished, None),
+            Some(ChildError::Signaled { signal: 9, .. })
+        ));
+        assert!(classify(p, &kill, true, Step::Killed, None).is_none());
+        assert!(matches!(
+            classify(p, &kill, true, Step::Cancelled, None),
+            Some(ChildError::Signaled { .. })
+        ));
+    }
+}

@@ -1,0 +1,216 @@
+//! [`Portal`]: the calling side of a channel to another actor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::conn::Conn;
+use crate::error::PortalError;
+use crate::id::ActorId;
+use crate::nursery::ChildSlot;
+use crate::registry::{Call, Context, ServerStream};
+use crate::stream::{CallerContext, ReplyStream};
+use crate::teardown::TeardownPolicy;
+use crate::wire::{CallKind, Msg, Wire};
+
+/// A handle for calling functions in another actor (tractor's `Portal`).
+///
+/// Cheap to clone; all clones share one channel, and calls on it run concurrently.
+/// Portals to a nursery's children come from
+/// [`Nursery::start_actor`](crate::Nursery::start_actor).
+///
+/// ```no_run
+/// # async fn demo(portal: spawn_api::Portal) -> Result<(), spawn_api::PortalError> {
+/// spawn_api::call!(Add: (i64, i64) => i64);
+/// spawn_api::stream!(Count: u32 => u32);
+/// let sum = portal.run(Add, (1, 2)).await?;
+/// let mut items = portal.open_stream(Count, 3).await?;
+/// while let Some(i) = items.recv().await? {
+///     println!("{i}");
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Portal {
+    conn: Conn,
+    slot: Option<Arc<ChildSlot>>,
+    window: u32,
+    policy: TeardownPolicy,
+}
+
+impl std::fmt::Debug for Portal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Portal")
+            .field("actor", &self.conn.peer_path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Portal {
+    pub(crate) fn new(
+        conn: Conn,
+        slot: Option<Arc<ChildSlot>>,
+        window: u32,
+        policy: TeardownPolicy,
+    ) -> Portal {
+        Portal {
+            conn,
+            slot,
+            window,
+            policy,
+        }
+    }
+
+    /// The remote actor's id.
+    pub fn actor_id(&self) -> &ActorId {
+        self.conn.peer()
+    }
+
+    /// The remote actor's tree path (`root/worker`).
+    pub fn path(&self) -> &str {
+        self.conn.peer_path()
+    }
+
+    /// The remote actor's process id, if its transport reports one.
+    pub fn peer_pid(&self) -> Option<u32> {
+        self.conn.peer_info().pid
+    }
+
+    /// Whether the channel to the actor is still open.
+    pub fn is_connected(&self) -> bool {
+        !self.conn.is_closed()
+    }
+
+    /// Call the one-shot function `C` with `args` and wait for its reply.
+    ///
+    /// Dropping the returned future cancels the call in the remote actor.
+    ///
+    /// # Errors
+    /// [`PortalError::Remote`] if the function failed or does not exist (its kind is
+    /// then [`crate::kinds::NO_SUCH_FUNCTION`]), [`PortalError::Disconnected`] if the
+    /// actor went away, [`PortalError::Codec`] if a value did not encode or decode.
+    pub async fn run<C: Call>(&self, _function: C, args: C::Args) -> Result<C::Reply, PortalError> {
+        let reply = self.run_raw(C::NAME, args.encode()?).await?;
+        Ok(C::Reply::decode(reply)?)
+    }
+
+    /// Call a one-shot function by name with encoded arguments, for callers that build
+    /// payloads themselves (language bridges, tools).
+    ///
+    /// # Errors
+    /// As [`Portal::run`].
+    pub async fn run_raw(&self, name: &str, args: Bytes) -> Result<Bytes, PortalError> {
+        let mut link = self.conn.open_call(name, CallKind::Call, args, 0)?;
+        loop {
+            let f = link.next().await?;
+            match f.msg {
+                Msg::StartAck { .. } => continue,
+                Msg::Return { .. } => {
+                    link.finish();
+                    return Ok(f.payload);
+                }
+                Msg::Error { error, .. } => {
+                    link.finish();
+                    return Err(PortalError::Remote(Box::new(error)));
+                }
+                other => {
+                    return Err(PortalError::Unexpected {
+                        got: other.kind_name(),
+                        during: "call",
+                    });
+                }
+            }
+        }
+    }
+
+    /// Start the streaming function `S` and return its item stream.
+    ///
+    /// Dropping the stream before its end cancels the function in the remote actor.
+    ///
+    /// # Errors
+    /// As [`Portal::run`], for the start of the call.
+    pub async fn open_stream<S: ServerStream>(
+        &self,
+        _function: S,
+        args: S::Args,
+    ) -> Result<ReplyStream<S::Item>, PortalError> {
+        let mut link =
+            self.conn
+                .open_call(S::NAME, CallKind::Stream, args.encode()?, self.window)?;
+        let f = link.next().await?;
+        match f.msg {
+            Msg::StartAck { .. } => Ok(ReplyStream::new(link)),
+            Msg::Error { error, .. } => {
+                link.finish();
+                Err(PortalError::Remote(Box::new(error)))
+            }
+            other => Err(PortalError::Unexpected {
+                got: other.kind_name(),
+                during: "stream start",
+            }),
+        }
+    }
+
+    /// Open the context `C`: waits until the callee sends its `started` value, then
+    /// returns the caller's end of the context and that value.
+    ///
+    /// # Errors
+    /// As [`Portal::run`], for the start of the context.
+    pub async fn open_context<C: Context>(
+        &self,
+        _function: C,
+        args: C::Args,
+    ) -> Result<(CallerContext<C>, C::Started), PortalError> {
+        let mut link =
+            self.conn
+                .open_call(C::NAME, CallKind::Context, args.encode()?, self.window)?;
+        loop {
+            let f = link.next().await?;
+            match f.msg {
+                Msg::StartAck { .. } => continue,
+                Msg::Started { .. } => {
+                    let started = C::Started::decode(f.payload)?;
+                    return Ok((CallerContext::new(link), started));
+                }
+                Msg::Error { error, .. } => {
+                    link.finish();
+                    return Err(PortalError::Remote(Box::new(error)));
+                }
+                other => {
+                    return Err(PortalError::Unexpected {
+                        got: other.kind_name(),
+                        during: "context start",
+                    });
+                }
+            }
+        }
+    }
+
+    /// Cancel the remote actor.
+    ///
+    /// For a child of one of this actor's nurseries this runs the whole teardown ladder
+    /// and returns once the child is reaped (its errors, if any, are reported by its
+    /// nursery). For any other actor it sends the cancel request and waits for the
+    /// acknowledgement or the channel's end, at most the cancel timeout. Returns whether
+    /// the actor is known to be gone or to have acknowledged.
+    pub async fn cancel_actor(&self) -> bool {
+        if let Some(slot) = &self.slot {
+            slot.order_teardown(None);
+            slot.reaped().await;
+            return true;
+        }
+        self.conn.send_control(Msg::Cancel { cid: None });
+        tokio::time::timeout(
+            self.policy.cancel_timeout.max(Duration::from_millis(1)),
+            async {
+                tokio::select! {
+                    _ = self.conn.cancel_acked() => {},
+                    _ = self.conn.closed() => {},
+                }
+            },
+        )
+        .await
+        .is_ok()
+    }
+}

@@ -1,0 +1,272 @@
+//! [`Root`]: opening the root actor of a tree.
+
+use std::sync::Arc;
+
+use runtime_vars::{RuntimeVars, VarsOverride};
+use tracing::Instrument;
+
+use crate::actor::ActorInner;
+use crate::backend::{SpawnBackend, TeardownHook};
+use crate::brood::{BACKEND_ENV, Brood, BroodBuilder, TRANSPORT_ENV};
+use crate::error::{FnError, NurseryError, SpawnError, TransportError};
+use crate::id::ActorId;
+use crate::nursery::{Nursery, run_nursery};
+use crate::registry::Registry;
+use crate::teardown::TeardownPolicy;
+use crate::transport::Transport;
+
+/// Default per-direction stream window (items).
+pub const DEFAULT_STREAM_BUFFER: u32 = 256;
+
+/// The root of an actor tree. Start with [`Root::builder`] or [`Brood::root`].
+#[derive(Debug)]
+pub struct Root;
+
+impl Root {
+    /// A builder with nothing configured: add a backend, a transport and a registry.
+    ///
+    /// The program's `main` must still call [`Brood::enter`] with the same
+    /// configuration so that spawned children can start; prefer building a [`Brood`]
+    /// once and calling [`Brood::root`].
+    pub fn builder() -> RootBuilder {
+        RootBuilder::from_parts(Brood::builder())
+    }
+}
+
+/// Opening the root actor failed, or its nursery did.
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    /// The configuration names a backend or transport that is not there.
+    #[error("root configuration: {0}")]
+    Config(#[from] SpawnError),
+    /// The root could not listen.
+    #[error("root could not listen: {0}")]
+    Listen(#[from] TransportError),
+    /// The root's nursery failed.
+    #[error(transparent)]
+    Nursery(#[from] NurseryError),
+}
+
+impl RootError {
+    /// The nursery error, if the failure came from the tree.
+    pub fn nursery(&self) -> Option<&NurseryError> {
+        match self {
+            RootError::Nursery(n) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+/// Configures and runs a root actor.
+///
+/// ```no_run
+/// # async fn demo(brood: spawn_api::Brood) -> Result<(), spawn_api::RootError> {
+/// spawn_api::call!(Add: (i64, i64) => i64);
+/// let sum = brood
+///     .root()
+///     .name("main")
+///     .run(async |nursery| {
+///         let child = nursery.start_actor("adder", Default::default()).await?;
+///         Ok(child.run(Add, (1, 2)).await?)
+///     })
+///     .await?;
+/// assert_eq!(sum, 3);
+/// # Ok(()) }
+/// ```
+pub struct RootBuilder {
+    brood: BroodBuilder,
+    name: String,
+    backend: Option<String>,
+    transport: Option<String>,
+    policy: TeardownPolicy,
+    window: u32,
+    vars: VarsOverride,
+}
+
+impl std::fmt::Debug for RootBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RootBuilder")
+            .field("name", &self.name)
+            .field("backend", &self.backend)
+            .field("transport", &self.transport)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RootBuilder {
+    pub(crate) fn from_brood(brood: Brood) -> RootBuilder {
+        RootBuilder::from_parts(brood.to_builder())
+    }
+
+    fn from_parts(brood: BroodBuilder) -> RootBuilder {
+        RootBuilder {
+            brood,
+            name: "root".to_owned(),
+            backend: None,
+            transport: None,
+            policy: TeardownPolicy::default(),
+            window: DEFAULT_STREAM_BUFFER,
+            vars: VarsOverride::default(),
+        }
+    }
+
+    /// The root actor's name (default `root`); it heads every tree path.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Add a backend and make it the one this root uses.
+    pub fn backend(mut self, backend: impl SpawnBackend) -> Self {
+        self.backend = Some(backend.key().to_owned());
+        self.brood = self.brood.backend(backend);
+        self
+    }
+
+    /// Add a transport and make it the one this root uses.
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transport = Some(transport.key().to_owned());
+        self.brood = self.brood.transport(transport);
+        self
+    }
+
+    /// Serve these functions.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.brood = self.brood.registry(registry);
+        self
+    }
+
+    /// Add a teardown hook.
+    pub fn hook(mut self, hook: impl TeardownHook) -> Self {
+        self.brood = self.brood.hook(hook);
+        self
+    }
+
+    /// Use the configured backend with key `key` (overrides `BROOD_BACKEND`).
+    pub fn use_backend(mut self, key: impl Into<String>) -> Self {
+        self.backend = Some(key.into());
+        self
+    }
+
+    /// Use the configured transport with key `key` (overrides `BROOD_TRANSPORT`).
+    pub fn use_transport(mut self, key: impl Into<String>) -> Self {
+        self.transport = Some(key.into());
+        self
+    }
+
+    /// The teardown bounds of the whole tree.
+    pub fn teardown(mut self, policy: TeardownPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Items buffered per stream direction before the sender waits (default 256).
+    pub fn stream_buffer(mut self, items: u32) -> Self {
+        self.window = items.max(2);
+        self
+    }
+
+    /// Debug mode for the whole tree.
+    pub fn debug_mode(mut self, on: bool) -> Self {
+        self.vars.debug_mode = Some(on);
+        self
+    }
+
+    /// The tree's log filter (default: `BROOD_LOG`, else `warn`).
+    pub fn log_level(mut self, level: impl Into<String>) -> Self {
+        self.vars.log_level = Some(level.into());
+        self
+    }
+
+    /// A user var every actor of the tree inherits.
+    pub fn user(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.vars.user.insert(key.into(), value.into());
+        self
+    }
+
+    /// Open the root actor, run `body` in its nursery, then shut everything down.
+    ///
+    /// The backend is the one chosen with [`use_backend`](Self::use_backend) or
+    /// [`backend`](Self::backend), else `BROOD_BACKEND`, else the brood's default; the
+    /// transport likewise (`BROOD_TRANSPORT`).
+    ///
+    /// # Errors
+    /// [`RootError::Config`] for an unknown backend or transport,
+    /// [`RootError::Listen`] if the root cannot listen, [`RootError::Nursery`] if the
+    /// body or any child failed.
+    pub async fn run<R>(
+        self,
+        body: impl AsyncFnOnce(&Nursery) -> Result<R, FnError>,
+    ) -> Result<R, RootError> {
+        let brood = self.brood.build();
+        let backend = pick(self.backend, BACKEND_ENV, brood.default_backend());
+        let transport_key = pick(self.transport, TRANSPORT_ENV, brood.default_transport());
+        let backend = brood.backend(&backend.unwrap_or_default())?.key();
+        let transport = brood.transport(&transport_key.unwrap_or_default())?;
+
+        let id = ActorId::new(self.name.clone());
+        let addr = transport.address_for(&id, None)?;
+        let listener = transport.bind(&addr).await?;
+        let mut vars = RuntimeVars::root(self.name, backend);
+        vars.root_addr = Some(addr.to_string());
+        vars.registry_addrs = vec![addr.to_string()];
+        vars.enabled_transports = vec![transport.key().to_owned()];
+        vars.log_level = crate::logging::default_level();
+        self.vars.apply(&mut vars);
+
+        crate::unwind::install_location_hook();
+        let inner = ActorInner::new(
+            id,
+            vars,
+            brood,
+            transport.clone(),
+            addr.clone(),
+            self.policy,
+            self.window,
+        );
+        inner.spawn_accept_loop(listener);
+        let mut guard = ShutdownOnDrop {
+            inner: Some(inner.clone()),
+            transport: transport.clone(),
+        };
+        let span = inner.span.clone();
+        let result = runtime_vars::scope(inner.vars.clone(), run_nursery(&inner, body))
+            .instrument(span)
+            .await;
+        guard.inner = None;
+        inner.shutdown().await;
+        transport.cleanup_tree(&addr);
+        Ok(result?)
+    }
+}
+
+fn pick(explicit: Option<String>, env: &str, default: Option<&str>) -> Option<String> {
+    explicit
+        .or_else(|| std::env::var(env).ok().filter(|v| !v.is_empty()))
+        .or_else(|| default.map(str::to_owned))
+}
+
+/// If the root's future is dropped before it finished, shut the actor down in the
+/// background (its children are already being torn down by their supervisors).
+struct ShutdownOnDrop {
+    inner: Option<Arc<ActorInner>>,
+    transport: Arc<dyn Transport>,
+}
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            inner.cancel.cancel();
+            let transport = self.transport.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    inner.shutdown().await;
+                    transport.cleanup_tree(&inner.addr);
+                });
+            } else {
+                transport.cleanup_tree(&inner.addr);
+            }
+        }
+    }
+}

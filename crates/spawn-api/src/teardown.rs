@@ -1,0 +1,303 @@
+//! The teardown ladder: how a parent makes sure a child is gone.
+//!
+//! Per child, each step only runs if the child is still alive after the one before:
+//!
+//! 1. **soft wait** for the child to finish on its own (a `run_in_actor` child finishing
+//!    its function; skipped when tearing down because of an error or a cancel);
+//! 2. **cancel request** over IPC (`Cancel { cid: None }`), then wait
+//!    [`TeardownPolicy::cancel_timeout`] (default 0.5 s);
+//! 3. **terminate** (SIGTERM to the child's process group, or an interrupt for an
+//!    in-process child), then wait [`TeardownPolicy::kill_after`] (default 1.6 s);
+//! 4. every [`TeardownHook::before_hard_reap`] with the *child's* runtime vars;
+//! 5. **hard kill** (SIGKILL; an in-process child stuck in native code is abandoned),
+//!    then wait [`TeardownPolicy::reap_timeout`] for the status;
+//! 6. **reap**: the exit status is collected; the caller removes the child's endpoint and
+//!    surfaces its error.
+//!
+//! [`TeardownHook::before_hard_reap`]: crate::TeardownHook::before_hard_reap
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runtime_vars::RuntimeVars;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Child, ChildExit, TeardownHook};
+use crate::id::ActorId;
+
+/// The bounds of the teardown ladder. Sent to every child in its spawn spec, so a whole
+/// tree tears down with the same bounds.
+///
+/// ```
+/// use std::time::Duration;
+/// use spawn_api::TeardownPolicy;
+/// let p = TeardownPolicy::default();
+/// assert_eq!(p.cancel_timeout, Duration::from_millis(500));
+/// assert_eq!(p.kill_after, Duration::from_millis(1600));
+/// let fast = TeardownPolicy { cancel_timeout: Duration::from_millis(50), ..p };
+/// assert!(fast.worst_case() < p.worst_case());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeardownPolicy {
+    /// How long a cancel request may take before the child is terminated.
+    pub cancel_timeout: Duration,
+    /// How long after terminating the child is killed.
+    pub kill_after: Duration,
+    /// How long after the kill the status may take before the child is reported
+    /// abandoned.
+    pub reap_timeout: Duration,
+    /// How long a new child may take to connect back before its spawn fails.
+    pub spawn_timeout: Duration,
+}
+
+impl Default for TeardownPolicy {
+    fn default() -> Self {
+        TeardownPolicy {
+            cancel_timeout: Duration::from_millis(500),
+            kill_after: Duration::from_millis(1600),
+            reap_timeout: Duration::from_secs(2),
+            spawn_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl TeardownPolicy {
+    /// The longest the ladder can take from the cancel request to a final status
+    /// (hooks excluded: they may delay it on purpose).
+    pub fn worst_case(&self) -> Duration {
+        self.cancel_timeout + self.kill_after + self.reap_timeout
+    }
+}
+
+/// The ladder step that ended a child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Step {
+    /// It ended on its own.
+    Finished,
+    /// It ended after the cancel request.
+    Cancelled,
+    /// It ended after being terminated.
+    Terminated,
+    /// It ended after being killed.
+    Killed,
+    /// It could not be stopped and was left behind.
+    Abandoned,
+}
+
+/// How a child's teardown ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reaped {
+    /// Its final status.
+    pub exit: ChildExit,
+    /// The step that ended it.
+    pub step: Step,
+}
+
+/// Run the ladder on `child`, starting with a soft wait of `soft` (`None`: no soft
+/// wait, go straight to the cancel request). `request_cancel` sends the IPC cancel
+/// request; its failure (the channel is already gone) just moves on to waiting.
+pub(crate) async fn run_ladder<F>(
+    child: &mut dyn Child,
+    id: &ActorId,
+    vars: &RuntimeVars,
+    policy: &TeardownPolicy,
+    hooks: &[Arc<dyn TeardownHook>],
+    soft: Option<Duration>,
+    request_cancel: F,
+) -> Reaped
+where
+    F: Future<Output = ()>,
+{
+    if let Some(soft) = soft
+        && let Ok(exit) = tokio::time::timeout(soft, child.wait()).await
+    {
+        return Reaped {
+            exit,
+            step: Step::Finished,
+        };
+    }
+
+    tracing::debug!(actor = %id, "teardown: cancel request");
+    request_cancel.await;
+    if let Ok(exit) = tokio::time::timeout(policy.cancel_timeout, child.wait()).await {
+        return Reaped {
+            exit,
+            step: Step::Cancelled,
+        };
+    }
+
+    tracing::warn!(actor = %id, after = ?policy.cancel_timeout, "teardown: child ignored the cancel request; terminating");
+    if let Err(e) = child.terminate() {
+        tracing::debug!(actor = %id, error = %e, "terminate failed");
+    }
+    if let Ok(exit) = tokio::time::timeout(policy.kill_after, child.wait()).await {
+        return Reaped {
+            exit,
+            step: Step::Terminated,
+        };
+    }
+
+    for hook in hooks {
+        hook.before_hard_reap(id, vars).await;
+    }
+    // A hook may have waited a long time: the child may have ended meanwhile.
+    if let Ok(exit) = tokio::time::timeout(Duration::ZERO, child.wait()).await {
+        return Reaped {
+            exit,
+            step: Step::Terminated,
+        };
+    }
+
+    tracing::warn!(actor = %id, "teardown: killing child");
+    if let Err(e) = child.kill() {
+        tracing::debug!(actor = %id, error = %e, "kill failed");
+    }
+    match tokio::time::timeout(policy.reap_timeout, child.wait()).await {
+        Ok(ChildExit::Abandoned { reason }) => Reaped {
+            exit: ChildExit::Abandoned { reason },
+            step: Step::Abandoned,
+        },
+        Ok(exit) => Reaped {
+            exit,
+            step: Step::Killed,
+        },
+        Err(_) => Reaped {
+            exit: ChildExit::Abandoned {
+                reason: format!("no exit status {:?} after the kill", policy.reap_timeout),
+            },
+            step: Step::Abandoned,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use std::io;
+    use std::sync::Mutex;
+
+    #[derive(Debug, Default)]
+    struct Shared {
+        exit: Mutex<Option<ChildExit>>,
+        notify: tokio::sync::Notify,
+    }
+
+    impl Shared {
+        fn die(&self, exit: ChildExit) {
+            *self.exit.lock().unwrap() = Some(exit);
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// A fake child that dies at a chosen ladder step.
+    #[derive(Debug)]
+    struct Fake {
+        dies_on: Step,
+        shared: Arc<Shared>,
+    }
+
+    #[async_trait]
+    impl Child for Fake {
+        fn pid(&self) -> Option<u32> {
+            None
+        }
+        async fn wait(&mut self) -> ChildExit {
+            loop {
+                let notified = self.shared.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(e) = self.shared.exit.lock().unwrap().clone() {
+                    return e;
+                }
+                notified.await;
+            }
+        }
+        fn terminate(&mut self) -> io::Result<()> {
+            if self.dies_on == Step::Terminated {
+                self.shared.die(ChildExit::Signaled {
+                    signal: 15,
+                    core_dumped: false,
+                });
+            }
+            Ok(())
+        }
+        fn kill(&mut self) -> io::Result<()> {
+            if self.dies_on == Step::Killed {
+                self.shared.die(ChildExit::Signaled {
+                    signal: 9,
+                    core_dumped: false,
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<(String, bool)>>);
+
+    #[async_trait]
+    impl TeardownHook for Recorder {
+        async fn before_hard_reap(&self, child: &ActorId, vars: &RuntimeVars) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((child.name().to_owned(), vars.debug_mode));
+        }
+    }
+
+    async fn ladder(dies_on: Step, hook: Arc<Recorder>) -> (Reaped, Duration) {
+        let shared = Arc::new(Shared::default());
+        let mut child = Fake {
+            dies_on,
+            shared: shared.clone(),
+        };
+        let id = ActorId::new("kid");
+        let mut vars = RuntimeVars::root("root", "proc").for_child("kid", "root@1");
+        vars.debug_mode = true;
+        let hooks: Vec<Arc<dyn TeardownHook>> = vec![hook];
+        let policy = TeardownPolicy {
+            reap_timeout: Duration::from_millis(300),
+            ..TeardownPolicy::default()
+        };
+        let request = async move {
+            if dies_on == Step::Cancelled {
+                shared.die(ChildExit::Exited(0));
+            }
+        };
+        let start = tokio::time::Instant::now();
+        let reaped = run_ladder(&mut child, &id, &vars, &policy, &hooks, None, request).await;
+        (reaped, start.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_step_is_taken_only_when_needed_and_within_bounds() {
+        let hook = Arc::new(Recorder::default());
+        let (r, t) = ladder(Step::Cancelled, hook.clone()).await;
+        assert_eq!((r.step, t), (Step::Cancelled, Duration::ZERO));
+        assert_eq!(r.exit, ChildExit::Exited(0));
+
+        let (r, t) = ladder(Step::Terminated, hook.clone()).await;
+        assert_eq!(r.step, Step::Terminated);
+        assert_eq!(t, Duration::from_millis(500));
+        assert!(
+            hook.0.lock().unwrap().is_empty(),
+            "hooks run only before a kill"
+        );
+
+        let (r, t) = ladder(Step::Killed, hook.clone()).await;
+        assert_eq!(r.step, Step::Killed);
+        assert_eq!(t, Duration::from_millis(2100));
+        assert_eq!(
+            hook.0.lock().unwrap().as_slice(),
+            [("kid".to_owned(), true)],
+            "the hook sees the child's vars"
+        );
+
+        let (r, t) = ladder(Step::Abandoned, hook.clone()).await;
+        assert_eq!(r.step, Step::Abandoned);
+        assert!(matches!(r.exit, ChildExit::Abandoned { .. }));
+        assert_eq!(t, Duration::from_millis(2400));
+    }
+}

@@ -1,0 +1,381 @@
+//! The messages actors exchange and how user values become payload bytes.
+//!
+//! Every frame is a [`Msg`] header plus an opaque `payload` ([`Frame`]). Headers are
+//! postcard-encoded; payloads carry the call's arguments, items and results, encoded by
+//! their [`Wire`] impl, and travel as [`Bytes`] so bulk data is never copied element by
+//! element (a [`Blob`] payload is not copied at all).
+
+use bytes::Bytes;
+use runtime_vars::RuntimeVars;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CodecError, RemoteError};
+use crate::id::{ActorId, Addr};
+use crate::teardown::TeardownPolicy;
+
+/// The protocol version sent in every [`Msg::Handshake`]; peers with another version are
+/// refused with a typed protocol error.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Call id: numbers one call (a one-shot, a stream or a context) on one channel.
+///
+/// The side that connected numbers its calls with odd ids and the side that accepted
+/// with even ids, so both may start calls on one channel without clashing.
+pub type Cid = u64;
+
+/// Which shape of function a [`Msg::Start`] invokes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CallKind {
+    /// One request, one reply ([`crate::Call`]).
+    Call,
+    /// One request, a stream of items back ([`crate::ServerStream`]).
+    Stream,
+    /// A `started` value, then items both ways, then a result ([`crate::Context`]).
+    Context,
+}
+
+/// One protocol message. Variants that carry user data leave it in the frame's payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Msg {
+    /// First message on every channel, both ways: who is speaking, and which protocol.
+    Handshake {
+        /// The sender's id.
+        id: ActorId,
+        /// The sender's [`PROTOCOL_VERSION`].
+        protocol: u32,
+    },
+    /// Parent to child, right after the handshake: everything the child needs to run.
+    SpawnSpec(Box<SpawnSpec>),
+    /// Invoke function `func`; payload: the encoded arguments.
+    Start {
+        /// The new call's id.
+        cid: Cid,
+        /// The registered function name.
+        func: String,
+        /// The function's shape; a mismatch with the callee's registry is an error.
+        kind: CallKind,
+        /// How many [`Msg::Yield`]s the caller accepts before it grants more credit.
+        window: u32,
+    },
+    /// The callee found the function and started it.
+    StartAck {
+        /// The call.
+        cid: Cid,
+        /// How many [`Msg::Yield`]s the callee accepts before it grants more credit.
+        window: u32,
+    },
+    /// A context's `started` value; payload: the encoded value.
+    Started {
+        /// The call.
+        cid: Cid,
+    },
+    /// One stream item, either direction; payload: the encoded item.
+    Yield {
+        /// The call.
+        cid: Cid,
+    },
+    /// Flow control: the receiver of a stream has consumed `items` more
+    /// [`Msg::Yield`]s, so the sender may send that many more. A sender that exceeds its
+    /// credit breaks the protocol.
+    Credit {
+        /// The call.
+        cid: Cid,
+        /// How many more items may be sent.
+        items: u32,
+    },
+    /// The sender will send no more items on this call.
+    Stop {
+        /// The call.
+        cid: Cid,
+    },
+    /// The call's result; payload: the encoded value.
+    Return {
+        /// The call.
+        cid: Cid,
+    },
+    /// The call failed (`cid` set), or the actor itself failed (`cid` is `None`, sent to
+    /// the parent just before a crash exit, e.g. a panic).
+    Error {
+        /// The call, or `None` for an actor-level error.
+        cid: Option<Cid>,
+        /// What went wrong, where.
+        error: RemoteError,
+    },
+    /// Cancel one call (`cid` set) or the whole actor (`None`, a `CancelActor`).
+    Cancel {
+        /// The call, or `None` for the actor.
+        cid: Option<Cid>,
+    },
+    /// The cancellation of `cid` (or of the actor) is complete.
+    CancelAck {
+        /// The call, or `None` for the actor.
+        cid: Option<Cid>,
+    },
+}
+
+impl Msg {
+    /// The call this message belongs to, if any.
+    pub fn cid(&self) -> Option<Cid> {
+        match self {
+            Msg::Start { cid, .. }
+            | Msg::StartAck { cid, .. }
+            | Msg::Credit { cid, .. }
+            | Msg::Started { cid }
+            | Msg::Yield { cid }
+            | Msg::Stop { cid }
+            | Msg::Return { cid } => Some(*cid),
+            Msg::Error { cid, .. } | Msg::Cancel { cid } | Msg::CancelAck { cid } => *cid,
+            Msg::Handshake { .. } | Msg::SpawnSpec(_) => None,
+        }
+    }
+
+    /// The variant's name, for logs and protocol errors.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Msg::Handshake { .. } => "Handshake",
+            Msg::SpawnSpec(_) => "SpawnSpec",
+            Msg::Start { .. } => "Start",
+            Msg::StartAck { .. } => "StartAck",
+            Msg::Credit { .. } => "Credit",
+            Msg::Started { .. } => "Started",
+            Msg::Yield { .. } => "Yield",
+            Msg::Stop { .. } => "Stop",
+            Msg::Return { .. } => "Return",
+            Msg::Error { .. } => "Error",
+            Msg::Cancel { .. } => "Cancel",
+            Msg::CancelAck { .. } => "CancelAck",
+        }
+    }
+}
+
+/// A header and its payload: the unit a [`crate::Channel`] moves.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Frame {
+    /// The protocol message.
+    pub msg: Msg,
+    /// User data that belongs to `msg` (empty for control messages).
+    pub payload: Bytes,
+}
+
+impl Frame {
+    /// A frame without payload.
+    pub fn control(msg: Msg) -> Frame {
+        Frame {
+            msg,
+            payload: Bytes::new(),
+        }
+    }
+
+    /// A frame carrying `payload`.
+    pub fn with_payload(msg: Msg, payload: Bytes) -> Frame {
+        Frame { msg, payload }
+    }
+}
+
+/// Everything a parent sends its child after the handshake.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpawnSpec {
+    /// The child's id (it already knows it from its boot info; this confirms it).
+    pub child: ActorId,
+    /// The parent's id.
+    pub parent: ActorId,
+    /// The vars the parent built for this child.
+    pub vars: RuntimeVars,
+    /// The bounds the child uses when it tears down its own children.
+    pub teardown: TeardownPolicy,
+    /// How many items a stream or context buffers per direction before the sender waits.
+    pub stream_buffer: usize,
+}
+
+/// What a spawn backend hands a new child before any channel exists: enough to connect
+/// back to its parent and to start logging. The rest arrives in the [`SpawnSpec`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChildBoot {
+    /// The child's id.
+    pub id: ActorId,
+    /// The parent's id.
+    pub parent: ActorId,
+    /// Where the parent listens; its transport is the one the child connects with.
+    pub parent_addr: Addr,
+    /// Where the child must listen (chosen by the parent, so the parent can clean it up).
+    pub listen_addr: Addr,
+    /// The child's tree path (`root/a/b`), for log lines before the spec arrives.
+    pub path: String,
+    /// The child's `tracing` filter directive.
+    pub log_level: String,
+    /// The tokio runtime the child builds for itself.
+    pub runtime: RuntimeFlavor,
+    /// How long the child waits for its parent to answer the handshake.
+    pub connect_timeout: std::time::Duration,
+}
+
+impl ChildBoot {
+    /// Encode for passing through an environment variable or a pipe: postcard, then hex.
+    ///
+    /// ```
+    /// use spawn_api::{ActorId, Addr, ChildBoot, RuntimeFlavor};
+    /// let boot = ChildBoot {
+    ///     id: ActorId::new("c"),
+    ///     parent: ActorId::new("p"),
+    ///     parent_addr: Addr::new("uds", "/tmp/p.sock"),
+    ///     listen_addr: Addr::new("uds", "/tmp/c.sock"),
+    ///     path: "p/c".into(),
+    ///     log_level: "info".into(),
+    ///     runtime: RuntimeFlavor::CurrentThread,
+    ///     connect_timeout: std::time::Duration::from_secs(5),
+    /// };
+    /// assert_eq!(ChildBoot::decode(&boot.encode()).unwrap(), boot);
+    /// assert!(ChildBoot::decode("zz").is_err());
+    /// ```
+    pub fn encode(&self) -> String {
+        let bytes = postcard::to_allocvec(self).expect("ChildBoot always encodes");
+        let mut s = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+
+    /// Decode what [`ChildBoot::encode`] produced.
+    pub fn decode(s: &str) -> Result<ChildBoot, CodecError> {
+        let bad = |m: &str| CodecError::Decode {
+            ty: "ChildBoot",
+            message: m.to_owned(),
+        };
+        if !s.len().is_multiple_of(2) {
+            return Err(bad("odd number of hex digits"));
+        }
+        let bytes = (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| bad("not hex"))?;
+        postcard::from_bytes(&bytes).map_err(|e| bad(&e.to_string()))
+    }
+}
+
+/// The tokio runtime a child actor runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RuntimeFlavor {
+    /// One thread does everything: the lowest latency and footprint. A handler that
+    /// blocks stalls the actor (the teardown ladder still reaps it).
+    #[default]
+    CurrentThread,
+    /// A work-stealing runtime with this many worker threads.
+    MultiThread(usize),
+}
+
+/// A value that can be a call's arguments, reply, stream item or `started` value.
+///
+/// Implemented for every serde type (postcard encoding) and for [`Blob`] (bytes sent as
+/// they are, with no copy).
+pub trait Wire: Sized + Send + 'static {
+    /// Encode to payload bytes.
+    fn encode(&self) -> Result<Bytes, CodecError>;
+    /// Decode from payload bytes.
+    fn decode(bytes: Bytes) -> Result<Self, CodecError>;
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Wire for T {
+    fn encode(&self) -> Result<Bytes, CodecError> {
+        postcard::to_allocvec(self)
+            .map(Bytes::from)
+            .map_err(|e| CodecError::Encode {
+                ty: std::any::type_name::<T>(),
+                message: e.to_string(),
+            })
+    }
+
+    fn decode(bytes: Bytes) -> Result<Self, CodecError> {
+        postcard::from_bytes(&bytes).map_err(|e| CodecError::Decode {
+            ty: std::any::type_name::<T>(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Raw bytes as a payload: sent and received without encoding or copying. Use it for
+/// bulk data (files, frames, tensors) as a whole argument, item or reply.
+///
+/// ```
+/// use spawn_api::{Blob, Wire};
+/// let b = Blob::from(vec![1u8, 2, 3]);
+/// let bytes = b.encode().unwrap();
+/// assert_eq!(&bytes[..], &[1, 2, 3]);
+/// assert_eq!(Blob::decode(bytes).unwrap(), b);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Blob(pub Bytes);
+
+impl Blob {
+    /// The bytes.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+
+    /// The length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<Bytes> for Blob {
+    fn from(b: Bytes) -> Blob {
+        Blob(b)
+    }
+}
+
+impl From<Vec<u8>> for Blob {
+    fn from(v: Vec<u8>) -> Blob {
+        Blob(Bytes::from(v))
+    }
+}
+
+impl std::ops::Deref for Blob {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Wire for Blob {
+    fn encode(&self) -> Result<Bytes, CodecError> {
+        Ok(self.0.clone())
+    }
+
+    fn decode(bytes: Bytes) -> Result<Self, CodecError> {
+        Ok(Blob(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_values_round_trip() {
+        let v = (1u32, "two".to_owned(), vec![3.0f64]);
+        let b = v.encode().unwrap();
+        assert_eq!(<(u32, String, Vec<f64>)>::decode(b).unwrap(), v);
+    }
+
+    #[test]
+    fn decode_of_wrong_type_is_typed_error() {
+        let b = "hello".to_owned().encode().unwrap();
+        let e = <(u64, u64, u64, u64, u64, u64, u64)>::decode(b).unwrap_err();
+        assert!(matches!(e, CodecError::Decode { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn blob_is_not_copied() {
+        let data = Bytes::from(vec![7u8; 4096]);
+        let out = Blob(data.clone()).encode().unwrap();
+        assert_eq!(out.as_ptr(), data.as_ptr());
+    }
+}
