@@ -239,6 +239,7 @@ impl ActorInner {
                 return;
             }
         };
+        tracing::debug!(cid, func, ?kind, caller = %conn.peer_path(), "serving a call");
         let link = conn.accept_call(cid, peer_window, self.window);
         conn.send_control(Msg::StartAck {
             cid,
@@ -293,6 +294,7 @@ impl ActorInner {
                     })]
                 }
             };
+            tracing::debug!(cid, "call done");
             for f in frames {
                 if let Err(e) = conn2.send(f) {
                     // A reply too large for the channel becomes an error reply.

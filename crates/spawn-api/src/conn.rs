@@ -53,6 +53,9 @@ pub(crate) struct ConnShared {
     next_cid: AtomicU64,
     routes: Mutex<HashMap<Cid, Route>>,
     closed: CancellationToken,
+    /// The writer failed: nothing more can be sent, but the reader still drains what
+    /// the peer sent before it went away (its last words: a panic report).
+    write_failed: std::sync::atomic::AtomicBool,
     close_reason: Mutex<Option<String>>,
     fault: Mutex<Option<RemoteError>>,
     cancel_acked: CancellationToken,
@@ -102,6 +105,7 @@ impl Conn {
             next_cid: AtomicU64::new(0),
             routes: Mutex::new(HashMap::new()),
             closed: actor.io_stop.child_token(),
+            write_failed: std::sync::atomic::AtomicBool::new(false),
             close_reason: Mutex::new(None),
             fault: Mutex::new(None),
             cancel_acked: CancellationToken::new(),
@@ -148,7 +152,7 @@ impl Conn {
                 .into());
             }
         }
-        if self.shared.closed.is_cancelled() {
+        if self.shared.closed.is_cancelled() || self.shared.write_failed.load(Ordering::Relaxed) {
             return Err(self.disconnected());
         }
         self.shared.out.send(frame).map_err(|_| self.disconnected())
@@ -380,6 +384,14 @@ impl Conn {
         }
     }
 
+    fn close_credits(&self) {
+        for r in self.shared.routes.lock().unwrap().values() {
+            if let Some(c) = &r.credits {
+                c.close();
+            }
+        }
+    }
+
     fn fail_all(&self) {
         let routes = std::mem::take(&mut *self.shared.routes.lock().unwrap());
         for (_, r) in routes {
@@ -415,6 +427,7 @@ async fn writer(conn: Conn, mut rx: mpsc::UnboundedReceiver<Frame>, mut sink: Bo
                 }
             }
             sink.flush().await?;
+            tracing::trace!(peer = %conn.shared.peer_path, bytes = queued, "flushed");
         }
         // Closing: whatever was queued before the close still goes out (a final error
         // report, a cancel acknowledgement).
@@ -426,7 +439,10 @@ async fn writer(conn: Conn, mut rx: mpsc::UnboundedReceiver<Frame>, mut sink: Bo
     .await;
     if let Err(e) = result {
         tracing::debug!(peer = %conn.shared.peer_path, error = %e, "channel write failed");
-        conn.close(&format!("write failed: {e}"));
+        conn.set_reason(&format!("write failed: {e}"));
+        conn.shared.write_failed.store(true, Ordering::Relaxed);
+        // Calls waiting for credit can never send again.
+        conn.close_credits();
     }
 }
 
@@ -447,7 +463,10 @@ async fn reader(conn: Conn, actor: Arc<ActorInner>, mut source: Box<dyn FrameSou
             r = source.recv() => r,
         };
         let frame = match next {
-            Ok(Some(f)) => f,
+            Ok(Some(f)) => {
+                tracing::trace!(peer = %conn.shared.peer_path, msg = f.msg.kind_name(), cid = ?f.msg.cid(), "received");
+                f
+            }
             Ok(None) => break Some("the peer closed the channel".to_owned()),
             Err(e) => {
                 if let ChannelError::Protocol(p) = &e {

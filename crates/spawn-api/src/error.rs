@@ -282,10 +282,13 @@ impl std::error::Error for RemoteError {}
 /// let custom = FnError::new("Overflow", "too big");
 /// assert_eq!(custom.kind(), "Overflow");
 /// ```
+#[derive(Clone)]
 pub struct FnError {
-    repr: Repr,
+    // Boxed: results carrying it stay small on the happy path.
+    repr: Box<Repr>,
 }
 
+#[derive(Clone)]
 enum Repr {
     Local {
         kind: String,
@@ -300,12 +303,12 @@ impl FnError {
     /// An error of `kind` with `message`.
     pub fn new(kind: impl Into<String>, message: impl Into<String>) -> FnError {
         FnError {
-            repr: Repr::Local {
+            repr: Box::new(Repr::Local {
                 kind: kind.into(),
                 message: message.into(),
                 chain: Vec::new(),
                 traceback: None,
-            },
+            }),
         }
     }
 
@@ -316,7 +319,7 @@ impl FnError {
 
     /// Attach a traceback (Python) or backtrace text.
     pub fn with_traceback(mut self, tb: impl Into<String>) -> FnError {
-        match &mut self.repr {
+        match &mut *self.repr {
             Repr::Local { traceback, .. } => *traceback = Some(tb.into()),
             Repr::Relayed(r) => r.traceback = Some(tb.into()),
         }
@@ -325,7 +328,7 @@ impl FnError {
 
     /// The error's kind.
     pub fn kind(&self) -> &str {
-        match &self.repr {
+        match &*self.repr {
             Repr::Local { kind, .. } => kind,
             Repr::Relayed(r) => &r.kind,
         }
@@ -333,7 +336,7 @@ impl FnError {
 
     /// The error's message.
     pub fn message(&self) -> &str {
-        match &self.repr {
+        match &*self.repr {
             Repr::Local { message, .. } => message,
             Repr::Relayed(r) => &r.message,
         }
@@ -341,7 +344,7 @@ impl FnError {
 
     /// The remote error this one relays, if it came from another actor.
     pub fn as_remote(&self) -> Option<&RemoteError> {
-        match &self.repr {
+        match &*self.repr {
             Repr::Relayed(r) => Some(r),
             Repr::Local { .. } => None,
         }
@@ -349,7 +352,7 @@ impl FnError {
 
     /// The wire form, as raised (or relayed) by the actor at tree path `here`.
     pub fn into_remote(self, here: &str) -> RemoteError {
-        match self.repr {
+        match *self.repr {
             Repr::Local {
                 kind,
                 message,
@@ -374,7 +377,7 @@ impl FnError {
 
     pub(crate) fn relayed(r: RemoteError) -> FnError {
         FnError {
-            repr: Repr::Relayed(r),
+            repr: Box::new(Repr::Relayed(r)),
         }
     }
 }
@@ -386,6 +389,17 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for FnError {
             if let Some(r) = err.downcast_ref::<RemoteError>() {
                 return FnError::relayed(r.clone());
             }
+            // `PortalError::Remote` holds it boxed, and a box is its own error type.
+            if let Some(r) = err.downcast_ref::<Box<RemoteError>>() {
+                return FnError::relayed((**r).clone());
+            }
+            // A nested nursery whose body failed: that failure is the error, not the
+            // nursery (which is only how it got here).
+            if let Some(n) = err.downcast_ref::<NurseryError>()
+                && let Some(body) = &n.body
+            {
+                return body.clone();
+            }
             cur = err.source();
         }
         let mut chain = Vec::new();
@@ -395,19 +409,19 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for FnError {
             src = s.source();
         }
         FnError {
-            repr: Repr::Local {
+            repr: Box::new(Repr::Local {
                 kind: std::any::type_name::<E>().to_owned(),
                 message: e.to_string(),
                 chain,
                 traceback: None,
-            },
+            }),
         }
     }
 }
 
 impl fmt::Display for FnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.repr {
+        match &*self.repr {
             Repr::Local {
                 kind,
                 message,
@@ -427,7 +441,7 @@ impl fmt::Display for FnError {
 
 impl fmt::Debug for FnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.repr {
+        match &*self.repr {
             Repr::Local {
                 kind,
                 message,

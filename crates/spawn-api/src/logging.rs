@@ -32,11 +32,13 @@ pub fn init_process_logging(level: &str) -> bool {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init()
         .is_ok()
 }
 
-/// The span every task of an actor runs in.
+/// The span every task of an actor runs in. At error level so that it is enabled (and
+/// names the actor) whatever level the filter lets through.
 pub(crate) fn actor_span(path: &str) -> tracing::Span {
-    tracing::info_span!("actor", path = %path)
+    tracing::error_span!(parent: None, "actor", path = %path)
 }

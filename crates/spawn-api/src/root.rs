@@ -43,8 +43,8 @@ pub enum RootError {
     #[error("root could not listen: {0}")]
     Listen(#[from] TransportError),
     /// The root's nursery failed.
-    #[error(transparent)]
-    Nursery(#[from] NurseryError),
+    #[error("{0}")]
+    Nursery(#[source] NurseryError),
 }
 
 impl RootError {
@@ -237,7 +237,7 @@ impl RootBuilder {
         guard.inner = None;
         inner.shutdown().await;
         transport.cleanup_tree(&addr);
-        Ok(result?)
+        result.map_err(RootError::Nursery)
     }
 }
 

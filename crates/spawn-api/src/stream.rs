@@ -154,6 +154,7 @@ impl<C: Context> CalleeContext<C> {
     /// [`PortalError::Disconnected`] if the caller went away, [`PortalError::Codec`] if
     /// the value does not encode.
     pub async fn started(self, value: C::Started) -> Result<CalleeStream<C>, PortalError> {
+        tracing::debug!(cid = self.link.cid(), "context started");
         self.link.conn().send(crate::wire::Frame::with_payload(
             Msg::Started {
                 cid: self.link.cid(),
