@@ -1,0 +1,243 @@
+//! The actor functions the integration suite calls. Every test binary serves all of them
+//! (children are the test binary itself).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use spawn_api::{
+    ActorCx, ActorOptions, Blob, CalleeContext, FnError, Registry, RuntimeVars, StreamTx,
+};
+
+spawn_api::call!(
+    /// Adds two numbers.
+    pub Add = "t.add": (i64, i64) => i64
+);
+spawn_api::call!(
+    /// Fails with an error of the given kind and message.
+    pub Fail = "t.fail": (String, String) => ()
+);
+spawn_api::call!(
+    /// Panics with the given message.
+    pub Panic = "t.panic": String => ()
+);
+spawn_api::call!(
+    /// Exits the actor's process with the given code (no clean shutdown).
+    pub Exit = "t.exit": i32 => ()
+);
+spawn_api::call!(
+    /// Sleeps (asynchronously, so cancellation reaches it) for the given milliseconds.
+    pub Sleep = "t.sleep": u64 => ()
+);
+spawn_api::context!(
+    /// Sends `started`, then blocks its thread in a loop that never yields, so it
+    /// ignores cancellation; with `true` it also ignores SIGTERM, so only a kill stops
+    /// it. Run it on a multi-thread child runtime, or `started` cannot leave.
+    pub Stubborn = "t.stubborn": bool => started (), in (), out (), return ()
+);
+spawn_api::call!(
+    /// The actor's process id and listening address.
+    pub WhoAmI = "t.whoami": () => Who
+);
+spawn_api::call!(
+    /// The actor's runtime vars as `runtime_vars::current()` sees them.
+    pub Vars = "t.vars": () => RuntimeVars
+);
+spawn_api::call!(
+    /// Spawns a child called `name` and returns its `Add(a, b)`.
+    pub AddViaChild = "t.add_via_child": (String, i64, i64) => i64
+);
+spawn_api::call!(
+    /// Spawns a child and relays its `Fail(kind, message)`.
+    pub FailViaChild = "t.fail_via_child": (String, String) => ()
+);
+spawn_api::call!(
+    /// Spawns a child with `debug_mode` as given and returns the vars of the child and of
+    /// a grandchild below it.
+    pub VarsOfSubtree = "t.vars_subtree": bool => (RuntimeVars, RuntimeVars)
+);
+spawn_api::stream!(
+    /// Streams `0..n`.
+    pub Count = "t.count": u64 => u64
+);
+spawn_api::stream!(
+    /// Streams `n` blobs of `size` bytes.
+    pub Blobs = "t.blobs": (u64, u64) => Blob
+);
+spawn_api::context!(
+    /// Echoes every item back upper-cased; returns how many it echoed.
+    pub Echo = "t.echo": String => started String, in String, out String, return u64
+);
+spawn_api::context!(
+    /// Starts a grandchild that serves until cancelled, reports its [`Who`] as the
+    /// started value, then waits until cancelled itself.
+    pub HoldGrandchild = "t.hold_grandchild": ActorOptionsWire => started Who, in (), out (), return ()
+);
+
+/// Where an actor is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Who {
+    /// Its process id.
+    pub pid: u32,
+    /// Its listening address.
+    pub addr: String,
+    /// Its tree path.
+    pub path: String,
+}
+
+/// The part of [`ActorOptions`] a test passes over the wire.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorOptionsWire {
+    /// The backend key, if not the parent's.
+    pub backend: Option<String>,
+    /// Debug mode for the grandchild.
+    pub debug_mode: Option<bool>,
+}
+
+fn who(cx: &ActorCx) -> Who {
+    Who {
+        pid: std::process::id(),
+        addr: cx.addr().to_string(),
+        path: cx.path().to_owned(),
+    }
+}
+
+/// The registry every test actor serves.
+pub fn registry() -> Registry {
+    Registry::new()
+        .call(Add, |_cx, (a, b)| async move { Ok(a + b) })
+        .call(Fail, |_cx, (kind, message)| async move {
+            Err(FnError::new(kind, message))
+        })
+        .call(Panic, |_cx, message: String| async move {
+            if !message.is_empty() {
+                panic!("{message}");
+            }
+            Ok(())
+        })
+        .call(Exit, |_cx, code| async move { std::process::exit(code) })
+        .call(Sleep, |_cx, ms| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(())
+        })
+        .context(
+            Stubborn,
+            |_cx, ignore_term, ctx: CalleeContext<Stubborn>| async move {
+                if ignore_term {
+                    // SAFETY: setting a disposition to SIG_IGN installs no handler code; it
+                    // is what the test wants: a process only SIGKILL can stop.
+                    unsafe {
+                        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+                    }
+                }
+                let _stream = ctx.started(()).await?;
+                // Block the handler for good. `block_in_place` hands this worker's other
+                // tasks (the channel writer, which must still send `started`) to another
+                // thread: a bare blocking loop would starve the task in this worker's
+                // LIFO slot.
+                tokio::task::block_in_place(|| {
+                    loop {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                })
+            },
+        )
+        .call(WhoAmI, |cx, ()| async move { Ok(who(&cx)) })
+        .call(Vars, |_cx, ()| async move {
+            Ok((*runtime_vars::current()).clone())
+        })
+        .call(AddViaChild, |cx, (name, a, b)| async move {
+            let sum = cx
+                .open_nursery(async |n| {
+                    let child = n.start_actor(&name, ActorOptions::new()).await?;
+                    Ok(child.run(Add, (a, b)).await?)
+                })
+                .await?;
+            Ok(sum)
+        })
+        .call(FailViaChild, |cx, (kind, message)| async move {
+            cx.open_nursery(async |n| {
+                let child = n.start_actor("grandchild", ActorOptions::new()).await?;
+                child.run(Fail, (kind, message)).await?;
+                Ok(())
+            })
+            .await?;
+            Ok(())
+        })
+        .call(VarsOfSubtree, |cx, debug| async move {
+            let vars = cx
+                .open_nursery(async |n| {
+                    let child = n
+                        .start_actor("sub", ActorOptions::new().debug_mode(debug))
+                        .await?;
+                    let v = child.run(Vars, ()).await?;
+                    let gv = child.run(VarsOfSubtreeLeaf, ()).await?;
+                    Ok((v, gv))
+                })
+                .await?;
+            Ok(vars)
+        })
+        .call(VarsOfSubtreeLeaf, |cx, ()| async move {
+            let v = cx
+                .open_nursery(async |n| {
+                    let leaf = n.start_actor("leaf", ActorOptions::new()).await?;
+                    Ok(leaf.run(Vars, ()).await?)
+                })
+                .await?;
+            Ok(v)
+        })
+        .stream(Count, count)
+        .stream(Blobs, |_cx, (n, size), tx: StreamTx<Blob>| async move {
+            let blob = Blob::from(vec![0xabu8; size as usize]);
+            for _ in 0..n {
+                tx.send(blob.clone()).await?;
+            }
+            Ok(())
+        })
+        .context(Echo, echo)
+        .context(HoldGrandchild, hold_grandchild)
+}
+
+spawn_api::call!(
+    /// Spawns a leaf child and returns its vars.
+    pub VarsOfSubtreeLeaf = "t.vars_leaf": () => RuntimeVars
+);
+
+async fn count(_cx: ActorCx, n: u64, tx: StreamTx<u64>) -> Result<(), FnError> {
+    for i in 0..n {
+        tx.send(i).await?;
+    }
+    Ok(())
+}
+
+async fn echo(_cx: ActorCx, greeting: String, ctx: CalleeContext<Echo>) -> Result<u64, FnError> {
+    let mut stream = ctx.started(greeting).await?;
+    let mut n = 0;
+    while let Some(item) = stream.recv().await? {
+        stream.send(item.to_uppercase()).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+async fn hold_grandchild(
+    cx: ActorCx,
+    opts: ActorOptionsWire,
+    ctx: CalleeContext<HoldGrandchild>,
+) -> Result<(), FnError> {
+    cx.open_nursery(async |n| {
+        let mut o = ActorOptions::new();
+        if let Some(b) = opts.backend {
+            o = o.backend(b);
+        }
+        if let Some(d) = opts.debug_mode {
+            o = o.debug_mode(d);
+        }
+        let gc = n.start_actor("grandchild", o).await?;
+        let who = gc.run(WhoAmI, ()).await?;
+        let _stream = ctx.started(who).await?;
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! What a test may leave behind, and how to find it: descendant processes, open file
+//! descriptors, socket files.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A process below this one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proc {
+    /// Its pid.
+    pub pid: u32,
+    /// Its state letter from `/proc/<pid>/stat` (`R`, `S`, `Z`, ...).
+    pub state: char,
+    /// Its command name.
+    pub comm: String,
+}
+
+/// Parse `/proc/<pid>/stat`: (pid, comm, state, ppid). The command name may contain
+/// spaces and parentheses, so fields are read after its last `)`.
+fn stat(pid: u32) -> Option<(String, char, u32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = s.find('(')?;
+    let close = s.rfind(')')?;
+    let comm = s[open + 1..close].to_owned();
+    let mut rest = s[close + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some((comm, state, ppid))
+}
+
+/// Every live (or zombie) process descending from this one.
+pub fn descendants() -> Vec<Proc> {
+    let me = std::process::id();
+    let mut children: HashMap<u32, Vec<(u32, String, char)>> = HashMap::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some((comm, state, ppid)) = stat(pid) {
+                children.entry(ppid).or_default().push((pid, comm, state));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut todo = vec![me];
+    while let Some(p) = todo.pop() {
+        for (pid, comm, state) in children.remove(&p).unwrap_or_default() {
+            todo.push(pid);
+            out.push(Proc { pid, state, comm });
+        }
+    }
+    out
+}
+
+/// Whether `pid` is gone or a zombie (dead, only its status left).
+pub fn is_dead(pid: u32) -> bool {
+    stat(pid).is_none_or(|(_, state, _)| state == 'Z' || state == 'X')
+}
+
+/// Reap every exited child of this process without blocking.
+pub fn reap_zombies() {
+    loop {
+        match nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(-1),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        ) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// Wait up to `grace` for every descendant to end (reaping the ones re-parented to us);
+/// returns those still alive, after killing them so they do not disturb later tests.
+pub fn live_descendants_after(grace: Duration) -> Vec<Proc> {
+    let deadline = Instant::now() + grace;
+    loop {
+        reap_zombies();
+        let live: Vec<Proc> = descendants()
+            .into_iter()
+            .filter(|p| p.state != 'Z')
+            .collect();
+        if live.is_empty() {
+            reap_zombies();
+            return live;
+        }
+        if Instant::now() >= deadline {
+            for p in &live {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p.pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            reap_zombies();
+            return live;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// This process's open descriptors and what they point at.
+pub fn open_fds() -> BTreeMap<i32, String> {
+    let mut out = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+        for e in entries.flatten() {
+            let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            let target = std::fs::read_link(e.path())
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            // The directory handle of this very listing.
+            if target.starts_with("/proc/") && target.ends_with("/fd") {
+                continue;
+            }
+            out.insert(fd, target);
+        }
+    }
+    out
+}
+
+/// Descriptors open now that were not open in `before`.
+pub fn new_fds(before: &BTreeMap<i32, String>) -> Vec<(i32, String)> {
+    open_fds()
+        .into_iter()
+        .filter(|(fd, target)| before.get(fd) != Some(target))
+        .collect()
+}
+
+/// Every file (not directory) below `dir`.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sleeping_child_is_a_descendant_until_it_is_killed() {
+        let mut c = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = c.id();
+        assert!(
+            descendants()
+                .iter()
+                .any(|p| p.pid == pid && p.comm == "sleep")
+        );
+        assert!(!is_dead(pid));
+        c.kill().unwrap();
+        c.wait().unwrap();
+        assert!(is_dead(pid));
+        assert!(!descendants().iter().any(|p| p.pid == pid));
+    }
+
+    #[test]
+    fn a_new_descriptor_is_seen() {
+        let before = open_fds();
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        let new = new_fds(&before);
+        assert_eq!(new.len(), 1, "{new:?}");
+        drop(f);
+        assert!(new_fds(&before).is_empty());
+    }
+}

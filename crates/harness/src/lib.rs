@@ -1,0 +1,301 @@
+//! # harness: brood's test support
+//!
+//! - The test program's [`brood`]: every backend and transport, serving
+//!   [`functions::registry`]. The test binary's `main` is [`main`], which calls
+//!   [`Brood::enter`] first, so the test binary is also every child's entry point.
+//! - The cell under test comes from `BROOD_BACKEND` / `BROOD_TRANSPORT` (defaults `proc` /
+//!   `uds`); [`root`] opens a root on it, in a runtime directory private to the test.
+//! - [`run`] drives a future with a deadline.
+//! - After every test, [`main`] checks that it leaked nothing: no descendant process, no
+//!   file left in its runtime directory, no new open descriptor.
+//! - Skips are explicit, per cell, with a reason ([`SKIPS`]); they print in the summary
+//!   and, with `BROOD_SKIP_REPORT`, are appended to that file for `cargo xtask test`.
+//!
+//! Works under `cargo test` (tests run one at a time in one process, so the leak checks
+//! see only their own test) and `cargo nextest run` (one process per test).
+
+#![warn(missing_docs)]
+
+pub mod functions;
+pub mod leaks;
+
+use std::future::Future;
+use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ipc_uds::UdsTransport;
+use spawn_api::{Brood, FnError, Nursery, RootBuilder, RootError};
+use spawn_proc::ProcBackend;
+
+pub use libtest_mimic::Failed;
+
+/// How long a test may run before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long descendants may take to disappear after a test.
+pub const REAP_GRACE: Duration = Duration::from_secs(5);
+
+/// Environment variable naming a scenario to run instead of the tests (used by tests
+/// that need a root in a process of its own).
+pub const SCENARIO_ENV: &str = "BROOD_SCENARIO";
+
+/// Environment variable carrying the runtime directory a scenario's root must use.
+pub const TEST_DIR_ENV: &str = "BROOD_TEST_DIR";
+
+/// Tests that cannot run on a cell, and why: (backend, transport, test, reason). `*`
+/// matches any backend or transport. The goal is for this list to be empty.
+pub const SKIPS: &[(&str, &str, &str, &str)] = &[];
+
+/// The test program's actors: every backend and transport, serving the test functions.
+pub fn brood() -> Brood {
+    Brood::builder()
+        .registry(functions::registry())
+        .backend(ProcBackend::new())
+        .transport(UdsTransport::new())
+        .build()
+}
+
+/// The backend under test (`BROOD_BACKEND`, default `proc`).
+pub fn backend() -> String {
+    std::env::var(spawn_api::BACKEND_ENV)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "proc".to_owned())
+}
+
+/// The transport under test (`BROOD_TRANSPORT`, default `uds`).
+pub fn transport() -> String {
+    std::env::var(spawn_api::TRANSPORT_ENV)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "uds".to_owned())
+}
+
+static TEST_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// The runtime directory of the running test (sockets of its trees go there).
+pub fn test_dir() -> PathBuf {
+    if let Some(d) = TEST_DIR.lock().unwrap().clone() {
+        return d;
+    }
+    if let Some(d) = std::env::var_os(TEST_DIR_ENV) {
+        return PathBuf::from(d);
+    }
+    ipc_uds::default_runtime_dir()
+}
+
+/// A root builder on the cell under test, in the test's runtime directory.
+///
+/// # Panics
+/// If the cell names a transport the harness does not know.
+pub fn root() -> RootBuilder {
+    let b = brood().root().use_backend(backend());
+    match transport().as_str() {
+        "uds" => b.transport(UdsTransport::new().with_dir(test_dir())),
+        other => panic!(
+            "harness: unknown transport {other:?} in {}",
+            spawn_api::TRANSPORT_ENV
+        ),
+    }
+}
+
+/// Run `fut` on a fresh two-worker runtime, failing the test if it takes longer than
+/// `deadline`.
+///
+/// # Panics
+/// When the deadline passes.
+pub fn run<F: Future>(deadline: Duration, fut: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("test runtime");
+    let out = rt.block_on(async {
+        match tokio::time::timeout(deadline, fut).await {
+            Ok(v) => v,
+            Err(_) => panic!("test did not finish within {deadline:?}"),
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    out
+}
+
+/// Open a root on the cell under test, run `body` in its nursery, with [`DEADLINE`].
+///
+/// # Errors
+/// The root's error.
+pub fn with_root<R>(
+    body: impl AsyncFnOnce(&Nursery) -> Result<R, FnError>,
+) -> Result<R, RootError> {
+    run(DEADLINE, root().run(body))
+}
+
+/// One integration test.
+#[derive(Clone, Copy)]
+pub struct Test {
+    /// Its name (module path style).
+    pub name: &'static str,
+    /// Its body: panics (assertions) or errors fail it.
+    pub run: fn() -> Result<(), Failed>,
+}
+
+/// A program a test can run as a separate root process: `BROOD_SCENARIO=<name>`.
+#[derive(Clone, Copy)]
+pub struct Scenario {
+    /// Its name.
+    pub name: &'static str,
+    /// Its body; the process exits with 0 when it returns.
+    pub run: fn(),
+}
+
+/// Why `name` is skipped on the cell under test, if it is.
+pub fn skip_reason(name: &str) -> Option<&'static str> {
+    let (b, t) = (backend(), transport());
+    SKIPS
+        .iter()
+        .find(|(sb, st, sn, _)| (*sb == "*" || *sb == b) && (*st == "*" || *st == t) && *sn == name)
+        .map(|(_, _, _, why)| *why)
+}
+
+fn report_skip(name: &str, why: &str) {
+    let Some(path) = std::env::var_os("BROOD_SKIP_REPORT") else {
+        return;
+    };
+    let line = format!("{}\t{}\t{name}\t{why}\n", backend(), transport());
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        // One write per line, so concurrent test processes do not interleave lines.
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+fn new_test_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    // Short: socket paths must fit in 107 bytes.
+    let d = PathBuf::from(format!(
+        "/tmp/bt-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Run one test with its own runtime directory, then check for leaks.
+fn run_checked(test: Test) -> Result<(), Failed> {
+    let dir = new_test_dir();
+    *TEST_DIR.lock().unwrap() = Some(dir.clone());
+    leaks::reap_zombies();
+    let fds = leaks::open_fds();
+    let outcome = catch_unwind(AssertUnwindSafe(test.run));
+    *TEST_DIR.lock().unwrap() = None;
+
+    let mut problems = Vec::new();
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(f)) => problems.push(
+            f.message()
+                .map(str::to_owned)
+                .unwrap_or_else(|| "failed".to_owned()),
+        ),
+        Err(p) => problems.push(panic_text(&*p)),
+    }
+    let live = leaks::live_descendants_after(REAP_GRACE);
+    if !live.is_empty() {
+        problems.push(format!("leaked processes: {live:?}"));
+    }
+    let files = leaks::files_under(&dir);
+    if !files.is_empty() {
+        problems.push(format!("leaked files in the runtime directory: {files:?}"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let fds = leaks::new_fds(&fds);
+    if !fds.is_empty() {
+        problems.push(format!("leaked descriptors: {fds:?}"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n").into())
+    }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "test panicked".to_owned()
+    }
+}
+
+/// The test binary's `main`: child entry point, scenario runner, and test runner.
+pub fn main(tests: &[Test], scenarios: &[Scenario]) -> ! {
+    let brood = brood();
+    brood.enter();
+
+    if let Ok(name) = std::env::var(SCENARIO_ENV) {
+        let Some(s) = scenarios.iter().find(|s| s.name == name) else {
+            eprintln!("harness: no scenario named {name:?}");
+            std::process::exit(2);
+        };
+        (s.run)();
+        std::process::exit(0);
+    }
+
+    if let Ok(level) = std::env::var(spawn_api::logging::LOG_ENV) {
+        spawn_api::logging::init_process_logging(&level);
+    }
+
+    // Orphaned descendants re-parent to us, so leak checks can see (and reap) them.
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        eprintln!("harness: cannot become a subreaper ({e}); leaked grandchildren may go unseen");
+    }
+
+    // Some runtime state is created once per process and kept (tokio's signal pipe when
+    // its process feature is on): create it now, so leak checks see only what a test
+    // leaves behind.
+    run(Duration::from_secs(5), async {});
+
+    let mut args = libtest_mimic::Arguments::from_args();
+    // Leak checks look at the whole process: run tests one at a time unless told.
+    if args.test_threads.is_none() {
+        args.test_threads = Some(1);
+    }
+    let mut skipped = Vec::new();
+    let trials = tests
+        .iter()
+        .map(|t| {
+            let test = *t;
+            match skip_reason(t.name) {
+                Some(why) => {
+                    report_skip(t.name, why);
+                    skipped.push((t.name, why));
+                    libtest_mimic::Trial::test(t.name, || Ok(())).with_ignored_flag(true)
+                }
+                None => libtest_mimic::Trial::test(t.name, move || run_checked(test)),
+            }
+        })
+        .collect();
+    if !args.list {
+        eprintln!(
+            "brood harness: backend={} transport={}; {} skipped{}",
+            backend(),
+            transport(),
+            skipped.len(),
+            skipped
+                .iter()
+                .map(|(n, w)| format!("\n  skipped {n}: {w}"))
+                .collect::<String>()
+        );
+    }
+    libtest_mimic::run(&args, trials).exit()
+}
