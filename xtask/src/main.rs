@@ -1,0 +1,190 @@
+//! brood's developer tasks, run as `cargo xtask <command>`.
+//!
+//! - `cargo xtask test`: the workspace test suite over the matrix of spawn backends and
+//!   transports, with one summary table and the reasons of skipped tests.
+//! - `cargo xtask bench`: the benches, compared with their OS floors and checked against
+//!   the performance targets.
+//!
+//! Kept to `std` and `clap` so that it builds fast and never pulls the workspace's
+//! dependency tree into a task runner.
+
+mod bench;
+mod criterion;
+mod json;
+mod matrix;
+mod python;
+mod run;
+mod summary;
+mod targets;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::python::PythonTier;
+
+/// Why a task stopped.
+#[derive(Debug)]
+pub enum Error {
+    /// The command line asked for something impossible (exit status 2, like clap's own
+    /// usage errors).
+    Usage(String),
+    /// Something needed to carry out the task failed (exit status 1).
+    Failed(String),
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "brood's developer tasks: the test matrix and the benchmark report"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Run the workspace tests once per (backend, transport) cell and print a matrix.
+    ///
+    /// Each cell runs `cargo nextest run --workspace --no-fail-fast` (or `cargo test`
+    /// without nextest) with BROOD_BACKEND, BROOD_TRANSPORT and BROOD_SKIP_REPORT set;
+    /// doctests run once, after the first cell. Exits non-zero if any cell fails.
+    Test(TestArgs),
+    /// Run the benches, compare each with its floor and check the performance targets.
+    ///
+    /// Runs `cargo bench -p brood --bench <spawn|rpc|stream|footprint>` (skipping
+    /// missing targets), then reads criterion's results and writes the report to
+    /// <target dir>/brood-bench.md too. Unmet targets do not make it fail.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct TestArgs {
+    /// Spawn backends to run: `all` (every available one) or a comma-separated list of
+    /// proc, fork, subint.
+    #[arg(long, value_name = "LIST", default_value = "all")]
+    backend: String,
+    /// Transports to run: `all` (every available one) or a comma-separated list of
+    /// uds, shm.
+    #[arg(long, value_name = "LIST", default_value = "all")]
+    transport: String,
+    /// CPython to build and test against: 3.11 is the system python3; 3.14 is
+    /// provisioned by ../shared/tools/python314-sysroot.sh (or $BROOD_PY314_SYSROOT_SCRIPT).
+    #[arg(long, value_name = "TIER", value_enum, default_value_t = PythonTier::Py311)]
+    python: PythonTier,
+    /// Use `cargo test` even when cargo-nextest is installed.
+    #[arg(long)]
+    no_nextest: bool,
+    /// Extra arguments for the test runner of every cell (after `--`).
+    #[arg(last = true, value_name = "EXTRA")]
+    extra: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Short criterion runs: --warm-up-time 0.5 --measurement-time 2 --sample-size 10.
+    #[arg(long)]
+    quick: bool,
+    /// Only benchmarks whose id matches this regex (criterion's filter).
+    #[arg(long, value_name = "REGEX")]
+    filter: Option<String>,
+}
+
+/// The workspace root: the parent of this crate's manifest directory. `cargo run` sets
+/// `CARGO_MANIFEST_DIR` at run time too, which stays right if the tree was moved after
+/// xtask was built; the compile-time value covers running the binary directly.
+fn workspace_root() -> PathBuf {
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    let outcome = match cli.command {
+        Task::Test(args) => matrix::run(
+            &matrix::TestOptions {
+                backends: args.backend,
+                transports: args.transport,
+                python: args.python,
+                no_nextest: args.no_nextest,
+                extra: args.extra,
+            },
+            &root,
+        ),
+        Task::Bench(args) => bench::run(
+            &bench::BenchOptions {
+                quick: args.quick,
+                filter: args.filter,
+            },
+            &root,
+        ),
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(Error::Usage(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Error::Failed(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_test_arguments() {
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "test",
+            "--backend",
+            "proc",
+            "--python",
+            "3.14",
+            "--no-nextest",
+            "--",
+            "--test-threads",
+            "1",
+        ])
+        .unwrap();
+        let Task::Test(args) = cli.command else {
+            panic!("not test")
+        };
+        assert_eq!(args.backend, "proc");
+        assert_eq!(args.transport, "all");
+        assert_eq!(args.python, PythonTier::Py314);
+        assert!(args.no_nextest);
+        assert_eq!(args.extra, ["--test-threads", "1"]);
+        assert!(Cli::try_parse_from(["xtask", "test", "--python", "3.12"]).is_err());
+    }
+
+    #[test]
+    fn parses_bench_arguments() {
+        let cli = Cli::try_parse_from(["xtask", "bench", "--quick", "--filter", "rpc"]).unwrap();
+        let Task::Bench(args) = cli.command else {
+            panic!("not bench")
+        };
+        assert!(args.quick);
+        assert_eq!(args.filter.as_deref(), Some("rpc"));
+    }
+}

@@ -1,0 +1,560 @@
+//! `cargo xtask test`: the workspace suite once per (backend, transport) cell.
+//!
+//! brood's tests pick the spawn backend and the transport from `BROOD_BACKEND` and
+//! `BROOD_TRANSPORT`, so a full check means running the same suite once per combination.
+//! This module chooses the cells, runs them, and prints one matrix of results.
+
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::Error;
+use crate::python::{self, PythonTier};
+use crate::run::{self, Captured};
+use crate::summary::{self, Counts, SkipReport};
+
+/// A spawn backend or transport that the matrix knows about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Component {
+    /// Its key, as in `BROOD_BACKEND` / `BROOD_TRANSPORT`.
+    pub name: &'static str,
+    /// Whether it is implemented yet; unimplemented ones are known (so a typo and "not
+    /// built yet" give different errors) but never run.
+    pub available: bool,
+}
+
+/// The spawn backends, in matrix row order.
+pub const BACKENDS: &[Component] = &[
+    Component {
+        name: "proc",
+        available: true,
+    },
+    Component {
+        name: "fork",
+        available: false,
+    },
+    Component {
+        name: "subint",
+        available: false,
+    },
+];
+
+/// The transports, in matrix column order.
+pub const TRANSPORTS: &[Component] = &[
+    Component {
+        name: "uds",
+        available: true,
+    },
+    Component {
+        name: "shm",
+        available: false,
+    },
+];
+
+/// Turn a `--backend` / `--transport` argument (`all` or a comma-separated list) into
+/// the components to run, in table order. `kind` is "backend" or "transport", for
+/// messages.
+///
+/// # Errors
+/// [`Error::Usage`] for an unknown name (listing the known ones), for a known name that
+/// is not available yet, or for a list that selects nothing.
+pub fn select(
+    list: &str,
+    table: &'static [Component],
+    kind: &str,
+) -> Result<Vec<&'static Component>, Error> {
+    let mut wanted: Vec<&'static Component> = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if item == "all" {
+            wanted.extend(table.iter().filter(|c| c.available));
+            continue;
+        }
+        let Some(component) = table.iter().find(|c| c.name == item) else {
+            let known: Vec<_> = table.iter().map(|c| c.name).collect();
+            return Err(Error::Usage(format!(
+                "unknown {kind} \"{item}\"; known {kind}s: {}",
+                known.join(", ")
+            )));
+        };
+        if !component.available {
+            let available: Vec<_> = table
+                .iter()
+                .filter(|c| c.available)
+                .map(|c| c.name)
+                .collect();
+            return Err(Error::Usage(format!(
+                "{kind} \"{item}\" is not built yet; available {kind}s: {}",
+                available.join(", ")
+            )));
+        }
+        wanted.push(component);
+    }
+    if wanted.is_empty() {
+        return Err(Error::Usage(format!("no {kind} selected by \"{list}\"")));
+    }
+    // Table order, each once, whatever order and repetitions the user typed.
+    Ok(table
+        .iter()
+        .filter(|c| wanted.iter().any(|w| w.name == c.name))
+        .collect())
+}
+
+/// What `cargo xtask test` was asked to do.
+#[derive(Clone, Debug)]
+pub struct TestOptions {
+    /// `--backend`.
+    pub backends: String,
+    /// `--transport`.
+    pub transports: String,
+    /// `--python`.
+    pub python: PythonTier,
+    /// `--no-nextest`.
+    pub no_nextest: bool,
+    /// Arguments after `--`, passed to the test runner of every cell.
+    pub extra: Vec<String>,
+}
+
+/// The outcome of one cell (or of the doctest run).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CellResult {
+    /// Row key: the backend (or "doctests").
+    pub backend: String,
+    /// Column key: the transport.
+    pub transport: String,
+    /// The counts, if the runner got as far as printing a summary.
+    pub counts: Option<Counts>,
+    /// Whether the cell is green: zero exit status and no failed test.
+    pub ok: bool,
+    /// Why a cell is red when the counts do not say (e.g. "build failed").
+    pub note: Option<String>,
+}
+
+impl CellResult {
+    fn from_run(
+        backend: &str,
+        transport: &str,
+        counts: Option<Counts>,
+        captured: &Captured,
+    ) -> Self {
+        let exit_ok = captured.status.success();
+        let note = match counts {
+            None if exit_ok => Some("no test summary found".to_owned()),
+            None => Some("build failed".to_owned()),
+            Some(c) if !exit_ok && c.failed == 0 => Some(format!("{}", captured.status)),
+            Some(_) => None,
+        };
+        CellResult {
+            backend: backend.to_owned(),
+            transport: transport.to_owned(),
+            ok: exit_ok && counts.is_some_and(|c| c.failed == 0),
+            counts,
+            note,
+        }
+    }
+}
+
+/// Which test runner the cells use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Runner {
+    Nextest,
+    CargoTest,
+}
+
+/// Run the matrix and print its summary; `Ok(true)` when every cell passed.
+///
+/// # Errors
+/// [`Error::Usage`] for a bad selection, [`Error::Failed`] when the Python tier cannot be
+/// provisioned or cargo cannot be started.
+pub fn run(opts: &TestOptions, root: &Path) -> Result<bool, Error> {
+    let backends = select(&opts.backends, BACKENDS, "backend")?;
+    let transports = select(&opts.transports, TRANSPORTS, "transport")?;
+    let runner = if opts.no_nextest {
+        Runner::CargoTest
+    } else if nextest_installed(root) {
+        Runner::Nextest
+    } else {
+        println!("note: cargo-nextest is not installed; running `cargo test` instead");
+        Runner::CargoTest
+    };
+    let mut base_env = python::provision(opts.python, root)?;
+    base_env.extend(run::color_env());
+
+    let cells: Vec<(&str, &str)> = backends
+        .iter()
+        .flat_map(|b| transports.iter().map(move |t| (b.name, t.name)))
+        .collect();
+    let mut results = Vec::new();
+    let mut doctests = None;
+    let mut skips = SkipReport::default();
+    for (index, &(backend, transport)) in cells.iter().enumerate() {
+        let first = index == 0;
+        let skip_file = skip_report_path(backend, transport);
+        // A report left over by an earlier, interrupted run would be read as this one's.
+        let _ = std::fs::remove_file(&skip_file);
+        let mut env = base_env.clone();
+        env.push(("BROOD_BACKEND".into(), backend.into()));
+        env.push(("BROOD_TRANSPORT".into(), transport.into()));
+        env.push((
+            "BROOD_SKIP_REPORT".into(),
+            skip_file.to_string_lossy().into_owned(),
+        ));
+
+        let args = runner_args(runner, &opts.extra);
+        println!(
+            "==> [{}/{}] backend={backend} transport={transport}: {}",
+            index + 1,
+            cells.len(),
+            run::display_command("cargo", &args)
+        );
+        let captured = run_cargo(&args, root, &env)?;
+        let counts = match runner {
+            Runner::Nextest => summary::parse_nextest(captured.lines()),
+            Runner::CargoTest => summary::parse_cargo_test(captured.lines()),
+        };
+        results.push(CellResult::from_run(backend, transport, counts, &captured));
+        if first {
+            // nextest cannot run doctests, and they do not depend on the cell: one run,
+            // with the first cell's environment, covers them in both modes.
+            let doc_args = ["test", "--workspace", "--doc", "--no-fail-fast"];
+            println!("==> doctests: {}", run::display_command("cargo", &doc_args));
+            let doc = run_cargo(&doc_args, root, &env)?;
+            let counts = summary::parse_cargo_test(doc.lines());
+            doctests = Some(CellResult::from_run("doctests", transport, counts, &doc));
+        }
+        // No file means no test skipped itself.
+        if let Ok(bytes) = std::fs::read(&skip_file) {
+            skips.add_text(&String::from_utf8_lossy(&bytes));
+        }
+        let _ = std::fs::remove_file(&skip_file);
+    }
+
+    let title = match opts.python {
+        PythonTier::Py311 => "brood test matrix".to_owned(),
+        tier => format!("brood test matrix (CPython {})", tier.version()),
+    };
+    let transport_names: Vec<&str> = transports.iter().map(|t| t.name).collect();
+    let backend_names: Vec<&str> = backends.iter().map(|b| b.name).collect();
+    println!();
+    print!(
+        "{}",
+        render(
+            &title,
+            &backend_names,
+            &transport_names,
+            &results,
+            doctests.as_ref(),
+            &skips
+        )
+    );
+    let all_ok = results.iter().chain(doctests.as_ref()).all(|c| c.ok);
+    if !all_ok {
+        let red: Vec<String> = results
+            .iter()
+            .chain(doctests.as_ref())
+            .filter(|c| !c.ok)
+            .map(|c| {
+                if c.backend == "doctests" {
+                    c.backend.clone()
+                } else {
+                    format!("{}/{}", c.backend, c.transport)
+                }
+            })
+            .collect();
+        println!("FAILED: {}", red.join(", "));
+    }
+    Ok(all_ok)
+}
+
+fn nextest_installed(root: &Path) -> bool {
+    Command::new(run::cargo())
+        .args(["nextest", "--version"])
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The cargo arguments of a cell. Plain `cargo test` gets `--tests`, which leaves out
+/// doctests: they run once on their own, as with nextest.
+fn runner_args(runner: Runner, extra: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = match runner {
+        Runner::Nextest => ["nextest", "run", "--workspace", "--no-fail-fast"]
+            .map(String::from)
+            .into(),
+        Runner::CargoTest => ["test", "--workspace", "--no-fail-fast", "--tests"]
+            .map(String::from)
+            .into(),
+    };
+    args.extend(extra.iter().cloned());
+    args
+}
+
+fn run_cargo<S: AsRef<OsStr>>(
+    args: &[S],
+    root: &Path,
+    env: &[(String, String)],
+) -> Result<Captured, Error> {
+    run::tee(&run::cargo(), args, root, env)
+        .map_err(|e| Error::Failed(format!("cannot run cargo: {e}")))
+}
+
+/// Where a cell's tests report their skips: unique per xtask process and cell, so that
+/// concurrent matrices and the cells of one matrix never mix their reports.
+fn skip_report_path(backend: &str, transport: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "brood-skips-{}-{backend}-{transport}.tsv",
+        std::process::id()
+    ))
+}
+
+fn cell_text(cell: &CellResult, with_skipped: bool) -> String {
+    let mut text = match cell.counts {
+        Some(c) if with_skipped || c.skipped > 0 => format!(
+            "{} passed, {} failed, {} skipped",
+            c.passed, c.failed, c.skipped
+        ),
+        Some(c) => format!("{} passed, {} failed", c.passed, c.failed),
+        None => String::new(),
+    };
+    if let Some(note) = &cell.note {
+        if text.is_empty() {
+            text = note.clone();
+        } else {
+            let _ = write!(text, " ({note})");
+        }
+    }
+    if !cell.ok {
+        text.push_str("  FAILED");
+    }
+    text
+}
+
+/// Lay out the matrix: rows are backends, columns transports, then a doctests row and the
+/// skip list. Cells that were not run are blank.
+pub fn render(
+    title: &str,
+    backends: &[&str],
+    transports: &[&str],
+    cells: &[CellResult],
+    doctests: Option<&CellResult>,
+    skips: &SkipReport,
+) -> String {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut header = vec!["backend \\ transport".to_owned()];
+    header.extend(transports.iter().map(|t| (*t).to_owned()));
+    rows.push(header);
+    for backend in backends {
+        let mut row = vec![(*backend).to_owned()];
+        for transport in transports {
+            let cell = cells
+                .iter()
+                .find(|c| c.backend == *backend && c.transport == *transport);
+            row.push(cell.map(|c| cell_text(c, true)).unwrap_or_default());
+        }
+        rows.push(row);
+    }
+    if let Some(doc) = doctests {
+        // Doctests do not vary by transport: one value, under the first column.
+        let mut row = vec!["doctests".to_owned(), cell_text(doc, false)];
+        row.resize(transports.len() + 1, String::new());
+        rows.push(row);
+    }
+
+    let columns = transports.len() + 1;
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = format!("{title}\n");
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(text, &w)| format!("{text:<w$}"))
+            .collect();
+        out.push_str(line.join(" | ").trim_end());
+        out.push('\n');
+    }
+    out.push_str("skipped tests:\n");
+    if skips.skips.is_empty() {
+        out.push_str("  (none)\n");
+    }
+    for skip in &skips.skips {
+        let reason = if skip.reason.is_empty() {
+            "(no reason given)"
+        } else {
+            &skip.reason
+        };
+        let _ = writeln!(
+            out,
+            "  {}/{}  {}: {reason}",
+            skip.backend, skip.transport, skip.test
+        );
+    }
+    if let Some(first) = skips.malformed.first() {
+        let _ = writeln!(
+            out,
+            "  warning: {} malformed skip-report line(s) ignored (write each line with one \
+             write call); first: {first:?}",
+            skips.malformed.len()
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err_text(r: Result<Vec<&'static Component>, Error>) -> String {
+        match r {
+            Err(Error::Usage(msg)) => msg,
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+
+    fn names(r: Result<Vec<&'static Component>, Error>) -> Vec<&'static str> {
+        r.unwrap().iter().map(|c| c.name).collect()
+    }
+
+    #[test]
+    fn unknown_backend_lists_known_ones() {
+        assert_eq!(
+            err_text(select("foo", BACKENDS, "backend")),
+            "unknown backend \"foo\"; known backends: proc, fork, subint"
+        );
+        assert_eq!(
+            err_text(select("uds,tcp", TRANSPORTS, "transport")),
+            "unknown transport \"tcp\"; known transports: uds, shm"
+        );
+    }
+
+    #[test]
+    fn unavailable_backend_is_not_built_yet() {
+        let msg = err_text(select("fork", BACKENDS, "backend"));
+        assert!(msg.contains("\"fork\" is not built yet"), "{msg}");
+        assert!(msg.contains("available backends: proc"), "{msg}");
+        assert!(err_text(select("shm", TRANSPORTS, "transport")).contains("not built yet"));
+    }
+
+    #[test]
+    fn selections() {
+        assert_eq!(names(select("all", BACKENDS, "backend")), ["proc"]);
+        assert_eq!(names(select("proc", BACKENDS, "backend")), ["proc"]);
+        assert_eq!(
+            names(select(" proc , proc,", BACKENDS, "backend")),
+            ["proc"]
+        );
+        assert_eq!(names(select("all", TRANSPORTS, "transport")), ["uds"]);
+        assert!(err_text(select(",", BACKENDS, "backend")).contains("no backend"));
+    }
+
+    fn cell(backend: &str, transport: &str, counts: Option<Counts>, ok: bool) -> CellResult {
+        CellResult {
+            backend: backend.into(),
+            transport: transport.into(),
+            counts,
+            ok,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn renders_aligned_matrix() {
+        let c = |p, f, s| {
+            Some(Counts {
+                passed: p,
+                failed: f,
+                skipped: s,
+            })
+        };
+        let cells = [
+            cell("proc", "uds", c(57, 0, 0), true),
+            cell("proc", "shm", c(50, 1, 6), false),
+            CellResult {
+                note: Some("build failed".into()),
+                ..cell("fork", "uds", None, false)
+            },
+        ];
+        let doc = cell("doctests", "uds", c(31, 0, 0), true);
+        let skips = summary::parse_skip_report("proc\tshm\tportal::big\tneeds 2 GiB\n");
+        let out = render(
+            "brood test matrix",
+            &["proc", "fork"],
+            &["uds", "shm"],
+            &cells,
+            Some(&doc),
+            &skips,
+        );
+        let want = "\
+brood test matrix
+backend \\ transport | uds                            | shm
+proc                | 57 passed, 0 failed, 0 skipped | 50 passed, 1 failed, 6 skipped  FAILED
+fork                | build failed  FAILED           |
+doctests            | 31 passed, 0 failed            |
+skipped tests:
+  proc/shm  portal::big: needs 2 GiB
+";
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn renders_example_layout() {
+        let counts = Counts {
+            passed: 57,
+            failed: 0,
+            skipped: 0,
+        };
+        let out = render(
+            "brood test matrix",
+            &["proc"],
+            &["uds"],
+            &[cell("proc", "uds", Some(counts), true)],
+            Some(&cell(
+                "doctests",
+                "uds",
+                Some(Counts {
+                    passed: 31,
+                    ..Counts::default()
+                }),
+                true,
+            )),
+            &SkipReport::default(),
+        );
+        assert_eq!(
+            out,
+            "brood test matrix\n\
+             backend \\ transport | uds\n\
+             proc                | 57 passed, 0 failed, 0 skipped\n\
+             doctests            | 31 passed, 0 failed\n\
+             skipped tests:\n  (none)\n"
+        );
+    }
+
+    #[test]
+    fn runner_arguments() {
+        let extra = vec!["--".to_owned(), "--test-threads=1".to_owned()];
+        assert_eq!(
+            runner_args(Runner::CargoTest, &extra),
+            [
+                "test",
+                "--workspace",
+                "--no-fail-fast",
+                "--tests",
+                "--",
+                "--test-threads=1"
+            ]
+        );
+        assert_eq!(
+            runner_args(Runner::Nextest, &[]),
+            ["nextest", "run", "--workspace", "--no-fail-fast"]
+        );
+    }
+}

@@ -1,0 +1,293 @@
+//! The performance targets `cargo xtask bench` checks, and how each is evaluated.
+//!
+//! A const table rather than configuration: a target is a claim about brood that belongs
+//! in review, next to the code it constrains.
+
+use crate::bench::{FOOTPRINT_FILE, fmt_bytes_rate, fmt_msgs, fmt_size, fmt_time};
+use crate::criterion::{BenchResult, find};
+
+/// One performance target. `value: None` matches benchmarks without a parameter.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Check {
+    /// `bench` takes at most `max` times as long as `floor`.
+    TimeRatioAtMost {
+        /// Criterion group.
+        group: &'static str,
+        /// Function id of the measured benchmark.
+        bench: &'static str,
+        /// Function id of the floor.
+        floor: &'static str,
+        /// Parameter both must have.
+        value: Option<&'static str>,
+        /// Largest acceptable time ratio.
+        max: f64,
+    },
+    /// `bench` moves at least `min` elements (messages) per second.
+    ElementsRateAtLeast {
+        /// Criterion group.
+        group: &'static str,
+        /// Function id.
+        bench: &'static str,
+        /// Parameter.
+        value: Option<&'static str>,
+        /// Smallest acceptable rate, per second.
+        min: f64,
+    },
+    /// `bench`'s throughput is at least `min` times `floor`'s.
+    ThroughputRatioAtLeast {
+        /// Criterion group.
+        group: &'static str,
+        /// Function id of the measured benchmark.
+        bench: &'static str,
+        /// Function id of the floor.
+        floor: &'static str,
+        /// Parameter both must have.
+        value: Option<&'static str>,
+        /// Smallest acceptable throughput ratio.
+        min: f64,
+    },
+    /// The footprint entry `name` is strictly below `bytes`.
+    FootprintBelow {
+        /// Key in the footprint report.
+        name: &'static str,
+        /// Exclusive upper bound, in bytes.
+        bytes: f64,
+    },
+}
+
+/// brood's performance targets; add a line to check one more.
+pub const TARGETS: &[Check] = &[
+    Check::TimeRatioAtMost {
+        group: "spawn",
+        bench: "brood-proc",
+        floor: "floor-exec",
+        value: None,
+        max: 1.5,
+    },
+    Check::TimeRatioAtMost {
+        group: "rpc",
+        bench: "brood-uds",
+        floor: "floor-socketpair",
+        value: None,
+        max: 2.0,
+    },
+    Check::ElementsRateAtLeast {
+        group: "stream",
+        bench: "brood-uds",
+        value: Some("64B"),
+        min: 300_000.0,
+    },
+    Check::ThroughputRatioAtLeast {
+        group: "stream",
+        bench: "brood-uds",
+        floor: "floor-uds",
+        value: Some("1MiB"),
+        min: 0.70,
+    },
+    Check::FootprintBelow {
+        name: "idle-child-proc",
+        bytes: 4.0 * 1024.0 * 1024.0,
+    },
+];
+
+/// A target's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Met.
+    Pass,
+    /// Not met.
+    Fail,
+    /// A measurement it needs is absent.
+    Missing,
+}
+
+impl Status {
+    /// The word printed in the report.
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Pass => "PASS",
+            Status::Fail => "FAIL",
+            Status::Missing => "MISSING",
+        }
+    }
+}
+
+fn at(value: Option<&str>) -> String {
+    value.map(|v| format!(" at {v}")).unwrap_or_default()
+}
+
+impl Check {
+    /// The target in words, e.g. `spawn: brood-proc / floor-exec <= 1.50x`.
+    pub fn describe(&self) -> String {
+        match *self {
+            Check::TimeRatioAtMost {
+                group,
+                bench,
+                floor,
+                value,
+                max,
+            } => format!("{group}: {bench}{} time / {floor} <= {max:.2}x", at(value)),
+            Check::ElementsRateAtLeast {
+                group,
+                bench,
+                value,
+                min,
+            } => format!("{group}: {bench}{} >= {}", at(value), fmt_msgs(min)),
+            Check::ThroughputRatioAtLeast {
+                group,
+                bench,
+                floor,
+                value,
+                min,
+            } => format!(
+                "{group}: {bench}{} throughput >= {min:.2} x {floor}",
+                at(value)
+            ),
+            Check::FootprintBelow { name, bytes } => {
+                format!("footprint: {name} < {}", fmt_size(bytes))
+            }
+        }
+    }
+
+    /// Check the target against the results; the string gives the measured numbers or
+    /// what is missing.
+    pub fn evaluate(
+        &self,
+        results: &[BenchResult],
+        footprint: &[(String, f64)],
+    ) -> (Status, String) {
+        let missing = |group: &str, bench: &str, value: Option<&str>| {
+            (
+                Status::Missing,
+                format!("no result for {group}/{bench}{}", at(value)),
+            )
+        };
+        let verdict = |ok: bool| if ok { Status::Pass } else { Status::Fail };
+        match *self {
+            Check::TimeRatioAtMost {
+                group,
+                bench,
+                floor,
+                value,
+                max,
+            } => {
+                let Some(b) = find(results, group, bench, value) else {
+                    return missing(group, bench, value);
+                };
+                let Some(f) = find(results, group, floor, value) else {
+                    return missing(group, floor, value);
+                };
+                if f.mean_ns <= 0.0 {
+                    return (Status::Missing, format!("{floor} measured 0 ns"));
+                }
+                let ratio = b.mean_ns / f.mean_ns;
+                (
+                    verdict(ratio <= max),
+                    format!(
+                        "{ratio:.2}x ({} vs {})",
+                        fmt_time(b.mean_ns),
+                        fmt_time(f.mean_ns)
+                    ),
+                )
+            }
+            Check::ElementsRateAtLeast {
+                group,
+                bench,
+                value,
+                min,
+            } => {
+                let Some(b) = find(results, group, bench, value) else {
+                    return missing(group, bench, value);
+                };
+                let Some(rate) = b.elements_per_sec() else {
+                    return (
+                        Status::Missing,
+                        format!("{group}/{bench} declares no Elements throughput"),
+                    );
+                };
+                (verdict(rate >= min), fmt_msgs(rate))
+            }
+            Check::ThroughputRatioAtLeast {
+                group,
+                bench,
+                floor,
+                value,
+                min,
+            } => {
+                let Some(b) = find(results, group, bench, value) else {
+                    return missing(group, bench, value);
+                };
+                let Some(f) = find(results, group, floor, value) else {
+                    return missing(group, floor, value);
+                };
+                let (ratio, detail) = match (b.bytes_per_sec(), f.bytes_per_sec()) {
+                    (Some(x), Some(y)) if y > 0.0 => (
+                        x / y,
+                        format!("{} vs {}", fmt_bytes_rate(x), fmt_bytes_rate(y)),
+                    ),
+                    // Without declared bytes, equal work per iteration is assumed (same
+                    // parameter), so the throughput ratio is the inverse time ratio.
+                    _ if b.mean_ns > 0.0 => (
+                        f.mean_ns / b.mean_ns,
+                        format!("{} vs {}", fmt_time(b.mean_ns), fmt_time(f.mean_ns)),
+                    ),
+                    _ => return (Status::Missing, format!("{bench} measured 0 ns")),
+                };
+                (verdict(ratio >= min), format!("{ratio:.2}x ({detail})"))
+            }
+            Check::FootprintBelow { name, bytes } => {
+                match footprint.iter().find(|(k, _)| k == name) {
+                    Some(&(_, got)) => (verdict(got < bytes), fmt_size(got)),
+                    None => (
+                        Status::Missing,
+                        format!("no \"{name}\" in {FOOTPRINT_FILE}"),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::criterion::test_support::sample;
+
+    #[test]
+    fn checks_targets() {
+        let results = sample();
+        let footprint = vec![("idle-child-proc".to_owned(), 3.5 * 1024.0 * 1024.0)];
+        let got: Vec<Status> = TARGETS
+            .iter()
+            .map(|t| t.evaluate(&results, &footprint).0)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                Status::Pass, // 1.40x <= 1.5
+                Status::Fail, // 3.00x > 2.0
+                Status::Pass, // 500 k msgs/s >= 300 k
+                Status::Pass, // 0.80x >= 0.70
+                Status::Pass, // 3.5 MiB < 4 MiB
+            ]
+        );
+        let (_, detail) = TARGETS[1].evaluate(&results, &footprint);
+        assert_eq!(detail, "3.00x (30.00 µs vs 10.00 µs)");
+        let (_, detail) = TARGETS[2].evaluate(&results, &footprint);
+        assert_eq!(detail, "500.00 k msgs/s");
+        assert_eq!(fmt_msgs(12.0), "12.0 msgs/s");
+        assert_eq!(fmt_bytes_rate(2.5e9), "2.50 GB/s");
+
+        let (status, detail) =
+            TARGETS[4].evaluate(&results, &[("idle-child-proc".into(), 4.0 * 1048576.0)]);
+        assert_eq!(status, Status::Fail, "the bound is exclusive");
+        assert_eq!(detail, "4.00 MiB");
+
+        let (status, detail) = TARGETS[0].evaluate(&[], &[]);
+        assert_eq!(status, Status::Missing);
+        assert_eq!(detail, "no result for spawn/brood-proc");
+        let (status, _) = TARGETS[3].evaluate(&results[..6], &[]);
+        assert_eq!(status, Status::Missing);
+        assert_eq!(TARGETS[4].evaluate(&results, &[]).0, Status::Missing);
+    }
+}
