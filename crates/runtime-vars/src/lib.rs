@@ -61,6 +61,9 @@ pub struct RuntimeVars {
     pub tree_path: Vec<String>,
     /// The parent's actor id in its display form (`name@uid`); `None` for a root.
     pub parent_id: Option<String>,
+    /// Tree-wide services by name (a forkserver's socket, a debugger lock's address),
+    /// recorded by the layer that started them and inherited by every descendant.
+    pub services: BTreeMap<String, String>,
     /// Free-form settings the user passes down the tree.
     pub user: BTreeMap<String, String>,
 }
@@ -84,6 +87,7 @@ impl RuntimeVars {
             backend: backend.into(),
             tree_path: vec![name.into()],
             parent_id: None,
+            services: BTreeMap::new(),
             user: BTreeMap::new(),
         }
     }

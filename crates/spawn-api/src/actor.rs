@@ -17,6 +17,7 @@ use tracing::Instrument;
 use crate::brood::Brood;
 use crate::conn::{Conn, Side};
 use crate::error::{FnError, NurseryError, RemoteError, TransportError, kinds};
+use crate::extensions::Extensions;
 use crate::id::{ActorId, Addr};
 use crate::nursery::{Nursery, run_nursery};
 use crate::portal::Portal;
@@ -58,6 +59,7 @@ pub(crate) struct ActorInner {
     failure: Mutex<Option<RemoteError>>,
     cancel_acks: Mutex<Vec<Conn>>,
     pub(crate) parent: OnceLock<Conn>,
+    pub(crate) extensions: Extensions,
     pub(crate) span: tracing::Span,
 }
 
@@ -90,6 +92,7 @@ impl ActorInner {
             failure: Mutex::new(None),
             cancel_acks: Mutex::new(Vec::new()),
             parent: OnceLock::new(),
+            extensions: Extensions::default(),
             span,
         })
     }
@@ -420,6 +423,12 @@ impl ActorCx {
     /// The actor that made the current call, if this context belongs to a call.
     pub fn caller(&self) -> Option<&ActorId> {
         self.caller.as_ref()
+    }
+
+    /// State attached to this actor by the layers above the core (a backend's
+    /// sub-interpreter handle, a debugger session). Lives as long as the actor.
+    pub fn extensions(&self) -> &Extensions {
+        &self.inner.extensions
     }
 
     /// The teardown bounds this actor applies to its children.

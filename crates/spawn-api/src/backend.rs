@@ -16,6 +16,7 @@ use runtime_vars::RuntimeVars;
 
 use crate::brood::Brood;
 use crate::error::{SpawnError, signal_name};
+use crate::extensions::Extensions;
 use crate::id::ActorId;
 use crate::wire::ChildBoot;
 
@@ -28,9 +29,13 @@ pub trait SpawnBackend: Send + Sync + fmt::Debug + 'static {
 
     /// Start a child. It must eventually connect to `req.boot.parent_addr`, or exit.
     ///
+    /// The backend may record tree-wide services it started in `req.vars.services`; the
+    /// child and its descendants inherit them. Once a child exists the backend must not
+    /// await anything that could be cancelled without cleaning the child up.
+    ///
     /// # Errors
     /// [`SpawnError::Launch`] or [`SpawnError::Unavailable`] when nothing was started.
-    async fn spawn(&self, req: SpawnRequest) -> Result<Box<dyn Child>, SpawnError>;
+    async fn spawn(&self, req: &mut SpawnRequest) -> Result<Box<dyn Child>, SpawnError>;
 
     /// Called by [`Brood::enter`] at the top of `main`: if this process was started by
     /// this backend to be an actor (or a helper of the backend), run it to completion
@@ -46,6 +51,12 @@ pub trait SpawnBackend: Send + Sync + fmt::Debug + 'static {
 pub struct SpawnRequest {
     /// Where the child connects and listens, and how it starts.
     pub boot: ChildBoot,
+    /// The vars the parent built for the child; sent in its spawn spec after `spawn`
+    /// returns, so the backend may add to them.
+    pub vars: RuntimeVars,
+    /// The spawning actor's extensions: where a backend keeps per-actor state (a
+    /// connection to its helper process).
+    pub extensions: Extensions,
     /// The program's brood (registry, transports, backends), for backends that run the
     /// child in this process.
     pub brood: Brood,

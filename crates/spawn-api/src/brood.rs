@@ -27,7 +27,7 @@ pub const TRANSPORT_ENV: &str = "BROOD_TRANSPORT";
 /// # #[derive(Debug)] struct MyBackend;
 /// # #[async_trait::async_trait] impl spawn_api::SpawnBackend for MyBackend {
 /// #   fn key(&self) -> &'static str { "mine" }
-/// #   async fn spawn(&self, _r: spawn_api::SpawnRequest) -> Result<Box<dyn spawn_api::Child>, spawn_api::SpawnError> { unimplemented!() }
+/// #   async fn spawn(&self, _r: &mut spawn_api::SpawnRequest) -> Result<Box<dyn spawn_api::Child>, spawn_api::SpawnError> { unimplemented!() }
 /// # }
 /// fn main() {
 ///     let brood = Brood::builder()

@@ -48,6 +48,7 @@ pub mod child;
 pub mod codec;
 mod conn;
 mod error;
+mod extensions;
 mod id;
 pub mod logging;
 mod nursery;
@@ -67,6 +68,7 @@ pub use error::{
     ChannelError, ChildError, CodecError, FnError, NurseryError, PortalError, ProtocolError,
     RemoteError, SpawnError, TransportError, kinds, signal_name,
 };
+pub use extensions::Extensions;
 pub use id::{ActorId, Addr, BadActorId, BadAddr};
 pub use nursery::{ActorOptions, ChildReport, Nursery, RunHandle};
 pub use portal::Portal;

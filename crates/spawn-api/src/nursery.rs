@@ -340,6 +340,18 @@ impl Nursery {
             runtime: opts.runtime,
             connect_timeout: actor.policy.spawn_timeout,
         };
+        let (hs_tx, hs_rx) = oneshot::channel();
+        actor.pending.lock().unwrap().insert(id.clone(), hs_tx);
+        let mut req = SpawnRequest {
+            boot,
+            vars,
+            extensions: actor.extensions.clone(),
+            brood: actor.brood.clone(),
+            options: opts.backend_options,
+            stdio: opts.stdio,
+        };
+        let spawned = backend.spawn(&mut req).await;
+        let vars = req.vars;
         let spec = SpawnSpec {
             child: id.clone(),
             parent: actor.id.clone(),
@@ -347,16 +359,6 @@ impl Nursery {
             teardown: actor.policy,
             stream_buffer: actor.window as usize,
         };
-        let (hs_tx, hs_rx) = oneshot::channel();
-        actor.pending.lock().unwrap().insert(id.clone(), hs_tx);
-        let spawned = backend
-            .spawn(SpawnRequest {
-                boot,
-                brood: actor.brood.clone(),
-                options: opts.backend_options,
-                stdio: opts.stdio,
-            })
-            .await;
         let child = match spawned {
             Ok(c) => c,
             Err(e) => {

@@ -90,7 +90,7 @@ impl SpawnBackend for ProcBackend {
         KEY
     }
 
-    async fn spawn(&self, req: SpawnRequest) -> Result<Box<dyn Child>, SpawnError> {
+    async fn spawn(&self, req: &mut SpawnRequest) -> Result<Box<dyn Child>, SpawnError> {
         let launch = |source: io::Error| SpawnError::Launch {
             backend: KEY,
             actor: req.boot.path.clone(),
