@@ -20,7 +20,7 @@ fn socketpair_round_trips(iters: u64) -> Duration {
     let (our_fd, their_fd) = (ours.as_raw_fd(), theirs.as_raw_fd());
     // SAFETY: the child only closes, reads and writes raw descriptors into a stack
     // buffer: all async-signal-safe.
-    let pid = unsafe {
+    let pid = common::spawning_on_child_cpu(|| unsafe {
         common::fork_child(|| {
             // Close the parent's end, so that the parent closing its copy is our EOF.
             common::raw_close(our_fd);
@@ -32,7 +32,7 @@ fn socketpair_round_trips(iters: u64) -> Duration {
             }
             0
         })
-    };
+    });
     drop(theirs);
     let mut sock = ours;
     let request = [0x5au8; MSG];
@@ -50,6 +50,8 @@ fn socketpair_round_trips(iters: u64) -> Duration {
 
 fn main() {
     let actors = common::enter();
+    // Before the runtimes exist: their threads inherit the pin.
+    common::pin_parent();
     let rt = common::current_thread_rt();
     let rt_mt = common::multi_thread_rt(2);
     let mut c = Criterion::default().configure_from_args();

@@ -42,7 +42,7 @@ fn floor_transfers(iters: u64, size: u64, n: u64) -> Duration {
         let msg: &[u8] = &message;
         // SAFETY: the child only closes, reads and writes raw descriptors, into a stack
         // byte and from memory allocated before the fork: all async-signal-safe.
-        let pid = unsafe {
+        let pid = common::spawning_on_child_cpu(|| unsafe {
             common::fork_child(|| {
                 common::raw_close(our_fd);
                 let mut go = [0u8; 1];
@@ -56,7 +56,7 @@ fn floor_transfers(iters: u64, size: u64, n: u64) -> Duration {
                 }
                 0
             })
-        };
+        });
         drop(theirs);
         let mut sock = ours;
         sock.write_all(&[1]).expect("floor go");
@@ -115,6 +115,8 @@ fn bench_size(
 
 fn main() {
     let actors = common::enter();
+    // Before the runtimes exist: their threads inherit the pin.
+    common::pin_parent();
     let rt = common::current_thread_rt();
     let rt_mt = common::multi_thread_rt(2);
     let mut c = Criterion::default().configure_from_args();

@@ -97,10 +97,71 @@ pub fn with_child<R>(
     body: impl AsyncFnOnce(&Portal) -> Result<R, FnError>,
 ) -> R {
     in_root(rt, actors, async |n| {
-        let p = n.start_actor("b", ActorOptions::new()).await?;
+        let p = on_child_cpu(n.start_actor("b", ActorOptions::new())).await?;
         p.run(Ping, ()).await?;
         body(&p).await
     })
+}
+
+/// The CPUs benches pin to: this process on the first allowed CPU, the processes it
+/// starts on the second. Every round trip then crosses vCPUs the same way in every row
+/// (brood and floor alike), instead of depending on where the scheduler happened to put
+/// each process: on this machine a same-CPU and a cross-CPU wake-up differ by 4x.
+/// `None` on a machine with a single allowed CPU.
+pub fn cpus() -> Option<(usize, usize)> {
+    // SAFETY: an all-zero cpu_set_t is the empty set, a valid value.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a live, writable cpu_set_t of the size passed.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: CPU_ISSET reads the set in bounds (cpu < CPU_SETSIZE).
+    let mut allowed =
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) });
+    Some((allowed.next()?, allowed.next()?))
+}
+
+/// Pin the calling thread to `cpu` (best effort: a bench on a machine that refuses it
+/// just runs unpinned).
+pub fn pin(cpu: usize) {
+    // SAFETY: an all-zero cpu_set_t is the empty set, a valid value.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes in bounds for cpu < CPU_SETSIZE, which `cpus` guarantees.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a live cpu_set_t of the size passed; 0 names the calling thread.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+}
+
+/// Pin this thread to the parent CPU (call once at the start of `main`).
+pub fn pin_parent() {
+    if let Some((parent, _)) = cpus() {
+        pin(parent);
+    }
+}
+
+/// Run `start` (which creates a process: a fork or an actor spawn) with this thread
+/// pinned to the child CPU, so the new process inherits that CPU; then move back.
+pub fn spawning_on_child_cpu<R>(start: impl FnOnce() -> R) -> R {
+    let Some((parent, child)) = cpus() else {
+        return start();
+    };
+    pin(child);
+    let r = start();
+    pin(parent);
+    r
+}
+
+/// [`spawning_on_child_cpu`] for an async spawn: the process is created during the
+/// first poll, on this thread (the benches drive roots from the thread that pinned).
+pub async fn on_child_cpu<F: std::future::Future>(spawn: F) -> F::Output {
+    let Some((parent, child)) = cpus() else {
+        return spawn.await;
+    };
+    pin(child);
+    let r = spawn.await;
+    pin(parent);
+    r
 }
 
 /// A connected `socketpair(AF_UNIX, SOCK_STREAM)` (close-on-exec).

@@ -159,12 +159,13 @@ impl ActorInner {
                     id: self.id.clone(),
                     protocol: PROTOCOL_VERSION,
                 });
-                if sink.feed(&reply).is_err() || sink.flush().await.is_err() {
+                if sink.feed(&reply).is_err() {
                     return;
                 }
                 let waiting = self.pending.lock().unwrap().remove(&id);
                 match waiting {
                     Some(tx) => {
+                        // The reply goes out with the spawn spec, in one write.
                         let _ = tx.send(Handshaken {
                             peer_info,
                             sink,
@@ -172,6 +173,9 @@ impl ActorInner {
                         });
                     }
                     None => {
+                        if sink.flush().await.is_err() {
+                            return;
+                        }
                         tracing::debug!(peer = %id, "accepted a channel from a peer");
                         let path = id.to_string();
                         Conn::start(&self, id, path, peer_info, sink, source, Side::Acceptor);
@@ -244,10 +248,7 @@ impl ActorInner {
         };
         tracing::debug!(cid, func, ?kind, caller = %conn.peer_path(), "serving a call");
         let link = conn.accept_call(cid, peer_window, self.window);
-        conn.send_control(Msg::StartAck {
-            cid,
-            window: self.window,
-        });
+        let window = self.window;
         let cx = ActorCx {
             inner: self.clone(),
             caller: Some(conn.peer().clone()),
@@ -255,6 +256,9 @@ impl ActorInner {
         let me = self.clone();
         let conn2 = conn.clone();
         let fut = async move {
+            // Acknowledged from the serving task rather than the reader: a quick reply is
+            // then queued before the writer runs, and both leave in one write.
+            conn2.send_control(Msg::StartAck { cid, window });
             enum Done {
                 Reply(Bytes),
                 Stop,

@@ -36,6 +36,12 @@ const COPY_THRESHOLD: usize = 16 << 10;
 /// How much a reader asks the kernel for when it has no frame in progress.
 const READ_CHUNK: usize = 64 << 10;
 
+/// Frames at least this large are read into a buffer of their own.
+const BIG_FRAME: usize = 64 << 10;
+
+/// How many large-frame buffers a reader keeps for reuse.
+const MAX_SPARE: usize = 4;
+
 /// Append `msg`'s header encoding to `out`.
 pub fn encode_header(msg: &Msg, out: &mut BytesMut) -> Result<(), ProtocolError> {
     // Most headers are a few bytes: encode into reserved space, and take the allocating
@@ -106,6 +112,10 @@ pub struct FrameReader<R> {
     io: R,
     buf: BytesMut,
     max_frame: usize,
+    /// Allocations of large frames already handed out; one is reused once its payload
+    /// has been dropped, so a stream of big frames does not allocate (and fault in) a
+    /// fresh buffer per frame.
+    spare: VecDeque<BytesMut>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -115,6 +125,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             io,
             buf: BytesMut::with_capacity(READ_CHUNK),
             max_frame,
+            spare: VecDeque::new(),
         }
     }
 
@@ -143,6 +154,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     whole.advance(LEN_PREFIX);
                     return Ok(Some(decode_frame(whole.freeze())?));
                 }
+                if total >= BIG_FRAME {
+                    return self.read_big(total).await.map(Some);
+                }
                 // Make room for the rest of this frame (and, for small frames, a full
                 // chunk more so the next read can pick up the frames behind it).
                 let want = total.max(READ_CHUNK);
@@ -170,6 +184,37 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 .into());
             }
         }
+    }
+
+    /// Read the rest of a large frame straight into a buffer of its size (a reused one
+    /// when possible), so the payload needs no further copy.
+    async fn read_big(&mut self, total: usize) -> Result<Frame, ChannelError> {
+        // A spare is reusable once the payload cut from it is gone (it is then the only
+        // owner of its allocation); otherwise it stays a spare and we allocate.
+        let mut big = match self.spare.iter_mut().position(|b| b.try_reclaim(total)) {
+            Some(i) => self.spare.remove(i).expect("index from position"),
+            None => BytesMut::with_capacity(total),
+        };
+        big.extend_from_slice(&self.buf);
+        self.buf.clear();
+        while big.len() < total {
+            let want = total - big.len();
+            let n = self.io.read_buf(&mut (&mut big).limit(want)).await?;
+            if n == 0 {
+                return Err(ProtocolError::Truncated {
+                    expected: total,
+                    received: big.len(),
+                }
+                .into());
+            }
+        }
+        let mut whole = big.split_to(total);
+        whole.advance(LEN_PREFIX);
+        if self.spare.len() == MAX_SPARE {
+            self.spare.pop_front();
+        }
+        self.spare.push_back(big);
+        decode_frame(whole.freeze()).map_err(Into::into)
     }
 
     /// The underlying stream.
@@ -385,6 +430,39 @@ mod tests {
                 assert_eq!(r.read_frame().await.unwrap().unwrap(), f);
             }
             assert!(r.read_frame().await.unwrap().is_none());
+            writer.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_big_frame_buffer_is_reused_once_its_payload_is_dropped() {
+        rt().block_on(async {
+            let (a, b) = duplex(1 << 20);
+            let mut w = FrameWriter::new(a, DEFAULT_MAX_FRAME);
+            let mut r = FrameReader::new(b, DEFAULT_MAX_FRAME);
+            let f = Frame::with_payload(Msg::Yield { cid: 1 }, Bytes::from(vec![3u8; 200_000]));
+            let writer = tokio::spawn(async move {
+                for _ in 0..3 {
+                    w.feed(&f).unwrap();
+                    w.flush().await.unwrap();
+                }
+            });
+            let first = r.read_frame().await.unwrap().unwrap();
+            let first_ptr = first.payload.as_ptr();
+            drop(first);
+            // Dropped: the same allocation carries the next frame.
+            let second = r.read_frame().await.unwrap().unwrap();
+            assert_eq!(second.payload.as_ptr(), first_ptr);
+            // Still held: the next frame gets a buffer of its own.
+            let third = r.read_frame().await.unwrap().unwrap();
+            assert_ne!(third.payload.as_ptr(), first_ptr);
+            assert!(
+                second
+                    .payload
+                    .iter()
+                    .chain(third.payload.iter())
+                    .all(|&x| x == 3)
+            );
             writer.await.unwrap();
         });
     }

@@ -21,6 +21,15 @@ pub fn default_level() -> String {
 /// An invalid directive falls back to `warn` (and says so) rather than failing the
 /// actor.
 pub fn init_process_logging(level: &str) -> bool {
+    let fmt = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // A plain level ("warn", the default) needs no directive parser: every child pays
+    // for this at start-up.
+    if let Ok(max) = level.parse::<tracing_subscriber::filter::LevelFilter>() {
+        return fmt.with_max_level(max).try_init().is_ok();
+    }
     let filter = match EnvFilter::try_new(level) {
         Ok(f) => f,
         Err(e) => {
@@ -28,13 +37,7 @@ pub fn init_process_logging(level: &str) -> bool {
             EnvFilter::new("warn")
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init()
-        .is_ok()
+    fmt.with_env_filter(filter).try_init().is_ok()
 }
 
 /// The span every task of an actor runs in. At error level so that it is enabled (and
