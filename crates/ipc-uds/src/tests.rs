@@ -1,7 +1,7 @@
 use super::*;
-use std::os::unix::fs::PermissionsExt;
 use bytes::Bytes;
 use spawn_api::{Msg, ProtocolError};
+use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A fresh directory path under /tmp (not created), removed when dropped.

@@ -63,16 +63,30 @@ pub(crate) struct ActorInner {
     pub(crate) span: tracing::Span,
 }
 
+/// Everything an actor is made from, gathered before it starts.
+pub(crate) struct ActorSetup {
+    pub(crate) id: ActorId,
+    pub(crate) vars: RuntimeVars,
+    pub(crate) brood: Brood,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) addr: Addr,
+    pub(crate) policy: TeardownPolicy,
+    pub(crate) window: u32,
+    pub(crate) extensions: Extensions,
+}
+
 impl ActorInner {
-    pub(crate) fn new(
-        id: ActorId,
-        vars: RuntimeVars,
-        brood: Brood,
-        transport: Arc<dyn Transport>,
-        addr: Addr,
-        policy: TeardownPolicy,
-        window: u32,
-    ) -> Arc<ActorInner> {
+    pub(crate) fn new(setup: ActorSetup) -> Arc<ActorInner> {
+        let ActorSetup {
+            id,
+            vars,
+            brood,
+            transport,
+            addr,
+            policy,
+            window,
+            extensions,
+        } = setup;
         let path = vars.path();
         let span = crate::logging::actor_span(&path);
         Arc::new(ActorInner {
@@ -92,7 +106,7 @@ impl ActorInner {
             failure: Mutex::new(None),
             cancel_acks: Mutex::new(Vec::new()),
             parent: OnceLock::new(),
-            extensions: Extensions::default(),
+            extensions,
             span,
         })
     }

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use crate::actor::ActorInner;
+use crate::actor::{ActorInner, ActorSetup};
 use crate::brood::Brood;
 use crate::conn::{Conn, Side};
 use crate::error::{ProtocolError, RemoteError, kinds};
+use crate::extensions::Extensions;
 use crate::transport::{FrameSink, FrameSource};
 use crate::wire::{ChildBoot, Frame, Msg, PROTOCOL_VERSION, RuntimeFlavor, SpawnSpec};
 
@@ -49,9 +50,35 @@ impl ChildOutcome {
 
 /// Run the child actor described by `boot` until it ends.
 pub async fn serve_child(brood: Brood, boot: ChildBoot) -> ChildOutcome {
+    serve(brood, boot, false, Extensions::default()).await
+}
+
+/// [`serve_child`] for a backend that runs the actor in its own process space and hands
+/// it `extensions` to start with (a sub-interpreter handle, a way to abort it); the
+/// actor's functions see them through [`crate::ActorCx::extensions`].
+pub async fn serve_child_with(
+    brood: Brood,
+    boot: ChildBoot,
+    extensions: Extensions,
+) -> ChildOutcome {
+    serve(brood, boot, false, extensions).await
+}
+
+/// [`serve_child`]; with `init_logging`, the process's log output is set up while the
+/// first handshake is in flight (it costs tens of microseconds a child need not wait
+/// for). Failures before that point are returned, not logged.
+async fn serve(
+    brood: Brood,
+    boot: ChildBoot,
+    init_logging: bool,
+    extensions: Extensions,
+) -> ChildOutcome {
     crate::unwind::install_location_hook();
     let span = crate::logging::actor_span(&boot.path);
-    match connect(&brood, &boot).instrument(span.clone()).await {
+    match connect(&brood, &boot, init_logging, extensions)
+        .instrument(span.clone())
+        .await
+    {
         Ok((inner, parent_conn)) => {
             let vars = inner.vars.clone();
             runtime_vars::scope(vars, async move {
@@ -78,14 +105,12 @@ pub async fn serve_child(brood: Brood, boot: ChildBoot) -> ChildOutcome {
 async fn connect(
     brood: &Brood,
     boot: &ChildBoot,
+    init_logging: bool,
+    extensions: Extensions,
 ) -> Result<(std::sync::Arc<ActorInner>, Conn), String> {
     let transport = brood
         .transport(boot.parent_addr.transport())
         .map_err(|e| e.to_string())?;
-    let listener = transport
-        .bind(&boot.listen_addr)
-        .await
-        .map_err(|e| format!("cannot listen at {}: {e}", boot.listen_addr))?;
     let ch = transport
         .connect(&boot.parent_addr)
         .await
@@ -98,19 +123,29 @@ async fn connect(
     }))
     .map_err(|e| e.to_string())?;
     sink.flush().await.map_err(|e| e.to_string())?;
+    if init_logging {
+        crate::logging::init_process_logging(&boot.log_level);
+    }
+    // Bind while the parent answers: the listener is off the spawn's critical path. Its
+    // own children can only be spawned once the spec has arrived, after this.
+    let listener = transport
+        .bind(&boot.listen_addr)
+        .await
+        .map_err(|e| format!("cannot listen at {}: {e}", boot.listen_addr))?;
     let spec = receive_spec(&mut *sink, &mut *source, boot)
         .await
         .map_err(|e| format!("handshake with the parent failed: {e}"))?;
     let parent_path = spec.vars.tree_path[..spec.vars.tree_path.len().saturating_sub(1)].join("/");
-    let inner = ActorInner::new(
-        boot.id.clone(),
-        spec.vars,
-        brood.clone(),
+    let inner = ActorInner::new(ActorSetup {
+        id: boot.id.clone(),
+        vars: spec.vars,
+        brood: brood.clone(),
         transport,
-        boot.listen_addr.clone(),
-        spec.teardown,
-        u32::try_from(spec.stream_buffer).unwrap_or(u32::MAX),
-    );
+        addr: boot.listen_addr.clone(),
+        policy: spec.teardown,
+        window: u32::try_from(spec.stream_buffer).unwrap_or(u32::MAX),
+        extensions,
+    });
     let conn = Conn::start(
         &inner,
         boot.parent.clone(),
@@ -169,10 +204,9 @@ async fn receive_spec(
     }
 }
 
-/// The whole life of a child *process*: set up logging, build the runtime the boot asks
-/// for, serve, and return the process exit code.
+/// The whole life of a child *process*: build the runtime the boot asks for, set up
+/// logging, serve, and return the process exit code.
 pub fn run_child_process(brood: &Brood, boot: ChildBoot) -> i32 {
-    crate::logging::init_process_logging(&boot.log_level);
     let rt = match boot.runtime {
         RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -189,7 +223,12 @@ pub fn run_child_process(brood: &Brood, boot: ChildBoot) -> i32 {
             return EXIT_SETUP;
         }
     };
-    let outcome = rt.block_on(serve_child(brood.clone(), boot));
+    let path = boot.path.clone();
+    let outcome = rt.block_on(serve(brood.clone(), boot, true, Extensions::default()));
+    if let ChildOutcome::SetupFailed(why) = &outcome {
+        // Perhaps before logging was set up: say it on stderr in any case.
+        eprintln!("brood child {path}: {why}");
+    }
     // Tasks still running here are stuck; do not wait for them.
     rt.shutdown_timeout(Duration::from_millis(50));
     outcome.exit_code()

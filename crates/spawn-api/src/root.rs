@@ -5,7 +5,7 @@ use std::sync::Arc;
 use runtime_vars::{RuntimeVars, VarsOverride};
 use tracing::Instrument;
 
-use crate::actor::ActorInner;
+use crate::actor::{ActorInner, ActorSetup};
 use crate::backend::{SpawnBackend, TeardownHook};
 use crate::brood::{BACKEND_ENV, Brood, BroodBuilder, TRANSPORT_ENV};
 use crate::error::{FnError, NurseryError, SpawnError, TransportError};
@@ -216,15 +216,16 @@ impl RootBuilder {
         self.vars.apply(&mut vars);
 
         crate::unwind::install_location_hook();
-        let inner = ActorInner::new(
+        let inner = ActorInner::new(ActorSetup {
             id,
             vars,
             brood,
-            transport.clone(),
-            addr.clone(),
-            self.policy,
-            self.window,
-        );
+            transport: transport.clone(),
+            addr: addr.clone(),
+            policy: self.policy,
+            window: self.window,
+            extensions: crate::extensions::Extensions::default(),
+        });
         inner.spawn_accept_loop(listener);
         let mut guard = ShutdownOnDrop {
             inner: Some(inner.clone()),
