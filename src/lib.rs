@@ -33,6 +33,7 @@
 //! | [`spawn_api`] | contracts, wire protocol, nursery, portal, teardown ladder |
 //! | [`runtime_vars`] | the vars a parent builds for each child |
 //! | `spawn_proc` (feature `proc`) | children as re-executed processes |
+//! | `spawn_fork` (feature `fork`) | children forked from a single-threaded forkserver |
 //! | `ipc_uds` (feature `uds`) | frames over Unix sockets |
 
 #![warn(missing_docs)]
@@ -45,17 +46,23 @@ pub use spawn_api;
 
 #[cfg(feature = "uds")]
 pub use ipc_uds::{self, UdsTransport};
+#[cfg(feature = "fork")]
+pub use spawn_fork::{self, ForkBackend};
 #[cfg(feature = "proc")]
 pub use spawn_proc::{self, ProcBackend};
 
 /// A [`BroodBuilder`] serving `registry` with every backend and transport compiled into
-/// this build (features `proc`, `uds`), the first of each being the default.
+/// this build (features `proc`, `fork`, `uds`), the first of each being the default.
 pub fn builder(registry: Registry) -> BroodBuilder {
     #[allow(unused_mut)]
     let mut b = Brood::builder().registry(registry);
     #[cfg(feature = "proc")]
     {
         b = b.backend(ProcBackend::new());
+    }
+    #[cfg(feature = "fork")]
+    {
+        b = b.backend(ForkBackend::new());
     }
     #[cfg(feature = "uds")]
     {

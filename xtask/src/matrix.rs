@@ -32,7 +32,7 @@ pub const BACKENDS: &[Component] = &[
     },
     Component {
         name: "fork",
-        available: false,
+        available: true,
     },
     Component {
         name: "subint",
@@ -438,15 +438,19 @@ mod tests {
 
     #[test]
     fn unavailable_backend_is_not_built_yet() {
-        let msg = err_text(select("fork", BACKENDS, "backend"));
-        assert!(msg.contains("\"fork\" is not built yet"), "{msg}");
-        assert!(msg.contains("available backends: proc"), "{msg}");
+        let msg = err_text(select("subint", BACKENDS, "backend"));
+        assert!(msg.contains("\"subint\" is not built yet"), "{msg}");
+        assert!(msg.contains("available backends: proc, fork"), "{msg}");
         assert!(err_text(select("shm", TRANSPORTS, "transport")).contains("not built yet"));
     }
 
     #[test]
     fn selections() {
-        assert_eq!(names(select("all", BACKENDS, "backend")), ["proc"]);
+        assert_eq!(names(select("all", BACKENDS, "backend")), ["proc", "fork"]);
+        assert_eq!(
+            names(select("fork,proc", BACKENDS, "backend")),
+            ["proc", "fork"]
+        );
         assert_eq!(names(select("proc", BACKENDS, "backend")), ["proc"]);
         assert_eq!(
             names(select(" proc , proc,", BACKENDS, "backend")),

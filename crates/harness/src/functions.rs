@@ -84,6 +84,48 @@ pub struct Who {
     pub path: String,
 }
 
+spawn_api::call!(
+    /// What the kernel says about the actor's process: its open descriptors, threads,
+    /// parent and process group.
+    pub ProcSelf = "t.proc_self": () => ProcInfo
+);
+
+/// An actor's process as `/proc/self` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcInfo {
+    /// Its pid.
+    pub pid: u32,
+    /// Its OS parent (for a forked actor: the forkserver, not its parent actor).
+    pub ppid: u32,
+    /// Its process group.
+    pub pgid: u32,
+    /// How many threads it runs.
+    pub threads: u32,
+    /// Its open descriptors and what they point at (`socket:[123]`, `/dev/null`, ...).
+    pub fds: Vec<(i32, String)>,
+}
+
+impl ProcInfo {
+    /// The running process.
+    pub fn of_self() -> ProcInfo {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        ProcInfo {
+            pid: std::process::id(),
+            ppid: field("PPid:"),
+            pgid: nix::unistd::getpgrp().as_raw() as u32,
+            threads: field("Threads:"),
+            fds: crate::leaks::open_fds().into_iter().collect(),
+        }
+    }
+}
+
 /// The part of [`ActorOptions`] a test passes over the wire.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActorOptionsWire {
@@ -142,6 +184,7 @@ pub fn registry() -> Registry {
             },
         )
         .call(WhoAmI, |cx, ()| async move { Ok(who(&cx)) })
+        .call(ProcSelf, |_cx, ()| async move { Ok(ProcInfo::of_self()) })
         .call(Vars, |_cx, ()| async move {
             Ok((*runtime_vars::current()).clone())
         })

@@ -54,6 +54,57 @@ pub fn descendants() -> Vec<Proc> {
     out
 }
 
+/// Every live (or zombie) process descending from `root`, with its parent:
+/// `(pid, ppid)`.
+pub fn descendants_of(root: u32) -> Vec<(u32, u32)> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some((_, _, ppid)) = stat(pid) {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(p) = todo.pop() {
+        for pid in children.remove(&p).unwrap_or_default() {
+            todo.push(pid);
+            out.push((pid, p));
+        }
+    }
+    out
+}
+
+/// The parent of `pid`, if it exists.
+pub fn ppid(pid: u32) -> Option<u32> {
+    stat(pid).map(|(_, _, ppid)| ppid)
+}
+
+/// The command name of `pid`, if it exists.
+pub fn comm(pid: u32) -> Option<String> {
+    stat(pid).map(|(comm, _, _)| comm)
+}
+
+/// The open descriptors of another process of ours and what they point at.
+pub fn fds_of(pid: u32) -> BTreeMap<i32, String> {
+    let mut out = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for e in entries.flatten() {
+            if let (Some(fd), Ok(target)) = (
+                e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()),
+                std::fs::read_link(e.path()),
+            ) {
+                out.insert(fd, target.display().to_string());
+            }
+        }
+    }
+    out
+}
+
 /// Whether `pid` is gone or a zombie (dead, only its status left).
 pub fn is_dead(pid: u32) -> bool {
     stat(pid).is_none_or(|(_, state, _)| state == 'Z' || state == 'X')

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use ipc_uds::UdsTransport;
 use spawn_api::{Brood, FnError, Nursery, RootBuilder, RootError};
+use spawn_fork::ForkBackend;
 use spawn_proc::ProcBackend;
 
 pub use libtest_mimic::Failed;
@@ -55,6 +56,7 @@ pub fn brood() -> Brood {
     Brood::builder()
         .registry(functions::registry())
         .backend(ProcBackend::new())
+        .backend(ForkBackend::new())
         .transport(UdsTransport::new())
         .build()
 }

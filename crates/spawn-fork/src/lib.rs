@@ -1,0 +1,263 @@
+//! # spawn-fork: child actors forked from a forkserver
+//!
+//! Exec-ing a fresh process costs about a millisecond before `main` runs; forking a
+//! small, already initialised process costs a tenth of that. Forking the program itself
+//! is unsound once it runs threads (a tokio runtime does), so, like Python's
+//! `forkserver` start method, [`ForkBackend`] forks from a dedicated server process that
+//! never starts a thread.
+//!
+//! - **The server** is this same program re-executed once per tree, in forkserver mode:
+//!   [`Brood::enter`](spawn_api::Brood::enter) at the top of `main` finds
+//!   [`SERVER_ENV`] and runs the server loop instead of the program. It is
+//!   single-threaded (no runtime, no threads), so a forked child may run ordinary Rust
+//!   code at once: it builds its own runtime and connects back to its parent exactly as
+//!   a `spawn-proc` child does, without exec-ing anything.
+//! - **One server per tree:** the first fork spawn of a tree starts it and records its
+//!   socket under [`SERVICE_KEY`] in the child's runtime vars; every descendant inherits
+//!   the address and asks the same server. Each spawning actor keeps its connection in
+//!   its `Extensions`.
+//! - **Lifetime:** the server watches the actor that started it (a pidfd, and the end of
+//!   that actor's connection). When the starter dies (`SIGKILL` included) or finishes,
+//!   the server kills the children it still has and exits; the starter reaps it.
+//! - **Supervision:** the parent receives each child's pidfd over the socket
+//!   (`SCM_RIGHTS`) and signals through it, to the child's whole process group, without
+//!   racing pid reuse. Only the server can reap; it sends each exit status back on the
+//!   connection that asked for the child, so panics (101 plus the report on the
+//!   channel), exit codes and signals read exactly as with `spawn-proc`.
+//! - **No orphans:** a forked actor's OS parent is the server, so the parent-death signal
+//!   cannot say "dies with its parent actor". Each child gets a *link* instead, a socket
+//!   whose other end only its parent actor holds, armed (`O_ASYNC`, `F_SETSIG`) so that
+//!   the kernel itself sends `SIGKILL` to the child's process group the moment that end
+//!   closes: however the parent died, even while the child is stuck, with no thread.
+//!   The server also kills the children of a connection that closes, and all of them
+//!   when its owner goes. The link also carries the child's exit code, for a parent that
+//!   outlives the server.
+//! - **Failures are typed:** a server that exits makes pending and later spawns fail
+//!   with [`SpawnError::Unavailable`], never hang; running children keep serving.
+//!
+//! Differences from `spawn-proc`: a forked child inherits the environment and working
+//! directory the server had when the tree started (stdout and stderr are the parent
+//! actor's, passed with each request); it has one more descriptor, its link, and none of
+//! the descriptors an exec'd child would inherit without close-on-exec.
+//!
+//! ```no_run
+//! use spawn_api::{Brood, Registry};
+//! let brood = Brood::builder()
+//!     .registry(Registry::new())
+//!     .backend(spawn_fork::ForkBackend::new())
+//!     .build();
+//! brood.enter(); // the forkserver (and every forked child) never returns from here
+//! ```
+
+#![warn(missing_docs)]
+
+mod client;
+mod proto;
+mod server;
+mod sys;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use spawn_api::{Brood, Child, ChildStdio, SpawnBackend, SpawnError, SpawnRequest, async_trait};
+use tokio::sync::OnceCell;
+
+pub use client::ForkChild;
+
+use client::{Client, ClientError};
+
+/// The key of this backend (`BROOD_BACKEND=fork`, `ActorOptions::backend("fork")`).
+///
+/// ```
+/// assert_eq!(spawn_fork::KEY, "fork");
+/// ```
+pub const KEY: &str = "fork";
+
+/// Environment variable that starts this program as a forkserver (what it carries is
+/// private to this crate). [`Brood::enter`](spawn_api::Brood::enter) removes it at once,
+/// so neither the server's children nor anything they start see it.
+///
+/// ```
+/// // A program started normally is not a forkserver.
+/// assert!(std::env::var_os(spawn_fork::SERVER_ENV).is_none());
+/// ```
+pub const SERVER_ENV: &str = "BROOD_FORKSERVER";
+
+/// Key of the tree's forkserver in [`RuntimeVars::services`]: the name of its abstract
+/// Unix socket. Set in the vars of every child this backend spawns; actors below inherit
+/// it and reach the same server.
+///
+/// ```
+/// // A root has no forkserver until its first fork spawn.
+/// let vars = spawn_api::RuntimeVars::root("root", spawn_fork::KEY);
+/// assert!(vars.services.get(spawn_fork::SERVICE_KEY).is_none());
+/// ```
+///
+/// [`RuntimeVars::services`]: spawn_api::RuntimeVars::services
+pub const SERVICE_KEY: &str = "fork.server";
+
+/// Spawns child actors by forking them from the tree's forkserver.
+///
+/// ```
+/// let backend = spawn_fork::ForkBackend::new();
+/// assert_eq!(spawn_api::SpawnBackend::key(&backend), "fork");
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ForkBackend {
+    exe: Option<PathBuf>,
+    args: Vec<OsString>,
+}
+
+impl ForkBackend {
+    /// Start the forkserver by re-executing the current program (`/proc/self/exe`).
+    ///
+    /// ```no_run
+    /// use spawn_api::{ActorOptions, Brood, Registry};
+    /// spawn_api::call!(Add: (i64, i64) => i64);
+    /// # fn transports(b: spawn_api::BroodBuilder) -> spawn_api::BroodBuilder { b }
+    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     let registry = Registry::new().call(Add, |_cx, (a, b)| async move { Ok(a + b) });
+    ///     let brood = transports(Brood::builder().registry(registry))
+    ///         .backend(spawn_fork::ForkBackend::new())
+    ///         .build();
+    ///     brood.enter(); // the forkserver runs here, and never returns
+    ///     let rt = tokio::runtime::Runtime::new()?;
+    ///     let sum = rt.block_on(brood.root().run(async |nursery| {
+    ///         // The first spawn starts the tree's forkserver; this child is forked.
+    ///         let adder = nursery.start_actor("adder", ActorOptions::new()).await?;
+    ///         Ok(adder.run(Add, (40, 2)).await?)
+    ///     }))?;
+    ///     assert_eq!(sum, 42);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn new() -> ForkBackend {
+        ForkBackend::default()
+    }
+
+    /// Start the forkserver from `exe` instead; it must call `Brood::enter` with an
+    /// equivalent brood first thing in `main`.
+    ///
+    /// ```
+    /// let b = spawn_fork::ForkBackend::new().with_exe("/usr/local/bin/my-app");
+    /// # let _ = b;
+    /// ```
+    pub fn with_exe(mut self, exe: impl Into<PathBuf>) -> ForkBackend {
+        self.exe = Some(exe.into());
+        self
+    }
+
+    /// Pass `args` to the forkserver (for programs whose argument parsing runs before
+    /// `Brood::enter`).
+    ///
+    /// ```
+    /// let b = spawn_fork::ForkBackend::new().with_args(["--quiet"]);
+    /// # let _ = b;
+    /// ```
+    pub fn with_args<I, S>(mut self, args: I) -> ForkBackend
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    async fn client(&self, req: &SpawnRequest) -> Result<Arc<Client>, SpawnError> {
+        let slot = req.extensions.get_or_insert_with(ClientSlot::default);
+        let client = slot
+            .0
+            .get_or_try_init(|| async {
+                let client = match req.vars.services.get(SERVICE_KEY) {
+                    Some(addr) => Client::connect(addr, req.boot.connect_timeout)
+                        .await
+                        .map_err(|e| unavailable(format!("cannot reach the forkserver: {e}")))?,
+                    None => {
+                        let exe = self
+                            .exe
+                            .clone()
+                            .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+                        Client::start(&exe, &self.args)
+                            .map_err(|e| unavailable(format!("cannot start the forkserver: {e}")))?
+                    }
+                };
+                Ok::<_, SpawnError>(Arc::new(client))
+            })
+            .await?;
+        Ok(client.clone())
+    }
+}
+
+/// The spawning actor's connection, created by its first fork spawn.
+#[derive(Default)]
+struct ClientSlot(OnceCell<Arc<Client>>);
+
+fn unavailable(reason: String) -> SpawnError {
+    SpawnError::Unavailable {
+        backend: KEY,
+        reason,
+    }
+}
+
+#[async_trait]
+impl SpawnBackend for ForkBackend {
+    fn key(&self) -> &'static str {
+        KEY
+    }
+
+    /// Ask the tree's forkserver (started on the first call) for a child.
+    ///
+    /// # Errors
+    /// [`SpawnError::Unavailable`] if the forkserver cannot be started or reached or is
+    /// gone, [`SpawnError::Launch`] if it could not fork, [`SpawnError::Timeout`] if it
+    /// did not answer within the spawn timeout.
+    async fn spawn(&self, req: &mut SpawnRequest) -> Result<Box<dyn Child>, SpawnError> {
+        let client = self.client(req).await?;
+        if let Some(why) = client.gone() {
+            return Err(unavailable(why));
+        }
+        req.vars
+            .services
+            .insert(SERVICE_KEY.to_owned(), client.addr().to_owned());
+        let timeout = req.boot.connect_timeout;
+        let spawned = client
+            .spawn(&req.boot.encode(), req.stdio == ChildStdio::Null, timeout)
+            .await
+            .map_err(|e| match e {
+                ClientError::Gone(reason) => unavailable(reason),
+                ClientError::Failed { stage, errno } => SpawnError::Launch {
+                    backend: KEY,
+                    actor: req.boot.path.clone(),
+                    source: std::io::Error::new(
+                        std::io::Error::from_raw_os_error(errno).kind(),
+                        format!(
+                            "forkserver: {}: {}",
+                            stage.what(),
+                            std::io::Error::from_raw_os_error(errno)
+                        ),
+                    ),
+                },
+                ClientError::Timeout => SpawnError::Timeout {
+                    actor: req.boot.path.clone(),
+                    after: timeout,
+                },
+            })?;
+        let pid = spawned.pid;
+        let child = ForkChild::new(spawned, client).map_err(|source| SpawnError::Launch {
+            backend: KEY,
+            actor: req.boot.path.clone(),
+            source,
+        })?;
+        tracing::trace!(pid, actor = %req.boot.path, "forked");
+        Ok(Box::new(child))
+    }
+
+    /// In a process started as a forkserver ([`SERVER_ENV`] set), run the server until
+    /// its tree is gone and return its exit code. Forked children never get here: the
+    /// server calls the child path directly after `fork`, and it ends the process.
+    fn enter(&self, brood: &Brood) -> Option<i32> {
+        let spec = sys::take_env(SERVER_ENV)?;
+        Some(server::main(brood, &spec))
+    }
+}

@@ -1,0 +1,559 @@
+//! The forkserver: this program re-executed, single-threaded, forking child actors on
+//! request.
+//!
+//! It never starts a thread or a runtime, so `fork` is sound and the child may run
+//! ordinary Rust code straight away. Its loop `poll`s:
+//! - a `signalfd` for `SIGCHLD`: it reaps every child and reports the status to the
+//!   connection that spawned it;
+//! - a pidfd of the actor that started it (the *owner*) and the owner's connection: when
+//!   either says the owner is gone, it kills every child it still has and exits, so it
+//!   never outlives its tree;
+//! - its listening socket, where actors of the tree connect;
+//! - each client connection: spawn requests in, replies out. When a connection closes,
+//!   the children spawned through it are killed: their parent actor is gone.
+//!
+//! Per request the server allocates nothing but what descriptor passing needs; the child
+//! decodes its own boot after the fork.
+
+use std::collections::VecDeque;
+use std::ffi::{CStr, CString};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, accept4, socketpair, sockopt};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use spawn_api::child::{EXIT_PANIC, EXIT_SETUP, run_child_process};
+use spawn_api::{Brood, ChildBoot, ChildExit};
+
+use crate::proto::{self, FLAG_NULL_STDIO, Reply, Stage};
+use crate::sys::{self, Forked, SingleThreaded};
+
+/// The name the server shows in `ps` (at most 15 bytes).
+const SERVER_COMM: &CStr = c"brood-forksrv";
+
+/// The largest spawn request (an encoded boot is a few hundred bytes).
+const MAX_REQUEST: usize = 16 * 1024;
+
+/// How long the server waits for killed children before exiting without reaping them.
+const EXIT_REAP_BOUND: Duration = Duration::from_secs(1);
+
+/// What the process that started the server passed in [`crate::SERVER_ENV`]:
+/// `<listener fd>,<owner connection fd>,<owner pid>`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ServerArgs {
+    pub(crate) listener: RawFd,
+    pub(crate) owner: RawFd,
+    pub(crate) owner_pid: u32,
+}
+
+impl ServerArgs {
+    pub(crate) fn encode(&self) -> String {
+        format!("{},{},{}", self.listener, self.owner, self.owner_pid)
+    }
+
+    pub(crate) fn decode(s: &str) -> Option<ServerArgs> {
+        let mut it = s.split(',');
+        let a = ServerArgs {
+            listener: it.next()?.parse().ok()?,
+            owner: it.next()?.parse().ok()?,
+            owner_pid: it.next()?.parse().ok()?,
+        };
+        it.next().is_none().then_some(a)
+    }
+}
+
+/// Run the forkserver described by `spec` until its owner is gone; returns the process
+/// exit code. Forked children never return from here.
+pub(crate) fn main(brood: &Brood, spec: &str) -> i32 {
+    match start(spec) {
+        Ok(mut server) => server.run(brood),
+        Err(e) => {
+            eprintln!("brood forkserver: cannot start: {e}");
+            EXIT_SETUP
+        }
+    }
+}
+
+fn start(spec: &str) -> io::Result<Server> {
+    let args = ServerArgs::decode(spec)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("bad spec {spec:?}")))?;
+    let single = SingleThreaded::check()?;
+    let listener = sys::adopt_inherited_fd(args.listener)?;
+    let owner = sys::adopt_inherited_fd(args.owner)?;
+    // Whatever else the starter passed down without close-on-exec (a test runner's
+    // pipes, a jobserver) is not ours to hold open for the life of the tree.
+    sys::close_fds_except(&[listener.as_raw_fd(), owner.as_raw_fd()])?;
+    // The owner may have died before we got here: open the pidfd first, then check it
+    // is still our parent (a dead owner would have left us to another one).
+    let owner_pidfd = sys::pidfd_open(args.owner_pid)?;
+    if nix::unistd::getppid().as_raw() as u32 != args.owner_pid {
+        return Err(io::Error::other("the process that started us is gone"));
+    }
+    for fd in [&listener, &owner] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
+    }
+    // Blocked so that it queues for the signalfd; children get the mask back.
+    let mask_at_start = sys::block_sigchld()?;
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    let sigchld = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    let comm = nix::sys::prctl::get_name().unwrap_or_else(|_| c"brood-actor".to_owned());
+    let _ = nix::sys::prctl::set_name(SERVER_COMM);
+    Ok(Server {
+        single,
+        child_env: ChildEnv {
+            comm,
+            mask: mask_at_start,
+        },
+        listener,
+        sigchld,
+        owner_pidfd,
+        conns: vec![Conn::new(owner, 0, true)],
+        next_token: 1,
+        children: Vec::new(),
+        buf: vec![0u8; MAX_REQUEST],
+        pollfds: Vec::new(),
+        uid: nix::unistd::geteuid().as_raw(),
+    })
+}
+
+/// One reply waiting for room in a client's socket, with the descriptors it carries.
+struct Out {
+    bytes: [u8; proto::REPLY_LEN],
+    len: usize,
+    fds: Option<[OwnedFd; 2]>,
+}
+
+struct Conn {
+    fd: OwnedFd,
+    token: u64,
+    owner: bool,
+    out: VecDeque<Out>,
+    closed: bool,
+}
+
+impl Conn {
+    fn new(fd: OwnedFd, token: u64, owner: bool) -> Conn {
+        Conn {
+            fd,
+            token,
+            owner,
+            out: VecDeque::new(),
+            closed: false,
+        }
+    }
+
+    fn queue(&mut self, reply: &Reply, fds: Option<[OwnedFd; 2]>) {
+        let (bytes, len) = proto::encode_reply(reply);
+        self.out.push_back(Out { bytes, len, fds });
+        self.flush();
+    }
+
+    /// Send what fits now; the rest waits for `POLLOUT`.
+    fn flush(&mut self) {
+        while let Some(o) = self.out.front() {
+            let bytes = &o.bytes[..o.len];
+            let sent = match &o.fds {
+                Some([a, b]) => sys::send_with_fds(self.fd.as_fd(), bytes, &[a.as_fd(), b.as_fd()]),
+                None => sys::send_with_fds(self.fd.as_fd(), bytes, &[]),
+            };
+            match sent {
+                Ok(_) => {
+                    self.out.pop_front();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.closed = true;
+                    self.out.clear();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+struct Server {
+    single: SingleThreaded,
+    child_env: ChildEnv,
+    listener: OwnedFd,
+    sigchld: SignalFd,
+    owner_pidfd: OwnedFd,
+    conns: Vec<Conn>,
+    next_token: u64,
+    /// Children not reaped yet, with the token of the connection that asked for them.
+    children: Vec<(u32, u64)>,
+    buf: Vec<u8>,
+    pollfds: Vec<libc::pollfd>,
+    uid: u32,
+}
+
+const SIGCHLD_SLOT: usize = 0;
+const OWNER_SLOT: usize = 1;
+const LISTEN_SLOT: usize = 2;
+const FIRST_CONN: usize = 3;
+
+impl Server {
+    fn run(&mut self, brood: &Brood) -> i32 {
+        loop {
+            let pollfd = |fd: RawFd, events| libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            };
+            self.pollfds.clear();
+            self.pollfds
+                .push(pollfd(self.sigchld.as_raw_fd(), libc::POLLIN));
+            self.pollfds
+                .push(pollfd(self.owner_pidfd.as_raw_fd(), libc::POLLIN));
+            self.pollfds
+                .push(pollfd(self.listener.as_raw_fd(), libc::POLLIN));
+            for c in &self.conns {
+                let out = if c.out.is_empty() { 0 } else { libc::POLLOUT };
+                self.pollfds
+                    .push(pollfd(c.fd.as_raw_fd(), libc::POLLIN | out));
+            }
+            let polled = self.conns.len();
+            if let Err(e) = sys::poll(&mut self.pollfds, -1) {
+                eprintln!("brood forkserver: poll failed ({e}); exiting");
+                return self.shut_down();
+            }
+            if self.pollfds[OWNER_SLOT].revents != 0 {
+                return self.shut_down();
+            }
+            if self.pollfds[SIGCHLD_SLOT].revents != 0 {
+                self.reap();
+            }
+            if self.pollfds[LISTEN_SLOT].revents != 0 {
+                self.accept();
+            }
+            for i in 0..polled {
+                let revents = self.pollfds[FIRST_CONN + i].revents;
+                if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                    self.read(i, brood);
+                }
+                if revents & libc::POLLOUT != 0 {
+                    self.conns[i].flush();
+                }
+            }
+            if self.conns.iter().any(|c| c.closed && c.owner) {
+                return self.shut_down();
+            }
+            self.drop_closed();
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match accept4(
+                self.listener.as_raw_fd(),
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            ) {
+                Ok(raw) => {
+                    let fd = match sys::adopt_accepted(raw) {
+                        Some(fd) => fd,
+                        None => continue,
+                    };
+                    // The socket is abstract, so anyone in this network namespace can
+                    // reach it: only our own user may make us fork.
+                    let ok = nix::sys::socket::getsockopt(&fd, sockopt::PeerCredentials)
+                        .is_ok_and(|c| c.uid() == self.uid);
+                    if ok {
+                        let token = self.next_token;
+                        self.next_token += 1;
+                        self.conns.push(Conn::new(fd, token, false));
+                    }
+                }
+                Err(Errno::EINTR) | Err(Errno::ECONNABORTED) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn read(&mut self, i: usize, brood: &Brood) {
+        loop {
+            let got = sys::recv_with_fds(self.conns[i].fd.as_fd(), &mut self.buf);
+            let got = match got {
+                Ok(g) if g.len == 0 => {
+                    self.conns[i].closed = true;
+                    return;
+                }
+                Ok(g) => g,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.conns[i].closed = true;
+                    return;
+                }
+            };
+            let msg = &self.buf[..got.len];
+            let reply = match proto::decode_spawn(msg) {
+                Some(req) if !got.truncated => {
+                    let stdio = match (req.flags & FLAG_NULL_STDIO != 0, got.fds) {
+                        (true, fds) if fds.is_empty() => Ok(None),
+                        (false, fds) if fds.len() == 2 => {
+                            let mut it = fds.into_iter();
+                            match (it.next(), it.next()) {
+                                (Some(o), Some(e)) => Ok(Some([o, e])),
+                                _ => Err(()),
+                            }
+                        }
+                        _ => Err(()),
+                    };
+                    match stdio {
+                        Ok(stdio) => {
+                            match spawn(&self.single, &self.child_env, brood, req.boot, stdio) {
+                                Ok((pid, pidfd, link)) => {
+                                    self.children.push((pid, self.conns[i].token));
+                                    self.conns[i].queue(
+                                        &Reply::Spawned { req: req.req, pid },
+                                        Some([pidfd, link]),
+                                    );
+                                    continue;
+                                }
+                                Err((stage, errno)) => Reply::Failed {
+                                    req: req.req,
+                                    stage,
+                                    errno,
+                                },
+                            }
+                        }
+                        Err(()) => Reply::Failed {
+                            req: req.req,
+                            stage: Stage::Request,
+                            errno: libc::EINVAL,
+                        },
+                    }
+                }
+                _ => Reply::Failed {
+                    req: proto::request_id(msg).unwrap_or(0),
+                    stage: Stage::Request,
+                    errno: if got.truncated {
+                        libc::EMSGSIZE
+                    } else {
+                        libc::EINVAL
+                    },
+                },
+            };
+            self.conns[i].queue(&reply, None);
+        }
+    }
+
+    /// Reap every child that exited and tell the connection that spawned it.
+    fn reap(&mut self) {
+        while let Ok(Some(_)) = self.sigchld.read_signal() {}
+        loop {
+            let (pid, exit) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, ChildExit::Exited(code)),
+                Ok(WaitStatus::Signaled(pid, sig, core_dumped)) => (
+                    pid,
+                    ChildExit::Signaled {
+                        signal: sig as i32,
+                        core_dumped,
+                    },
+                ),
+                Ok(WaitStatus::StillAlive) => return,
+                Ok(_) => continue,
+                Err(Errno::EINTR) => continue,
+                Err(_) => return,
+            };
+            let pid = pid.as_raw() as u32;
+            let Some(at) = self.children.iter().position(|(p, _)| *p == pid) else {
+                continue;
+            };
+            let (_, token) = self.children.swap_remove(at);
+            if let Some(c) = self.conns.iter_mut().find(|c| c.token == token) {
+                c.queue(&Reply::Exit { pid, exit }, None);
+            }
+        }
+    }
+
+    /// Forget closed connections, killing the children they spawned: their parent actor
+    /// is gone, so they must go too. Killing by group is race-free here: we are the only
+    /// one who reaps them, and we have not.
+    fn drop_closed(&mut self) {
+        if !self.conns.iter().any(|c| c.closed) {
+            return;
+        }
+        let children = &self.children;
+        self.conns.retain(|c| {
+            if c.closed {
+                for (pid, _) in children.iter().filter(|(_, t)| *t == c.token) {
+                    let _ = nix::sys::signal::killpg(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+                }
+            }
+            !c.closed
+        });
+    }
+
+    /// The owner is gone: kill every child left, reap them for a bounded time, exit.
+    fn shut_down(&mut self) -> i32 {
+        for (pid, _) in &self.children {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
+        self.conns.clear();
+        let deadline = Instant::now() + EXIT_REAP_BOUND;
+        while !self.children.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let mut p = [libc::pollfd {
+                fd: self.sigchld.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            let _ = sys::poll(&mut p, left.as_millis().max(1) as i32);
+            self.reap();
+        }
+        0
+    }
+}
+
+/// What a child restores of the process the server started as.
+///
+/// The server installs no signal handler and changes no disposition: a child has the
+/// dispositions of a freshly started Rust program (std's `SIGPIPE` ignore and
+/// stack-overflow handlers) plus any ignore the starter passed down through exec,
+/// exactly as an exec'd child. The server only blocks `SIGCHLD` and renames itself; the
+/// child undoes both.
+struct ChildEnv {
+    /// The program's own name.
+    comm: CString,
+    /// The signal mask the server started with.
+    mask: libc::sigset_t,
+}
+
+/// Fork one child actor. In the parent: its pid, pidfd and the parent end of its link.
+/// The child never returns.
+fn spawn(
+    single: &SingleThreaded,
+    env: &ChildEnv,
+    brood: &Brood,
+    boot: &[u8],
+    stdio: Option<[OwnedFd; 2]>,
+) -> Result<(u32, OwnedFd, OwnedFd), (Stage, i32)> {
+    let errno = |e: io::Error| e.raw_os_error().unwrap_or(libc::EIO);
+    // The link is how the child knows its parent actor is alive, and where it leaves its
+    // exit code for a parent that outlives this server.
+    let (parent_end, child_end) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| (Stage::Link, e as i32))?;
+    match sys::fork(single).map_err(|e| (Stage::Fork, errno(e)))? {
+        Forked::Child => child(env, brood, boot, stdio, child_end),
+        Forked::Parent(pid) => {
+            // Both sides set the group so that it exists whichever runs first: the
+            // parent may signal it as soon as it hears of the child.
+            let _ = nix::unistd::setpgid(Pid::from_raw(pid as i32), Pid::from_raw(pid as i32));
+            drop(child_end);
+            drop(stdio);
+            match sys::pidfd_open(pid) {
+                Ok(pidfd) => Ok((pid, pidfd, parent_end)),
+                Err(e) => {
+                    // Nobody could supervise it: it must not run. Dropping our end of the
+                    // link would kill it too, once it watches.
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    Err((Stage::Pidfd, errno(e)))
+                }
+            }
+        }
+    }
+}
+
+/// The life of a forked child: shed the server's state, become an actor, exit.
+fn child(
+    env: &ChildEnv,
+    brood: &Brood,
+    boot: &[u8],
+    stdio: Option<[OwnedFd; 2]>,
+    link: OwnedFd,
+) -> ! {
+    let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    let setup = (|| -> io::Result<()> {
+        // Die with the parent actor: the kernel kills our group once the parent's end
+        // of the link closes (the parent process died, however, or dropped its handle on
+        // us). Nothing here has to run for it, not even a thread. Armed first, then
+        // checked, so that a parent already gone is seen.
+        sys::kill_group_on_input(link.as_fd(), std::process::id())?;
+        if sys::is_readable(link.as_fd())? {
+            sys::exit_now(EXIT_SETUP);
+        }
+        match &stdio {
+            Some([out, err]) => {
+                sys::dup_onto(out.as_fd(), 1)?;
+                sys::dup_onto(err.as_fd(), 2)?;
+            }
+            None => {
+                let null = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")?;
+                sys::dup_onto(null.as_fd(), 1)?;
+                sys::dup_onto(null.as_fd(), 2)?;
+            }
+        }
+        // Everything the server had (its listener, other clients, other children's
+        // descriptors) is closed here; the frames that own them never run again.
+        sys::close_fds_except(&[link.as_raw_fd()])
+    })();
+    std::mem::forget(stdio);
+    let mask = sys::set_signal_mask(&env.mask);
+    let _ = nix::sys::prctl::set_name(&env.comm);
+    if let Err(e) = setup.and(mask) {
+        eprintln!("brood forked child: setup failed: {e}");
+        sys::exit_now(EXIT_SETUP);
+    }
+    let boot = match std::str::from_utf8(boot)
+        .ok()
+        .map(ChildBoot::decode)
+        .transpose()
+    {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            eprintln!("brood forked child: the boot is not text");
+            sys::exit_now(EXIT_SETUP);
+        }
+        Err(e) => {
+            eprintln!("brood forked child: bad boot: {e}");
+            sys::exit_now(EXIT_SETUP);
+        }
+    };
+    let code =
+        catch_unwind(AssertUnwindSafe(|| run_child_process(brood, boot))).unwrap_or(EXIT_PANIC);
+    // For a parent that outlives the server, which is the only other one who could tell
+    // it how we ended.
+    let _ = sys::send_with_fds(link.as_fd(), &code.to_le_bytes(), &[]);
+    let _ = std::io::stdout().flush();
+    sys::exit_now(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_args_round_trip() {
+        let a = ServerArgs {
+            listener: 5,
+            owner: 6,
+            owner_pid: 4242,
+        };
+        assert_eq!(ServerArgs::decode(&a.encode()), Some(a));
+        assert_eq!(ServerArgs::decode("5,6"), None);
+        assert_eq!(ServerArgs::decode("5,6,7,8"), None);
+        assert_eq!(ServerArgs::decode("a,6,7"), None);
+    }
+}
