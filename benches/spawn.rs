@@ -1,5 +1,12 @@
-//! Group `spawn`: start a child actor, call it once, cancel it and reap it, next to the
-//! cheapest ways the OS starts a process: a bare `fork` and an exec of `/bin/true`.
+//! Group `spawn`: start a child actor (through the `proc` and the `fork` backend), call it
+//! once, cancel it and reap it, next to the
+//! cheapest ways the OS starts a process: a bare `fork` and an exec of `/bin/true`, and
+//! next to an exec of this very binary that exits before doing anything (what the
+//! program's size and linking cost before brood runs at all).
+//!
+//! With `BROOD_BENCH_VARIANT=<name>` every id gets a `-<name>` suffix, so a second build
+//! of this bench (`cargo xtask bench` adds a statically linked one) lands beside the
+//! first in the same group.
 
 mod common;
 
@@ -14,30 +21,56 @@ use criterion::Criterion;
 fn fork_exit_wait() {
     // SAFETY: the child does nothing but return its status, which `fork_child` passes
     // to `_exit`: nothing that is not async-signal-safe.
-    let pid = unsafe { common::fork_child(|| 0) };
+    let pid = common::spawning_on_child_cpu(|| unsafe { common::fork_child(|| 0) });
     common::reap(pid);
 }
 
 /// Exec a trivial binary and wait for it.
 fn exec_true() {
-    let status = Command::new("/bin/true").status().expect("run /bin/true");
+    let status = common::spawning_on_child_cpu(|| Command::new("/bin/true").status())
+        .expect("run /bin/true");
     assert!(status.success(), "/bin/true: {status}");
 }
 
+/// Set in a child run by [`exec_self`]: exit before building anything.
+const EXIT_AT_ONCE: &str = "BROOD_BENCH_EXIT_AT_ONCE";
+
+/// Exec this binary, which exits at the top of `main`, and wait for it.
+fn exec_self() {
+    let status = common::spawning_on_child_cpu(|| {
+        Command::new("/proc/self/exe")
+            .env(EXIT_AT_ONCE, "1")
+            .status()
+    })
+    .expect("run this binary");
+    assert!(status.success(), "self: {status}");
+}
+
 fn main() {
+    if std::env::var_os(EXIT_AT_ONCE).is_some() {
+        return;
+    }
     let actors = common::enter();
+    // Before the runtime exists: its thread inherits the pin.
+    common::pin_parent();
+    let suffix = std::env::var("BROOD_BENCH_VARIANT")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(|v| format!("-{v}"))
+        .unwrap_or_default();
+    let id = |name: &str| format!("{name}{suffix}");
     let rt = common::current_thread_rt();
     let mut c = Criterion::default().configure_from_args();
 
     let mut group = c.benchmark_group("spawn");
     // About a millisecond per iteration: fewer samples keep the group short.
     group.sample_size(20);
-    group.bench_function("brood-proc", |b| {
+    group.bench_function(id("brood-proc"), |b| {
         b.iter_custom(|iters| {
             common::in_root(&rt, &actors, async |n| {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let p = n.start_actor("b", ActorOptions::new()).await?;
+                    let p = common::on_child_cpu(n.start_actor("b", ActorOptions::new())).await?;
                     p.run(Ping, ()).await?;
                     // Runs the teardown ladder; returns once the child is reaped.
                     p.cancel_actor().await;
@@ -46,8 +79,28 @@ fn main() {
             })
         })
     });
-    group.bench_function("floor-fork", |b| b.iter(fork_exit_wait));
-    group.bench_function("floor-exec", |b| b.iter(exec_true));
+    group.bench_function(id("brood-fork"), |b| {
+        b.iter_custom(|iters| {
+            common::in_root(&rt, &actors, async |n| {
+                let fork = || ActorOptions::new().backend("fork");
+                // The tree's forkserver starts with its first actor (an exec): untimed.
+                // It inherits the affinity of the thread that starts it, so later forks
+                // land on the child CPU like every other row's children.
+                let warm = common::on_child_cpu(n.start_actor("warm", fork())).await?;
+                warm.cancel_actor().await;
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let p = common::on_child_cpu(n.start_actor("b", fork())).await?;
+                    p.run(Ping, ()).await?;
+                    p.cancel_actor().await;
+                }
+                Ok(start.elapsed())
+            })
+        })
+    });
+    group.bench_function(id("floor-fork"), |b| b.iter(fork_exit_wait));
+    group.bench_function(id("floor-exec"), |b| b.iter(exec_true));
+    group.bench_function(id("floor-exec-self"), |b| b.iter(exec_self));
     group.finish();
 
     c.final_summary();

@@ -399,8 +399,70 @@ fn run_benches(opts: &BenchOptions, root: &Path) -> Result<Vec<(String, RunOutco
         };
         runs.push(((*name).to_owned(), outcome));
     }
+    if opts.filter.as_deref().is_none_or(|f| f.contains("spawn")) {
+        runs.push(run_static_spawn(&extra, root)?);
+    }
     Ok(runs)
 }
+
+/// The host triple a statically linked bench is built for: naming the target keeps
+/// `RUSTFLAGS` off build scripts and proc-macros.
+const HOST_TRIPLE: &str = "x86_64-unknown-linux-gnu";
+
+/// Run the spawn bench again from a statically linked build (`+crt-static`, no Python),
+/// its ids suffixed `-static`, into the same criterion directory. A spawned actor is the
+/// program started again: how fast a binary starts is part of how fast it spawns.
+fn run_static_spawn(extra: &[String], root: &Path) -> Result<(String, RunOutcome), Error> {
+    let target = target_dir(root);
+    let crit = criterion_dir(&target);
+    let mut env = run::color_env();
+    let mut rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
+    if !rustflags.is_empty() {
+        rustflags.push(' ');
+    }
+    rustflags.push_str("-C target-feature=+crt-static");
+    env.push(("RUSTFLAGS".into(), rustflags));
+    env.push((
+        "CARGO_TARGET_DIR".into(),
+        target.join("static").display().to_string(),
+    ));
+    env.push(("CRITERION_HOME".into(), crit.display().to_string()));
+    env.push(("BROOD_BENCH_VARIANT".into(), "static".into()));
+    let mut args: Vec<String> = [
+        "bench",
+        "-p",
+        "brood",
+        "--bench",
+        "spawn",
+        "--no-default-features",
+        "--features",
+        STATIC_FEATURES,
+        "--target",
+        HOST_TRIPLE,
+    ]
+    .map(String::from)
+    .into();
+    if !extra.is_empty() {
+        args.push("--".into());
+        args.extend(extra.iter().cloned());
+    }
+    println!(
+        "==> [static] RUSTFLAGS=+crt-static {}",
+        run::display_command("cargo", &args)
+    );
+    let captured = run::tee(&run::cargo(), &args, root, &env)
+        .map_err(|e| Error::Failed(format!("cannot run cargo: {e}")))?;
+    let outcome = if captured.status.success() {
+        RunOutcome::Ran
+    } else {
+        RunOutcome::Failed(captured.status.to_string())
+    };
+    Ok(("spawn (static)".to_owned(), outcome))
+}
+
+/// The facade features of the static build: every process backend and transport, no
+/// component that needs a shared library.
+const STATIC_FEATURES: &str = "proc,fork,uds";
 
 /// Run the benches, print the report and write its markdown copy. `Ok(false)` when a
 /// bench failed to build or run; unmet targets do not make it fail (it is a report).
@@ -514,11 +576,12 @@ mod tests {
         };
         let text = report.render(Format::Text);
         assert!(
-            text.contains("targets: 4 passed, 1 failed, 0 missing (of 5)"),
+            text.contains("targets: 4 passed, 1 failed, 3 missing (of 8)"),
             "{text}"
         );
         assert!(
-            text.contains("FAIL    rpc: brood-uds time / floor-socketpair <= 2.00x"),
+            text.lines().any(|l| l.starts_with("FAIL")
+                && l.contains("rpc: brood-uds time / floor-socketpair <= 2.00x")),
             "{text}"
         );
         let md = report.render(Format::Markdown);

@@ -57,12 +57,37 @@ pub enum Check {
 
 /// brood's performance targets; add a line to check one more.
 pub const TARGETS: &[Check] = &[
+    // The default (dynamically linked) build: exec of the program itself already costs
+    // more than 1.5x a trivial exec here, so this is reported beside the static build.
     Check::TimeRatioAtMost {
         group: "spawn",
         bench: "brood-proc",
         floor: "floor-exec",
         value: None,
         max: 1.5,
+    },
+    // The same bench linked statically (`cargo xtask bench` builds both).
+    Check::TimeRatioAtMost {
+        group: "spawn",
+        bench: "brood-proc-static",
+        floor: "floor-exec-static",
+        value: None,
+        max: 1.5,
+    },
+    // The forkserver: under half of proc's spawn, within 3x of a bare fork.
+    Check::TimeRatioAtMost {
+        group: "spawn",
+        bench: "brood-fork",
+        floor: "brood-proc",
+        value: None,
+        max: 0.5,
+    },
+    Check::TimeRatioAtMost {
+        group: "spawn",
+        bench: "brood-fork",
+        floor: "floor-fork",
+        value: None,
+        max: 3.0,
     },
     Check::TimeRatioAtMost {
         group: "rpc",
@@ -257,37 +282,75 @@ mod tests {
     fn checks_targets() {
         let results = sample();
         let footprint = vec![("idle-child-proc".to_owned(), 3.5 * 1024.0 * 1024.0)];
-        let got: Vec<Status> = TARGETS
-            .iter()
-            .map(|t| t.evaluate(&results, &footprint).0)
-            .collect();
+        // Targets by what they compare, not by their place in the list.
+        let find = |bench: &str, floor: &str| -> &'static Check {
+            TARGETS
+                .iter()
+                .find(|t| match t {
+                    Check::TimeRatioAtMost {
+                        bench: b, floor: f, ..
+                    }
+                    | Check::ThroughputRatioAtLeast {
+                        bench: b, floor: f, ..
+                    } => *b == bench && *f == floor,
+                    Check::ElementsRateAtLeast { bench: b, .. } => *b == bench && floor.is_empty(),
+                    Check::FootprintBelow { name, .. } => *name == bench,
+                })
+                .unwrap_or_else(|| panic!("no target {bench} vs {floor}"))
+        };
+        let status = |t: &Check| t.evaluate(&results, &footprint).0;
         assert_eq!(
-            got,
-            [
-                Status::Pass, // 1.40x <= 1.5
-                Status::Fail, // 3.00x > 2.0
-                Status::Pass, // 500 k msgs/s >= 300 k
-                Status::Pass, // 0.80x >= 0.70
-                Status::Pass, // 3.5 MiB < 4 MiB
-            ]
+            status(find("brood-proc", "floor-exec")),
+            Status::Pass,
+            "1.40x <= 1.5"
         );
-        let (_, detail) = TARGETS[1].evaluate(&results, &footprint);
+        assert_eq!(
+            status(find("brood-proc-static", "floor-exec-static")),
+            Status::Missing,
+            "no static build in the sample"
+        );
+        assert_eq!(status(find("brood-fork", "floor-fork")), Status::Missing);
+        assert_eq!(
+            status(find("brood-uds", "floor-socketpair")),
+            Status::Fail,
+            "3.00x > 2.0"
+        );
+        assert_eq!(
+            status(find("brood-uds", "")),
+            Status::Pass,
+            "500 k msgs/s >= 300 k"
+        );
+        assert_eq!(
+            status(find("brood-uds", "floor-uds")),
+            Status::Pass,
+            "0.80x >= 0.70"
+        );
+        assert_eq!(
+            status(find("idle-child-proc", "")),
+            Status::Pass,
+            "3.5 MiB < 4 MiB"
+        );
+
+        let (_, detail) = find("brood-uds", "floor-socketpair").evaluate(&results, &footprint);
         assert_eq!(detail, "3.00x (30.00 µs vs 10.00 µs)");
-        let (_, detail) = TARGETS[2].evaluate(&results, &footprint);
+        let (_, detail) = find("brood-uds", "").evaluate(&results, &footprint);
         assert_eq!(detail, "500.00 k msgs/s");
         assert_eq!(fmt_msgs(12.0), "12.0 msgs/s");
         assert_eq!(fmt_bytes_rate(2.5e9), "2.50 GB/s");
 
-        let (status, detail) =
-            TARGETS[4].evaluate(&results, &[("idle-child-proc".into(), 4.0 * 1048576.0)]);
+        let (status, detail) = find("idle-child-proc", "")
+            .evaluate(&results, &[("idle-child-proc".into(), 4.0 * 1048576.0)]);
         assert_eq!(status, Status::Fail, "the bound is exclusive");
         assert_eq!(detail, "4.00 MiB");
 
-        let (status, detail) = TARGETS[0].evaluate(&[], &[]);
+        let (status, detail) = find("brood-proc", "floor-exec").evaluate(&[], &[]);
         assert_eq!(status, Status::Missing);
         assert_eq!(detail, "no result for spawn/brood-proc");
-        let (status, _) = TARGETS[3].evaluate(&results[..6], &[]);
+        let (status, _) = find("brood-uds", "floor-uds").evaluate(&results[..6], &[]);
         assert_eq!(status, Status::Missing);
-        assert_eq!(TARGETS[4].evaluate(&results, &[]).0, Status::Missing);
+        assert_eq!(
+            find("idle-child-proc", "").evaluate(&results, &[]).0,
+            Status::Missing
+        );
     }
 }
