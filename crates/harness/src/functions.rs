@@ -78,6 +78,9 @@ spawn_api::context!(
 pub struct Who {
     /// Its process id.
     pub pid: u32,
+    /// The id of the thread its runtime runs on (an in-process actor shares `pid` with
+    /// its parent; this tells them apart).
+    pub tid: u32,
     /// Its listening address.
     pub addr: String,
     /// Its tree path.
@@ -138,6 +141,7 @@ pub struct ActorOptionsWire {
 fn who(cx: &ActorCx) -> Who {
     Who {
         pid: std::process::id(),
+        tid: nix::unistd::gettid().as_raw() as u32,
         addr: cx.addr().to_string(),
         path: cx.path().to_owned(),
     }

@@ -152,6 +152,52 @@ pub fn live_descendants_after(grace: Duration) -> Vec<Proc> {
     }
 }
 
+/// How many threads this process runs.
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The names of this process's threads.
+pub fn thread_names() -> Vec<String> {
+    let Ok(d) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    d.flatten()
+        .map(|e| {
+            std::fs::read_to_string(e.path().join("comm"))
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Wait up to `grace` for the thread count to come back to `before`; `None` if it did,
+/// else a description of the extra threads.
+pub fn threads_settle(before: usize, grace: Duration) -> Option<String> {
+    let deadline = Instant::now() + grace;
+    loop {
+        let now = thread_count();
+        if now <= before {
+            return None;
+        }
+        if Instant::now() >= deadline {
+            return Some(format!(
+                "{} threads, {before} before the test: {:?}",
+                now,
+                thread_names()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether the thread `tid` of this process has ended.
+pub fn thread_gone(tid: u32) -> bool {
+    !std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+}
+
 /// This process's open descriptors and what they point at.
 pub fn open_fds() -> BTreeMap<i32, String> {
     let mut out = BTreeMap::new();

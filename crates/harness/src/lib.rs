@@ -31,6 +31,7 @@ use ipc_uds::UdsTransport;
 use spawn_api::{Brood, FnError, Nursery, RootBuilder, RootError};
 use spawn_fork::ForkBackend;
 use spawn_proc::ProcBackend;
+use spawn_subint::SubintBackend;
 
 pub use libtest_mimic::Failed;
 
@@ -54,9 +55,10 @@ pub const SKIPS: &[(&str, &str, &str, &str)] = &[];
 /// The test program's actors: every backend and transport, serving the test functions.
 pub fn brood() -> Brood {
     Brood::builder()
-        .registry(functions::registry())
+        .registry(functions::registry().merge(spawn_subint::python_service()))
         .backend(ProcBackend::new())
         .backend(ForkBackend::new())
+        .backend(SubintBackend::new())
         .transport(UdsTransport::new())
         .build()
 }
@@ -196,6 +198,8 @@ fn run_checked(test: Test) -> Result<(), Failed> {
     *TEST_DIR.lock().unwrap() = Some(dir.clone());
     leaks::reap_zombies();
     let fds = leaks::open_fds();
+    let threads = leaks::thread_count();
+    let interpreters = spawn_subint::live_interpreters();
     let outcome = catch_unwind(AssertUnwindSafe(test.run));
     *TEST_DIR.lock().unwrap() = None;
 
@@ -212,6 +216,19 @@ fn run_checked(test: Test) -> Result<(), Failed> {
     let live = leaks::live_descendants_after(REAP_GRACE);
     if !live.is_empty() {
         problems.push(format!("leaked processes: {live:?}"));
+    }
+    if let Some(extra) = leaks::threads_settle(threads, REAP_GRACE) {
+        problems.push(format!("leaked threads: {extra}"));
+    }
+    let deadline = std::time::Instant::now() + REAP_GRACE;
+    while spawn_subint::live_interpreters() > interpreters && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if spawn_subint::live_interpreters() > interpreters {
+        problems.push(format!(
+            "leaked sub-interpreters: {} alive, {interpreters} before the test",
+            spawn_subint::live_interpreters()
+        ));
     }
     let files = leaks::files_under(&dir);
     if !files.is_empty() {
@@ -266,6 +283,11 @@ pub fn main(tests: &[Test], scenarios: &[Scenario]) -> ! {
     // its process feature is on): create it now, so leak checks see only what a test
     // leaves behind.
     run(Duration::from_secs(5), async {});
+    // The root process's own interpreter (and its host thread) lives for the process:
+    // start it now, so that the first test to use it does not look like it leaked it.
+    if let Err(e) = spawn_subint::Interp::main() {
+        eprintln!("harness: no Python in this process ({e}); Python tests will fail");
+    }
 
     let mut args = libtest_mimic::Arguments::from_args();
     // Leak checks look at the whole process: run tests one at a time unless told.

@@ -57,6 +57,8 @@ pub(crate) struct ActorInner {
     pub(crate) io_stop: CancellationToken,
     pub(crate) pending: Mutex<HashMap<ActorId, oneshot::Sender<Handshaken>>>,
     failure: Mutex<Option<RemoteError>>,
+    /// The status the actor asked to end with ([`ActorCx::exit`]).
+    pub(crate) exit_code: Mutex<Option<i32>>,
     cancel_acks: Mutex<Vec<Conn>>,
     pub(crate) parent: OnceLock<Conn>,
     pub(crate) extensions: Extensions,
@@ -104,6 +106,7 @@ impl ActorInner {
             io_stop: CancellationToken::new(),
             pending: Mutex::new(HashMap::new()),
             failure: Mutex::new(None),
+            exit_code: Mutex::new(None),
             cancel_acks: Mutex::new(Vec::new()),
             parent: OnceLock::new(),
             extensions,
@@ -476,6 +479,16 @@ impl ActorCx {
 
     /// Ask this actor to shut down, as if its parent had cancelled it.
     pub fn cancel_actor(&self) {
+        self.inner.cancel.cancel();
+    }
+
+    /// Shut this actor down in order (its calls cancelled, its children torn down) and
+    /// end it with `code` as its exit status: a process actor's process exits with it, an
+    /// in-process actor reports it. Its parent sees a non-zero code as
+    /// [`ChildError::Exited`](crate::ChildError::Exited). A root ignores the code (it has no
+    /// parent to report to) but shuts down all the same.
+    pub fn exit(&self, code: i32) {
+        *self.inner.exit_code.lock().unwrap() = Some(code);
         self.inner.cancel.cancel();
     }
 

@@ -34,6 +34,8 @@ pub enum ChildOutcome {
     Failed(RemoteError),
     /// It never became an actor: it could not listen, connect or handshake.
     SetupFailed(String),
+    /// It shut down in order with the status it asked for ([`crate::ActorCx::exit`]).
+    Exited(i32),
 }
 
 impl ChildOutcome {
@@ -44,6 +46,7 @@ impl ChildOutcome {
             ChildOutcome::Failed(e) if e.kind == kinds::PANIC => EXIT_PANIC,
             ChildOutcome::Failed(_) => EXIT_FAILED,
             ChildOutcome::SetupFailed(_) => EXIT_SETUP,
+            ChildOutcome::Exited(code) => *code,
         }
     }
 }
@@ -87,9 +90,12 @@ async fn serve(
                     inner.cancel.cancel();
                 }
                 inner.cancel.cancelled().await;
-                match inner.shutdown().await {
-                    None => ChildOutcome::Clean,
-                    Some(e) => ChildOutcome::Failed(e),
+                let failure = inner.shutdown().await;
+                let asked = *inner.exit_code.lock().unwrap();
+                match (failure, asked) {
+                    (Some(e), _) => ChildOutcome::Failed(e),
+                    (None, Some(code)) => ChildOutcome::Exited(code),
+                    (None, None) => ChildOutcome::Clean,
                 }
             })
             .instrument(span)

@@ -1,0 +1,415 @@
+//! [`Interp`]: an interpreter and the thread that hosts it.
+//!
+//! Every interpreter brood runs code in lives on a host thread of its own: the thread
+//! creates it, runs every job in it, and ends it. Actor code hands jobs over with
+//! [`Interp::run`] and awaits the result, so the actor's runtime keeps serving (and can
+//! cancel) while Python runs. Cancelling a job (dropping its future) raises
+//! `KeyboardInterrupt` in the running Python code; a job stuck in native code cannot be
+//! stopped, and its host thread is abandoned when the interpreter is shut down.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
+use std::thread;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::ffi::{self, Interrupter};
+use crate::python::Python;
+
+/// Sub-interpreters alive in this process (created and not yet ended).
+static LIVE_INTERPRETERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Host threads alive in this process (including the main interpreter's, once started).
+static LIVE_HOSTS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many sub-interpreters exist in this process right now (diagnostics and leak
+/// checks).
+pub fn live_interpreters() -> usize {
+    LIVE_INTERPRETERS.load(Ordering::SeqCst)
+}
+
+/// How many interpreter host threads are running in this process right now.
+pub fn live_hosts() -> usize {
+    LIVE_HOSTS.load(Ordering::SeqCst)
+}
+
+/// Running code in an interpreter failed before the code itself could run or finish.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InterpError {
+    /// The interpreter could not be created.
+    #[error("cannot create the interpreter: {0}")]
+    Setup(String),
+    /// The interpreter has been shut down.
+    #[error("the interpreter has ended")]
+    Ended,
+    /// The job panicked in Rust code.
+    #[error("the job panicked: {0}")]
+    Panicked(String),
+}
+
+/// How a host thread treats its interpreter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A sub-interpreter, created when the host starts.
+    SubEager,
+    /// A sub-interpreter, created by the first job.
+    SubLazy,
+    /// The process's main interpreter.
+    Main,
+}
+
+type Job = Box<dyn FnOnce(Result<&Python<'_>, &str>) + Send>;
+
+struct Queued {
+    id: u64,
+    cancelled: Arc<AtomicBool>,
+    job: Job,
+}
+
+struct Host {
+    kind: Kind,
+    jobs: Mutex<Option<mpsc::Sender<Queued>>>,
+    interrupter: Arc<Interrupter>,
+    /// The id of the job running now (0: none).
+    running: Arc<AtomicU64>,
+    next_id: AtomicU64,
+    /// An interrupter thread is in flight: do not start another one.
+    interrupting: Arc<AtomicBool>,
+    /// Set when the host thread has ended its interpreter and exited.
+    exited: Arc<(Mutex<bool>, Condvar)>,
+}
+
+/// A handle on an interpreter and its host thread. Cheap to clone; every clone runs jobs
+/// in the same interpreter.
+///
+/// An actor started by [`SubintBackend`](crate::SubintBackend) finds its own in
+/// [`ActorCx::extensions`](spawn_api::ActorCx::extensions); [`crate::interp`] returns the
+/// right one for any actor (in a process child: the process's main interpreter).
+#[derive(Clone)]
+pub struct Interp {
+    host: Arc<Host>,
+}
+
+impl std::fmt::Debug for Interp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interp")
+            .field("kind", &self.host.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Interp::shutdown`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// The interpreter ended and its host thread exited.
+    Clean,
+    /// The host thread was still running a job in native code; it is abandoned (it ends
+    /// the interpreter itself if the job ever returns).
+    Abandoned,
+}
+
+impl Interp {
+    /// A new sub-interpreter on a new host thread. With `eager`, blocks until the
+    /// interpreter exists (and fails if it cannot be created); otherwise the first job
+    /// creates it.
+    ///
+    /// # Errors
+    /// [`InterpError::Setup`] if the thread or (with `eager`) the interpreter cannot be
+    /// created.
+    pub fn new_sub(eager: bool) -> Result<Interp, InterpError> {
+        let kind = if eager { Kind::SubEager } else { Kind::SubLazy };
+        Interp::start(kind, "brood-py")
+    }
+
+    /// The process's main interpreter, on a host thread of its own started on first use.
+    /// Lives as long as the process.
+    pub fn main() -> Result<Interp, InterpError> {
+        static MAIN: OnceLock<Result<Interp, InterpError>> = OnceLock::new();
+        MAIN.get_or_init(|| Interp::start(Kind::Main, "brood-py-main"))
+            .clone()
+    }
+
+    fn start(kind: Kind, name: &str) -> Result<Interp, InterpError> {
+        let (tx, rx) = mpsc::channel::<Queued>();
+        let interrupter = Arc::new(Interrupter::new());
+        let running = Arc::new(AtomicU64::new(0));
+        let exited = Arc::new((Mutex::new(false), Condvar::new()));
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let host = Arc::new(Host {
+            kind,
+            jobs: Mutex::new(Some(tx)),
+            interrupter: interrupter.clone(),
+            running: running.clone(),
+            next_id: AtomicU64::new(1),
+            interrupting: Arc::new(AtomicBool::new(false)),
+            exited: exited.clone(),
+        });
+        LIVE_HOSTS.fetch_add(1, Ordering::SeqCst);
+        let spawned = thread::Builder::new().name(name.to_owned()).spawn(move || {
+            host_thread(kind, rx, interrupter, running, ready_tx);
+            LIVE_HOSTS.fetch_sub(1, Ordering::SeqCst);
+            let (lock, cv) = &*exited;
+            *lock.lock().unwrap() = true;
+            cv.notify_all();
+        });
+        if let Err(e) = spawned {
+            LIVE_HOSTS.fetch_sub(1, Ordering::SeqCst);
+            return Err(InterpError::Setup(format!(
+                "cannot start a host thread: {e}"
+            )));
+        }
+        if kind != Kind::SubLazy {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(InterpError::Setup(e)),
+                Err(_) => return Err(InterpError::Setup("the host thread died".to_owned())),
+            }
+        }
+        Ok(Interp { host })
+    }
+
+    /// Run `f` in this interpreter, on its host thread, and return what it returns.
+    ///
+    /// Dropping the returned future before it completes cancels the job: if it has not
+    /// started it never runs; if it is running, `KeyboardInterrupt` is raised in its
+    /// Python code (code stuck in a native call notices only when that call returns).
+    ///
+    /// # Errors
+    /// [`InterpError::Setup`] if a lazily created interpreter cannot be created,
+    /// [`InterpError::Ended`] after [`shutdown`](Interp::shutdown),
+    /// [`InterpError::Panicked`] if `f` panicked.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let interp = spawn_subint::Interp::new_sub(true)?;
+    /// let v = interp.run(|py| py.eval("6 * 7")).await??;
+    /// assert_eq!(v.as_int(), Some(42));
+    /// # Ok(()) }
+    /// ```
+    pub async fn run<R, F>(&self, f: F) -> Result<R, InterpError>
+    where
+        F: for<'py> FnOnce(&Python<'py>) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let id = self.host.next_id.fetch_add(1, Ordering::Relaxed);
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let job: Job = Box::new(move |py: Result<&Python<'_>, &str>| {
+            let r = match py {
+                Ok(py) => catch_unwind(AssertUnwindSafe(|| f(py)))
+                    .map_err(|p| InterpError::Panicked(panic_text(&*p))),
+                Err(e) => Err(InterpError::Setup(e.to_owned())),
+            };
+            let _ = tx.send(r);
+        });
+        {
+            let jobs = self.host.jobs.lock().unwrap();
+            let Some(sender) = jobs.as_ref() else {
+                return Err(InterpError::Ended);
+            };
+            sender
+                .send(Queued {
+                    id,
+                    cancelled: cancelled.clone(),
+                    job,
+                })
+                .map_err(|_| InterpError::Ended)?;
+        }
+        let mut guard = CancelOnDrop {
+            host: &self.host,
+            id,
+            cancelled,
+            armed: true,
+        };
+        let out = rx.await.unwrap_or(Err(InterpError::Ended));
+        guard.armed = false;
+        out
+    }
+
+    /// Raise `KeyboardInterrupt` in whatever Python code the host thread runs now. Returns
+    /// at once: the interrupt is delivered from a helper thread, because reaching an
+    /// interpreter whose code is stuck in native code can block forever.
+    pub fn interrupt(&self) {
+        interrupt(&self.host);
+    }
+
+    /// Stop taking jobs, interrupt the running one, and wait up to `bound` for the host
+    /// thread to end the interpreter and exit. The main interpreter is never shut down
+    /// (it lives as long as the process): for it this returns at once.
+    pub fn shutdown(&self, bound: Duration) -> Shutdown {
+        if self.host.kind == Kind::Main {
+            return Shutdown::Clean;
+        }
+        drop(self.host.jobs.lock().unwrap().take());
+        let (lock, cv) = &*self.host.exited;
+        let mut done = lock.lock().unwrap();
+        let deadline = std::time::Instant::now() + bound;
+        let mut interrupted = false;
+        while !*done {
+            if self.host.running.load(Ordering::SeqCst) != 0 && !interrupted {
+                interrupt(&self.host);
+                interrupted = true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Shutdown::Abandoned;
+            }
+            let wait = (deadline - now).min(Duration::from_millis(20));
+            done = cv.wait_timeout(done, wait).unwrap().0;
+        }
+        Shutdown::Clean
+    }
+}
+
+/// Cancels a job whose future was dropped before it completed.
+struct CancelOnDrop<'a> {
+    host: &'a Arc<Host>,
+    id: u64,
+    cancelled: Arc<AtomicBool>,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.cancelled.store(true, Ordering::SeqCst);
+        if self.host.running.load(Ordering::SeqCst) == self.id {
+            interrupt(self.host);
+        }
+    }
+}
+
+fn interrupt(host: &Arc<Host>) {
+    if host.interrupting.swap(true, Ordering::SeqCst) {
+        // One is in flight (and maybe blocked on a stuck interpreter): do not pile up.
+        return;
+    }
+    let interrupter = host.interrupter.clone();
+    let flag = host.interrupting.clone();
+    let spawned = thread::Builder::new()
+        .name("brood-py-interrupt".to_owned())
+        .spawn(move || {
+            interrupter.interrupt();
+            flag.store(false, Ordering::SeqCst);
+        });
+    if spawned.is_err() {
+        host.interrupting.store(false, Ordering::SeqCst);
+    }
+}
+
+fn panic_text(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_owned()
+    }
+}
+
+/// The interpreter a host thread owns.
+enum Owned {
+    Sub(ffi::SubInterp),
+    Main(ffi::MainState),
+}
+
+impl Owned {
+    fn create(kind: Kind) -> Result<Owned, String> {
+        match kind {
+            // SAFETY: called on the host thread, which has nothing attached; the result is
+            // used and ended on this thread only.
+            Kind::SubEager | Kind::SubLazy => unsafe { ffi::SubInterp::new() }.map(|s| {
+                LIVE_INTERPRETERS.fetch_add(1, Ordering::SeqCst);
+                Owned::Sub(s)
+            }),
+            // SAFETY: as above.
+            Kind::Main => unsafe { ffi::main_thread_state() }.map(Owned::Main),
+        }
+    }
+
+    fn thread_state(&self) -> &ffi::Detached {
+        match self {
+            Owned::Sub(s) => s.thread_state(),
+            Owned::Main(m) => m.thread_state(),
+        }
+    }
+
+    fn target(&self) -> ffi::Target {
+        match self {
+            Owned::Sub(s) => s.target(),
+            Owned::Main(m) => m.target(),
+        }
+    }
+
+    fn end(self) {
+        match self {
+            Owned::Sub(s) => {
+                // SAFETY: on the host thread, nothing attached, interrupter disarmed by the
+                // caller.
+                unsafe { s.end() };
+                LIVE_INTERPRETERS.fetch_sub(1, Ordering::SeqCst);
+            }
+            // SAFETY: on the host thread, nothing attached.
+            Owned::Main(m) => unsafe { m.delete() },
+        }
+    }
+}
+
+fn host_thread(
+    kind: Kind,
+    rx: mpsc::Receiver<Queued>,
+    interrupter: Arc<Interrupter>,
+    running: Arc<AtomicU64>,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
+    let mut interp: Option<Owned> = None;
+    let mut failure: Option<String> = None;
+    let create =
+        |interp: &mut Option<Owned>, failure: &mut Option<String>| match Owned::create(kind) {
+            Ok(o) => {
+                interrupter.arm(o.target());
+                *interp = Some(o);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create an interpreter");
+                *failure = Some(e);
+            }
+        };
+    if kind != Kind::SubLazy {
+        create(&mut interp, &mut failure);
+        let _ = ready.send(match &failure {
+            None => Ok(()),
+            Some(e) => Err(e.clone()),
+        });
+    }
+    // Blocking on the channel with nothing attached: no GIL is held while waiting.
+    while let Ok(q) = rx.recv() {
+        if q.cancelled.load(Ordering::SeqCst) {
+            continue;
+        }
+        if interp.is_none() && failure.is_none() {
+            create(&mut interp, &mut failure);
+        }
+        let Some(o) = &interp else {
+            (q.job)(Err(failure.as_deref().unwrap_or("no interpreter")));
+            continue;
+        };
+        running.store(q.id, Ordering::SeqCst);
+        {
+            // SAFETY: this thread created the state and has nothing attached.
+            let attached = unsafe { o.thread_state().attach() };
+            let py = Python::new(&attached);
+            (q.job)(Ok(&py));
+        }
+        running.store(0, Ordering::SeqCst);
+    }
+    interrupter.disarm();
+    if let Some(o) = interp {
+        o.end();
+    }
+}
