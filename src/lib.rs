@@ -34,6 +34,7 @@
 //! | [`runtime_vars`] | the vars a parent builds for each child |
 //! | `spawn_proc` (feature `proc`) | children as re-executed processes |
 //! | `spawn_fork` (feature `fork`) | children forked from a single-threaded forkserver |
+//! | `spawn_subint` (feature `subint`) | children on threads with their own CPython sub-interpreter, and the `python` service |
 //! | `ipc_uds` (feature `uds`) | frames over Unix sockets |
 
 #![warn(missing_docs)]
@@ -50,10 +51,19 @@ pub use ipc_uds::{self, UdsTransport};
 pub use spawn_fork::{self, ForkBackend};
 #[cfg(feature = "proc")]
 pub use spawn_proc::{self, ProcBackend};
+#[cfg(feature = "subint")]
+pub use spawn_subint::{self, SubintBackend};
 
 /// A [`BroodBuilder`] serving `registry` with every backend and transport compiled into
-/// this build (features `proc`, `fork`, `uds`), the first of each being the default.
+/// this build (features `proc`, `fork`, `subint`, `uds`), the first of each being the
+/// default. With `subint`, the `python` service (`python.exec`, `python.eval`,
+/// `python.call`) is added to the registry, so every actor can run Python.
+///
+/// # Panics
+/// With `subint`, if `registry` already has functions named like the `python` service.
 pub fn builder(registry: Registry) -> BroodBuilder {
+    #[cfg(feature = "subint")]
+    let registry = registry.merge(spawn_subint::python_service());
     #[allow(unused_mut)]
     let mut b = Brood::builder().registry(registry);
     #[cfg(feature = "proc")]
@@ -63,6 +73,10 @@ pub fn builder(registry: Registry) -> BroodBuilder {
     #[cfg(feature = "fork")]
     {
         b = b.backend(ForkBackend::new());
+    }
+    #[cfg(feature = "subint")]
+    {
+        b = b.backend(SubintBackend::new());
     }
     #[cfg(feature = "uds")]
     {
