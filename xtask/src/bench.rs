@@ -17,7 +17,7 @@ use crate::run;
 use crate::targets::{Status, TARGETS};
 
 /// The bench targets of the `brood` package, run in this order; a missing one is skipped.
-pub const BENCHES: &[&str] = &["spawn", "rpc", "stream", "footprint"];
+pub const BENCHES: &[&str] = &["spawn", "rpc", "stream", "footprint", "parallel"];
 
 /// Criterion settings for `--quick`: enough samples to spot a gross regression in
 /// seconds, not to measure precisely.
@@ -44,6 +44,8 @@ pub struct BenchOptions {
     pub quick: bool,
     /// `--filter`: criterion's benchmark filter regex.
     pub filter: Option<String>,
+    /// `--python`: the CPython tier to build against.
+    pub python: crate::python::PythonTier,
 }
 
 /// Arguments for the bench binaries (after cargo's `--`).
@@ -366,11 +368,33 @@ pub fn criterion_dir(target: &Path) -> PathBuf {
     }
 }
 
+/// The benches whose numbers depend on the Python tier.
+const PYTHON_BENCHES: &[&str] = &["spawn", "parallel"];
+
 fn run_benches(opts: &BenchOptions, root: &Path) -> Result<Vec<(String, RunOutcome)>, Error> {
     let extra = criterion_args(opts);
-    let env = run::color_env();
+    let mut env = run::color_env();
+    let tier = opts.python;
+    let benches = if tier == crate::python::PythonTier::Py311 {
+        BENCHES
+    } else {
+        println!(
+            "==> provisioning CPython {} (the first time takes ~10 s)",
+            tier.version()
+        );
+        env.extend(crate::python::provision(tier, root)?);
+        // The tier's build has its own target dir; keep one criterion directory, and tell
+        // the spawn rows apart by their suffix.
+        let crit = criterion_dir(&target_dir(root));
+        env.push(("CRITERION_HOME".into(), crit.display().to_string()));
+        env.push((
+            "BROOD_BENCH_VARIANT".into(),
+            format!("py{}", tier.version()),
+        ));
+        PYTHON_BENCHES
+    };
     let mut runs = Vec::new();
-    for (index, name) in BENCHES.iter().enumerate() {
+    for (index, name) in benches.iter().enumerate() {
         let mut args: Vec<String> = ["bench", "-p", "brood", "--bench", name]
             .map(String::from)
             .into();
@@ -381,7 +405,7 @@ fn run_benches(opts: &BenchOptions, root: &Path) -> Result<Vec<(String, RunOutco
         println!(
             "==> [{}/{}] {}",
             index + 1,
-            BENCHES.len(),
+            benches.len(),
             run::display_command("cargo", &args)
         );
         let captured = run::tee(&run::cargo(), &args, root, &env)
@@ -399,7 +423,9 @@ fn run_benches(opts: &BenchOptions, root: &Path) -> Result<Vec<(String, RunOutco
         };
         runs.push(((*name).to_owned(), outcome));
     }
-    if opts.filter.as_deref().is_none_or(|f| f.contains("spawn")) {
+    if tier == crate::python::PythonTier::Py311
+        && opts.filter.as_deref().is_none_or(|f| f.contains("spawn"))
+    {
         runs.push(run_static_spawn(&extra, root)?);
     }
     Ok(runs)
@@ -576,7 +602,7 @@ mod tests {
         };
         let text = report.render(Format::Text);
         assert!(
-            text.contains("targets: 4 passed, 1 failed, 3 missing (of 8)"),
+            text.contains("targets: 4 passed, 1 failed, 6 missing (of 11)"),
             "{text}"
         );
         assert!(
@@ -602,6 +628,7 @@ mod tests {
         let args = criterion_args(&BenchOptions {
             quick: true,
             filter: Some("rpc/.*".into()),
+            ..BenchOptions::default()
         });
         assert_eq!(
             args,

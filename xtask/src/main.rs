@@ -88,6 +88,10 @@ struct BenchArgs {
     /// Short criterion runs: --warm-up-time 0.5 --measurement-time 2 --sample-size 10.
     #[arg(long)]
     quick: bool,
+    /// CPython to build against. With 3.14 only the benches whose numbers depend on the
+    /// Python tier run (spawn, parallel); their ids carry the tier.
+    #[arg(long, value_enum, default_value_t = PythonTier::default())]
+    python: PythonTier,
     /// Only benchmarks whose id matches this regex (criterion's filter).
     #[arg(long, value_name = "REGEX")]
     filter: Option<String>,
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
             &bench::BenchOptions {
                 quick: args.quick,
                 filter: args.filter,
+                python: args.python,
             },
             &root,
         ),

@@ -22,6 +22,20 @@ pub enum Check {
         /// Largest acceptable time ratio.
         max: f64,
     },
+    /// `bench` at parameter `value` is at least `min` times faster than at `base` (the
+    /// same total work split differently: a parallel speed-up).
+    SpeedupAtLeast {
+        /// Criterion group.
+        group: &'static str,
+        /// Function id.
+        bench: &'static str,
+        /// Parameter of the reference run.
+        base: &'static str,
+        /// Parameter of the measured run.
+        value: &'static str,
+        /// Smallest acceptable speed-up.
+        min: f64,
+    },
     /// `bench` moves at least `min` elements (messages) per second.
     ElementsRateAtLeast {
         /// Criterion group.
@@ -88,6 +102,30 @@ pub const TARGETS: &[Check] = &[
         floor: "floor-fork",
         value: None,
         max: 3.0,
+    },
+    // Sub-interpreter actors: without Python within 5x a bare thread spawn and join; with an
+    // eager interpreter within 1.5x creating and ending one.
+    Check::TimeRatioAtMost {
+        group: "spawn",
+        bench: "brood-subint",
+        floor: "floor-thread",
+        value: None,
+        max: 5.0,
+    },
+    Check::TimeRatioAtMost {
+        group: "spawn",
+        bench: "brood-subint-py",
+        floor: "floor-subinterp",
+        value: None,
+        max: 1.5,
+    },
+    // Own-GIL sub-interpreters run Python in parallel (needs `--python 3.14`).
+    Check::SpeedupAtLeast {
+        group: "parallel-python",
+        bench: "subint-py3.14",
+        base: "1",
+        value: "2",
+        min: 1.8,
     },
     Check::TimeRatioAtMost {
         group: "rpc",
@@ -171,6 +209,13 @@ impl Check {
             Check::FootprintBelow { name, bytes } => {
                 format!("footprint: {name} < {}", fmt_size(bytes))
             }
+            Check::SpeedupAtLeast {
+                group,
+                bench,
+                base,
+                value,
+                min,
+            } => format!("{group}: {bench} at {value} vs at {base}: speed-up >= {min:.2}x"),
         }
     }
 
@@ -212,6 +257,32 @@ impl Check {
                         "{ratio:.2}x ({} vs {})",
                         fmt_time(b.mean_ns),
                         fmt_time(f.mean_ns)
+                    ),
+                )
+            }
+            Check::SpeedupAtLeast {
+                group,
+                bench,
+                base,
+                value,
+                min,
+            } => {
+                let Some(b) = find(results, group, bench, Some(base)) else {
+                    return missing(group, bench, Some(base));
+                };
+                let Some(v) = find(results, group, bench, Some(value)) else {
+                    return missing(group, bench, Some(value));
+                };
+                if v.mean_ns <= 0.0 {
+                    return (Status::Missing, format!("{bench} at {value} measured 0 ns"));
+                }
+                let speedup = b.mean_ns / v.mean_ns;
+                (
+                    verdict(speedup >= min),
+                    format!(
+                        "{speedup:.2}x ({} vs {})",
+                        fmt_time(v.mean_ns),
+                        fmt_time(b.mean_ns)
                     ),
                 )
             }
@@ -294,6 +365,7 @@ mod tests {
                         bench: b, floor: f, ..
                     } => *b == bench && *f == floor,
                     Check::ElementsRateAtLeast { bench: b, .. } => *b == bench && floor.is_empty(),
+                    Check::SpeedupAtLeast { bench: b, .. } => *b == bench && floor == "speed-up",
                     Check::FootprintBelow { name, .. } => *name == bench,
                 })
                 .unwrap_or_else(|| panic!("no target {bench} vs {floor}"))
@@ -330,6 +402,7 @@ mod tests {
             Status::Pass,
             "3.5 MiB < 4 MiB"
         );
+        assert_eq!(status(find("subint-py3.14", "speed-up")), Status::Missing);
 
         let (_, detail) = find("brood-uds", "floor-socketpair").evaluate(&results, &footprint);
         assert_eq!(detail, "3.00x (30.00 µs vs 10.00 µs)");
