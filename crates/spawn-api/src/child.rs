@@ -16,7 +16,7 @@ use crate::conn::{Conn, Side};
 use crate::error::{ProtocolError, RemoteError, kinds};
 use crate::extensions::Extensions;
 use crate::transport::{FrameSink, FrameSource};
-use crate::wire::{ChildBoot, Frame, Msg, PROTOCOL_VERSION, RuntimeFlavor, SpawnSpec};
+use crate::wire::{ChildBoot, Frame, Msg, PROTOCOL_VERSION, SpawnSpec};
 
 /// Exit code of a child process that panicked (Rust's own panic exit code).
 pub const EXIT_PANIC: i32 = 101;
@@ -213,16 +213,7 @@ async fn receive_spec(
 /// The whole life of a child *process*: build the runtime the boot asks for, set up
 /// logging, serve, and return the process exit code.
 pub fn run_child_process(brood: &Brood, boot: ChildBoot) -> i32 {
-    let rt = match boot.runtime {
-        RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        RuntimeFlavor::MultiThread(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n.max(1))
-            .enable_all()
-            .build(),
-    };
-    let rt = match rt {
+    let rt = match boot.runtime.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("brood child {}: cannot build a runtime: {e}", boot.path);

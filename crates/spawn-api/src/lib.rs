@@ -52,6 +52,7 @@ mod extensions;
 mod id;
 pub mod logging;
 mod nursery;
+pub mod pidfd;
 mod portal;
 mod registry;
 mod root;

@@ -266,6 +266,24 @@ pub enum RuntimeFlavor {
     MultiThread(usize),
 }
 
+impl RuntimeFlavor {
+    /// Build a tokio runtime of this flavor, with I/O and time enabled.
+    ///
+    /// # Errors
+    /// The I/O error tokio reports (no more file descriptors, say).
+    pub fn build(self) -> std::io::Result<tokio::runtime::Runtime> {
+        match self {
+            RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            RuntimeFlavor::MultiThread(n) => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(n.max(1))
+                .enable_all()
+                .build(),
+        }
+    }
+}
+
 /// A value that can be a call's arguments, reply, stream item or `started` value.
 ///
 /// Implemented for every serde type (postcard encoding) and for [`Blob`] (bytes sent as

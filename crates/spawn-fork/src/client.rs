@@ -77,7 +77,7 @@ impl ServerProc {
     fn try_reap(&self) -> Option<ChildExit> {
         let mut exit = self.exit.lock().unwrap();
         if exit.is_none()
-            && let Ok(Some(e)) = sys::try_reap(self.pidfd.as_fd())
+            && let Ok(Some(e)) = spawn_api::pidfd::try_reap(self.pidfd.as_fd())
         {
             *exit = Some(e);
         }
@@ -103,7 +103,7 @@ impl ServerProc {
             return;
         }
         tracing::warn!(pid = self.pid, "the forkserver did not exit; killing it");
-        let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+        let _ = spawn_api::pidfd::signal(self.pidfd.as_fd(), libc::SIGKILL);
         wait(1000);
         if self.try_reap().is_none() {
             tracing::warn!(pid = self.pid, "the killed forkserver was not reaped");
@@ -172,7 +172,7 @@ impl Shared {
                 // fork: the child must not live on unsupervised.
                 if let Some(Ok(s)) = unwanted {
                     tracing::debug!(pid, "killing a child whose spawn was abandoned");
-                    let _ = sys::signal_group(s.pidfd.as_fd(), s.pid, libc::SIGKILL);
+                    let _ = spawn_api::pidfd::signal_group(s.pidfd.as_fd(), s.pid, libc::SIGKILL);
                 }
             }
             Reply::Failed { req, stage, errno } => {
@@ -258,7 +258,7 @@ fn unique_name() -> String {
 impl Client {
     fn new(sock: OwnedFd, server: Option<ServerProc>, addr: String) -> io::Result<Client> {
         let shared = Arc::new(Shared {
-            sock: sys::register(sock, Interest::READABLE | Interest::WRITABLE)?,
+            sock: spawn_api::pidfd::register(sock, Interest::READABLE | Interest::WRITABLE)?,
             state: Mutex::new(State::default()),
             next_req: AtomicU32::new(1),
             server,
@@ -315,7 +315,7 @@ impl Client {
         let pid = child.id();
         // std's handle owns no pipes here; the pidfd is how we watch and reap it.
         drop(child);
-        let pidfd = sys::pidfd_open(pid)?;
+        let pidfd = spawn_api::pidfd::open(pid)?;
         drop((listener, theirs));
         tracing::debug!(pid, %name, "started a forkserver");
         Client::new(
@@ -493,7 +493,7 @@ impl ForkChild {
     pub(crate) fn new(s: Spawned, client: Arc<Client>) -> io::Result<ForkChild> {
         Ok(ForkChild {
             pid: s.pid,
-            pidfd: sys::register(s.pidfd, Interest::READABLE)?,
+            pidfd: spawn_api::pidfd::register(s.pidfd, Interest::READABLE)?,
             link: s.link,
             exit: s.exit,
             status: None,
@@ -509,7 +509,7 @@ impl ForkChild {
         if self.finished() {
             return Ok(());
         }
-        sys::signal_group(self.pidfd.get_ref().as_fd(), self.pid, sig)
+        spawn_api::pidfd::signal_group(self.pidfd.get_ref().as_fd(), self.pid, sig)
     }
 
     /// The status of a child whose server is gone: wait for it to exit, then ask the
@@ -518,7 +518,7 @@ impl ForkChild {
         loop {
             match self.pidfd.readable().await {
                 Ok(mut r) => {
-                    if sys::is_readable(self.pidfd.get_ref().as_fd()).unwrap_or(true) {
+                    if spawn_api::pidfd::has_exited(self.pidfd.get_ref().as_fd()).unwrap_or(true) {
                         break;
                     }
                     r.clear_ready();
@@ -530,7 +530,7 @@ impl ForkChild {
                 }
             }
         }
-        if let Ok(Some(exit)) = sys::try_reap(self.pidfd.get_ref().as_fd()) {
+        if let Ok(Some(exit)) = spawn_api::pidfd::try_reap(self.pidfd.get_ref().as_fd()) {
             return exit;
         }
         let mut code = [0u8; 4];

@@ -91,7 +91,7 @@ fn start(spec: &str) -> io::Result<Server> {
     sys::close_fds_except(&[listener.as_raw_fd(), owner.as_raw_fd()])?;
     // The owner may have died before we got here: open the pidfd first, then check it
     // is still our parent (a dead owner would have left us to another one).
-    let owner_pidfd = sys::pidfd_open(args.owner_pid)?;
+    let owner_pidfd = spawn_api::pidfd::open(args.owner_pid)?;
     if nix::unistd::getppid().as_raw() as u32 != args.owner_pid {
         return Err(io::Error::other("the process that started us is gone"));
     }
@@ -460,7 +460,7 @@ fn spawn(
             let _ = nix::unistd::setpgid(Pid::from_raw(pid as i32), Pid::from_raw(pid as i32));
             drop(child_end);
             drop(stdio);
-            match sys::pidfd_open(pid) {
+            match spawn_api::pidfd::open(pid) {
                 Ok(pidfd) => Ok((pid, pidfd, parent_end)),
                 Err(e) => {
                     // Nobody could supervise it: it must not run. Dropping our end of the
@@ -488,7 +488,7 @@ fn child(
         // us). Nothing here has to run for it, not even a thread. Armed first, then
         // checked, so that a parent already gone is seen.
         sys::kill_group_on_input(link.as_fd(), std::process::id())?;
-        if sys::is_readable(link.as_fd())? {
+        if spawn_api::pidfd::has_exited(link.as_fd())? {
             sys::exit_now(EXIT_SETUP);
         }
         match &stdio {

@@ -12,132 +12,6 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
-use spawn_api::ChildExit;
-
-/// `pidfd_send_signal` flag (Linux 6.9): signal the process group the pidfd's process
-/// leads, identified by the kernel's pid object rather than by number, so it cannot hit
-/// a reused group id.
-const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
-
-/// Open a pidfd for `pid`, close-on-exec.
-///
-/// The number must name the intended process: call it as that process's parent before
-/// reaping it, or on a process known to be alive and ours (`getpid`, our parent).
-pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    let pid =
-        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: pidfd_open takes a pid and a flags word and returns a new descriptor or -1;
-    // no memory of ours is involved.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = RawFd::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn raw_pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: libc::c_int, flags: libc::c_uint) -> i64 {
-    // SAFETY: pidfd is a live descriptor borrowed for the call; the siginfo pointer may be
-    // null (the kernel fills in a default); flags is a plain integer.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            flags,
-        )
-    }
-}
-
-/// Send `sig` to the process behind `pidfd`. A process that has exited (reaped or not)
-/// is not an error: it is gone.
-pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: libc::c_int) -> io::Result<()> {
-    if raw_pidfd_send_signal(pidfd, sig, 0) < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::ESRCH) {
-            return Err(e);
-        }
-    }
-    Ok(())
-}
-
-/// Send `sig` to the process group led by the process behind `pidfd` (number `pid`).
-///
-/// On Linux 6.9 and later the kernel resolves the group from the pidfd, so this cannot
-/// reach an unrelated group that reused the number, even after the leader was reaped.
-/// Older kernels fall back to the leader through its pidfd (race-free) and to `killpg`
-/// while the leader has not exited: only a leader that exits *and* is reaped by the
-/// forkserver in the few microseconds between the check and `killpg` leaves a window.
-pub(crate) fn signal_group(pidfd: BorrowedFd<'_>, pid: u32, sig: libc::c_int) -> io::Result<()> {
-    if raw_pidfd_send_signal(pidfd, sig, PIDFD_SIGNAL_PROCESS_GROUP) == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::ESRCH) => return Ok(()),
-        Some(libc::EINVAL) => {}
-        _ => return Err(e),
-    }
-    if !is_readable(pidfd)? {
-        let pgid =
-            libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: killpg takes two integers and touches no memory of ours.
-        let _ = unsafe { libc::killpg(pgid, sig) };
-    }
-    pidfd_send_signal(pidfd, sig)
-}
-
-/// Whether `fd` is readable right now (for a pidfd: whether its process has exited).
-pub(crate) fn is_readable(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    let mut p = [libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    Ok(poll(&mut p, 0)? > 0)
-}
-
-/// Reap the process behind `pidfd` if it has exited; `Ok(None)` if it still runs.
-/// Fails with `ECHILD` unless the caller is that process's parent.
-pub(crate) fn try_reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<ChildExit>> {
-    // SAFETY: an all-zero siginfo_t is a valid value (integers and a union of integers).
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `info` is a live, writable siginfo_t for the duration of the call; pidfd is
-    // a live descriptor; P_PIDFD is the id type for a pidfd.
-    let r = unsafe {
-        libc::waitid(
-            libc::P_PIDFD,
-            pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: waitid succeeded, so the si_pid/si_status fields of the SIGCHLD variant are
-    // the ones it filled in (both zero if the child has not changed state).
-    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-    if pid == 0 {
-        return Ok(None);
-    }
-    Ok(Some(match info.si_code {
-        libc::CLD_EXITED => ChildExit::Exited(status),
-        libc::CLD_KILLED => ChildExit::Signaled {
-            signal: status,
-            core_dumped: false,
-        },
-        libc::CLD_DUMPED => ChildExit::Signaled {
-            signal: status,
-            core_dumped: true,
-        },
-        other => ChildExit::Unknown {
-            reason: format!("waitid reported si_code {other}"),
-        },
-    }))
-}
 
 /// Proof that the process had one thread when it was made, which is what makes
 /// [`fork`] sound. The forkserver makes one at start-up and never starts a thread; the
@@ -343,18 +217,6 @@ pub(crate) fn adopt_inherited_fd(raw: RawFd) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Register `fd` with the current tokio reactor for `interest`.
-pub(crate) fn register(
-    fd: OwnedFd,
-    interest: tokio::io::Interest,
-) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
-    // SAFETY: an OwnedFd always returns the descriptor it owns from as_raw_fd and keeps
-    // it open until dropped; the AsyncFd takes ownership of it, so the descriptor stays
-    // open and the same for the AsyncFd's whole life.
-    let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) };
-    Ok(fd?)
-}
-
 /// Take ownership of a descriptor `accept4` just returned (`None` for a negative one).
 pub(crate) fn adopt_accepted(raw: RawFd) -> Option<OwnedFd> {
     if raw < 0 {
@@ -472,6 +334,11 @@ pub(crate) fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<
 #[allow(clippy::zombie_processes)]
 mod tests {
     use super::*;
+    use spawn_api::ChildExit;
+    use spawn_api::pidfd::{
+        has_exited as is_readable, open as pidfd_open, register, signal as pidfd_send_signal,
+        signal_group, try_reap,
+    };
     use std::io::{Read, Write};
     use std::os::fd::AsFd;
     use std::time::{Duration, Instant};

@@ -27,16 +27,14 @@
 
 #![warn(missing_docs)]
 
-mod sys;
-
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use spawn_api::child::{EXIT_SETUP, run_child_process};
+use spawn_api::pidfd::Pidfd;
 use spawn_api::{
     Brood, Child, ChildBoot, ChildExit, ChildStdio, SpawnBackend, SpawnError, SpawnRequest,
     async_trait,
@@ -116,8 +114,9 @@ impl SpawnBackend for ProcBackend {
         let pid = child.id();
         // std's handle would only close pipes we did not ask for; the pidfd is ours.
         drop(child);
-        let pidfd = sys::pidfd_open(pid).map_err(launch)?;
-        let pidfd = sys::register(pidfd).map_err(launch)?;
+        let pidfd = Pidfd::open(pid)
+            .and_then(Pidfd::into_async)
+            .map_err(launch)?;
         Ok(Box::new(ProcChild {
             pid,
             pidfd,
@@ -160,7 +159,7 @@ impl SpawnBackend for ProcBackend {
 #[derive(Debug)]
 pub struct ProcChild {
     pid: u32,
-    pidfd: AsyncFd<OwnedFd>,
+    pidfd: AsyncFd<Pidfd>,
     status: Option<ChildExit>,
 }
 
@@ -169,10 +168,7 @@ impl ProcChild {
         if self.status.is_some() {
             return Ok(());
         }
-        // The group first: once the leader is reaped the group id could be reused.
-        let group = sys::signal_group(self.pid, sig);
-        sys::pidfd_send_signal(self.pidfd.get_ref(), sig)?;
-        group
+        self.pidfd.get_ref().signal_group(sig)
     }
 }
 
@@ -195,7 +191,7 @@ impl Child for ProcChild {
                     };
                 }
             };
-            match sys::try_reap(self.pidfd.get_ref()) {
+            match self.pidfd.get_ref().try_reap() {
                 Ok(Some(exit)) => self.status = Some(exit),
                 Ok(None) => ready.clear_ready(),
                 Err(e) => {
@@ -231,7 +227,7 @@ impl Drop for ProcChild {
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
         while std::time::Instant::now() < deadline {
-            match sys::try_reap(self.pidfd.get_ref()) {
+            match self.pidfd.get_ref().try_reap() {
                 Ok(None) => std::thread::sleep(std::time::Duration::from_millis(1)),
                 _ => return,
             }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use spawn_api::child::{EXIT_SETUP, serve_child_with};
 use spawn_api::{
-    Brood, Child, ChildBoot, ChildExit, Extensions, RuntimeFlavor, SpawnBackend, SpawnError,
-    SpawnRequest, async_trait,
+    Brood, Child, ChildBoot, ChildExit, Extensions, SpawnBackend, SpawnError, SpawnRequest,
+    async_trait,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -179,16 +179,7 @@ fn actor_thread(brood: Brood, boot: ChildBoot, mode: PythonMode, control: Arc<Co
 }
 
 fn run_actor(brood: Brood, boot: ChildBoot, mode: PythonMode, control: &Control) -> ChildExit {
-    let rt = match boot.runtime {
-        RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        RuntimeFlavor::MultiThread(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n.max(1))
-            .enable_all()
-            .build(),
-    };
-    let rt = match rt {
+    let rt = match boot.runtime.build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(actor = %boot.path, error = %e, "cannot build a runtime");
