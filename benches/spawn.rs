@@ -4,9 +4,9 @@
 //! next to an exec of this very binary that exits before doing anything (what the
 //! program's size and linking cost before brood runs at all).
 //!
-//! With the `subint` feature it also starts sub-interpreter actors, with no Python and
-//! with an eager interpreter, next to their floors: a bare thread spawn and join, and the
-//! creation and end of a sub-interpreter on a host thread.
+//! This binary is built without the `subint` feature (see `cargo xtask bench`): a process
+//! actor is this program started again, and a program that links CPython pays for
+//! loading it at every start. `spawn_subint.rs` measures the sub-interpreter backend.
 //!
 //! With `BROOD_BENCH_VARIANT=<name>` every id gets a `-<name>` suffix, so a second build
 //! of this bench (`cargo xtask bench` adds a statically linked one) lands beside the
@@ -100,41 +100,6 @@ fn main() {
                 }
                 Ok(start.elapsed())
             })
-        })
-    });
-    #[cfg(feature = "subint")]
-    for (name, python) in [("brood-subint", "none"), ("brood-subint-py", "eager")] {
-        group.bench_function(id(name), |b| {
-            b.iter_custom(|iters| {
-                common::in_root(&rt, &actors, async |n| {
-                    let opts = || {
-                        ActorOptions::new()
-                            .backend("subint")
-                            .backend_option("python", python)
-                    };
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let p = n.start_actor("b", opts()).await?;
-                        p.run(Ping, ()).await?;
-                        p.cancel_actor().await;
-                    }
-                    Ok(start.elapsed())
-                })
-            })
-        });
-    }
-    #[cfg(feature = "subint")]
-    group.bench_function(id("floor-thread"), |b| {
-        b.iter(|| std::thread::spawn(|| ()).join().expect("thread"))
-    });
-    #[cfg(feature = "subint")]
-    group.bench_function(id("floor-subinterp"), |b| {
-        b.iter(|| {
-            let i = brood::spawn_subint::Interp::new_sub(true).expect("a sub-interpreter");
-            assert_eq!(
-                i.shutdown(std::time::Duration::from_secs(10)),
-                brood::spawn_subint::Shutdown::Clean
-            );
         })
     });
     group.bench_function(id("floor-fork"), |b| b.iter(fork_exit_wait));

@@ -17,7 +17,25 @@ use crate::run;
 use crate::targets::{Status, TARGETS};
 
 /// The bench targets of the `brood` package, run in this order; a missing one is skipped.
-pub const BENCHES: &[&str] = &["spawn", "rpc", "stream", "footprint", "parallel"];
+pub const BENCHES: &[&str] = &[
+    "spawn",
+    "spawn_subint",
+    "rpc",
+    "stream",
+    "footprint",
+    "parallel",
+];
+
+/// The facade features a bench is built with, when not the defaults. Process-actor
+/// benches leave out `subint`: a spawned process actor is the program started again, and
+/// a program that links CPython pays for loading it at every start (measured: +0.7 ms per
+/// exec here), which is not what a Rust-only program pays.
+fn bench_features(name: &str) -> Option<&'static str> {
+    match name {
+        "spawn" | "rpc" | "stream" | "footprint" => Some("proc,fork,uds"),
+        _ => None,
+    }
+}
 
 /// Criterion settings for `--quick`: enough samples to spot a gross regression in
 /// seconds, not to measure precisely.
@@ -369,7 +387,7 @@ pub fn criterion_dir(target: &Path) -> PathBuf {
 }
 
 /// The benches whose numbers depend on the Python tier.
-const PYTHON_BENCHES: &[&str] = &["spawn", "parallel"];
+const PYTHON_BENCHES: &[&str] = &["spawn_subint", "parallel"];
 
 fn run_benches(opts: &BenchOptions, root: &Path) -> Result<Vec<(String, RunOutcome)>, Error> {
     let extra = criterion_args(opts);
@@ -398,6 +416,9 @@ fn run_benches(opts: &BenchOptions, root: &Path) -> Result<Vec<(String, RunOutco
         let mut args: Vec<String> = ["bench", "-p", "brood", "--bench", name]
             .map(String::from)
             .into();
+        if let Some(features) = bench_features(name) {
+            args.extend(["--no-default-features", "--features", features].map(String::from));
+        }
         if !extra.is_empty() {
             args.push("--".into());
             args.extend(extra.iter().cloned());
