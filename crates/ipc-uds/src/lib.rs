@@ -4,7 +4,8 @@
 //! header, the payload) over Unix stream sockets.
 //!
 //! - **Where sockets live.** A private runtime directory, `$XDG_RUNTIME_DIR/brood`, else
-//!   `/tmp/brood-<uid>` (override with [`UdsTransport::with_dir`] or `BROOD_RUNTIME_DIR`),
+//!   `/tmp/brood-<uid>` (`/dev/shm/brood-<uid>` when `/tmp` is on disk and `/dev/shm` in
+//!   memory; override with [`UdsTransport::with_dir`] or `BROOD_RUNTIME_DIR`),
 //!   created with mode 0700 and refused if another user owns it or others can enter it.
 //!   Each tree gets its own subdirectory (`t<root pid>-<id>`); every actor of the tree
 //!   listens there at `<uid>.sock`. A new root removes the directories of trees whose root
@@ -114,7 +115,12 @@ impl UdsTransport {
     }
 }
 
-/// `BROOD_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/brood`, else `/tmp/brood-<uid>`.
+/// `BROOD_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/brood`, else `/tmp/brood-<uid>` — unless
+/// `/tmp` is on disk and `/dev/shm` is in memory, then `/dev/shm/brood-<uid>`.
+///
+/// Every actor creates and removes a socket file: on a journalling disk filesystem that
+/// costs ~150 µs per actor here (measured on ext4), in memory a few microseconds. The
+/// directory is private (0700) wherever it is.
 pub fn default_runtime_dir() -> PathBuf {
     if let Some(d) = std::env::var_os(RUNTIME_DIR_ENV).filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
@@ -122,7 +128,17 @@ pub fn default_runtime_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("brood");
     }
-    PathBuf::from(format!("/tmp/brood-{}", nix::unistd::geteuid()))
+    let uid = nix::unistd::geteuid();
+    if !in_memory(Path::new("/tmp")) && in_memory(Path::new("/dev/shm")) {
+        return PathBuf::from(format!("/dev/shm/brood-{uid}"));
+    }
+    PathBuf::from(format!("/tmp/brood-{uid}"))
+}
+
+/// Whether `path` lives on a tmpfs.
+fn in_memory(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
 }
 
 fn dir_error(dir: &Path, reason: impl Into<String>) -> TransportError {

@@ -76,6 +76,23 @@ fn runtime_dir_owned_by_another_user_is_refused() {
 }
 
 #[test]
+fn the_default_directory_is_private_to_this_user_and_in_memory_when_possible() {
+    if std::env::var_os(RUNTIME_DIR_ENV).is_some() || std::env::var_os("XDG_RUNTIME_DIR").is_some()
+    {
+        eprintln!("skipped: the environment chooses the directory");
+        return;
+    }
+    let d = default_runtime_dir();
+    let name = d.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(name, format!("brood-{}", nix::unistd::geteuid()));
+    if !in_memory(Path::new("/tmp")) && in_memory(Path::new("/dev/shm")) {
+        assert!(d.starts_with("/dev/shm"), "{}", d.display());
+    } else {
+        assert!(d.starts_with("/tmp"), "{}", d.display());
+    }
+}
+
+#[test]
 fn addresses_of_a_tree_share_the_root_directory() {
     let tmp = TempDir::new();
     let t = UdsTransport::new().with_dir(&tmp.0);
