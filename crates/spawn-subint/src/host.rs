@@ -247,11 +247,15 @@ impl Interp {
         let (lock, cv) = &*self.host.exited;
         let mut done = lock.lock().unwrap();
         let deadline = std::time::Instant::now() + bound;
-        let mut interrupted = false;
+        let mut last_interrupt: Option<std::time::Instant> = None;
         while !*done {
-            if self.host.running.load(Ordering::SeqCst) != 0 && !interrupted {
+            // Code that catches BaseException swallows one interrupt: send another every
+            // 50 ms until the bound.
+            if self.host.running.load(Ordering::SeqCst) != 0
+                && last_interrupt.is_none_or(|t| t.elapsed() >= Duration::from_millis(50))
+            {
                 interrupt(&self.host);
-                interrupted = true;
+                last_interrupt = Some(std::time::Instant::now());
             }
             let now = std::time::Instant::now();
             if now >= deadline {

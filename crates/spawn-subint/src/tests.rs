@@ -163,6 +163,28 @@ fn a_cancelled_python_loop_is_interrupted() {
 }
 
 #[test]
+fn code_that_swallows_interrupts_is_interrupted_again_until_it_gives_up() {
+    rt().block_on(async {
+        let i = Interp::new_sub(true).unwrap();
+        let i2 = i.clone();
+        // Catches the first two interrupts, then lets the third one end it.
+        let job = tokio::spawn(async move {
+            i2.run(|py| {
+                py.exec(
+                    "caught = 0\nwhile True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        caught += 1\n        if caught >= 3:\n            break\n",
+                )
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = Instant::now();
+        assert_eq!(i.shutdown(Duration::from_secs(5)), Shutdown::Clean);
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+        job.await.unwrap().unwrap().unwrap();
+    });
+}
+
+#[test]
 fn a_native_call_that_cannot_be_interrupted_is_abandoned() {
     let before = live_interpreters();
     rt().block_on(async {
