@@ -36,7 +36,7 @@ pub const BACKENDS: &[Component] = &[
     },
     Component {
         name: "subint",
-        available: false,
+        available: true,
     },
 ];
 
@@ -437,16 +437,40 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_backend_is_not_built_yet() {
-        let msg = err_text(select("subint", BACKENDS, "backend"));
-        assert!(msg.contains("\"subint\" is not built yet"), "{msg}");
-        assert!(msg.contains("available backends: proc, fork"), "{msg}");
-        assert!(err_text(select("shm", TRANSPORTS, "transport")).contains("not built yet"));
+    fn unavailable_component_is_not_built_yet() {
+        let msg = err_text(select("shm", TRANSPORTS, "transport"));
+        assert!(msg.contains("\"shm\" is not built yet"), "{msg}");
+        assert!(msg.contains("available transports: uds"), "{msg}");
+        // Also when listed beside available ones.
+        let msg = err_text(select("uds,shm", TRANSPORTS, "transport"));
+        assert!(msg.contains("\"shm\" is not built yet"), "{msg}");
+        // A table with an unavailable backend says so in the same words.
+        const TABLE: &[Component] = &[
+            Component {
+                name: "proc",
+                available: true,
+            },
+            Component {
+                name: "later",
+                available: false,
+            },
+        ];
+        let msg = err_text(select("later", TABLE, "backend"));
+        assert!(msg.contains("backend \"later\" is not built yet"), "{msg}");
+        assert!(msg.contains("available backends: proc"), "{msg}");
+        assert_eq!(names(select("all", TABLE, "backend")), ["proc"]);
     }
 
     #[test]
     fn selections() {
-        assert_eq!(names(select("all", BACKENDS, "backend")), ["proc", "fork"]);
+        assert_eq!(
+            names(select("all", BACKENDS, "backend")),
+            ["proc", "fork", "subint"]
+        );
+        assert_eq!(
+            names(select("subint,proc", BACKENDS, "backend")),
+            ["proc", "subint"]
+        );
         assert_eq!(
             names(select("fork,proc", BACKENDS, "backend")),
             ["proc", "fork"]

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use spawn_api::{
-    ActorCx, ActorOptions, Blob, CalleeContext, FnError, Registry, RuntimeVars, StreamTx,
+    ActorCx, ActorOptions, Blob, CalleeContext, FnError, Registry, RuntimeVars, StreamTx, kinds,
 };
+use spawn_subint::{Abort, CallPy, Exec, PyValue};
 
 spawn_api::call!(
     /// Adds two numbers.
@@ -21,8 +22,16 @@ spawn_api::call!(
     pub Panic = "t.panic": String => ()
 );
 spawn_api::call!(
-    /// Exits the actor's process with the given code (no clean shutdown).
+    /// Ends the actor with the given exit status: a process actor's process exits at once
+    /// (no clean shutdown); an in-process actor shuts down in order and reports the code
+    /// (`std::process::exit` would end the whole test process). Never replies.
     pub Exit = "t.exit": i32 => ()
+);
+spawn_api::call!(
+    /// Crashes the actor as a kill would: a process actor sends itself SIGKILL; an
+    /// in-process actor aborts its runtime (its parent then sees it killed by SIGKILL).
+    /// Never replies.
+    pub Crash = "t.crash": () => ()
 );
 spawn_api::call!(
     /// Sleeps (asynchronously, so cancellation reaches it) for the given milliseconds.
@@ -32,7 +41,31 @@ spawn_api::context!(
     /// Sends `started`, then blocks its thread in a loop that never yields, so it
     /// ignores cancellation; with `true` it also ignores SIGTERM, so only a kill stops
     /// it. Run it on a multi-thread child runtime, or `started` cannot leave.
+    ///
+    /// In an in-process actor the loop also ends once the actor is aborted (terminated
+    /// or killed: its runtime is dropped), so the thread does not outlive the test; the
+    /// `true` flag is ignored there (a signal disposition belongs to the whole process).
     pub Stubborn = "t.stubborn": bool => started (), in (), out (), return ()
+);
+spawn_api::context!(
+    /// Runs Python code (a module body, in the actor's `__main__`) in the actor's
+    /// interpreter and returns when it ends (a Python exception is the call's error).
+    ///
+    /// The code calls `started()` (defined for it in `__main__`) to have `started` sent:
+    /// the caller then knows the code got that far, so an interrupt cannot land before it.
+    /// With `true`, `started` is sent only once, after that, the interpreter's thread is
+    /// blocked in `clock_nanosleep` (in `time.sleep`), as the kernel reports it.
+    pub PyRun = "t.py_run": (String, bool) => started (), in (), out (), return ()
+);
+spawn_api::call!(
+    /// Spawns a child called `grandchild`, runs `python.exec(code)` then
+    /// `python.call(target)` in it, relaying their errors with `?`.
+    pub PyViaChild = "t.py_via_child": (String, String) => PyValue
+);
+spawn_api::call!(
+    /// The actor's runtime vars as `runtime_vars::current()` sees them, read before and
+    /// after sleeping the given milliseconds (so other actors run in between).
+    pub VarsAcross = "t.vars_across": u64 => (RuntimeVars, RuntimeVars)
 );
 spawn_api::call!(
     /// The actor's process id and listening address.
@@ -138,6 +171,12 @@ pub struct ActorOptionsWire {
     pub debug_mode: Option<bool>,
 }
 
+/// The abort switch of an in-process (sub-interpreter) actor; `None` in a process actor
+/// (and in a root).
+pub fn abort_of(cx: &ActorCx) -> Option<std::sync::Arc<Abort>> {
+    cx.extensions().get::<Abort>()
+}
+
 fn who(cx: &ActorCx) -> Who {
     Who {
         pid: std::process::id(),
@@ -160,15 +199,38 @@ pub fn registry() -> Registry {
             }
             Ok(())
         })
-        .call(Exit, |_cx, code| async move { std::process::exit(code) })
+        .call(Exit, |cx, code| async move {
+            if abort_of(&cx).is_none() {
+                std::process::exit(code);
+            }
+            // In-process: an orderly shutdown that ends the actor with `code`.
+            cx.exit(code);
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+        .call(Crash, |cx, ()| async move {
+            match abort_of(&cx) {
+                Some(abort) => abort.abort(),
+                None => {
+                    nix::sys::signal::kill(
+                        nix::unistd::getpid(),
+                        nix::sys::signal::Signal::SIGKILL,
+                    )
+                    .map_err(|e| FnError::new("Errno", e.to_string()))?;
+                }
+            }
+            std::future::pending::<()>().await;
+            Ok(())
+        })
         .call(Sleep, |_cx, ms| async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(())
         })
         .context(
             Stubborn,
-            |_cx, ignore_term, ctx: CalleeContext<Stubborn>| async move {
-                if ignore_term {
+            |cx, ignore_term, ctx: CalleeContext<Stubborn>| async move {
+                let abort = abort_of(&cx);
+                if ignore_term && abort.is_none() {
                     // SAFETY: setting a disposition to SIG_IGN installs no handler code; it
                     // is what the test wants: a process only SIGKILL can stop.
                     unsafe {
@@ -181,12 +243,29 @@ pub fn registry() -> Registry {
                 // thread: a bare blocking loop would starve the task in this worker's
                 // LIFO slot.
                 tokio::task::block_in_place(|| {
-                    loop {
+                    while !abort.as_ref().is_some_and(|a| a.is_aborted()) {
                         std::thread::sleep(Duration::from_millis(50));
                     }
-                })
+                });
+                Err(FnError::new(kinds::CANCELLED, "the actor was aborted"))
             },
         )
+        .context(PyRun, py_run)
+        .call(PyViaChild, |cx, (code, target)| async move {
+            let v = cx
+                .open_nursery(async |n| {
+                    let gc = n.start_actor("grandchild", ActorOptions::new()).await?;
+                    gc.run(Exec, code).await?;
+                    Ok(gc.run(CallPy, (target, vec![], vec![])).await?)
+                })
+                .await?;
+            Ok(v)
+        })
+        .call(VarsAcross, |_cx, ms| async move {
+            let before = (*runtime_vars::current()).clone();
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok((before, (*runtime_vars::current()).clone()))
+        })
         .call(WhoAmI, |cx, ()| async move { Ok(who(&cx)) })
         .call(ProcSelf, |_cx, ()| async move { Ok(ProcInfo::of_self()) })
         .call(Vars, |_cx, ()| async move {
@@ -248,6 +327,83 @@ spawn_api::call!(
     /// Spawns a leaf child and returns its vars.
     pub VarsOfSubtreeLeaf = "t.vars_leaf": () => RuntimeVars
 );
+
+async fn py_run(
+    cx: ActorCx,
+    (code, until_sleeping): (String, bool),
+    ctx: CalleeContext<PyRun>,
+) -> Result<(), FnError> {
+    use std::os::fd::AsRawFd;
+    let interp = spawn_subint::interp(&cx)?;
+    // The code's `started()` writes a byte here; the end of the job closes it.
+    let (signal, signal_tx) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(std::io::Error::from)?;
+    let mut signal = tokio::net::unix::pipe::Receiver::from_owned_fd(signal)?;
+    let (tid_tx, tid) = tokio::sync::oneshot::channel();
+    // Dropping this future (the call or the actor cancelled) interrupts the code.
+    let job = interp.run(move |py| {
+        let _ = tid_tx.send(nix::unistd::gettid().as_raw());
+        let prelude = format!(
+            "def started():\n    import os\n    os.write({}, b'.')\n",
+            signal_tx.as_raw_fd()
+        );
+        let r = py.exec(&prelude).and_then(|()| py.exec(&code));
+        drop(signal_tx);
+        r
+    });
+    tokio::pin!(job);
+    let mut byte = [0u8; 1];
+    let called = tokio::select! {
+        biased;
+        r = tokio::io::AsyncReadExt::read(&mut signal, &mut byte) => r? > 0,
+        r = &mut job => {
+            r??;
+            return Err(not_started());
+        }
+    };
+    if !called {
+        job.await??;
+        return Err(not_started());
+    }
+    if until_sleeping {
+        let tid = tid
+            .await
+            .map_err(|_| FnError::new(kinds::ERROR, "no thread id"))?;
+        blocked_in(tid, libc::SYS_clock_nanosleep).await?;
+    }
+    let _stream = ctx.started(()).await?;
+    job.await??;
+    Ok(())
+}
+
+fn not_started() -> FnError {
+    FnError::new(
+        "harness::NotStarted",
+        "the code ended without calling started()",
+    )
+}
+
+/// Wait until thread `tid` of this process is blocked in the system call `nr`, as
+/// `/proc/self/task/<tid>/syscall` shows (the kernel tells no one when a thread enters
+/// one: polled, within 10 s).
+async fn blocked_in(tid: i32, nr: libc::c_long) -> Result<(), FnError> {
+    let path = format!("/proc/self/task/{tid}/syscall");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = std::fs::read_to_string(&path).unwrap_or_default();
+        if now.split_whitespace().next() == Some(nr.to_string().as_str()) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(FnError::new(
+                kinds::ERROR,
+                format!("thread {tid} did not enter system call {nr} within 10 s: {now:?}"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
 
 async fn count(_cx: ActorCx, n: u64, tx: StreamTx<u64>) -> Result<(), FnError> {
     for i in 0..n {

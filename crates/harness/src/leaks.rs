@@ -198,6 +198,29 @@ pub fn thread_gone(tid: u32) -> bool {
     !std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
 }
 
+/// Whether thread `tid` of process `pid` exists (a zombie process's threads count as
+/// gone).
+pub fn thread_alive(pid: u32, tid: u32) -> bool {
+    !is_dead(pid) && std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
+}
+
+/// The ids of this process's threads.
+pub fn thread_ids() -> Vec<u32> {
+    let Ok(d) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    d.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .collect()
+}
+
+/// The name of thread `tid` of this process (at most 15 bytes, as the kernel keeps it).
+pub fn thread_name(tid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
 /// This process's open descriptors and what they point at.
 pub fn open_fds() -> BTreeMap<i32, String> {
     let mut out = BTreeMap::new();
@@ -268,6 +291,34 @@ mod tests {
         c.wait().unwrap();
         assert!(is_dead(pid));
         assert!(!descendants().iter().any(|p| p.pid == pid));
+    }
+
+    #[test]
+    fn a_thread_is_seen_by_id_and_name_until_it_ends() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::Builder::new()
+            .name("leaks-probe".into())
+            .spawn(move || {
+                tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+                let _ = stop_rx.recv();
+            })
+            .unwrap();
+        let tid = rx.recv().unwrap();
+        let me = std::process::id();
+        assert!(thread_ids().contains(&tid));
+        assert_eq!(thread_name(tid).as_deref(), Some("leaks-probe"));
+        assert!(thread_alive(me, tid) && !thread_gone(tid));
+        drop(stop_tx);
+        t.join().unwrap();
+        // `join` returns once the kernel cleared the thread's id, a moment before it is
+        // released.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while thread_ids().contains(&tid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!thread_ids().contains(&tid));
+        assert!(!thread_alive(me, tid) && thread_gone(tid));
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //!   `uds`); [`root`] opens a root on it, in a runtime directory private to the test.
 //! - [`run`] drives a future with a deadline.
 //! - After every test, [`main`] checks that it leaked nothing: no descendant process, no
-//!   file left in its runtime directory, no new open descriptor.
+//!   thread or sub-interpreter, no file left in its runtime directory, no new open
+//!   descriptor.
+//! - In-process (`subint`) actors share the test's pid: [`in_process`], [`is_gone`] and
+//!   [`crash`] let tests check and do what they would with a child's pid.
 //! - Skips are explicit, per cell, with a reason ([`SKIPS`]); they print in the summary
 //!   and, with `BROOD_SKIP_REPORT`, are appended to that file for `cargo xtask test`.
 //!
@@ -28,7 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ipc_uds::UdsTransport;
-use spawn_api::{Brood, FnError, Nursery, RootBuilder, RootError};
+use spawn_api::{Brood, FnError, Nursery, Portal, PortalError, RootBuilder, RootError};
 use spawn_fork::ForkBackend;
 use spawn_proc::ProcBackend;
 use spawn_subint::SubintBackend;
@@ -136,6 +139,55 @@ pub fn with_root<R>(
     body: impl AsyncFnOnce(&Nursery) -> Result<R, FnError>,
 ) -> Result<R, RootError> {
     run(DEADLINE, root().run(body))
+}
+
+/// Whether the actor `who` runs in this (the test) process: an in-process
+/// (sub-interpreter) actor, which shares our pid and has a thread of its own.
+pub fn in_process(who: &functions::Who) -> bool {
+    who.pid == std::process::id()
+}
+
+/// Whether the actor `who` is gone: for an actor of its own process, that process ended
+/// (or is a zombie); for an in-process actor, its runtime's thread ended.
+pub fn is_gone(who: &functions::Who) -> bool {
+    if in_process(who) {
+        leaks::thread_gone(who.tid)
+    } else {
+        leaks::is_dead(who.pid)
+    }
+}
+
+/// [`is_gone`], allowing an in-process actor up to `bound`: its thread reports the actor's
+/// exit status just before it returns, so it may outlive the reap by a moment (and no
+/// event says when it has ended). A process actor is checked at once: its parent reaped
+/// it before reporting it.
+pub fn wait_gone(who: &functions::Who, bound: Duration) -> bool {
+    if !in_process(who) {
+        return is_gone(who);
+    }
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        if is_gone(who) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Crash the actor behind `portal` as a kill would ([`functions::Crash`]: a process actor
+/// SIGKILLs itself, an in-process one aborts its runtime) and return the error the call
+/// ended with (a crashed actor never replies).
+///
+/// # Panics
+/// If the call succeeds.
+pub async fn crash(portal: &Portal) -> PortalError {
+    match portal.run(functions::Crash, ()).await {
+        Ok(()) => panic!("{} replied to t.crash", portal.path()),
+        Err(e) => e,
+    }
 }
 
 /// One integration test.
