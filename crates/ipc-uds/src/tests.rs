@@ -248,15 +248,6 @@ fn a_peer_of_another_uid_is_refused() {
         eprintln!("skipped: needs root to run a peer as another user");
         return;
     }
-    if std::process::Command::new("python3")
-        .arg("-c")
-        .arg("pass")
-        .status()
-        .is_err()
-    {
-        eprintln!("skipped: needs python3 to run the foreign peer");
-        return;
-    }
     // The runtime directory is private by design; this test opens one up on purpose
     // so that another user can reach the socket and the credential check is what
     // refuses it.
@@ -270,26 +261,80 @@ fn a_peer_of_another_uid_is_refused() {
             fs::set_permissions(d, fs::Permissions::from_mode(0o711)).unwrap();
         }
         fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).unwrap();
-        let mut peer = tokio::process::Command::new("python3")
-            .arg("-c")
-            .arg(format!(
-                "import socket; s = socket.socket(socket.AF_UNIX); s.connect({:?}); s.recv(1)",
-                path.display().to_string()
-            ))
-            .uid(65534)
-            .gid(65534)
-            .spawn()
-            .unwrap();
-        match listener.accept().await {
-            Err(TransportError::PeerRefused { peer_uid, our_uid }) => {
+        let peer = ForeignPeer::connect_as(65534, &path);
+        match tokio::time::timeout(std::time::Duration::from_secs(10), listener.accept()).await {
+            Ok(Err(TransportError::PeerRefused { peer_uid, our_uid })) => {
                 assert_eq!((peer_uid, our_uid), (65534, 0))
             }
-            other => panic!("expected PeerRefused, got {other:?}"),
+            Ok(other) => panic!("expected PeerRefused, got {other:?}"),
+            Err(_) => panic!("the foreign peer never connected (exit {:?})", peer.wait()),
         }
-        let status = peer.wait().await.unwrap();
-        assert!(
-            status.success(),
+        assert_eq!(
+            peer.wait(),
+            0,
             "the refused peer sees its connection closed"
         );
     });
+}
+
+/// A forked process that becomes another user and connects to a socket, then waits for
+/// the connection to close. Raw system calls only after the fork (the test runner is
+/// multi-threaded): no Python, no PATH, no environment involved.
+struct ForeignPeer(libc::pid_t);
+
+impl ForeignPeer {
+    fn connect_as(uid: libc::uid_t, path: &Path) -> ForeignPeer {
+        // Prepared before the fork: the child may not allocate.
+        // SAFETY: an all-zero sockaddr_un is a valid (empty) address.
+        let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = path.as_os_str().as_encoded_bytes();
+        assert!(bytes.len() < sa.sun_path.len());
+        for (d, s) in sa.sun_path.iter_mut().zip(bytes) {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: fork has no memory-safety preconditions; the child below only makes
+        // async-signal-safe system calls on memory prepared before the fork, then _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: raw system calls on values owned by this (single-threaded) child;
+            // setgid/setuid through `syscall` act on this thread only, which is all the
+            // child has.
+            unsafe {
+                if libc::syscall(libc::SYS_setgid, uid) != 0
+                    || libc::syscall(libc::SYS_setuid, uid) != 0
+                {
+                    libc::_exit(2);
+                }
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                if fd < 0
+                    || libc::connect(
+                        fd,
+                        (&raw const sa).cast::<libc::sockaddr>(),
+                        std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+                    ) != 0
+                {
+                    libc::_exit(3);
+                }
+                let mut b = [0u8; 1];
+                // Returns 0 when the refusing side closes the connection.
+                libc::read(fd, b.as_mut_ptr().cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        ForeignPeer(pid)
+    }
+
+    /// Wait for the peer and return its exit code (-1 if it did not exit normally).
+    fn wait(&self) -> i32 {
+        let mut status = 0;
+        // SAFETY: `status` is a live int; the pid is our child, waited for only here.
+        let r = unsafe { libc::waitpid(self.0, &mut status, 0) };
+        if r == self.0 && libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        }
+    }
 }
