@@ -57,12 +57,7 @@ fn main() {
     let actors = common::enter();
     // Before the runtime exists: its thread inherits the pin.
     common::pin_parent();
-    let suffix = std::env::var("BROOD_BENCH_VARIANT")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .map(|v| format!("-{v}"))
-        .unwrap_or_default();
-    let id = |name: &str| format!("{name}{suffix}");
+    let id = common::variant_id;
     let rt = common::current_thread_rt();
     let mut c = Criterion::default().configure_from_args();
 

@@ -18,12 +18,7 @@ use criterion::Criterion;
 fn main() {
     let actors = common::enter();
     let rt = common::current_thread_rt();
-    let suffix = std::env::var("BROOD_BENCH_VARIANT")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .map(|v| format!("-{v}"))
-        .unwrap_or_default();
-    let id = |name: &str| format!("{name}{suffix}");
+    let id = common::variant_id;
     let mut c = Criterion::default().configure_from_args();
     let mut group = c.benchmark_group("spawn");
     group.sample_size(20);

@@ -276,3 +276,12 @@ pub fn raw_close(fd: RawFd) {
         libc::close(fd);
     }
 }
+
+/// The bench id `name`, suffixed with `-<variant>` when `BROOD_BENCH_VARIANT` is set (a
+/// second build of the same bench, static or on another Python, lands beside the first).
+pub fn variant_id(name: &str) -> String {
+    match std::env::var("BROOD_BENCH_VARIANT") {
+        Ok(v) if !v.is_empty() => format!("{name}-{v}"),
+        _ => name.to_owned(),
+    }
+}

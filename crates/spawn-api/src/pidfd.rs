@@ -370,6 +370,15 @@ mod tests {
     }
 
     #[test]
+    fn reaping_a_process_that_is_not_our_child_fails() {
+        let fd = Pidfd::open(std::process::id()).unwrap();
+        assert_eq!(
+            fd.try_reap().unwrap_err().raw_os_error(),
+            Some(libc::ECHILD)
+        );
+    }
+
+    #[test]
     fn an_async_pidfd_wakes_when_the_process_exits() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
