@@ -7,6 +7,7 @@
 //! connection ends, every pending request fails and every handle learns that the server
 //! is gone, so nothing waits on it forever.
 
+use spawn_api::pidfd::Pidfd;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
@@ -471,8 +472,7 @@ impl Drop for Client {
 /// # let _ = portal; Ok(()) }
 /// ```
 pub struct ForkChild {
-    pid: u32,
-    pidfd: AsyncFd<OwnedFd>,
+    pidfd: AsyncFd<Pidfd>,
     link: OwnedFd,
     exit: watch::Receiver<ExitState>,
     status: Option<ChildExit>,
@@ -483,7 +483,7 @@ pub struct ForkChild {
 impl std::fmt::Debug for ForkChild {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ForkChild")
-            .field("pid", &self.pid)
+            .field("pid", &self.pidfd.get_ref().pid())
             .field("status", &self.status)
             .finish_non_exhaustive()
     }
@@ -492,8 +492,7 @@ impl std::fmt::Debug for ForkChild {
 impl ForkChild {
     pub(crate) fn new(s: Spawned, client: Arc<Client>) -> io::Result<ForkChild> {
         Ok(ForkChild {
-            pid: s.pid,
-            pidfd: spawn_api::pidfd::register(s.pidfd, Interest::READABLE)?,
+            pidfd: Pidfd::from_owned(s.pidfd, s.pid).into_async()?,
             link: s.link,
             exit: s.exit,
             status: None,
@@ -509,7 +508,7 @@ impl ForkChild {
         if self.finished() {
             return Ok(());
         }
-        spawn_api::pidfd::signal_group(self.pidfd.get_ref().as_fd(), self.pid, sig)
+        self.pidfd.get_ref().signal_group(sig)
     }
 
     /// The status of a child whose server is gone: wait for it to exit, then ask the
@@ -518,7 +517,7 @@ impl ForkChild {
         loop {
             match self.pidfd.readable().await {
                 Ok(mut r) => {
-                    if spawn_api::pidfd::has_exited(self.pidfd.get_ref().as_fd()).unwrap_or(true) {
+                    if self.pidfd.get_ref().has_exited().unwrap_or(true) {
                         break;
                     }
                     r.clear_ready();
@@ -530,7 +529,7 @@ impl ForkChild {
                 }
             }
         }
-        if let Ok(Some(exit)) = spawn_api::pidfd::try_reap(self.pidfd.get_ref().as_fd()) {
+        if let Ok(Some(exit)) = self.pidfd.get_ref().try_reap() {
             return exit;
         }
         let mut code = [0u8; 4];
@@ -546,7 +545,7 @@ impl ForkChild {
 #[async_trait]
 impl Child for ForkChild {
     fn pid(&self) -> Option<u32> {
-        Some(self.pid)
+        Some(self.pidfd.get_ref().pid())
     }
 
     async fn wait(&mut self) -> ChildExit {
@@ -588,7 +587,7 @@ impl Drop for ForkChild {
         if !self.finished()
             && let Err(e) = self.signal(libc::SIGKILL)
         {
-            tracing::warn!(pid = self.pid, error = %e, "cannot kill a dropped child");
+            tracing::warn!(pid = self.pidfd.get_ref().pid(), error = %e, "cannot kill a dropped child");
         }
     }
 }
