@@ -154,22 +154,14 @@ pub fn live_descendants_after(grace: Duration) -> Vec<Proc> {
 
 /// How many threads this process runs.
 pub fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(0)
+    thread_ids().len()
 }
 
 /// The names of this process's threads.
 pub fn thread_names() -> Vec<String> {
-    let Ok(d) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
-    d.flatten()
-        .map(|e| {
-            std::fs::read_to_string(e.path().join("comm"))
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_default()
-        })
+    thread_ids()
+        .into_iter()
+        .map(|tid| thread_name(tid).unwrap_or_default())
         .collect()
 }
 

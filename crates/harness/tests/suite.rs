@@ -1150,27 +1150,33 @@ fn proc_spawn_failures_are_typed() -> Result<(), Failed> {
                 Ok(())
             }),
     )?;
+    spawn_times_out(
+        harness::root().backend(
+            spawn_proc::ProcBackend::new()
+                .with_exe("/bin/sleep")
+                .with_args(["30"]),
+        ),
+        policy,
+    )
+}
+
+/// A child that never connects back (`/bin/sleep` as the program) fails its spawn with
+/// a typed timeout after `policy.spawn_timeout`, and is killed.
+fn spawn_times_out(root: spawn_api::RootBuilder, policy: TeardownPolicy) -> Result<(), Failed> {
     harness::run(
         harness::DEADLINE,
-        harness::root()
-            .teardown(policy)
-            .backend(
-                spawn_proc::ProcBackend::new()
-                    .with_exe("/bin/sleep")
-                    .with_args(["30"]),
-            )
-            .run(async |n| {
-                let t = Instant::now();
-                match n.start_actor("mute", ActorOptions::new()).await {
-                    Err(SpawnError::Timeout { actor, after }) => {
-                        assert_eq!(actor, "root/mute");
-                        assert_eq!(after, policy.spawn_timeout);
-                    }
-                    other => panic!("expected Timeout, got {other:?}"),
+        root.teardown(policy).run(async |n| {
+            let t = Instant::now();
+            match n.start_actor("mute", ActorOptions::new()).await {
+                Err(SpawnError::Timeout { actor, after }) => {
+                    assert_eq!(actor, "root/mute");
+                    assert_eq!(after, policy.spawn_timeout);
                 }
-                assert!(t.elapsed() < Duration::from_secs(5));
-                Ok(())
-            }),
+                other => panic!("expected Timeout, got {other:?}"),
+            }
+            assert!(t.elapsed() < Duration::from_secs(5));
+            Ok(())
+        }),
     )?;
     Ok(())
 }
@@ -1205,29 +1211,14 @@ fn fork_spawn_failures_are_typed() -> Result<(), Failed> {
                 Ok(())
             }),
     )?;
-    harness::run(
-        harness::DEADLINE,
-        harness::root()
-            .teardown(policy)
-            .backend(
-                spawn_fork::ForkBackend::new()
-                    .with_exe("/bin/sleep")
-                    .with_args(["30"]),
-            )
-            .run(async |n| {
-                let t = Instant::now();
-                match n.start_actor("mute", ActorOptions::new()).await {
-                    Err(SpawnError::Timeout { actor, after }) => {
-                        assert_eq!(actor, "root/mute");
-                        assert_eq!(after, policy.spawn_timeout);
-                    }
-                    other => panic!("expected Timeout, got {other:?}"),
-                }
-                assert!(t.elapsed() < Duration::from_secs(5));
-                Ok(())
-            }),
-    )?;
-    Ok(())
+    spawn_times_out(
+        harness::root().backend(
+            spawn_fork::ForkBackend::new()
+                .with_exe("/bin/sleep")
+                .with_args(["30"]),
+        ),
+        policy,
+    )
 }
 
 /// Poll every future to completion concurrently, on the calling task.
