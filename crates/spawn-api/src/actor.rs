@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::auth::TreeSecret;
 use crate::brood::Brood;
 use crate::conn::{Conn, Side};
 use crate::error::{FnError, NurseryError, RemoteError, TransportError, kinds};
@@ -47,6 +48,8 @@ pub(crate) struct ActorInner {
     pub(crate) addr: Addr,
     pub(crate) policy: TeardownPolicy,
     pub(crate) window: u32,
+    /// The tree's secret, proved by both ends of every channel.
+    pub(crate) secret: TreeSecret,
     /// Fires when the actor starts shutting down: served calls and nursery bodies end.
     pub(crate) cancel: CancellationToken,
     /// Served calls, child supervisors, `run_in_actor` drivers.
@@ -74,6 +77,7 @@ pub(crate) struct ActorSetup {
     pub(crate) addr: Addr,
     pub(crate) policy: TeardownPolicy,
     pub(crate) window: u32,
+    pub(crate) secret: TreeSecret,
     pub(crate) extensions: Extensions,
 }
 
@@ -87,6 +91,7 @@ impl ActorInner {
             addr,
             policy,
             window,
+            secret,
             extensions,
         } = setup;
         let path = vars.path();
@@ -100,6 +105,7 @@ impl ActorInner {
             addr,
             policy,
             window: window.max(2),
+            secret,
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             io_tasks: TaskTracker::new(),

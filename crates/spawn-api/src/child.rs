@@ -150,6 +150,7 @@ async fn connect(
         addr: boot.listen_addr.clone(),
         policy: spec.teardown,
         window: u32::try_from(spec.stream_buffer).unwrap_or(u32::MAX),
+        secret: boot.secret.clone(),
         extensions,
     });
     let conn = Conn::start(

@@ -42,6 +42,7 @@
 #![warn(missing_docs)]
 
 mod actor;
+mod auth;
 mod backend;
 mod brood;
 pub mod child;
@@ -63,6 +64,7 @@ mod unwind;
 mod wire;
 
 pub use actor::ActorCx;
+pub use auth::{Nonce, Proof, TreeSecret};
 pub use backend::{Child, ChildExit, ChildStdio, SpawnBackend, SpawnRequest, TeardownHook};
 pub use brood::{BACKEND_ENV, Brood, BroodBuilder, TRANSPORT_ENV};
 pub use error::{

@@ -339,6 +339,7 @@ impl Nursery {
             log_level: vars.log_level.clone(),
             runtime: opts.runtime,
             connect_timeout: actor.policy.spawn_timeout,
+            secret: actor.secret.clone(),
         };
         let (hs_tx, hs_rx) = oneshot::channel();
         actor.pending.lock().unwrap().insert(id.clone(), hs_tx);

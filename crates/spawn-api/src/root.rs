@@ -6,6 +6,7 @@ use runtime_vars::{RuntimeVars, VarsOverride};
 use tracing::Instrument;
 
 use crate::actor::{ActorInner, ActorSetup};
+use crate::auth::TreeSecret;
 use crate::backend::{SpawnBackend, TeardownHook};
 use crate::brood::{BACKEND_ENV, Brood, BroodBuilder, TRANSPORT_ENV};
 use crate::error::{FnError, NurseryError, SpawnError, TransportError};
@@ -81,6 +82,7 @@ pub struct RootBuilder {
     policy: TeardownPolicy,
     window: u32,
     vars: VarsOverride,
+    secret: Option<TreeSecret>,
 }
 
 impl std::fmt::Debug for RootBuilder {
@@ -108,6 +110,7 @@ impl RootBuilder {
             policy: TeardownPolicy::default(),
             window: DEFAULT_STREAM_BUFFER,
             vars: VarsOverride::default(),
+            secret: None,
         }
     }
 
@@ -185,6 +188,13 @@ impl RootBuilder {
         self
     }
 
+    /// The tree's secret (default: a fresh random one). Give two roots the same secret
+    /// to let their actors talk to each other; see [`TreeSecret`].
+    pub fn secret(mut self, secret: TreeSecret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
     /// Open the root actor, run `body` in its nursery, then shut everything down.
     ///
     /// The backend is the one chosen with [`use_backend`](Self::use_backend) or
@@ -224,6 +234,7 @@ impl RootBuilder {
             addr: addr.clone(),
             policy: self.policy,
             window: self.window,
+            secret: self.secret.unwrap_or_else(TreeSecret::random),
             extensions: crate::extensions::Extensions::default(),
         });
         inner.spawn_accept_loop(listener);

@@ -10,6 +10,7 @@ use runtime_vars::RuntimeVars;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::TreeSecret;
 use crate::error::{CodecError, RemoteError};
 use crate::id::{ActorId, Addr};
 use crate::teardown::TeardownPolicy;
@@ -208,13 +209,20 @@ pub struct ChildBoot {
     pub runtime: RuntimeFlavor,
     /// How long the child waits for its parent to answer the handshake.
     pub connect_timeout: std::time::Duration,
+    /// The tree's secret, which the child proves in every handshake. Travels only
+    /// through the backend's private path to the child (never its command line or
+    /// environment).
+    pub secret: TreeSecret,
 }
 
 impl ChildBoot {
-    /// Encode for passing through an environment variable or a pipe: postcard, then hex.
+    /// The largest encoded boot [`ChildBoot::from_bytes`] accepts.
+    pub const MAX_ENCODED: usize = 16 * 1024;
+
+    /// Encode for handing to a new child (over a socket, a pipe, or in memory).
     ///
     /// ```
-    /// use spawn_api::{ActorId, Addr, ChildBoot, RuntimeFlavor};
+    /// use spawn_api::{ActorId, Addr, ChildBoot, RuntimeFlavor, TreeSecret};
     /// let boot = ChildBoot {
     ///     id: ActorId::new("c"),
     ///     parent: ActorId::new("p"),
@@ -224,34 +232,37 @@ impl ChildBoot {
     ///     log_level: "info".into(),
     ///     runtime: RuntimeFlavor::CurrentThread,
     ///     connect_timeout: std::time::Duration::from_secs(5),
+    ///     secret: TreeSecret::random(),
     /// };
-    /// assert_eq!(ChildBoot::decode(&boot.encode()).unwrap(), boot);
-    /// assert!(ChildBoot::decode("zz").is_err());
+    /// assert_eq!(ChildBoot::from_bytes(&boot.to_bytes()).unwrap(), boot);
+    /// assert!(ChildBoot::from_bytes(b"\xff\xff").is_err());
     /// ```
-    pub fn encode(&self) -> String {
-        let bytes = postcard::to_allocvec(self).expect("ChildBoot always encodes");
-        let mut s = String::with_capacity(bytes.len() * 2);
-        for b in bytes {
-            s.push_str(&format!("{b:02x}"));
-        }
-        s
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("ChildBoot always encodes")
     }
 
-    /// Decode what [`ChildBoot::encode`] produced.
-    pub fn decode(s: &str) -> Result<ChildBoot, CodecError> {
-        let bad = |m: &str| CodecError::Decode {
+    /// Decode what [`ChildBoot::to_bytes`] produced.
+    ///
+    /// # Errors
+    /// [`CodecError::Decode`] for bytes that are not a boot (or longer than
+    /// [`ChildBoot::MAX_ENCODED`]); never panics.
+    pub fn from_bytes(bytes: &[u8]) -> Result<ChildBoot, CodecError> {
+        let bad = |m: String| CodecError::Decode {
             ty: "ChildBoot",
-            message: m.to_owned(),
+            message: m,
         };
-        if !s.len().is_multiple_of(2) {
-            return Err(bad("odd number of hex digits"));
+        if bytes.len() > Self::MAX_ENCODED {
+            return Err(bad(format!(
+                "{} bytes, more than the {} a boot may have",
+                bytes.len(),
+                Self::MAX_ENCODED
+            )));
         }
-        let bytes = (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16))
-            .collect::<Result<Vec<u8>, _>>()
-            .map_err(|_| bad("not hex"))?;
-        postcard::from_bytes(&bytes).map_err(|e| bad(&e.to_string()))
+        match postcard::take_from_bytes::<ChildBoot>(bytes) {
+            Ok((boot, [])) => Ok(boot),
+            Ok((_, rest)) => Err(bad(format!("{} bytes after the boot", rest.len()))),
+            Err(e) => Err(bad(e.to_string())),
+        }
     }
 }
 

@@ -361,7 +361,7 @@ impl Client {
     /// Ask the server for a child booting with `boot` (an encoded `ChildBoot`).
     pub(crate) async fn spawn(
         &self,
-        boot: &str,
+        boot: &[u8],
         null_stdio: bool,
         timeout: Duration,
     ) -> Result<Spawned, ClientError> {
@@ -371,7 +371,7 @@ impl Client {
         }
     }
 
-    async fn request(&self, boot: &str, null_stdio: bool) -> Result<Spawned, ClientError> {
+    async fn request(&self, boot: &[u8], null_stdio: bool) -> Result<Spawned, ClientError> {
         let req = self.shared.next_req.fetch_add(1, Ordering::Relaxed);
         let rx = {
             let mut st = self.shared.state.lock().unwrap();

@@ -222,7 +222,7 @@ impl SpawnBackend for ForkBackend {
             .insert(SERVICE_KEY.to_owned(), client.addr().to_owned());
         let timeout = req.boot.connect_timeout;
         let spawned = client
-            .spawn(&req.boot.encode(), req.stdio == ChildStdio::Null, timeout)
+            .spawn(&req.boot.to_bytes(), req.stdio == ChildStdio::Null, timeout)
             .await
             .map_err(|e| match e {
                 ClientError::Gone(reason) => unavailable(reason),

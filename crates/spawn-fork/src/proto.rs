@@ -65,12 +65,12 @@ pub(crate) struct SpawnReq<'a> {
 
 /// Encode a spawn request: the tag, the request id, the flags, then the encoded
 /// [`spawn_api::ChildBoot`].
-pub(crate) fn encode_spawn(req: u32, flags: u8, boot: &str) -> Vec<u8> {
+pub(crate) fn encode_spawn(req: u32, flags: u8, boot: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(6 + boot.len());
     v.push(TAG_SPAWN);
     v.extend_from_slice(&req.to_le_bytes());
     v.push(flags);
-    v.extend_from_slice(boot.as_bytes());
+    v.extend_from_slice(boot);
     v
 }
 
@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn requests_round_trip() {
-        let m = encode_spawn(7, FLAG_NULL_STDIO, "00ff");
+        let m = encode_spawn(7, FLAG_NULL_STDIO, b"00ff");
         assert_eq!(
             decode_spawn(&m),
             Some(SpawnReq {

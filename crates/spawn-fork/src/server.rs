@@ -516,16 +516,8 @@ fn child(
         eprintln!("brood forked child: setup failed: {e}");
         sys::exit_now(EXIT_SETUP);
     }
-    let boot = match std::str::from_utf8(boot)
-        .ok()
-        .map(ChildBoot::decode)
-        .transpose()
-    {
-        Ok(Some(b)) => b,
-        Ok(None) => {
-            eprintln!("brood forked child: the boot is not text");
-            sys::exit_now(EXIT_SETUP);
-        }
+    let boot = match ChildBoot::from_bytes(boot) {
+        Ok(b) => b,
         Err(e) => {
             eprintln!("brood forked child: bad boot: {e}");
             sys::exit_now(EXIT_SETUP);

@@ -100,7 +100,7 @@ impl SpawnBackend for ProcBackend {
         };
         let mut cmd = Command::new(&exe);
         cmd.args(&self.args)
-            .env(BOOT_ENV, req.boot.encode())
+            .env(BOOT_ENV, hex(&req.boot.to_bytes()))
             .env(PARENT_PID_ENV, std::process::id().to_string())
             .stdin(Stdio::null())
             .process_group(0);
@@ -144,7 +144,7 @@ impl SpawnBackend for ProcBackend {
         if expected.is_some_and(|p| nix::unistd::getppid().as_raw() != p) {
             return Some(EXIT_SETUP);
         }
-        let boot = match ChildBoot::decode(&boot) {
+        let boot = match unhex(&boot).and_then(|b| ChildBoot::from_bytes(&b).ok()).ok_or("not a boot") {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("brood: bad {BOOT_ENV}: {e}");
@@ -237,4 +237,18 @@ impl Drop for ProcChild {
             "a killed child did not exit in 500 ms; left to init"
         );
     }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    if b.len() % 2 != 0 {
+        return None;
+    }
+    b.chunks(2)
+        .map(|c| u8::from_str_radix(std::str::from_utf8(c).ok()?, 16).ok())
+        .collect()
 }
