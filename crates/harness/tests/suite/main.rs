@@ -17,10 +17,15 @@ macro_rules! tests {
 }
 
 mod calls;
+mod chaos;
 mod common;
 mod fork;
+mod fork_security;
+mod hardening;
 mod protocol;
 mod python;
+mod python_limits;
+mod security;
 mod spawn;
 mod streams;
 mod teardown;
@@ -45,6 +50,11 @@ fn main() {
         spawn::TESTS,
         fork::TESTS,
         python::TESTS,
+        python_limits::TESTS,
+        fork_security::TESTS,
+        hardening::TESTS,
+        chaos::TESTS,
+        security::TESTS,
     ]
     .concat()
     .into_iter()
