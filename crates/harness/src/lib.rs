@@ -21,6 +21,7 @@
 
 pub mod functions;
 pub mod leaks;
+pub mod raw;
 
 use std::future::Future;
 use std::io::Write;

@@ -3,39 +3,76 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use runtime_vars::RuntimeVars;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::auth::TreeSecret;
 use crate::brood::Brood;
-use crate::conn::{Conn, Side};
-use crate::error::{FnError, NurseryError, RemoteError, TransportError, kinds};
+use crate::conn::{Conn, Peer, Side};
+use crate::error::{ChildError, FnError, NurseryError, RemoteError, TransportError, kinds};
 use crate::extensions::Extensions;
+use crate::handshake::{self, Handshaken};
 use crate::id::{ActorId, Addr};
-use crate::nursery::{Nursery, run_nursery};
+use crate::limits::{ChannelLimits, Window};
+use crate::nursery::{Nursery, NurseryState, run_nursery};
 use crate::portal::Portal;
 use crate::registry::Handler;
 use crate::teardown::TeardownPolicy;
-use crate::transport::{Channel, FrameSink, FrameSource, Listener, PeerInfo, Transport};
+use crate::transport::{Channel, Listener, Transport};
 use crate::unwind::CatchUnwind;
-use crate::wire::{CallKind, Cid, Frame, Msg, PROTOCOL_VERSION};
+use crate::wire::{CallKind, Cid, Frame, Msg};
 
-/// How long an incoming channel may take to send its handshake.
+/// How long an incoming channel may take to complete its handshake.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A channel whose handshake is done, handed to whoever waits for that peer.
-pub(crate) struct Handshaken {
-    pub(crate) peer_info: PeerInfo,
-    pub(crate) sink: Box<dyn FrameSink>,
-    pub(crate) source: Box<dyn FrameSource>,
+/// What an actor adds to the teardown time it announces to its parent, for its own exit
+/// after its children are gone.
+pub(crate) const STOPPING_MARGIN: Duration = Duration::from_millis(500);
+
+/// Where the ladders an actor runs for its children stand: when each will be over at the
+/// latest (`None`: in a teardown hook, which may take as long as it needs). The actor
+/// announces the latest to its parent ([`Msg::Stopping`]), so its parent's ladder gives
+/// the whole subtree time to tear down in order.
+#[derive(Default)]
+pub(crate) struct TeardownBoard {
+    entries: Mutex<HashMap<u64, Option<Instant>>>,
+    changed: watch::Sender<u64>,
+}
+
+impl TeardownBoard {
+    /// The ladder for child `key` will be over by `until` (`None`: unknown, in a hook).
+    pub(crate) fn set(&self, key: u64, until: Option<Instant>) {
+        self.entries.lock().unwrap().insert(key, until);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// The ladder for child `key` is over.
+    pub(crate) fn clear(&self, key: u64) {
+        self.entries.lock().unwrap().remove(&key);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// `None`: no ladder runs. `Some(None)`: one is in a hook. Else when all are over.
+    fn latest(&self) -> Option<Option<Instant>> {
+        let entries = self.entries.lock().unwrap();
+        if entries.is_empty() {
+            return None;
+        }
+        if entries.values().any(Option::is_none) {
+            return Some(None);
+        }
+        Some(entries.values().flatten().max().copied())
+    }
 }
 
 /// Everything one actor is. Shared by its tasks; never stored in a static.
@@ -47,7 +84,7 @@ pub(crate) struct ActorInner {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) addr: Addr,
     pub(crate) policy: TeardownPolicy,
-    pub(crate) window: u32,
+    pub(crate) limits: ChannelLimits,
     /// The tree's secret, proved by both ends of every channel.
     pub(crate) secret: TreeSecret,
     /// Fires when the actor starts shutting down: served calls and nursery bodies end.
@@ -58,6 +95,8 @@ pub(crate) struct ActorInner {
     /// teardown can still talk to children and final reports reach the parent.
     pub(crate) io_tasks: TaskTracker,
     pub(crate) io_stop: CancellationToken,
+    /// New children this actor waits for, by id: the channel that proves it is that
+    /// child is handed to its supervisor.
     pub(crate) pending: Mutex<HashMap<ActorId, oneshot::Sender<Handshaken>>>,
     failure: Mutex<Option<RemoteError>>,
     /// The status the actor asked to end with ([`ActorCx::exit`]).
@@ -66,6 +105,17 @@ pub(crate) struct ActorInner {
     pub(crate) parent: OnceLock<Conn>,
     pub(crate) extensions: Extensions,
     pub(crate) span: tracing::Span,
+    /// Connections from peers that are neither the parent nor a child.
+    peer_conns: AtomicUsize,
+    /// Incoming connections in their handshake.
+    handshakes: AtomicUsize,
+    pub(crate) board: TeardownBoard,
+    /// Nurseries whose scope was dropped (a cancelled call, the actor's own shutdown):
+    /// their children are still torn down, and what went wrong with them is reported when
+    /// the actor ends.
+    orphans: Mutex<Vec<Arc<NurseryState>>>,
+    /// Children alive, for the process's SIGTERM policy (see `crate::sigterm`).
+    pub(crate) live_children: Arc<AtomicUsize>,
 }
 
 /// Everything an actor is made from, gathered before it starts.
@@ -76,7 +126,7 @@ pub(crate) struct ActorSetup {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) addr: Addr,
     pub(crate) policy: TeardownPolicy,
-    pub(crate) window: u32,
+    pub(crate) limits: ChannelLimits,
     pub(crate) secret: TreeSecret,
     pub(crate) extensions: Extensions,
 }
@@ -90,7 +140,7 @@ impl ActorInner {
             transport,
             addr,
             policy,
-            window,
+            limits,
             secret,
             extensions,
         } = setup;
@@ -104,7 +154,7 @@ impl ActorInner {
             transport,
             addr,
             policy,
-            window: window.max(2),
+            limits,
             secret,
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -117,6 +167,11 @@ impl ActorInner {
             parent: OnceLock::new(),
             extensions,
             span,
+            peer_conns: AtomicUsize::new(0),
+            handshakes: AtomicUsize::new(0),
+            board: TeardownBoard::default(),
+            orphans: Mutex::new(Vec::new()),
+            live_children: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -128,6 +183,13 @@ impl ActorInner {
     {
         self.tasks
             .spawn(runtime_vars::scope(self.vars.clone(), fut).instrument(self.span.clone()))
+    }
+
+    pub(crate) fn spawn_io_task<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_io(fut);
     }
 
     fn spawn_io<F>(&self, fut: F)
@@ -151,8 +213,21 @@ impl ActorInner {
                 };
                 match accepted {
                     Ok(ch) => {
+                        let busy = me.handshakes.fetch_add(1, Ordering::Relaxed);
+                        if busy >= me.limits.max_pending_handshakes as usize {
+                            me.handshakes.fetch_sub(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                limit = me.limits.max_pending_handshakes,
+                                "too many handshakes in progress; dropping a new channel"
+                            );
+                            drop(ch);
+                            continue;
+                        }
                         let me2 = me.clone();
-                        me.spawn_io(async move { me2.handshake_incoming(ch).await });
+                        me.spawn_io(async move {
+                            me2.clone().handshake_incoming(ch).await;
+                            me2.handshakes.fetch_sub(1, Ordering::Relaxed);
+                        });
                     }
                     Err(TransportError::Closed) => break,
                     Err(e) => {
@@ -166,70 +241,61 @@ impl ActorInner {
     }
 
     async fn handshake_incoming(self: Arc<Self>, ch: Box<dyn Channel>) {
-        let peer_info = ch.peer();
-        let (mut sink, mut source) = ch.split();
-        let first = tokio::select! {
+        let accepted = tokio::select! {
             _ = self.io_stop.cancelled() => return,
-            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, source.recv()) => r,
+            r = handshake::accept(ch, &self.id, &self.path, &self.secret, HANDSHAKE_TIMEOUT) => r,
         };
-        let refuse = |why: String| RemoteError::new(kinds::PROTOCOL, why, self.path.clone());
-        let error = match first {
-            Ok(Ok(Some(Frame {
-                msg: Msg::Handshake { id, protocol },
-                ..
-            }))) if protocol == PROTOCOL_VERSION => {
-                let reply = Frame::control(Msg::Handshake {
-                    id: self.id.clone(),
-                    protocol: PROTOCOL_VERSION,
-                });
-                if sink.feed(&reply).is_err() {
-                    return;
-                }
-                let waiting = self.pending.lock().unwrap().remove(&id);
-                match waiting {
-                    Some(tx) => {
-                        // The reply goes out with the spawn spec, in one write.
-                        let _ = tx.send(Handshaken {
-                            peer_info,
-                            sink,
-                            source,
-                        });
-                    }
-                    None => {
-                        if sink.flush().await.is_err() {
-                            return;
-                        }
-                        tracing::debug!(peer = %id, "accepted a channel from a peer");
-                        let path = id.to_string();
-                        Conn::start(&self, id, path, peer_info, sink, source, Side::Acceptor);
-                    }
-                }
+        let hs = match accepted {
+            Ok(hs) => hs,
+            Err(e) => {
+                tracing::debug!(error = %e, "incoming handshake failed");
                 return;
             }
-            Ok(Ok(Some(Frame {
-                msg: Msg::Handshake { protocol, .. },
-                ..
-            }))) => refuse(
-                crate::ProtocolError::Version {
-                    ours: PROTOCOL_VERSION,
-                    theirs: protocol,
-                }
-                .to_string(),
-            ),
-            Ok(Ok(Some(other))) => refuse(
-                crate::ProtocolError::Unexpected {
-                    expected: "Handshake",
-                    got: other.msg.kind_name(),
-                }
-                .to_string(),
-            ),
-            Ok(Ok(None)) => return,
-            Ok(Err(e)) => refuse(e.to_string()),
-            Err(_) => refuse(crate::ProtocolError::HandshakeTimeout(HANDSHAKE_TIMEOUT).to_string()),
         };
-        tracing::warn!(peer = ?peer_info, %error, "refusing a channel");
-        let _ = sink.feed(&Frame::control(Msg::Error { cid: None, error }));
-        let _ = sink.close().await;
+        let waiting = self.pending.lock().unwrap().remove(&hs.peer);
+        if let Some(tx) = waiting {
+            // A child we spawned: its supervisor sends the spawn spec.
+            let _ = tx.send(hs);
+            return;
+        }
+        let Handshaken {
+            peer,
+            peer_info,
+            mut sink,
+            source,
+        } = hs;
+        let n = self.peer_conns.fetch_add(1, Ordering::Relaxed);
+        if n >= self.limits.max_peer_connections as usize {
+            self.peer_conns.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(%peer, limit = self.limits.max_peer_connections, "too many peer channels; refusing one");
+            let error = RemoteError::new(
+                kinds::TOO_MANY_CALLS,
+                format!(
+                    "actor {} already has {} peer channels open",
+                    self.path, self.limits.max_peer_connections
+                ),
+                self.path.clone(),
+            );
+            if sink
+                .feed(&Frame::control(Msg::Error { cid: None, error }))
+                .is_ok()
+            {
+                let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+            }
+            return;
+        }
+        tracing::debug!(%peer, "accepted a channel from a peer");
+        let path = peer.to_string();
+        Conn::start(
+            &self,
+            peer,
+            path,
+            peer_info,
+            Peer::Other,
+            sink,
+            source,
+            Side::Acceptor,
+        );
     }
 
     /// Start serving a call the peer on `conn` asked for.
@@ -239,39 +305,45 @@ impl ActorInner {
         cid: Cid,
         func: &str,
         kind: CallKind,
-        peer_window: u32,
+        peer_window: Window,
         args: Bytes,
     ) {
+        // A function name comes from the peer: quote only a bounded part of it back.
+        let shown: String = func.chars().take(120).collect();
+        let refuse = |kind: &str, message: String| {
+            let error = RemoteError::new(kind, message, self.path.clone());
+            conn.send_control(Msg::Error {
+                cid: Some(cid),
+                error,
+            });
+        };
         let handler = match self.brood.registry().get(func) {
             Some(h) if h.kind() == kind => h.clone(),
             Some(h) => {
-                let error = RemoteError::new(
+                return refuse(
                     kinds::WRONG_KIND,
-                    format!("{func} is a {:?} function, called as a {kind:?}", h.kind()),
-                    self.path.clone(),
+                    format!("{shown} is a {:?} function, called as a {kind:?}", h.kind()),
                 );
-                conn.send_control(Msg::Error {
-                    cid: Some(cid),
-                    error,
-                });
-                return;
             }
             None => {
-                let error = RemoteError::new(
+                return refuse(
                     kinds::NO_SUCH_FUNCTION,
-                    format!("actor {} serves no function named {func:?}", self.path),
-                    self.path.clone(),
+                    format!("actor {} serves no function named {shown:?}", self.path),
                 );
-                conn.send_control(Msg::Error {
-                    cid: Some(cid),
-                    error,
-                });
-                return;
             }
         };
+        let Some(link) = conn.accept_call(cid, peer_window) else {
+            return refuse(
+                kinds::TOO_MANY_CALLS,
+                format!(
+                    "actor {} already serves {} calls on this channel",
+                    self.path,
+                    conn.limits().max_calls
+                ),
+            );
+        };
         tracing::debug!(cid, func, ?kind, caller = %conn.peer_path(), "serving a call");
-        let link = conn.accept_call(cid, peer_window, self.window);
-        let window = self.window;
+        let window = self.limits.window();
         let cx = ActorCx {
             inner: self.clone(),
             caller: Some(conn.peer().clone()),
@@ -326,13 +398,18 @@ impl ActorInner {
             };
             tracing::debug!(cid, "call done");
             for f in frames {
-                if let Err(e) = conn2.send(f) {
-                    // A reply too large for the channel becomes an error reply.
-                    let error = RemoteError::new(kinds::PROTOCOL, e.to_string(), me.path.clone());
-                    conn2.send_control(Msg::Error {
-                        cid: Some(cid),
-                        error,
-                    });
+                match conn2.send(f).await {
+                    Err(crate::PortalError::Protocol(e)) => {
+                        // A reply too large for the channel becomes an error reply.
+                        let error =
+                            RemoteError::new(kinds::PROTOCOL, e.to_string(), me.path.clone());
+                        conn2.send_control(Msg::Error {
+                            cid: Some(cid),
+                            error,
+                        });
+                    }
+                    Err(_) => break,
+                    Ok(()) => {}
                 }
             }
             conn2.remove_route(cid);
@@ -349,9 +426,14 @@ impl ActorInner {
     }
 
     /// A channel's reader ended.
-    pub(crate) fn conn_closed(&self, conn: &Conn) {
+    pub(crate) fn conn_closed(&self, conn: &Conn, kind: Peer) {
+        if kind == Peer::Other {
+            self.peer_conns.fetch_sub(1, Ordering::Relaxed);
+        }
+        // The channel this actor opened to its parent, and no other: a peer cannot make
+        // an actor believe its parent left by claiming the parent's id.
         if let Some(p) = self.parent.get()
-            && p.peer() == conn.peer()
+            && p.same(conn)
             && !self.cancel.is_cancelled()
         {
             tracing::debug!("parent channel closed; shutting down");
@@ -369,21 +451,102 @@ impl ActorInner {
         self.cancel.cancel();
     }
 
+    /// Keep a dropped nursery's state so its children's errors are reported when the
+    /// actor ends.
+    pub(crate) fn adopt_orphan(&self, state: Arc<NurseryState>) {
+        self.orphans.lock().unwrap().push(state);
+    }
+
+    /// Errors of children whose nursery was dropped, taken once.
+    fn orphan_errors(&self) -> Vec<ChildError> {
+        self.orphans
+            .lock()
+            .unwrap()
+            .drain(..)
+            .flat_map(|s| s.take_errors())
+            .collect()
+    }
+
+    /// Tell the parent how long this actor's teardown of its children may take, again
+    /// whenever that changes, until the actor's tasks are done.
+    async fn announce_teardown(&self) {
+        let Some(parent) = self.parent.get() else {
+            return;
+        };
+        let mut changes = self.board.changed.subscribe();
+        let mut announced: Option<Instant> = None;
+        loop {
+            if let Some(Some(until)) = self.board.latest() {
+                let until = until + STOPPING_MARGIN;
+                // Later than announced (by more than noise): say so.
+                if announced.is_none_or(|a| until > a + Duration::from_millis(50)) {
+                    let within = until.saturating_duration_since(Instant::now());
+                    tracing::debug!(?within, "announcing the teardown of our children");
+                    parent.send_control(Msg::Stopping { within });
+                    announced = Some(until);
+                }
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Wait for the actor's tasks (served calls, supervisors running their ladders),
+    /// bounded: the latest ladder's end plus room, or without bound while a teardown
+    /// hook runs (a person may be debugging a child).
+    async fn wait_tasks(&self) {
+        let started = Instant::now();
+        let mut changes = self.board.changed.subscribe();
+        loop {
+            let bound = match self.board.latest() {
+                Some(None) => None,
+                Some(Some(until)) => Some(until + self.policy.worst_case() + STOPPING_MARGIN),
+                None => Some(started + self.policy.worst_case() * 2 + Duration::from_secs(5)),
+            };
+            let timeout = async {
+                match bound {
+                    Some(b) => tokio::time::sleep_until(b).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.tasks.wait() => return,
+                _ = changes.changed() => continue,
+                _ = timeout => {
+                    tracing::warn!(
+                        after = ?started.elapsed(),
+                        "actor tasks did not finish in time; stopping anyway"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
     /// Shut the actor down in order: end served calls and nurseries (children are torn
-    /// down by their supervisors), report to the parent, then stop all I/O. Returns the
-    /// failure that ended the actor, if any.
+    /// down by their supervisors, through the whole ladder), report to the parent, then
+    /// stop all I/O. Returns the failure that ended the actor, if any.
     pub(crate) async fn shutdown(self: &Arc<Self>) -> Option<RemoteError> {
         self.cancel.cancel();
         self.tasks.close();
-        let bound = self.policy.worst_case() * 2 + Duration::from_secs(5);
-        if tokio::time::timeout(bound, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                ?bound,
-                "actor tasks did not finish in time; stopping anyway"
-            );
+        tokio::select! {
+            _ = self.wait_tasks() => {}
+            _ = self.announce_teardown() => {}
+        }
+        let orphaned = self.orphan_errors();
+        if !orphaned.is_empty() {
+            for e in &orphaned {
+                tracing::error!(error = %e, "a child of a cancelled scope failed");
+            }
+            let mut error = orphaned[0].to_remote();
+            error
+                .chain
+                .extend(orphaned[1..].iter().map(|e| e.to_string()));
+            let mut f = self.failure.lock().unwrap();
+            if f.is_none() {
+                *f = Some(error);
+            }
         }
         let failure = self.failure.lock().unwrap().clone();
         if let (Some(p), Some(f)) = (self.parent.get(), &failure) {
@@ -463,16 +626,24 @@ impl ActorCx {
         &self.inner.policy
     }
 
+    /// The bounds on what this actor's peers may make it hold.
+    pub fn limits(&self) -> &ChannelLimits {
+        &self.inner.limits
+    }
+
     /// A portal to this actor's parent (`None` in a root).
     pub fn parent(&self) -> Option<Portal> {
         self.inner
             .parent
             .get()
-            .map(|c| Portal::new(c.clone(), None, self.inner.window, self.inner.policy))
+            .map(|c| Portal::new(c.clone(), None, self.inner.policy))
     }
 
     /// Open a nursery in this actor: `body` may spawn children, which are all finished,
     /// cancelled or reaped when this returns. See [`Nursery`].
+    ///
+    /// Cancel safety: dropping the future tears every child down in the background
+    /// (through the whole ladder); their errors are reported when the actor ends.
     ///
     /// # Errors
     /// [`NurseryError`] with the body's error and every child's error.
@@ -481,6 +652,33 @@ impl ActorCx {
         body: impl AsyncFnOnce(&Nursery) -> Result<R, FnError>,
     ) -> Result<R, NurseryError> {
         run_nursery(&self.inner, body).await
+    }
+
+    /// Run `fut` as a task of this actor: it sees the actor's runtime vars
+    /// ([`runtime_vars::current`]), logs in the actor's span, and is cancelled (dropped)
+    /// when the actor shuts down, which waits for it. The handle yields `None` if it was
+    /// cancelled that way. (A bare `tokio::spawn` inside a handler runs outside the
+    /// actor: `runtime_vars::current()` panics there and nothing stops the task.)
+    ///
+    /// ```no_run
+    /// # async fn demo(cx: spawn_api::ActorCx) {
+    /// let h = cx.spawn(async { runtime_vars::current().path() });
+    /// assert_eq!(h.await.unwrap().as_deref(), Some(cx.path()));
+    /// # }
+    /// ```
+    pub fn spawn<F>(&self, fut: F) -> JoinHandle<Option<F::Output>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let cancel = self.inner.cancel.clone();
+        self.inner.spawn_task(async move {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => None,
+                v = fut => Some(v),
+            }
+        })
     }
 
     /// Ask this actor to shut down, as if its parent had cancelled it.
@@ -499,6 +697,8 @@ impl ActorCx {
     }
 
     /// Resolves once this actor is shutting down.
+    ///
+    /// Cancel safety: cancel-safe.
     pub async fn cancelled(&self) {
         self.inner.cancel.cancelled().await
     }

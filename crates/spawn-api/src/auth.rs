@@ -64,10 +64,21 @@ impl TreeSecret {
     }
 
     /// The proof that the side in `role` knows this secret, for the handshake between
-    /// `connector` (who opened the channel, sent `connector_nonce`) and `acceptor`.
-    pub(crate) fn prove(
+    /// `connector` (who opened the channel, sent `connector_nonce`) and `acceptor`. For
+    /// tools that speak brood's protocol themselves; actors do this on every channel.
+    ///
+    /// ```
+    /// use spawn_api::{ActorId, Nonce, ProofRole, TreeSecret};
+    /// let s = TreeSecret::random();
+    /// let (c, a) = (ActorId::new("tool"), ActorId::new("root"));
+    /// let (nc, na) = (Nonce::random(), Nonce::random());
+    /// let p = s.prove(ProofRole::Connector, &c, &nc, &a, &na);
+    /// assert!(s.verify(&p, ProofRole::Connector, &c, &nc, &a, &na));
+    /// assert!(!s.verify(&p, ProofRole::Acceptor, &c, &nc, &a, &na));
+    /// ```
+    pub fn prove(
         &self,
-        role: Role,
+        role: ProofRole,
         connector: &ActorId,
         connector_nonce: &Nonce,
         acceptor: &ActorId,
@@ -89,10 +100,10 @@ impl TreeSecret {
 
     /// Whether `proof` is what [`prove`](Self::prove) gives for these inputs; constant
     /// time in the proof's bytes.
-    pub(crate) fn verify(
+    pub fn verify(
         &self,
         proof: &Proof,
-        role: Role,
+        role: ProofRole,
         connector: &ActorId,
         connector_nonce: &Nonce,
         acceptor: &ActorId,
@@ -118,11 +129,13 @@ impl fmt::Debug for TreeSecret {
     }
 }
 
-/// Which end of a channel a proof is from (a proof cannot be reflected back).
+/// Which end of a channel a handshake proof is from (a proof cannot be reflected back).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
-pub(crate) enum Role {
+pub enum ProofRole {
+    /// The side that connected and sent [`crate::Msg::Hello`].
     Connector = 1,
+    /// The side that accepted and sent [`crate::Msg::Challenge`].
     Acceptor = 2,
 }
 
@@ -171,14 +184,23 @@ mod tests {
         let s = TreeSecret::random();
         let (c, a) = (ActorId::new("child"), ActorId::new("parent"));
         let (nc, na) = (Nonce::random(), Nonce::random());
-        let p = s.prove(Role::Connector, &c, &nc, &a, &na);
-        assert!(s.verify(&p, Role::Connector, &c, &nc, &a, &na));
-        assert!(!s.verify(&p, Role::Acceptor, &c, &nc, &a, &na), "reflected");
-        assert!(!s.verify(&p, Role::Connector, &c, &na, &a, &nc), "nonces swapped");
-        assert!(!s.verify(&p, Role::Connector, &c, &nc, &a, &Nonce::random()));
-        assert!(!s.verify(&p, Role::Connector, &a, &nc, &c, &na), "ids swapped");
+        let p = s.prove(ProofRole::Connector, &c, &nc, &a, &na);
+        assert!(s.verify(&p, ProofRole::Connector, &c, &nc, &a, &na));
+        assert!(
+            !s.verify(&p, ProofRole::Acceptor, &c, &nc, &a, &na),
+            "reflected"
+        );
+        assert!(
+            !s.verify(&p, ProofRole::Connector, &c, &na, &a, &nc),
+            "nonces swapped"
+        );
+        assert!(!s.verify(&p, ProofRole::Connector, &c, &nc, &a, &Nonce::random()));
+        assert!(
+            !s.verify(&p, ProofRole::Connector, &a, &nc, &c, &na),
+            "ids swapped"
+        );
         let other = TreeSecret::random();
-        assert!(!other.verify(&p, Role::Connector, &c, &nc, &a, &na));
+        assert!(!other.verify(&p, ProofRole::Connector, &c, &nc, &a, &na));
     }
 
     #[test]

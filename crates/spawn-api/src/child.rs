@@ -12,11 +12,12 @@ use tracing::Instrument;
 
 use crate::actor::{ActorInner, ActorSetup};
 use crate::brood::Brood;
-use crate::conn::{Conn, Side};
+use crate::conn::{Conn, Peer, Side};
 use crate::error::{ProtocolError, RemoteError, kinds};
 use crate::extensions::Extensions;
-use crate::transport::{FrameSink, FrameSource};
-use crate::wire::{ChildBoot, Frame, Msg, PROTOCOL_VERSION, SpawnSpec};
+use crate::handshake::{self, Handshaken};
+use crate::transport::FrameSource;
+use crate::wire::{ChildBoot, Msg, SpawnSpec};
 
 /// Exit code of a child process that panicked (Rust's own panic exit code).
 pub const EXIT_PANIC: i32 = 101;
@@ -86,6 +87,11 @@ async fn serve(
             let vars = inner.vars.clone();
             runtime_vars::scope(vars, async move {
                 let _ = inner.parent.set(parent_conn.clone());
+                if init_logging {
+                    // The process backends' entry (`run_child_process`): this actor is the
+                    // process, and SIGTERM is its to interpret.
+                    watch_sigterm(&inner);
+                }
                 if parent_conn.is_closed() {
                     inner.cancel.cancel();
                 }
@@ -121,24 +127,28 @@ async fn connect(
         .connect(&boot.parent_addr)
         .await
         .map_err(|e| format!("cannot reach the parent: {e}"))?;
-    let peer_info = ch.peer();
-    let (mut sink, mut source) = ch.split();
-    sink.feed(&Frame::control(Msg::Handshake {
-        id: boot.id.clone(),
-        protocol: PROTOCOL_VERSION,
-    }))
-    .map_err(|e| e.to_string())?;
-    sink.flush().await.map_err(|e| e.to_string())?;
+    let handshaken = handshake::connect(
+        ch,
+        &boot.id,
+        &boot.secret,
+        Some(&boot.parent),
+        boot.connect_timeout,
+    );
+    // Logging and the listener are set up while the parent answers: both are off the
+    // spawn's critical path. The actor's own children can only be spawned once the spec
+    // has arrived, after this.
     if init_logging {
         crate::logging::init_process_logging(&boot.log_level);
     }
-    // Bind while the parent answers: the listener is off the spawn's critical path. Its
-    // own children can only be spawned once the spec has arrived, after this.
-    let listener = transport
-        .bind(&boot.listen_addr)
-        .await
-        .map_err(|e| format!("cannot listen at {}: {e}", boot.listen_addr))?;
-    let spec = receive_spec(&mut *sink, &mut *source, boot)
+    let (handshaken, listener) = tokio::join!(handshaken, transport.bind(&boot.listen_addr));
+    let Handshaken {
+        peer_info,
+        sink,
+        mut source,
+        ..
+    } = handshaken.map_err(|e| format!("handshake with the parent failed: {e}"))?;
+    let listener = listener.map_err(|e| format!("cannot listen at {}: {e}", boot.listen_addr))?;
+    let spec = receive_spec(&mut *source, boot)
         .await
         .map_err(|e| format!("handshake with the parent failed: {e}"))?;
     let parent_path = spec.vars.tree_path[..spec.vars.tree_path.len().saturating_sub(1)].join("/");
@@ -149,7 +159,7 @@ async fn connect(
         transport,
         addr: boot.listen_addr.clone(),
         policy: spec.teardown,
-        window: u32::try_from(spec.stream_buffer).unwrap_or(u32::MAX),
+        limits: spec.limits,
         secret: boot.secret.clone(),
         extensions,
     });
@@ -158,6 +168,7 @@ async fn connect(
         boot.parent.clone(),
         parent_path,
         peer_info,
+        Peer::Parent,
         sink,
         source,
         Side::Connector,
@@ -166,49 +177,54 @@ async fn connect(
     Ok((inner, conn))
 }
 
-async fn receive_spec(
-    _sink: &mut dyn FrameSink,
-    source: &mut dyn FrameSource,
-    boot: &ChildBoot,
-) -> Result<SpawnSpec, String> {
-    let mut next = async || -> Result<Frame, String> {
-        match tokio::time::timeout(boot.connect_timeout, source.recv()).await {
-            Ok(Ok(Some(f))) => Ok(f),
-            Ok(Ok(None)) => Err("the parent closed the channel".to_owned()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(ProtocolError::HandshakeTimeout(boot.connect_timeout).to_string()),
-        }
+async fn receive_spec(source: &mut dyn FrameSource, boot: &ChildBoot) -> Result<SpawnSpec, String> {
+    let frame = match tokio::time::timeout(boot.connect_timeout, source.recv()).await {
+        Ok(Ok(Some(f))) => f,
+        Ok(Ok(None)) => return Err("the parent closed the channel".to_owned()),
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(ProtocolError::HandshakeTimeout(boot.connect_timeout).to_string()),
     };
-    match next().await?.msg {
-        Msg::Handshake { id, protocol } if protocol == PROTOCOL_VERSION && id == boot.parent => {}
-        Msg::Handshake { id, protocol } if protocol == PROTOCOL_VERSION => {
-            return Err(format!("expected parent {}, {id} answered", boot.parent));
-        }
-        Msg::Handshake { protocol, .. } => {
-            return Err(ProtocolError::Version {
-                ours: PROTOCOL_VERSION,
-                theirs: protocol,
-            }
-            .to_string());
-        }
-        Msg::Error { error, .. } => return Err(format!("the parent refused us: {error}")),
-        other => {
-            return Err(ProtocolError::Unexpected {
-                expected: "Handshake",
-                got: other.kind_name(),
-            }
-            .to_string());
-        }
-    }
-    match next().await?.msg {
+    match frame.msg {
         Msg::SpawnSpec(spec) if spec.child == boot.id => Ok(*spec),
         Msg::SpawnSpec(spec) => Err(format!("spawn spec for {} sent to {}", spec.child, boot.id)),
+        Msg::Error { error, .. } => Err(format!("the parent refused us: {error}")),
         other => Err(ProtocolError::Unexpected {
             expected: "SpawnSpec",
             got: other.kind_name(),
         }
         .to_string()),
     }
+}
+
+/// Make SIGTERM mean "tear your subtree down" while this process actor has children
+/// (see `crate::sigterm`).
+fn watch_sigterm(inner: &std::sync::Arc<ActorInner>) {
+    let fd = match crate::sigterm::install(inner.live_children.clone()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGTERM keeps its default action: cannot install a handler");
+            return;
+        }
+    };
+    let fd = match crate::pidfd::register(fd, tokio::io::Interest::READABLE) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch for SIGTERM");
+            return;
+        }
+    };
+    let me = inner.clone();
+    inner.spawn_io_task(async move {
+        tokio::select! {
+            _ = me.io_stop.cancelled() => {}
+            r = fd.readable() => {
+                if r.is_ok() {
+                    tracing::warn!("SIGTERM with children alive: tearing them down first");
+                    me.cancel.cancel();
+                }
+            }
+        }
+    });
 }
 
 /// The whole life of a child *process*: build the runtime the boot asks for, set up

@@ -520,9 +520,10 @@ mod tests {
                 w.feed(&big),
                 Err(ProtocolError::FrameTooLarge { .. })
             ));
-            let ok = Frame::control(Msg::Handshake {
+            let ok = Frame::control(Msg::Hello {
                 id: ActorId::new("x"),
                 protocol: 1,
+                nonce: crate::Nonce([0; 16]),
             });
             w.feed(&ok).unwrap();
             w.flush().await.unwrap();

@@ -5,17 +5,26 @@
 //! call it belongs to (or starts a served call). Calls in both directions share the
 //! channel: the side that connected numbers its calls odd, the other even.
 //!
-//! Streams are flow-controlled per call with credits: a receiver announces a window
-//! (how many items it will buffer) and grants more as it consumes them, so a fast
-//! producer never fills memory and a slow stream never blocks the others on the same
-//! channel.
+//! Everything a peer controls is bounded ([`ChannelLimits`]):
+//! - **Streams** are flow-controlled per call with a window of items *and* bytes: a
+//!   receiver announces how much it will hold and credits back what it consumed, so a fast
+//!   producer never fills memory and a slow stream never blocks the others on the channel.
+//!   A peer's window is capped at ours; credit beyond what is in flight is ignored.
+//! - **The write queue** is bounded in bytes: data senders wait for room (back-pressure
+//!   to the task that produces), and a peer that stops reading cannot make the queue grow:
+//!   past a bound on queued control frames the channel closes.
+//! - **Received items** not yet consumed are bounded over the whole channel; the call whose
+//!   item would pass the bound fails with [`kinds::OVERLOADED`].
+//! - **Calls** a peer has open are bounded; more are refused with
+//!   [`kinds::TOO_MANY_CALLS`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -23,6 +32,7 @@ use tracing::Instrument;
 use crate::actor::ActorInner;
 use crate::error::{ChannelError, PortalError, ProtocolError, RemoteError, kinds};
 use crate::id::ActorId;
+use crate::limits::{ChannelLimits, Window};
 use crate::transport::{FrameSink, FrameSource, PeerInfo};
 use crate::wire::{CallKind, Cid, Frame, Msg};
 
@@ -30,36 +40,165 @@ use crate::wire::{CallKind, Cid, Frame, Msg};
 /// amount of memory.
 const FLUSH_BATCH_BYTES: usize = 4 << 20;
 
+/// What a frame's header and length prefix cost in the write budget, roughly.
+const FRAME_OVERHEAD: usize = 32;
+
+/// The longest announcement of a peer's teardown the ladder honours: a bound on how long
+/// a lying (or very deep) child can hold its parent's teardown.
+pub(crate) const MAX_STOPPING: Duration = Duration::from_secs(120);
+
+/// What the other end of a channel is to this actor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Peer {
+    /// The actor's parent (the channel it opened at start).
+    Parent,
+    /// One of the actor's children.
+    Child,
+    /// Any other actor: counted against the actor's connection limit and closed when
+    /// idle.
+    Other,
+}
+
+/// Credit to send items on one call: the peer's window, and what is in flight.
+#[derive(Debug)]
+struct SendCredit {
+    state: Mutex<CreditState>,
+    changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct CreditState {
+    /// The peer's window (capped at ours); `None` until announced.
+    window: Option<Window>,
+    items_out: u64,
+    bytes_out: u64,
+    /// Why nothing more may be sent, once that is so.
+    closed: Option<PortalError>,
+}
+
+impl SendCredit {
+    fn new(window: Option<Window>) -> SendCredit {
+        SendCredit {
+            state: Mutex::new(CreditState {
+                window,
+                ..CreditState::default()
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Wait until one item of `len` bytes may be sent, and count it as in flight.
+    async fn acquire(&self, len: usize) -> Result<(), PortalError> {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut st = self.state.lock().unwrap();
+                if let Some(why) = &st.closed {
+                    return Err(why.clone());
+                }
+                if let Some(w) = st.window
+                    && st.items_out < u64::from(w.items)
+                    && st.bytes_out < w.bytes
+                {
+                    st.items_out += 1;
+                    st.bytes_out = st.bytes_out.saturating_add(len as u64);
+                    return Ok(());
+                }
+            }
+            changed.await;
+        }
+    }
+
+    fn announce(&self, window: Window) {
+        let mut st = self.state.lock().unwrap();
+        if st.window.is_none() {
+            st.window = Some(window);
+        }
+        drop(st);
+        self.changed.notify_waiters();
+    }
+
+    /// The peer consumed this much. Saturating: credit for more than is in flight
+    /// (a confused or hostile peer) is ignored.
+    fn credit(&self, items: u32, bytes: u64) {
+        let mut st = self.state.lock().unwrap();
+        st.items_out = st.items_out.saturating_sub(u64::from(items));
+        st.bytes_out = st.bytes_out.saturating_sub(bytes);
+        drop(st);
+        self.changed.notify_waiters();
+    }
+
+    fn close(&self, why: PortalError) {
+        let mut st = self.state.lock().unwrap();
+        if st.closed.is_none() {
+            st.closed = Some(why);
+        }
+        drop(st);
+        self.changed.notify_waiters();
+    }
+}
+
+/// What the peer may still send on one call, as we count it (enforced on receipt).
+#[derive(Debug)]
+struct RecvCredit {
+    window: Window,
+    items_out: u64,
+    bytes_out: u64,
+}
+
 /// Per-call routing state.
 struct Route {
     /// Frames for this call's local end.
     inbound: mpsc::UnboundedSender<Frame>,
-    /// Credits for the `Yield`s this side may still send.
-    credits: Option<Arc<Semaphore>>,
-    /// Items this side has allowed the peer to send (window plus grants).
-    granted: u64,
-    /// Items the peer has sent.
-    received: u64,
+    /// Credit for the `Yield`s this side sends.
+    send: Arc<SendCredit>,
+    /// What the peer has in flight toward us.
+    recv: RecvCredit,
     /// The task serving this call, for calls the peer started.
     task: Option<AbortHandle>,
+    /// The peer started this call (it counts against [`ChannelLimits::max_calls`]).
+    served: bool,
+}
+
+/// One frame in the write queue, with the share of the write budget it holds.
+struct Queued {
+    frame: Frame,
+    /// Data frames hold budget until written; control frames are counted instead.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 pub(crate) struct ConnShared {
     pub(crate) peer: ActorId,
     pub(crate) peer_path: String,
     pub(crate) peer_info: PeerInfo,
-    out: mpsc::UnboundedSender<Frame>,
+    kind: Peer,
+    out: mpsc::UnboundedSender<Queued>,
     odd: bool,
     next_cid: AtomicU64,
     routes: Mutex<HashMap<Cid, Route>>,
     closed: CancellationToken,
     /// The writer failed: nothing more can be sent, but the reader still drains what
     /// the peer sent before it went away (its last words: a panic report).
-    write_failed: std::sync::atomic::AtomicBool,
+    write_failed: AtomicBool,
     close_reason: Mutex<Option<String>>,
     fault: Mutex<Option<RemoteError>>,
     cancel_acked: CancellationToken,
+    /// When the peer (a child) said its teardown will be over.
+    stopping: watch::Sender<Option<tokio::time::Instant>>,
     max_frame: usize,
+    limits: ChannelLimits,
+    /// Bytes of data frames that may still be queued for writing.
+    send_budget: Arc<Semaphore>,
+    /// Control frames queued and not yet written.
+    control_queued: AtomicUsize,
+    /// Bytes of received items not yet taken by their call's local end.
+    recv_buffered: AtomicUsize,
+    /// Calls the peer has open.
+    served_calls: AtomicUsize,
+    /// The last time a frame arrived or a call ended (for the idle timeout).
+    last_activity: Mutex<tokio::time::Instant>,
 }
 
 /// A handle on an established channel. Cheap to clone.
@@ -86,30 +225,41 @@ pub(crate) enum Side {
 
 impl Conn {
     /// Start the reader and writer tasks of a channel whose handshake is done.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         actor: &Arc<ActorInner>,
         peer: ActorId,
         peer_path: String,
         peer_info: PeerInfo,
+        kind: Peer,
         sink: Box<dyn FrameSink>,
         source: Box<dyn FrameSource>,
         side: Side,
     ) -> Conn {
         let (out, rx) = mpsc::unbounded_channel();
+        let limits = actor.limits;
         let shared = Arc::new(ConnShared {
             peer,
             peer_path,
             peer_info,
+            kind,
             out,
             odd: side == Side::Connector,
             next_cid: AtomicU64::new(0),
             routes: Mutex::new(HashMap::new()),
             closed: actor.io_stop.child_token(),
-            write_failed: std::sync::atomic::AtomicBool::new(false),
+            write_failed: AtomicBool::new(false),
             close_reason: Mutex::new(None),
             fault: Mutex::new(None),
             cancel_acked: CancellationToken::new(),
+            stopping: watch::Sender::new(None),
             max_frame: actor.transport.max_frame(),
+            limits,
+            send_budget: Arc::new(Semaphore::new(budget_permits(limits.send_buffer))),
+            control_queued: AtomicUsize::new(0),
+            recv_buffered: AtomicUsize::new(0),
+            served_calls: AtomicUsize::new(0),
+            last_activity: Mutex::new(tokio::time::Instant::now()),
         });
         let conn = Conn { shared };
         let span = actor.span.clone();
@@ -120,6 +270,12 @@ impl Conn {
             .io_tasks
             .spawn(reader(conn.clone(), actor.clone(), source).instrument(span));
         conn
+    }
+
+    /// Whether `other` is a handle on this very channel (not merely one to the same
+    /// peer id: ids are claims, channels are facts).
+    pub(crate) fn same(&self, other: &Conn) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 
     pub(crate) fn peer(&self) -> &ActorId {
@@ -134,12 +290,11 @@ impl Conn {
         &self.shared.peer_info
     }
 
-    /// Queue a frame.
-    ///
-    /// # Errors
-    /// [`PortalError::Disconnected`] once the channel is closed, and
-    /// [`PortalError::Protocol`] for a frame above the channel's maximum.
-    pub(crate) fn send(&self, frame: Frame) -> Result<(), PortalError> {
+    pub(crate) fn limits(&self) -> &ChannelLimits {
+        &self.shared.limits
+    }
+
+    fn check_size(&self, frame: &Frame) -> Result<(), PortalError> {
         if frame.payload.len() + 4096 > self.shared.max_frame {
             let mut header = bytes::BytesMut::new();
             crate::codec::encode_header(&frame.msg, &mut header)?;
@@ -152,15 +307,69 @@ impl Conn {
                 .into());
             }
         }
+        Ok(())
+    }
+
+    fn writable(&self) -> Result<(), PortalError> {
         if self.shared.closed.is_cancelled() || self.shared.write_failed.load(Ordering::Relaxed) {
             return Err(self.disconnected());
         }
-        self.shared.out.send(frame).map_err(|_| self.disconnected())
+        Ok(())
     }
 
-    /// Queue a control frame, ignoring a closed channel (best effort).
+    /// Queue a data frame, waiting while the channel's write budget is used up (the
+    /// peer reads slower than we produce). A frame larger than the whole budget waits
+    /// for an empty queue.
+    ///
+    /// # Errors
+    /// [`PortalError::Disconnected`] once the channel is closed, and
+    /// [`PortalError::Protocol`] for a frame above the channel's maximum.
+    pub(crate) async fn send(&self, frame: Frame) -> Result<(), PortalError> {
+        self.check_size(&frame)?;
+        self.writable()?;
+        let want = (frame.payload.len() + FRAME_OVERHEAD)
+            .min(self.shared.limits.send_buffer.max(1))
+            .min(budget_permits(self.shared.limits.send_buffer));
+        let permit = tokio::select! {
+            p = self.shared.send_budget.clone().acquire_many_owned(want as u32) => {
+                p.map_err(|_| self.disconnected())?
+            }
+            _ = self.shared.closed.cancelled() => return Err(self.disconnected()),
+        };
+        self.writable()?;
+        self.shared
+            .out
+            .send(Queued {
+                frame,
+                permit: Some(permit),
+            })
+            .map_err(|_| self.disconnected())
+    }
+
+    /// Queue a control frame (small, made in answer to the peer or to wind down), without
+    /// waiting. A peer that does not read makes these pile up: past the limit the channel
+    /// closes. Best effort: a closed channel drops the frame.
     pub(crate) fn send_control(&self, msg: Msg) {
-        let _ = self.shared.out.send(Frame::control(msg));
+        let queued = self.shared.control_queued.fetch_add(1, Ordering::Relaxed) + 1;
+        if queued > self.shared.limits.max_queued_control {
+            self.shared.control_queued.fetch_sub(1, Ordering::Relaxed);
+            if !self.is_closed() {
+                tracing::warn!(peer = %self.shared.peer_path, queued, "the peer does not read its channel; closing it");
+                self.close("the peer stopped reading (too many control frames queued)");
+            }
+            return;
+        }
+        if self
+            .shared
+            .out
+            .send(Queued {
+                frame: Frame::control(msg),
+                permit: None,
+            })
+            .is_err()
+        {
+            self.shared.control_queued.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// The error a call sees when this channel is gone.
@@ -211,6 +420,11 @@ impl Conn {
         self.shared.cancel_acked.cancelled().await
     }
 
+    /// When the peer announced its teardown will be over ([`Msg::Stopping`]).
+    pub(crate) fn stopping(&self) -> watch::Receiver<Option<tokio::time::Instant>> {
+        self.shared.stopping.subscribe()
+    }
+
     fn next_cid(&self) -> Cid {
         let n = self.shared.next_cid.fetch_add(1, Ordering::Relaxed);
         n * 2 + u64::from(self.shared.odd)
@@ -220,33 +434,41 @@ impl Conn {
         (cid % 2 == 1) == self.shared.odd
     }
 
-    /// Start a call on this channel.
-    pub(crate) fn open_call(
+    /// Start a call on this channel; waits while the write budget is used up.
+    pub(crate) async fn open_call(
         &self,
         func: &str,
         kind: CallKind,
         args: Bytes,
-        window: u32,
     ) -> Result<CallLink, PortalError> {
         let cid = self.next_cid();
+        let window = self.shared.limits.window();
         let (tx, rx) = mpsc::unbounded_channel();
+        let send = Arc::new(SendCredit::new(None));
         self.shared.routes.lock().unwrap().insert(
             cid,
             Route {
                 inbound: tx,
-                credits: None,
-                granted: u64::from(window),
-                received: 0,
+                send: send.clone(),
+                recv: RecvCredit {
+                    window,
+                    items_out: 0,
+                    bytes_out: 0,
+                },
                 task: None,
+                served: false,
             },
         );
+        // Built before the frame is queued: dropped with the future, it withdraws the
+        // call (and cancels it remotely once started).
         let link = CallLink {
             conn: self.clone(),
             cid,
             inbound: rx,
-            credits: None,
+            send,
             window,
-            consumed: 0,
+            consumed_items: 0,
+            consumed_bytes: 0,
             caller: true,
             finished: false,
         };
@@ -258,34 +480,47 @@ impl Conn {
                 window,
             },
             args,
-        ))?;
+        ))
+        .await?;
         Ok(link)
     }
 
-    /// Register a call the peer started; returns the callee's link.
-    pub(crate) fn accept_call(&self, cid: Cid, peer_window: u32, window: u32) -> CallLink {
+    /// Register a call the peer started; returns the callee's link, or `None` when the
+    /// peer already has as many calls open as allowed.
+    pub(crate) fn accept_call(&self, cid: Cid, peer_window: Window) -> Option<CallLink> {
+        let limits = self.shared.limits;
+        if self.shared.served_calls.fetch_add(1, Ordering::Relaxed) >= limits.max_calls as usize {
+            self.shared.served_calls.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        let window = limits.window();
         let (tx, rx) = mpsc::unbounded_channel();
-        let credits = Arc::new(Semaphore::new(peer_window as usize));
+        let send = Arc::new(SendCredit::new(Some(limits.cap(peer_window))));
         self.shared.routes.lock().unwrap().insert(
             cid,
             Route {
                 inbound: tx,
-                credits: Some(credits.clone()),
-                granted: u64::from(window),
-                received: 0,
+                send: send.clone(),
+                recv: RecvCredit {
+                    window,
+                    items_out: 0,
+                    bytes_out: 0,
+                },
                 task: None,
+                served: true,
             },
         );
-        CallLink {
+        Some(CallLink {
             conn: self.clone(),
             cid,
             inbound: rx,
-            credits: Some(credits),
+            send,
             window,
-            consumed: 0,
+            consumed_items: 0,
+            consumed_bytes: 0,
             caller: false,
             finished: true,
-        }
+        })
     }
 
     /// Remember the task serving `cid` so a `Cancel` can abort it.
@@ -296,40 +531,48 @@ impl Conn {
     }
 
     pub(crate) fn remove_route(&self, cid: Cid) {
-        self.shared.routes.lock().unwrap().remove(&cid);
+        let removed = self.shared.routes.lock().unwrap().remove(&cid);
+        if let Some(r) = removed {
+            self.forget(&r);
+        }
     }
 
-    fn grant(&self, cid: Cid, items: u32) {
+    /// Bookkeeping for a route that is gone.
+    fn forget(&self, r: &Route) {
+        if r.served {
+            self.shared.served_calls.fetch_sub(1, Ordering::Relaxed);
+        }
+        *self.shared.last_activity.lock().unwrap() = tokio::time::Instant::now();
+    }
+
+    /// Credit the peer for what the local end of `cid` consumed.
+    fn grant(&self, cid: Cid, items: u32, bytes: u64) {
         if let Some(r) = self.shared.routes.lock().unwrap().get_mut(&cid) {
-            r.granted += u64::from(items);
+            r.recv.items_out = r.recv.items_out.saturating_sub(u64::from(items));
+            r.recv.bytes_out = r.recv.bytes_out.saturating_sub(bytes);
         } else {
             return;
         }
-        self.send_control(Msg::Credit { cid, items });
-    }
-
-    /// The credit semaphore for this side's `Yield`s on `cid`, created empty if the
-    /// peer has not announced its window yet.
-    fn send_credits(&self, cid: Cid) -> Option<Arc<Semaphore>> {
-        let mut routes = self.shared.routes.lock().unwrap();
-        let r = routes.get_mut(&cid)?;
-        Some(
-            r.credits
-                .get_or_insert_with(|| Arc::new(Semaphore::new(0)))
-                .clone(),
-        )
+        self.send_control(Msg::Credit { cid, items, bytes });
     }
 
     /// The callee announced its window in `StartAck`.
-    fn on_start_ack(&self, cid: Cid, window: u32) {
-        if let Some(c) = self.send_credits(cid) {
-            c.add_permits(window as usize);
+    fn on_start_ack(&self, cid: Cid, window: Window) {
+        let send = self
+            .shared
+            .routes
+            .lock()
+            .unwrap()
+            .get(&cid)
+            .map(|r| r.send.clone());
+        if let Some(s) = send {
+            s.announce(self.shared.limits.cap(window));
         }
     }
 
     /// Route one frame that is not a `Start`. Returns a protocol error that must close
     /// the channel.
-    fn route(&self, frame: Frame) -> Result<(), ProtocolError> {
+    fn route(&self, actor: &ActorInner, frame: Frame) -> Result<(), ProtocolError> {
         let Some(cid) = frame.msg.cid() else {
             return Err(ProtocolError::Unexpected {
                 expected: "a call message",
@@ -346,19 +589,49 @@ impl Conn {
             );
             return Ok(());
         };
-        if let Msg::Yield { .. } = frame.msg {
-            route.received += 1;
-            if route.received > route.granted {
-                return Err(ProtocolError::Unexpected {
-                    expected: "no Yield beyond the granted credit",
-                    got: "Yield",
-                });
+        match &frame.msg {
+            Msg::Yield { .. } => {
+                let len = frame.payload.len();
+                let w = route.recv.window;
+                if route.recv.items_out >= u64::from(w.items) || route.recv.bytes_out >= w.bytes {
+                    return Err(ProtocolError::Unexpected {
+                        expected: "no Yield beyond the granted window",
+                        got: "Yield",
+                    });
+                }
+                route.recv.items_out += 1;
+                route.recv.bytes_out = route.recv.bytes_out.saturating_add(len as u64);
+                let buffered = self.shared.recv_buffered.fetch_add(len, Ordering::Relaxed) + len;
+                if buffered > self.shared.limits.recv_buffer && buffered != len {
+                    self.shared.recv_buffered.fetch_sub(len, Ordering::Relaxed);
+                    let route = routes.remove(&cid).expect("looked up above");
+                    drop(routes);
+                    self.overloaded(actor, cid, route);
+                    return Ok(());
+                }
             }
+            // The other side ended the call: nothing more can be sent on it.
+            Msg::Return { .. } => route.send.close(PortalError::CallEnded {
+                actor: self.shared.peer_path.clone(),
+                how: "it returned".to_owned(),
+            }),
+            Msg::Error { error, .. } => route
+                .send
+                .close(PortalError::Remote(Box::new(error.clone()))),
+            _ => {}
         }
+        let len = match &frame.msg {
+            Msg::Yield { .. } => frame.payload.len(),
+            _ => 0,
+        };
         if route.inbound.send(frame).is_err() {
             // The local end is gone: stop the remote side of our own calls.
-            routes.remove(&cid);
+            self.shared.recv_buffered.fetch_sub(len, Ordering::Relaxed);
+            let r = routes.remove(&cid);
             drop(routes);
+            if let Some(r) = r {
+                self.forget(&r);
+            }
             if self.is_ours(cid) {
                 self.send_control(Msg::Cancel { cid: Some(cid) });
             }
@@ -366,47 +639,104 @@ impl Conn {
         Ok(())
     }
 
-    fn on_credit(&self, cid: Cid, items: u32) {
-        if let Some(r) = self.shared.routes.lock().unwrap().get(&cid)
-            && let Some(c) = &r.credits
-        {
-            c.add_permits(items as usize);
+    /// The call `cid` would make the channel hold more received items than allowed: fail
+    /// it on both sides, keep the channel.
+    fn overloaded(&self, actor: &ActorInner, cid: Cid, route: Route) {
+        let limit = self.shared.limits.recv_buffer;
+        tracing::warn!(peer = %self.shared.peer_path, cid, limit, "call failed: the channel's receive buffer is full");
+        self.forget(&route);
+        let error = RemoteError::new(
+            kinds::OVERLOADED,
+            format!(
+                "actor {} holds {limit} bytes of unconsumed items on its channel with {}; this call's items would pass that",
+                actor.path, self.shared.peer_path
+            ),
+            actor.path.clone(),
+        );
+        route
+            .send
+            .close(PortalError::Remote(Box::new(error.clone())));
+        let _ = route.inbound.send(Frame::control(Msg::Error {
+            cid: Some(cid),
+            error: error.clone(),
+        }));
+        if let Some(t) = route.task {
+            t.abort();
+        }
+        if self.is_ours(cid) {
+            self.send_control(Msg::Cancel { cid: Some(cid) });
+        } else {
+            self.send_control(Msg::Error {
+                cid: Some(cid),
+                error,
+            });
+        }
+    }
+
+    fn on_credit(&self, cid: Cid, items: u32, bytes: u64) {
+        let send = self
+            .shared
+            .routes
+            .lock()
+            .unwrap()
+            .get(&cid)
+            .map(|r| r.send.clone());
+        if let Some(s) = send {
+            s.credit(items, bytes);
         }
     }
 
     fn on_cancel(&self, cid: Cid) {
         let route = self.shared.routes.lock().unwrap().remove(&cid);
-        if let Some(Route {
-            task: Some(task), ..
-        }) = route
-        {
-            task.abort();
+        if let Some(r) = route {
+            self.forget(&r);
+            r.send.close(PortalError::CallEnded {
+                actor: self.shared.peer_path.clone(),
+                how: "it cancelled the call".to_owned(),
+            });
+            if let Some(task) = r.task {
+                task.abort();
+            }
         }
     }
 
     fn close_credits(&self) {
+        let why = self.disconnected();
         for r in self.shared.routes.lock().unwrap().values() {
-            if let Some(c) = &r.credits {
-                c.close();
-            }
+            r.send.close(why.clone());
         }
     }
 
     fn fail_all(&self) {
+        let why = self.disconnected();
         let routes = std::mem::take(&mut *self.shared.routes.lock().unwrap());
         for (_, r) in routes {
+            self.forget(&r);
             if let Some(t) = r.task {
                 t.abort();
             }
-            if let Some(c) = r.credits {
-                c.close();
-            }
+            r.send.close(why.clone());
         }
+    }
+
+    /// Whether this peer channel has had no open call for the idle timeout.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.shared.kind != Peer::Other || !self.shared.routes.lock().unwrap().is_empty() {
+            return None;
+        }
+        Some(self.shared.last_activity.lock().unwrap().elapsed())
     }
 }
 
-async fn writer(conn: Conn, mut rx: mpsc::UnboundedReceiver<Frame>, mut sink: Box<dyn FrameSink>) {
+/// The semaphore's permits for a budget of `bytes` (tokio takes at most `u32::MAX >> 3`
+/// permits at once).
+fn budget_permits(bytes: usize) -> usize {
+    bytes.clamp(1, (u32::MAX >> 3) as usize)
+}
+
+async fn writer(conn: Conn, mut rx: mpsc::UnboundedReceiver<Queued>, mut sink: Box<dyn FrameSink>) {
     let closed = conn.shared.closed.clone();
+    let mut held: Vec<OwnedSemaphorePermit> = Vec::new();
     let result: Result<(), ChannelError> = async {
         loop {
             let first = tokio::select! {
@@ -415,24 +745,26 @@ async fn writer(conn: Conn, mut rx: mpsc::UnboundedReceiver<Frame>, mut sink: Bo
                 _ = closed.cancelled() => None,
             };
             let Some(first) = first else { break };
-            feed(&mut *sink, &first);
-            let mut queued = first.payload.len();
+            let mut queued = first.frame.payload.len();
+            feed(&conn, &mut *sink, first, &mut held);
             while queued < FLUSH_BATCH_BYTES {
                 match rx.try_recv() {
-                    Ok(f) => {
-                        queued += f.payload.len() + 16;
-                        feed(&mut *sink, &f);
+                    Ok(q) => {
+                        queued += q.frame.payload.len() + 16;
+                        feed(&conn, &mut *sink, q, &mut held);
                     }
                     Err(_) => break,
                 }
             }
             sink.flush().await?;
+            // Written: the budget those frames held is free for the next ones.
+            held.clear();
             tracing::trace!(peer = %conn.shared.peer_path, bytes = queued, "flushed");
         }
         // Closing: whatever was queued before the close still goes out (a final error
         // report, a cancel acknowledgement).
-        while let Ok(f) = rx.try_recv() {
-            feed(&mut *sink, &f);
+        while let Ok(q) = rx.try_recv() {
+            feed(&conn, &mut *sink, q, &mut held);
         }
         sink.close().await
     }
@@ -444,27 +776,49 @@ async fn writer(conn: Conn, mut rx: mpsc::UnboundedReceiver<Frame>, mut sink: Bo
         // Calls waiting for credit can never send again.
         conn.close_credits();
     }
+    // Nothing will be written any more: wake every sender waiting for budget.
+    conn.shared.send_budget.close();
 }
 
-fn feed(sink: &mut dyn FrameSink, frame: &Frame) {
-    if let Err(e) = sink.feed(frame) {
+fn feed(conn: &Conn, sink: &mut dyn FrameSink, q: Queued, held: &mut Vec<OwnedSemaphorePermit>) {
+    match q.permit {
+        Some(p) => held.push(p),
+        None => {
+            conn.shared.control_queued.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    if let Err(e) = sink.feed(&q.frame) {
         // Oversized frames are refused in `Conn::send`; anything else is a bug in a
         // transport. Either way the frame is dropped and the reason logged.
-        tracing::warn!(msg = frame.msg.kind_name(), error = %e, "frame not sent");
+        tracing::warn!(msg = q.frame.msg.kind_name(), error = %e, "frame not sent");
     }
 }
 
 async fn reader(conn: Conn, actor: Arc<ActorInner>, mut source: Box<dyn FrameSource>) {
     let closed = conn.shared.closed.clone();
+    let idle_timeout = conn.shared.limits.idle_timeout;
     let reason = loop {
+        let idle = async {
+            loop {
+                tokio::time::sleep(idle_timeout.max(Duration::from_millis(10)) / 4).await;
+                if conn.idle_for().is_some_and(|d| d >= idle_timeout) {
+                    return;
+                }
+            }
+        };
         let next = tokio::select! {
             biased;
             _ = closed.cancelled() => break None,
             r = source.recv() => r,
+            _ = idle, if conn.shared.kind == Peer::Other => {
+                tracing::debug!(peer = %conn.shared.peer_path, "closing an idle peer channel");
+                break Some(format!("idle for {idle_timeout:?} with no call"));
+            }
         };
         let frame = match next {
             Ok(Some(f)) => {
                 tracing::trace!(peer = %conn.shared.peer_path, msg = f.msg.kind_name(), cid = ?f.msg.cid(), "received");
+                *conn.shared.last_activity.lock().unwrap() = tokio::time::Instant::now();
                 f
             }
             Ok(None) => break Some("the peer closed the channel".to_owned()),
@@ -482,9 +836,9 @@ async fn reader(conn: Conn, actor: Arc<ActorInner>, mut source: Box<dyn FrameSou
                 kind,
                 window,
             } => {
-                if conn.is_ours(cid) {
+                if conn.is_ours(cid) || conn.shared.routes.lock().unwrap().contains_key(&cid) {
                     Err(ProtocolError::Unexpected {
-                        expected: "a call id of the peer's parity",
+                        expected: "a new call id of the peer's parity",
                         got: "Start",
                     })
                 } else {
@@ -493,13 +847,13 @@ async fn reader(conn: Conn, actor: Arc<ActorInner>, mut source: Box<dyn FrameSou
                     Ok(())
                 }
             }
-            Msg::Credit { cid, items } => {
-                conn.on_credit(cid, items);
+            Msg::Credit { cid, items, bytes } => {
+                conn.on_credit(cid, items, bytes);
                 Ok(())
             }
             Msg::StartAck { cid, window } => {
                 conn.on_start_ack(cid, window);
-                conn.route(frame)
+                conn.route(&actor, frame)
             }
             Msg::Cancel { cid: Some(cid) } => {
                 conn.on_cancel(cid);
@@ -519,11 +873,21 @@ async fn reader(conn: Conn, actor: Arc<ActorInner>, mut source: Box<dyn FrameSou
                 *conn.shared.fault.lock().unwrap() = Some(error);
                 Ok(())
             }
-            Msg::Handshake { .. } | Msg::SpawnSpec(_) => Err(ProtocolError::Unexpected {
+            Msg::Stopping { within } if conn.shared.kind == Peer::Child => {
+                let until = tokio::time::Instant::now() + within.min(MAX_STOPPING);
+                tracing::debug!(peer = %conn.shared.peer_path, ?within, "child announced its teardown");
+                conn.shared.stopping.send_replace(Some(until));
+                Ok(())
+            }
+            Msg::Stopping { .. }
+            | Msg::Hello { .. }
+            | Msg::Challenge { .. }
+            | Msg::Answer { .. }
+            | Msg::SpawnSpec(_) => Err(ProtocolError::Unexpected {
                 expected: "a call message",
                 got: frame.msg.kind_name(),
             }),
-            _ => conn.route(frame),
+            _ => conn.route(&actor, frame),
         };
         if let Err(p) = result {
             report_protocol_error(&conn, &actor, &p);
@@ -535,7 +899,7 @@ async fn reader(conn: Conn, actor: Arc<ActorInner>, mut source: Box<dyn FrameSou
     }
     conn.shared.closed.cancel();
     conn.fail_all();
-    actor.conn_closed(&conn);
+    actor.conn_closed(&conn, conn.shared.kind);
 }
 
 /// Tell the peer why we are closing the channel, as a typed protocol error.
@@ -545,15 +909,16 @@ fn report_protocol_error(conn: &Conn, actor: &ActorInner, p: &ProtocolError) {
     conn.send_control(Msg::Error { cid: None, error });
 }
 
-/// The local end of one call: its inbound frames, its credits, and the bookkeeping that
+/// The local end of one call: its inbound frames, its credit, and the bookkeeping that
 /// cancels it on drop.
 pub(crate) struct CallLink {
     conn: Conn,
     cid: Cid,
     inbound: mpsc::UnboundedReceiver<Frame>,
-    credits: Option<Arc<Semaphore>>,
-    window: u32,
-    consumed: u32,
+    send: Arc<SendCredit>,
+    window: Window,
+    consumed_items: u32,
+    consumed_bytes: u64,
     caller: bool,
     finished: bool,
 }
@@ -567,10 +932,18 @@ impl CallLink {
         &self.conn
     }
 
-    /// The next frame for this call.
+    /// The next frame for this call. Taking a `Yield` counts it as consumed: more
+    /// credit goes back to the peer every half window.
+    ///
+    /// Cancel safety: cancel-safe (a frame is only taken when returned).
     pub(crate) async fn next(&mut self) -> Result<Frame, PortalError> {
         match self.inbound.recv().await {
-            Some(f) => Ok(f),
+            Some(f) => {
+                if let Msg::Yield { .. } = f.msg {
+                    self.consumed(f.payload.len());
+                }
+                Ok(f)
+            }
             None => {
                 self.finished = true;
                 Err(self.conn.disconnected())
@@ -578,34 +951,42 @@ impl CallLink {
         }
     }
 
-    /// Account for one consumed `Yield`, granting more credit every half window.
-    pub(crate) fn consumed_item(&mut self) {
-        self.consumed += 1;
-        if self.consumed >= (self.window / 2).max(1) {
-            self.conn.grant(self.cid, self.consumed);
-            self.consumed = 0;
+    fn consumed(&mut self, len: usize) {
+        self.conn
+            .shared
+            .recv_buffered
+            .fetch_sub(len, Ordering::Relaxed);
+        self.consumed_items += 1;
+        self.consumed_bytes = self.consumed_bytes.saturating_add(len as u64);
+        if self.consumed_items >= (self.window.items / 2).max(1)
+            || self.consumed_bytes >= (self.window.bytes / 2).max(1)
+        {
+            self.conn
+                .grant(self.cid, self.consumed_items, self.consumed_bytes);
+            self.consumed_items = 0;
+            self.consumed_bytes = 0;
         }
     }
 
-    /// Send one item, waiting for credit.
+    /// Send one item, waiting for credit and for room in the channel's write queue.
+    ///
+    /// Cancel safety: not cancel-safe once credit is taken (the item may be lost and the
+    /// window shrinks by one until the call ends); dropping the call is what cancels it.
     pub(crate) async fn send_item(&self, payload: Bytes) -> Result<(), PortalError> {
-        let credits = match &self.credits {
-            Some(c) => c.clone(),
-            None => match self.conn.send_credits(self.cid) {
-                Some(c) => c,
-                None => return Err(self.conn.disconnected()),
-            },
-        };
-        match credits.acquire().await {
-            Ok(p) => p.forget(),
-            Err(_) => return Err(self.conn.disconnected()),
-        }
+        self.send.acquire(payload.len()).await?;
         self.conn
             .send(Frame::with_payload(Msg::Yield { cid: self.cid }, payload))
+            .await
+    }
+
+    pub(crate) async fn send_frame(&self, msg: Msg, payload: Bytes) -> Result<(), PortalError> {
+        self.conn.send(Frame::with_payload(msg, payload)).await
     }
 
     pub(crate) fn send_stop(&self) -> Result<(), PortalError> {
-        self.conn.send(Frame::control(Msg::Stop { cid: self.cid }))
+        self.conn.writable()?;
+        self.conn.send_control(Msg::Stop { cid: self.cid });
+        Ok(())
     }
 
     /// The call reached its end: dropping the link no longer cancels it.
@@ -616,6 +997,16 @@ impl CallLink {
 
 impl Drop for CallLink {
     fn drop(&mut self) {
+        // Items never taken no longer count against the channel.
+        self.inbound.close();
+        while let Ok(f) = self.inbound.try_recv() {
+            if let Msg::Yield { .. } = f.msg {
+                self.conn
+                    .shared
+                    .recv_buffered
+                    .fetch_sub(f.payload.len(), Ordering::Relaxed);
+            }
+        }
         // A served call's route outlives its link (the handler may drop its stream
         // early and keep running): the serving task removes it when it ends.
         if self.caller {

@@ -208,6 +208,23 @@ pub mod kinds {
     pub const PROTOCOL: &str = "brood::ProtocolError";
     /// A generic error made from a message.
     pub const ERROR: &str = "brood::Error";
+    /// The peer does not know the tree's secret (or proved it wrong).
+    pub const UNAUTHENTICATED: &str = "brood::Unauthenticated";
+    /// The peer has as many calls open on the channel as the actor allows.
+    pub const TOO_MANY_CALLS: &str = "brood::TooManyCalls";
+    /// The call's items would have passed what its channel may buffer; the call failed
+    /// so that the actor's memory stays bounded.
+    pub const OVERLOADED: &str = "brood::Overloaded";
+    /// A descendant actor (named in the error's origin) exited with a non-zero code.
+    pub const EXITED: &str = "brood::Exited";
+    /// A descendant actor was killed by a signal brood did not send.
+    pub const SIGNALED: &str = "brood::Signaled";
+    /// A descendant actor could not be stopped and was left behind.
+    pub const ABANDONED: &str = "brood::Abandoned";
+    /// A descendant actor's exit status could not be collected.
+    pub const STATUS_UNKNOWN: &str = "brood::StatusUnknown";
+    /// A descendant actor could not be started.
+    pub const SPAWN: &str = "brood::SpawnFailed";
 }
 
 impl RemoteError {
@@ -395,10 +412,18 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for FnError {
             }
             // A nested nursery whose body failed: that failure is the error, not the
             // nursery (which is only how it got here).
-            if let Some(n) = err.downcast_ref::<NurseryError>()
-                && let Some(body) = &n.body
-            {
-                return body.clone();
+            if let Some(n) = err.downcast_ref::<NurseryError>() {
+                if let Some(body) = &n.body {
+                    return body.clone();
+                }
+                // No body error: the first child's failure is the error, relayed with
+                // its own kind and origin (a grandchild's panic stays a panic).
+                if let Some(first) = n.children.first() {
+                    return FnError::relayed(first.to_remote());
+                }
+            }
+            if let Some(c) = err.downcast_ref::<ChildError>() {
+                return FnError::relayed(c.to_remote());
             }
             cur = err.source();
         }
@@ -460,7 +485,10 @@ impl fmt::Debug for FnError {
 }
 
 /// A call through a [`crate::Portal`] failed.
-#[derive(Debug, thiserror::Error)]
+///
+/// Cloneable, so that a stream or context that ended with an error can answer every
+/// later accessor with the same error.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum PortalError {
     /// The remote function failed (or does not exist: see [`kinds`]).
     #[error("{0}")]
@@ -477,6 +505,15 @@ pub enum PortalError {
     /// The call was cancelled on this side.
     #[error("call cancelled")]
     Cancelled,
+    /// The call already ended (the other side returned or failed): nothing more can be
+    /// sent on it.
+    #[error("the call to {actor} has ended: {how}")]
+    CallEnded {
+        /// The other actor's tree path.
+        actor: String,
+        /// How it ended.
+        how: String,
+    },
     /// An argument or reply did not encode or decode.
     #[error(transparent)]
     Codec(#[from] CodecError),
@@ -657,6 +694,50 @@ impl ChildError {
             _ => None,
         }
     }
+
+    /// This error as it travels to the actors above: a [`ChildError::Failed`] relays
+    /// its remote error; every other kind becomes a [`RemoteError`] whose origin is the
+    /// failed actor and whose kind is one of [`kinds`] (a panic is
+    /// [`kinds::PANIC`] with its location as traceback).
+    ///
+    /// ```
+    /// use spawn_api::{ChildError, kinds};
+    /// let e = ChildError::Panicked {
+    ///     actor: "root/a/b".into(),
+    ///     message: "boom".into(),
+    ///     location: Some("src/lib.rs:1:1".into()),
+    /// };
+    /// let r = e.to_remote();
+    /// assert_eq!((r.kind.as_str(), r.origin.as_str()), (kinds::PANIC, "root/a/b"));
+    /// ```
+    pub fn to_remote(&self) -> RemoteError {
+        let (kind, message, traceback) = match self {
+            ChildError::Failed { error, .. } => return error.clone(),
+            ChildError::Panicked {
+                message, location, ..
+            } => (kinds::PANIC, message.clone(), location.clone()),
+            ChildError::Exited { code, .. } => {
+                (kinds::EXITED, format!("exited with code {code}"), None)
+            }
+            ChildError::Signaled { signal, name, .. } => (
+                kinds::SIGNALED,
+                format!("killed by signal {signal} ({name})"),
+                None,
+            ),
+            ChildError::Abandoned { reason, .. } => {
+                (kinds::ABANDONED, format!("abandoned: {reason}"), None)
+            }
+            ChildError::StatusUnknown { reason, .. } => (
+                kinds::STATUS_UNKNOWN,
+                format!("ended with an unknown status: {reason}"),
+                None,
+            ),
+            ChildError::Spawn { source, .. } => (kinds::SPAWN, source.to_string(), None),
+        };
+        let mut r = RemoteError::new(kind, message, self.actor());
+        r.traceback = traceback;
+        r
+    }
 }
 
 /// A nursery ended with errors: its body's error (if it failed) and every child error,
@@ -672,6 +753,9 @@ pub struct NurseryError {
     pub children: Vec<ChildError>,
     /// Whether the nursery was cancelled from outside (its actor was cancelled).
     pub cancelled: bool,
+    /// What became of every child, in the order they were reaped (the same records as
+    /// [`crate::Nursery::reports`], which cannot be read once the body has ended).
+    pub reports: Vec<crate::ChildReport>,
 }
 
 impl NurseryError {
@@ -750,6 +834,7 @@ mod tests {
                 error: relayed,
             }],
             cancelled: false,
+            reports: Vec::new(),
         };
         let again = FnError::from(nursery).into_remote("root");
         assert_eq!(again.actor_path(), ["root/a/b", "root/a", "root"]);
@@ -766,5 +851,24 @@ mod tests {
         assert_eq!(r.message, "outer");
         assert_eq!(r.chain, ["inner"]);
         assert_eq!(r.origin, "root/x");
+    }
+
+    #[test]
+    fn a_grandchilds_panic_is_relayed_as_a_panic() {
+        let nursery = NurseryError {
+            body: None,
+            children: vec![ChildError::Panicked {
+                actor: "root/child/grandchild".into(),
+                message: "boom".into(),
+                location: Some("src/x.rs:1:2".into()),
+            }],
+            cancelled: false,
+            reports: Vec::new(),
+        };
+        let r = FnError::from(nursery).into_remote("root/child");
+        assert_eq!(r.kind, kinds::PANIC);
+        assert_eq!(r.message, "boom");
+        assert_eq!(r.traceback.as_deref(), Some("src/x.rs:1:2"));
+        assert_eq!(r.actor_path(), ["root/child/grandchild", "root/child"]);
     }
 }

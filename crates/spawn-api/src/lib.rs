@@ -50,13 +50,16 @@ pub mod codec;
 mod conn;
 mod error;
 mod extensions;
+mod handshake;
 mod id;
+mod limits;
 pub mod logging;
 mod nursery;
 pub mod pidfd;
 mod portal;
 mod registry;
 mod root;
+mod sigterm;
 mod stream;
 pub mod teardown;
 mod transport;
@@ -64,7 +67,7 @@ mod unwind;
 mod wire;
 
 pub use actor::ActorCx;
-pub use auth::{Nonce, Proof, TreeSecret};
+pub use auth::{Nonce, Proof, ProofRole, TreeSecret};
 pub use backend::{Child, ChildExit, ChildStdio, SpawnBackend, SpawnRequest, TeardownHook};
 pub use brood::{BACKEND_ENV, Brood, BroodBuilder, TRANSPORT_ENV};
 pub use error::{
@@ -73,10 +76,11 @@ pub use error::{
 };
 pub use extensions::Extensions;
 pub use id::{ActorId, Addr, BadActorId, BadAddr};
+pub use limits::{ChannelLimits, Window};
 pub use nursery::{ActorOptions, ChildReport, Nursery, RunHandle};
 pub use portal::Portal;
 pub use registry::{Call, Context, Registry, ServerStream};
-pub use root::{DEFAULT_STREAM_BUFFER, Root, RootBuilder, RootError};
+pub use root::{Root, RootBuilder, RootError};
 pub use stream::{CalleeContext, CalleeStream, CallerContext, ReplyStream, StreamTx};
 pub use teardown::{Reaped, Step, TeardownPolicy};
 pub use transport::{Channel, FrameSink, FrameSource, Listener, PeerInfo, Transport};

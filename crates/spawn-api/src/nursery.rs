@@ -23,12 +23,13 @@ use runtime_vars::{RuntimeVars, VarsOverride};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::actor::{ActorInner, Handshaken};
+use crate::actor::ActorInner;
 use crate::backend::{Child, ChildExit, ChildStdio, SpawnRequest};
-use crate::conn::{Conn, Side};
+use crate::conn::{Conn, Peer, Side};
 use crate::error::{
     ChildError, FnError, NurseryError, PortalError, RemoteError, SpawnError, kinds, signal_name,
 };
+use crate::handshake::Handshaken;
 use crate::id::{ActorId, Addr};
 use crate::portal::Portal;
 use crate::registry::Call;
@@ -144,6 +145,11 @@ impl NurseryState {
         }
     }
 
+    /// The errors reported so far, taken.
+    pub(crate) fn take_errors(&self) -> Vec<ChildError> {
+        std::mem::take(&mut *self.errors.lock().unwrap())
+    }
+
     fn report_error(&self, e: ChildError) {
         tracing::warn!(error = %e, "child failed");
         self.errors.lock().unwrap().push(e);
@@ -192,13 +198,16 @@ impl ChildSlot {
 /// Tears every child down if the nursery future is dropped before it finished.
 struct DropGuard {
     state: Option<Arc<NurseryState>>,
+    actor: Arc<ActorInner>,
 }
 
 impl Drop for DropGuard {
     fn drop(&mut self) {
         if let Some(state) = self.state.take() {
-            // The supervisors are tasks of the actor: they run the ladders on their own.
+            // The supervisors are tasks of the actor: they run the ladders on their own,
+            // and what goes wrong is reported when the actor ends.
             state.close_and_order();
+            self.actor.adopt_orphan(state);
         }
     }
 }
@@ -236,12 +245,7 @@ impl Nursery {
     /// back, did not connect within the spawn timeout, or the nursery is closing.
     pub async fn start_actor(&self, name: &str, opts: ActorOptions) -> Result<Portal, SpawnError> {
         let (slot, conn) = self.spawn_child(name, opts, false).await?;
-        Ok(Portal::new(
-            conn,
-            Some(slot),
-            self.actor.window,
-            self.actor.policy,
-        ))
+        Ok(Portal::new(conn, Some(slot), self.actor.policy))
     }
 
     /// Start a child actor called `name`, run `function(args)` in it, and end it when the
@@ -259,16 +263,18 @@ impl Nursery {
     ) -> Result<RunHandle<C::Reply>, SpawnError> {
         let args = args.encode()?;
         let (slot, conn) = self.spawn_child(name, opts, true).await?;
-        let portal = Portal::new(conn, None, self.actor.window, self.actor.policy);
+        let portal = Portal::new(conn, None, self.actor.policy);
         let (tx, rx) = oneshot::channel();
         let state = self.state.clone();
         let path = slot.path.clone();
         self.actor.spawn_task(async move {
             let r = portal.run_raw(C::NAME, args).await;
             if let Err(PortalError::Remote(e)) = &r
-                && e.kind != kinds::PANIC
+                && !(e.kind == kinds::PANIC && e.origin == slot.path)
             {
-                // A panic is reported by the supervisor, with the exit status.
+                // The child's own panic is reported by the supervisor, with the exit
+                // status; anything else (a grandchild's panic it relayed included) is
+                // the function's error.
                 state.report_error(ChildError::Failed {
                     actor: slot.path.clone(),
                     error: (**e).clone(),
@@ -343,6 +349,13 @@ impl Nursery {
         };
         let (hs_tx, hs_rx) = oneshot::channel();
         actor.pending.lock().unwrap().insert(id.clone(), hs_tx);
+        // Until a supervisor owns the child: dropping this future (or failing) withdraws
+        // the pending handshake and the reserved endpoint.
+        let mut reserved = Reserved {
+            actor,
+            id: Some(id.clone()),
+            addr: listen_addr.clone(),
+        };
         let mut req = SpawnRequest {
             boot,
             vars,
@@ -358,16 +371,11 @@ impl Nursery {
             parent: actor.id.clone(),
             vars: vars.clone(),
             teardown: actor.policy,
-            stream_buffer: actor.window as usize,
+            limits: actor.limits,
         };
-        let child = match spawned {
-            Ok(c) => c,
-            Err(e) => {
-                actor.pending.lock().unwrap().remove(&id);
-                actor.transport.cleanup(&listen_addr);
-                return Err(e);
-            }
-        };
+        let child = spawned?;
+        // The supervisor owns the child (and its endpoint) from here.
+        reserved.id = None;
         tracing::debug!(child = %path, pid = ?child.pid(), "spawned");
         let (order_tx, order_rx) = oneshot::channel();
         let slot = Arc::new(ChildSlot {
@@ -400,6 +408,22 @@ impl Nursery {
         }));
         let conn = ready_rx.await.map_err(|_| SpawnError::NurseryClosed)??;
         Ok((slot, conn))
+    }
+}
+
+/// A child's pending handshake and endpoint, withdrawn if its spawn does not complete.
+struct Reserved<'a> {
+    actor: &'a ActorInner,
+    id: Option<ActorId>,
+    addr: Addr,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.actor.pending.lock().unwrap().remove(&id);
+            self.actor.transport.cleanup(&self.addr);
+        }
     }
 }
 
@@ -465,6 +489,12 @@ async fn supervise(s: Supervisor) {
     } = s;
     let pid = child.pid();
     let path = slot.path.clone();
+    // A process actor that receives SIGTERM while it has live children keeps tearing
+    // them down instead of dying (see `crate::sigterm`).
+    actor
+        .live_children
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let _alive = LiveChild(&actor.live_children);
 
     enum Start {
         Connected(Handshaken),
@@ -488,6 +518,7 @@ async fn supervise(s: Supervisor) {
             peer_info,
             mut sink,
             source,
+            ..
         }) => {
             let spec = Frame::control(Msg::SpawnSpec(Box::new(spec)));
             match sink.feed(&spec) {
@@ -501,6 +532,7 @@ async fn supervise(s: Supervisor) {
                 slot.id.clone(),
                 path.clone(),
                 peer_info,
+                Peer::Child,
                 sink,
                 source,
                 Side::Acceptor,
@@ -559,6 +591,8 @@ async fn supervise(s: Supervisor) {
             let soft = o.flatten();
             let c2 = conn.clone();
             let hooks = actor.brood.hooks().to_vec();
+            let key = slot.id.uid();
+            let board = &actor.board;
             let reaped = run_ladder(
                 &mut *child,
                 &slot.id,
@@ -567,14 +601,20 @@ async fn supervise(s: Supervisor) {
                 &hooks,
                 soft,
                 async move { c2.send_control(Msg::Cancel { cid: None }) },
+                Some(conn.stopping()),
+                &|until| board.set(key, until),
             )
             .await;
+            board.clear(key);
             (reaped.exit, true, reaped.step, started.elapsed())
         }
     };
-    // The child's last words (a panic report) may still be in flight when its exit is
-    // seen: read the channel to its end, briefly, before judging the exit.
-    let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
+    // The child's last words (why it failed) may still be in flight when its exit is
+    // seen: read the channel to its end, briefly, before judging an exit that has any.
+    // A child that was abandoned or killed has none to wait for.
+    if matches!(exit, ChildExit::Exited(c) if c != 0) {
+        let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
+    }
     conn.close(&format!("actor {path} {exit}"));
     actor.transport.cleanup(&addr);
     tracing::debug!(child = %path, %exit, ?step, ?took, "reaped");
@@ -589,6 +629,15 @@ async fn supervise(s: Supervisor) {
         teardown: took,
     });
     slot.reaped_tx.send_replace(true);
+}
+
+/// Counts a child as alive for as long as its supervisor runs.
+struct LiveChild<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for LiveChild<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Resolves with the soft-wait bound when teardown is ordered (or the actor is shutting
@@ -662,6 +711,7 @@ pub(crate) async fn run_nursery<R>(
     };
     let mut guard = DropGuard {
         state: Some(nursery.state.clone()),
+        actor: actor.clone(),
     };
     let state = nursery.state.clone();
     let body_result = {
@@ -691,26 +741,21 @@ pub(crate) async fn run_nursery<R>(
     }
     nursery.cancel().await;
     guard.state = None;
-    let children = std::mem::take(&mut *state.errors.lock().unwrap());
+    let children = state.take_errors();
     let cancelled = actor.cancel.is_cancelled();
-    match body_result {
-        Some(Ok(v)) if children.is_empty() => Ok(v),
-        Some(Ok(_)) => Err(NurseryError {
-            body: None,
-            children,
-            cancelled,
-        }),
-        Some(Err(e)) => Err(NurseryError {
-            body: Some(e),
-            children,
-            cancelled,
-        }),
-        None => Err(NurseryError {
-            body: None,
-            children,
-            cancelled,
-        }),
-    }
+    let reports = state.reports.lock().unwrap().clone();
+    let (body, value) = match body_result {
+        Some(Ok(v)) if children.is_empty() => return Ok(v),
+        Some(Ok(_)) | None => (None, None::<R>),
+        Some(Err(e)) => (Some(e), None),
+    };
+    drop(value);
+    Err(NurseryError {
+        body,
+        children,
+        cancelled,
+        reports,
+    })
 }
 
 #[cfg(test)]

@@ -35,7 +35,6 @@ use crate::wire::{CallKind, Msg, Wire};
 pub struct Portal {
     conn: Conn,
     slot: Option<Arc<ChildSlot>>,
-    window: u32,
     policy: TeardownPolicy,
 }
 
@@ -48,18 +47,8 @@ impl std::fmt::Debug for Portal {
 }
 
 impl Portal {
-    pub(crate) fn new(
-        conn: Conn,
-        slot: Option<Arc<ChildSlot>>,
-        window: u32,
-        policy: TeardownPolicy,
-    ) -> Portal {
-        Portal {
-            conn,
-            slot,
-            window,
-            policy,
-        }
+    pub(crate) fn new(conn: Conn, slot: Option<Arc<ChildSlot>>, policy: TeardownPolicy) -> Portal {
+        Portal { conn, slot, policy }
     }
 
     /// The remote actor's id.
@@ -101,7 +90,7 @@ impl Portal {
     /// # Errors
     /// As [`Portal::run`].
     pub async fn run_raw(&self, name: &str, args: Bytes) -> Result<Bytes, PortalError> {
-        let mut link = self.conn.open_call(name, CallKind::Call, args, 0)?;
+        let mut link = self.conn.open_call(name, CallKind::Call, args).await?;
         loop {
             let f = link.next().await?;
             match f.msg {
@@ -135,9 +124,10 @@ impl Portal {
         _function: S,
         args: S::Args,
     ) -> Result<ReplyStream<S::Item>, PortalError> {
-        let mut link =
-            self.conn
-                .open_call(S::NAME, CallKind::Stream, args.encode()?, self.window)?;
+        let mut link = self
+            .conn
+            .open_call(S::NAME, CallKind::Stream, args.encode()?)
+            .await?;
         let f = link.next().await?;
         match f.msg {
             Msg::StartAck { .. } => Ok(ReplyStream::new(link)),
@@ -162,9 +152,10 @@ impl Portal {
         _function: C,
         args: C::Args,
     ) -> Result<(CallerContext<C>, C::Started), PortalError> {
-        let mut link =
-            self.conn
-                .open_call(C::NAME, CallKind::Context, args.encode()?, self.window)?;
+        let mut link = self
+            .conn
+            .open_call(C::NAME, CallKind::Context, args.encode()?)
+            .await?;
         loop {
             let f = link.next().await?;
             match f.msg {

@@ -11,13 +11,11 @@ use crate::backend::{SpawnBackend, TeardownHook};
 use crate::brood::{BACKEND_ENV, Brood, BroodBuilder, TRANSPORT_ENV};
 use crate::error::{FnError, NurseryError, SpawnError, TransportError};
 use crate::id::ActorId;
+use crate::limits::ChannelLimits;
 use crate::nursery::{Nursery, run_nursery};
 use crate::registry::Registry;
 use crate::teardown::TeardownPolicy;
 use crate::transport::Transport;
-
-/// Default per-direction stream window (items).
-pub const DEFAULT_STREAM_BUFFER: u32 = 256;
 
 /// The root of an actor tree. Start with [`Root::builder`] or [`Brood::root`].
 #[derive(Debug)]
@@ -80,7 +78,7 @@ pub struct RootBuilder {
     backend: Option<String>,
     transport: Option<String>,
     policy: TeardownPolicy,
-    window: u32,
+    limits: ChannelLimits,
     vars: VarsOverride,
     secret: Option<TreeSecret>,
 }
@@ -108,7 +106,7 @@ impl RootBuilder {
             backend: None,
             transport: None,
             policy: TeardownPolicy::default(),
-            window: DEFAULT_STREAM_BUFFER,
+            limits: ChannelLimits::default(),
             vars: VarsOverride::default(),
             secret: None,
         }
@@ -164,9 +162,17 @@ impl RootBuilder {
         self
     }
 
-    /// Items buffered per stream direction before the sender waits (default 256).
-    pub fn stream_buffer(mut self, items: u32) -> Self {
-        self.window = items.max(2);
+    /// Items a stream or context direction may have in flight before its sender waits
+    /// (default 256); the same as [`ChannelLimits::stream_window`].
+    pub fn stream_window(mut self, items: u32) -> Self {
+        self.limits.stream_window = items.max(1);
+        self
+    }
+
+    /// The bounds on what any peer may make an actor of this tree hold; every child
+    /// receives them. See [`ChannelLimits`].
+    pub fn limits(mut self, limits: ChannelLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -233,7 +239,7 @@ impl RootBuilder {
             transport: transport.clone(),
             addr: addr.clone(),
             policy: self.policy,
-            window: self.window,
+            limits: self.limits,
             secret: self.secret.unwrap_or_else(TreeSecret::random),
             extensions: crate::extensions::Extensions::default(),
         });

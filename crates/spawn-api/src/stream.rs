@@ -5,8 +5,15 @@
 //! | server stream | [`ReplyStream`] | [`StreamTx`] |
 //! | context | [`CallerContext`] | [`CalleeContext`], then [`CalleeStream`] |
 //!
-//! Every direction is flow-controlled: `send` waits while the receiver's window is
-//! full. Dropping the caller's end cancels the call in the callee.
+//! Every direction is flow-controlled: `send` waits while the receiver's window (items
+//! and bytes) is full. Dropping the caller's end cancels the call in the callee.
+//!
+//! A stream or context ends exactly one way — returned, failed, or gone with its channel
+//! — and once it has, every accessor answers at once with that outcome: a `recv` after
+//! the callee's error returns the same error again, `result` after `recv` saw the error
+//! returns it too, and a `send` after the other side ended fails with
+//! [`PortalError::CallEnded`] (or the error it ended with). Nothing waits on a call that
+//! can no longer progress.
 
 use std::marker::PhantomData;
 
@@ -29,11 +36,28 @@ impl<T: Wire> StreamTx<T> {
         }
     }
 
-    /// Send one item; waits while the caller's buffer is full.
+    /// Send one item; waits while the caller's window is full.
+    ///
+    /// Cancel safety: not cancel-safe once it waits for the channel's write queue (the
+    /// item may have taken a place in the window without being sent); cancel the whole
+    /// stream instead.
     ///
     /// # Errors
-    /// [`PortalError::Disconnected`] if the caller went away, [`PortalError::Codec`] if
+    /// [`PortalError::Disconnected`] if the caller went away,
+    /// [`PortalError::CallEnded`] if it cancelled the stream, [`PortalError::Codec`] if
     /// the item does not encode.
+    ///
+    /// ```
+    /// use spawn_api::{ActorCx, FnError, Registry, StreamTx};
+    /// spawn_api::stream!(Squares: u64 => u64);
+    /// async fn squares(_cx: ActorCx, n: u64, tx: StreamTx<u64>) -> Result<(), FnError> {
+    ///     for i in 0..n {
+    ///         tx.send(i * i).await?;
+    ///     }
+    ///     Ok(())
+    /// }
+    /// let _registry = Registry::new().stream(Squares, squares);
+    /// ```
     pub async fn send(&self, item: T) -> Result<(), PortalError> {
         self.link.send_item(item.encode()?).await
     }
@@ -47,10 +71,30 @@ impl<T> std::fmt::Debug for StreamTx<T> {
     }
 }
 
+/// How a call ended, as its caller saw it.
+#[derive(Clone, Debug)]
+enum Ended {
+    /// Cleanly (the stream stopped, or the context returned).
+    Clean,
+    /// With this error (the callee's, or the channel's).
+    Failed(PortalError),
+}
+
 /// The caller's receiving end of a server stream.
+///
+/// ```no_run
+/// # async fn demo(portal: spawn_api::Portal) -> Result<(), spawn_api::PortalError> {
+/// spawn_api::stream!(Count: u64 => u64);
+/// let mut items = portal.open_stream(Count, 10).await?;
+/// while let Some(i) = items.recv().await? {
+///     println!("{i}");
+/// }
+/// assert_eq!(items.recv().await?, None, "ended streams stay ended");
+/// # Ok(()) }
+/// ```
 pub struct ReplyStream<T> {
     link: CallLink,
-    done: bool,
+    ended: Option<Ended>,
     _item: PhantomData<fn() -> T>,
 }
 
@@ -58,49 +102,53 @@ impl<T: Wire> ReplyStream<T> {
     pub(crate) fn new(link: CallLink) -> Self {
         ReplyStream {
             link,
-            done: false,
+            ended: None,
             _item: PhantomData,
         }
     }
 
-    /// The next item, or `Ok(None)` once the callee finished the stream.
+    fn end(&mut self, how: Ended) -> Result<Option<T>, PortalError> {
+        self.link.finish();
+        self.ended = Some(how.clone());
+        match how {
+            Ended::Clean => Ok(None),
+            Ended::Failed(e) => Err(e),
+        }
+    }
+
+    /// The next item, or `Ok(None)` once the callee finished the stream. After the
+    /// stream ended, answers at once with how it ended (the same error every time).
+    ///
+    /// Cancel safety: cancel-safe; no item is lost if the future is dropped.
     ///
     /// # Errors
     /// [`PortalError::Remote`] if the callee failed, [`PortalError::Disconnected`] if it
-    /// went away mid-stream, [`PortalError::Codec`] for an item that does not decode.
+    /// went away mid-stream, [`PortalError::Codec`] for an item that does not decode (the
+    /// stream goes on).
     pub async fn recv(&mut self) -> Result<Option<T>, PortalError> {
-        if self.done {
-            return Ok(None);
+        if let Some(how) = &self.ended {
+            return match how {
+                Ended::Clean => Ok(None),
+                Ended::Failed(e) => Err(e.clone()),
+            };
         }
         loop {
             let f = match self.link.next().await {
                 Ok(f) => f,
-                Err(e) => {
-                    self.done = true;
-                    return Err(e);
-                }
+                Err(e) => return self.end(Ended::Failed(e)),
             };
             match f.msg {
                 Msg::StartAck { .. } => continue,
-                Msg::Yield { .. } => {
-                    self.link.consumed_item();
-                    return Ok(Some(T::decode(f.payload)?));
-                }
-                Msg::Stop { .. } | Msg::Return { .. } => {
-                    self.done = true;
-                    self.link.finish();
-                    return Ok(None);
-                }
+                Msg::Yield { .. } => return Ok(Some(T::decode(f.payload)?)),
+                Msg::Stop { .. } | Msg::Return { .. } => return self.end(Ended::Clean),
                 Msg::Error { error, .. } => {
-                    self.done = true;
-                    self.link.finish();
-                    return Err(PortalError::Remote(Box::new(error)));
+                    return self.end(Ended::Failed(PortalError::Remote(Box::new(error))));
                 }
                 other => {
-                    return Err(PortalError::Unexpected {
+                    return self.end(Ended::Failed(PortalError::Unexpected {
                         got: other.kind_name(),
                         during: "stream",
-                    });
+                    }));
                 }
             }
         }
@@ -128,7 +176,7 @@ impl<T> std::fmt::Debug for ReplyStream<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplyStream")
             .field("cid", &self.link.cid())
-            .field("done", &self.done)
+            .field("ended", &self.ended)
             .finish()
     }
 }
@@ -138,6 +186,14 @@ impl<T> std::fmt::Debug for ReplyStream<T> {
 pub struct CalleeContext<C: Context> {
     link: CallLink,
     _c: PhantomData<fn(C)>,
+}
+
+impl<C: Context> std::fmt::Debug for CalleeContext<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CalleeContext")
+            .field("cid", &self.link.cid())
+            .finish()
+    }
 }
 
 impl<C: Context> CalleeContext<C> {
@@ -150,17 +206,21 @@ impl<C: Context> CalleeContext<C> {
 
     /// Send the started value; the caller's `open_context` returns with it.
     ///
+    /// Cancel safety: not cancel-safe (the value may or may not have been sent).
+    ///
     /// # Errors
     /// [`PortalError::Disconnected`] if the caller went away, [`PortalError::Codec`] if
     /// the value does not encode.
     pub async fn started(self, value: C::Started) -> Result<CalleeStream<C>, PortalError> {
         tracing::debug!(cid = self.link.cid(), "context started");
-        self.link.conn().send(crate::wire::Frame::with_payload(
-            Msg::Started {
-                cid: self.link.cid(),
-            },
-            value.encode()?,
-        ))?;
+        self.link
+            .send_frame(
+                Msg::Started {
+                    cid: self.link.cid(),
+                },
+                value.encode()?,
+            )
+            .await?;
         Ok(CalleeStream {
             link: self.link,
             in_done: false,
@@ -176,8 +236,19 @@ pub struct CalleeStream<C: Context> {
     _c: PhantomData<fn(C)>,
 }
 
+impl<C: Context> std::fmt::Debug for CalleeStream<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CalleeStream")
+            .field("cid", &self.link.cid())
+            .field("in_done", &self.in_done)
+            .finish()
+    }
+}
+
 impl<C: Context> CalleeStream<C> {
-    /// Send one item to the caller; waits while the caller's buffer is full.
+    /// Send one item to the caller; waits while the caller's window is full.
+    ///
+    /// Cancel safety: as [`StreamTx::send`].
     ///
     /// # Errors
     /// As [`StreamTx::send`].
@@ -185,7 +256,10 @@ impl<C: Context> CalleeStream<C> {
         self.link.send_item(item.encode()?).await
     }
 
-    /// The caller's next item, or `Ok(None)` once the caller closed its side.
+    /// The caller's next item, or `Ok(None)` once the caller closed its side (every time
+    /// after that, too).
+    ///
+    /// Cancel safety: cancel-safe.
     ///
     /// # Errors
     /// [`PortalError::Disconnected`] if the caller went away, [`PortalError::Codec`] for
@@ -196,14 +270,12 @@ impl<C: Context> CalleeStream<C> {
         }
         let f = self.link.next().await?;
         match f.msg {
-            Msg::Yield { .. } => {
-                self.link.consumed_item();
-                Ok(Some(C::In::decode(f.payload)?))
-            }
+            Msg::Yield { .. } => Ok(Some(C::In::decode(f.payload)?)),
             Msg::Stop { .. } => {
                 self.in_done = true;
                 Ok(None)
             }
+            Msg::Error { error, .. } => Err(PortalError::Remote(Box::new(error))),
             other => Err(PortalError::Unexpected {
                 got: other.kind_name(),
                 during: "context",
@@ -221,12 +293,34 @@ impl<C: Context> CalleeStream<C> {
 }
 
 /// The caller's end of an open context.
+///
+/// ```no_run
+/// # async fn demo(portal: spawn_api::Portal) -> Result<(), spawn_api::PortalError> {
+/// spawn_api::context!(Echo: String => started String, in String, out String, return u64);
+/// let (mut ctx, greeting) = portal.open_context(Echo, "hi".into()).await?;
+/// ctx.send("a".into()).await?;
+/// let echoed = ctx.recv().await?;
+/// let count = ctx.result().await?;
+/// # let _ = (greeting, echoed, count); Ok(()) }
+/// ```
 pub struct CallerContext<C: Context> {
     link: CallLink,
+    /// The callee sent `Stop` (or the call ended): no more items will come.
     out_done: bool,
     in_closed: bool,
-    result: Option<Result<C::Return, PortalError>>,
+    /// How the call ended, once it has; a returned value waits here for `result`.
+    ended: Option<Ended>,
+    value: Option<C::Return>,
     _c: PhantomData<fn(C)>,
+}
+
+impl<C: Context> std::fmt::Debug for CallerContext<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerContext")
+            .field("cid", &self.link.cid())
+            .field("ended", &self.ended)
+            .finish()
+    }
 }
 
 impl<C: Context> CallerContext<C> {
@@ -235,49 +329,73 @@ impl<C: Context> CallerContext<C> {
             link,
             out_done: false,
             in_closed: false,
-            result: None,
+            ended: None,
+            value: None,
             _c: PhantomData,
         }
     }
 
-    /// Send one item to the callee; waits while the callee's buffer is full.
+    fn fail(&mut self, e: PortalError) {
+        self.out_done = true;
+        self.link.finish();
+        if self.ended.is_none() {
+            self.ended = Some(Ended::Failed(e));
+        }
+    }
+
+    /// Send one item to the callee; waits while the callee's window is full.
+    ///
+    /// Cancel safety: as [`StreamTx::send`].
     ///
     /// # Errors
-    /// [`PortalError::Disconnected`] if the callee went away, [`PortalError::Codec`] if
-    /// the item does not encode.
+    /// The error the context ended with, or [`PortalError::CallEnded`] if the callee
+    /// already returned; [`PortalError::Disconnected`] if it went away,
+    /// [`PortalError::Codec`] if the item does not encode.
     pub async fn send(&self, item: C::In) -> Result<(), PortalError> {
+        match &self.ended {
+            Some(Ended::Failed(e)) => return Err(e.clone()),
+            Some(Ended::Clean) => {
+                return Err(PortalError::CallEnded {
+                    actor: self.link.conn().peer_path().to_owned(),
+                    how: "it returned".to_owned(),
+                });
+            }
+            None => {}
+        }
         self.link.send_item(item.encode()?).await
     }
 
-    /// The callee's next item, or `Ok(None)` once it stopped sending.
+    /// The callee's next item, or `Ok(None)` once it stopped sending. After the context
+    /// failed, returns that error every time.
+    ///
+    /// Cancel safety: cancel-safe.
     ///
     /// # Errors
     /// [`PortalError::Remote`] if the callee failed, [`PortalError::Disconnected`] if it
     /// went away.
     pub async fn recv(&mut self) -> Result<Option<C::Out>, PortalError> {
         while !self.out_done {
-            match self.step().await? {
-                Some(item) => return Ok(Some(item)),
-                None => continue,
+            if let Some(item) = self.step().await? {
+                return Ok(Some(item));
             }
         }
-        match self.result.take() {
-            Some(Err(e)) => Err(e),
-            other => {
-                self.result = other;
-                Ok(None)
-            }
+        match &self.ended {
+            Some(Ended::Failed(e)) => Err(e.clone()),
+            _ => Ok(None),
         }
     }
 
     /// One frame: an item, or `None` after handling a control frame.
     async fn step(&mut self) -> Result<Option<C::Out>, PortalError> {
-        let f = self.link.next().await?;
-        match f.msg {
-            Msg::Yield { .. } => {
-                self.link.consumed_item();
-                Ok(Some(C::Out::decode(f.payload)?))
+        let f = match self.link.next().await {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail(e.clone());
+                return Err(e);
             }
+        };
+        match f.msg {
+            Msg::Yield { .. } => Ok(Some(C::Out::decode(f.payload)?)),
             Msg::Stop { .. } => {
                 self.out_done = true;
                 Ok(None)
@@ -285,19 +403,27 @@ impl<C: Context> CallerContext<C> {
             Msg::Return { .. } => {
                 self.out_done = true;
                 self.link.finish();
-                self.result = Some(C::Return::decode(f.payload).map_err(Into::into));
+                match C::Return::decode(f.payload) {
+                    Ok(v) => {
+                        self.value = Some(v);
+                        self.ended = Some(Ended::Clean);
+                    }
+                    Err(e) => self.fail(e.into()),
+                }
                 Ok(None)
             }
             Msg::Error { error, .. } => {
-                self.out_done = true;
-                self.link.finish();
-                self.result = Some(Err(PortalError::Remote(Box::new(error))));
+                self.fail(PortalError::Remote(Box::new(error)));
                 Ok(None)
             }
-            other => Err(PortalError::Unexpected {
-                got: other.kind_name(),
-                during: "context",
-            }),
+            other => {
+                let e = PortalError::Unexpected {
+                    got: other.kind_name(),
+                    during: "context",
+                };
+                self.fail(e.clone());
+                Err(e)
+            }
         }
     }
 
@@ -308,13 +434,18 @@ impl<C: Context> CallerContext<C> {
     pub fn close_send(&mut self) -> Result<(), PortalError> {
         if !self.in_closed {
             self.in_closed = true;
-            self.link.send_stop()?;
+            if self.ended.is_none() {
+                self.link.send_stop()?;
+            }
         }
         Ok(())
     }
 
     /// Close the sending side and wait for the callee's result, discarding items not
-    /// yet received.
+    /// yet received. Answers at once if the context already ended (with the same error
+    /// `recv` returned).
+    ///
+    /// Cancel safety: not cancel-safe: dropping it drops (and so cancels) the context.
     ///
     /// # Errors
     /// [`PortalError::Remote`] if the callee failed, [`PortalError::Disconnected`] if it
@@ -322,10 +453,18 @@ impl<C: Context> CallerContext<C> {
     pub async fn result(mut self) -> Result<C::Return, PortalError> {
         let _ = self.close_send();
         loop {
-            if let Some(r) = self.result.take() {
-                return r;
+            match &self.ended {
+                Some(Ended::Failed(e)) => return Err(e.clone()),
+                Some(Ended::Clean) => {
+                    return self.value.take().ok_or_else(|| PortalError::CallEnded {
+                        actor: self.link.conn().peer_path().to_owned(),
+                        how: "its result was already taken".to_owned(),
+                    });
+                }
+                None => {}
             }
-            let _ = self.step().await?;
+            // Errors are recorded in `ended` by `step`.
+            let _ = self.step().await;
         }
     }
 

@@ -5,7 +5,10 @@
 //! 1. **soft wait** for the child to finish on its own (a `run_in_actor` child finishing
 //!    its function; skipped when tearing down because of an error or a cancel);
 //! 2. **cancel request** over IPC (`Cancel { cid: None }`), then wait
-//!    [`TeardownPolicy::cancel_timeout`] (default 0.5 s);
+//!    [`TeardownPolicy::cancel_timeout`] (default 0.5 s) — or longer, as long as the child
+//!    announced ([`Msg::Stopping`](crate::Msg::Stopping)) that it is tearing down children
+//!    of its own: each level of a tree tears down its own subtree, hooks included, before
+//!    its parent ever signals it;
 //! 3. **terminate** (SIGTERM to the child's process group, or an interrupt for an
 //!    in-process child), then wait [`TeardownPolicy::kill_after`] (default 1.6 s);
 //! 4. every [`TeardownHook::before_hard_reap`] with the *child's* runtime vars;
@@ -13,6 +16,27 @@
 //!    then wait [`TeardownPolicy::reap_timeout`] for the status;
 //! 6. **reap**: the exit status is collected; the caller removes the child's endpoint and
 //!    surfaces its error.
+//!
+//! ## Nested teardown and its worst case
+//!
+//! An actor asked to stop (a cancel request, its parent gone, or SIGTERM while it has
+//! children) tears its own children down through this same ladder. While it does, it
+//! announces to its parent when it will be done: the latest end of its children's ladders
+//! plus a margin of 0.5 s for its own exit, again
+//! whenever a grandchild pushes that later. The parent's cancel step waits that long.
+//! So for a cancelled actor whose subtree is `d` levels deep, with no hook waiting and
+//! every descendant stuck, the teardown takes at most
+//!
+//! ```text
+//! T(d) = d × (cancel_timeout + kill_after + reap_timeout + 0.5 s)
+//! ```
+//!
+//! (4.6 s per level with the defaults), and each level's hooks run before its kill. An
+//! announcement is honoured up to 120 s, so a lying child cannot hold its parent forever.
+//! A process actor that receives SIGTERM while it has live children does not die of it:
+//! it goes on tearing them down (a leaf dies of SIGTERM as usual). An actor whose runtime
+//! is blocked cannot announce or run ladders: its parent terminates and kills it after
+//! the usual bounds, and its children die with it (parent-death signal) without hooks.
 //!
 //! [`TeardownHook::before_hard_reap`]: crate::TeardownHook::before_hard_reap
 
@@ -22,6 +46,8 @@ use std::time::Duration;
 
 use runtime_vars::RuntimeVars;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::backend::{Child, ChildExit, TeardownHook};
 use crate::id::ActorId;
@@ -94,9 +120,16 @@ pub struct Reaped {
     pub step: Step,
 }
 
+/// What the ladder tells its caller about its progress: when it will be over at the
+/// latest (`None`: in a hook, unbounded).
+pub(crate) type Progress<'a> = &'a (dyn Fn(Option<Instant>) + Send + Sync);
+
 /// Run the ladder on `child`, starting with a soft wait of `soft` (`None`: no soft
 /// wait, go straight to the cancel request). `request_cancel` sends the IPC cancel
 /// request; its failure (the channel is already gone) just moves on to waiting.
+/// `stopping` carries the child's announcements of its own teardown (see the module
+/// docs), which extend the cancel step; `progress` hears when the ladder will be over.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_ladder<F>(
     child: &mut dyn Child,
     id: &ActorId,
@@ -105,6 +138,8 @@ pub(crate) async fn run_ladder<F>(
     hooks: &[Arc<dyn TeardownHook>],
     soft: Option<Duration>,
     request_cancel: F,
+    mut stopping: Option<watch::Receiver<Option<Instant>>>,
+    progress: Progress<'_>,
 ) -> Reaped
 where
     F: Future<Output = ()>,
@@ -120,17 +155,47 @@ where
 
     tracing::debug!(actor = %id, "teardown: cancel request");
     request_cancel.await;
-    if let Ok(exit) = tokio::time::timeout(policy.cancel_timeout, child.wait()).await {
-        return Reaped {
-            exit,
-            step: Step::Cancelled,
+    let after_cancel = policy.kill_after + policy.reap_timeout;
+    let mut deadline = Instant::now() + policy.cancel_timeout;
+    if let Some(rx) = &mut stopping
+        && let Some(until) = *rx.borrow_and_update()
+    {
+        deadline = deadline.max(until);
+    }
+    progress(Some(deadline + after_cancel));
+    loop {
+        let announced = async {
+            match &mut stopping {
+                Some(rx) => rx.changed().await.ok().map(|()| *rx.borrow_and_update()),
+                None => std::future::pending().await,
+            }
         };
+        tokio::select! {
+            exit = child.wait() => {
+                return Reaped {
+                    exit,
+                    step: Step::Cancelled,
+                };
+            }
+            _ = tokio::time::sleep_until(deadline) => break,
+            a = announced => match a {
+                Some(Some(until)) if until > deadline => {
+                    tracing::debug!(actor = %id, within = ?until - Instant::now(), "teardown: the child is tearing down its own children");
+                    deadline = until;
+                    progress(Some(deadline + after_cancel));
+                }
+                Some(_) => {}
+                // The channel is gone: no more announcements.
+                None => stopping = None,
+            },
+        }
     }
 
     tracing::warn!(actor = %id, after = ?policy.cancel_timeout, "teardown: child ignored the cancel request; terminating");
     if let Err(e) = child.terminate() {
         tracing::debug!(actor = %id, error = %e, "terminate failed");
     }
+    progress(Some(Instant::now() + after_cancel));
     if let Ok(exit) = tokio::time::timeout(policy.kill_after, child.wait()).await {
         return Reaped {
             exit,
@@ -138,6 +203,7 @@ where
         };
     }
 
+    progress(None);
     for hook in hooks {
         hook.before_hard_reap(id, vars).await;
     }
@@ -153,6 +219,7 @@ where
     if let Err(e) = child.kill() {
         tracing::debug!(actor = %id, error = %e, "kill failed");
     }
+    progress(Some(Instant::now() + policy.reap_timeout));
     match tokio::time::timeout(policy.reap_timeout, child.wait()).await {
         Ok(ChildExit::Abandoned { reason }) => Reaped {
             exit: ChildExit::Abandoned { reason },
@@ -248,6 +315,14 @@ mod tests {
     }
 
     async fn ladder(dies_on: Step, hook: Arc<Recorder>) -> (Reaped, Duration) {
+        ladder_with(dies_on, hook, None).await
+    }
+
+    async fn ladder_with(
+        dies_on: Step,
+        hook: Arc<Recorder>,
+        stopping: Option<watch::Receiver<Option<Instant>>>,
+    ) -> (Reaped, Duration) {
         let shared = Arc::new(Shared::default());
         let mut child = Fake {
             dies_on,
@@ -267,7 +342,18 @@ mod tests {
             }
         };
         let start = tokio::time::Instant::now();
-        let reaped = run_ladder(&mut child, &id, &vars, &policy, &hooks, None, request).await;
+        let reaped = run_ladder(
+            &mut child,
+            &id,
+            &vars,
+            &policy,
+            &hooks,
+            None,
+            request,
+            stopping,
+            &|_| {},
+        )
+        .await;
         (reaped, start.elapsed())
     }
 
@@ -299,5 +385,31 @@ mod tests {
         assert_eq!(r.step, Step::Abandoned);
         assert!(matches!(r.exit, ChildExit::Abandoned { .. }));
         assert_eq!(t, Duration::from_millis(2400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_announced_subtree_teardown_extends_the_cancel_step() {
+        let hook = Arc::new(Recorder::default());
+        let (tx, rx) = watch::channel(None);
+        // The child says at once that it needs 3 s, then at 2 s that it needs 2 s more.
+        tx.send_replace(Some(Instant::now() + Duration::from_secs(3)));
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            tx.send_replace(Some(Instant::now() + Duration::from_secs(2)));
+            std::future::pending::<()>().await;
+        });
+        let (r, t) = ladder_with(Step::Terminated, hook.clone(), Some(rx)).await;
+        assert_eq!(r.step, Step::Terminated);
+        assert_eq!(
+            t,
+            Duration::from_secs(4),
+            "terminated only after the extension"
+        );
+
+        // A lying child cannot hold the ladder past what it announced.
+        let (tx, rx) = watch::channel(Some(Instant::now() + Duration::from_millis(100)));
+        let (r, t) = ladder_with(Step::Terminated, hook, Some(rx)).await;
+        drop(tx);
+        assert_eq!((r.step, t), (Step::Terminated, Duration::from_millis(500)));
     }
 }

@@ -10,14 +10,15 @@ use runtime_vars::RuntimeVars;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::TreeSecret;
+use crate::auth::{Nonce, Proof, TreeSecret};
 use crate::error::{CodecError, RemoteError};
 use crate::id::{ActorId, Addr};
+use crate::limits::{ChannelLimits, Window};
 use crate::teardown::TeardownPolicy;
 
-/// The protocol version sent in every [`Msg::Handshake`]; peers with another version are
-/// refused with a typed protocol error.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version sent in every [`Msg::Hello`] and [`Msg::Challenge`]; peers with
+/// another version are refused with a typed protocol error.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Call id: numbers one call (a one-shot, a stream or a context) on one channel.
 ///
@@ -39,12 +40,33 @@ pub enum CallKind {
 /// One protocol message. Variants that carry user data leave it in the frame's payload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Msg {
-    /// First message on every channel, both ways: who is speaking, and which protocol.
-    Handshake {
+    /// First message on every channel, from the side that connected: who it is, which
+    /// protocol it speaks, and its half of the handshake's randomness.
+    Hello {
         /// The sender's id.
         id: ActorId,
         /// The sender's [`PROTOCOL_VERSION`].
         protocol: u32,
+        /// A fresh nonce the acceptor's proof must cover.
+        nonce: Nonce,
+    },
+    /// The acceptor's answer to [`Msg::Hello`]: who it is, its nonce, and its proof that
+    /// it knows the tree's secret (over both nonces and both ids).
+    Challenge {
+        /// The sender's id.
+        id: ActorId,
+        /// The sender's [`PROTOCOL_VERSION`].
+        protocol: u32,
+        /// A fresh nonce the connector's proof must cover.
+        nonce: Nonce,
+        /// The acceptor's proof ([`crate::TreeSecret`]).
+        proof: Proof,
+    },
+    /// The connector's proof that it knows the tree's secret. Nothing else is accepted
+    /// from it before this arrives and checks out.
+    Answer {
+        /// The connector's proof.
+        proof: Proof,
     },
     /// Parent to child, right after the handshake: everything the child needs to run.
     SpawnSpec(Box<SpawnSpec>),
@@ -56,15 +78,17 @@ pub enum Msg {
         func: String,
         /// The function's shape; a mismatch with the callee's registry is an error.
         kind: CallKind,
-        /// How many [`Msg::Yield`]s the caller accepts before it grants more credit.
-        window: u32,
+        /// How many [`Msg::Yield`]s (and bytes of them) the caller accepts before it
+        /// grants more credit.
+        window: Window,
     },
     /// The callee found the function and started it.
     StartAck {
         /// The call.
         cid: Cid,
-        /// How many [`Msg::Yield`]s the callee accepts before it grants more credit.
-        window: u32,
+        /// How many [`Msg::Yield`]s (and bytes of them) the callee accepts before it
+        /// grants more credit.
+        window: Window,
     },
     /// A context's `started` value; payload: the encoded value.
     Started {
@@ -77,13 +101,16 @@ pub enum Msg {
         cid: Cid,
     },
     /// Flow control: the receiver of a stream has consumed `items` more
-    /// [`Msg::Yield`]s, so the sender may send that many more. A sender that exceeds its
-    /// credit breaks the protocol.
+    /// [`Msg::Yield`]s carrying `bytes` bytes, so the sender may have that much more in
+    /// flight. A sender that exceeds its window breaks the protocol; credit beyond what
+    /// is in flight is ignored.
     Credit {
         /// The call.
         cid: Cid,
-        /// How many more items may be sent.
+        /// Items consumed.
         items: u32,
+        /// Bytes of their payloads.
+        bytes: u64,
     },
     /// The sender will send no more items on this call.
     Stop {
@@ -113,6 +140,14 @@ pub enum Msg {
         /// The call, or `None` for the actor.
         cid: Option<Cid>,
     },
+    /// Child to parent: "I am tearing down my own children; I will be gone within
+    /// `within` (hooks aside)". Sent when the child starts stopping with children alive,
+    /// and again when a descendant extends it. The parent's ladder waits that long before
+    /// it terminates the child, so every descendant's ladder (hooks included) can run.
+    Stopping {
+        /// How long from now the child's teardown may take.
+        within: std::time::Duration,
+    },
 }
 
 impl Msg {
@@ -127,14 +162,21 @@ impl Msg {
             | Msg::Stop { cid }
             | Msg::Return { cid } => Some(*cid),
             Msg::Error { cid, .. } | Msg::Cancel { cid } | Msg::CancelAck { cid } => *cid,
-            Msg::Handshake { .. } | Msg::SpawnSpec(_) => None,
+            Msg::Hello { .. }
+            | Msg::Challenge { .. }
+            | Msg::Answer { .. }
+            | Msg::SpawnSpec(_)
+            | Msg::Stopping { .. } => None,
         }
     }
 
     /// The variant's name, for logs and protocol errors.
     pub fn kind_name(&self) -> &'static str {
         match self {
-            Msg::Handshake { .. } => "Handshake",
+            Msg::Hello { .. } => "Hello",
+            Msg::Challenge { .. } => "Challenge",
+            Msg::Answer { .. } => "Answer",
+            Msg::Stopping { .. } => "Stopping",
             Msg::SpawnSpec(_) => "SpawnSpec",
             Msg::Start { .. } => "Start",
             Msg::StartAck { .. } => "StartAck",
@@ -185,8 +227,8 @@ pub struct SpawnSpec {
     pub vars: RuntimeVars,
     /// The bounds the child uses when it tears down its own children.
     pub teardown: TeardownPolicy,
-    /// How many items a stream or context buffers per direction before the sender waits.
-    pub stream_buffer: usize,
+    /// The bounds on what the child's peers may make it hold.
+    pub limits: ChannelLimits,
 }
 
 /// What a spawn backend hands a new child before any channel exists: enough to connect

@@ -1,0 +1,226 @@
+//! The handshake that opens every channel: who is at each end, which protocol, and proof
+//! on both sides that they belong to the same tree.
+//!
+//! ```text
+//! connector                                   acceptor
+//!   Hello { id, protocol, nonce_c }      ->
+//!                                        <-   Challenge { id, protocol, nonce_a, proof_a }
+//!   (checks proof_a)
+//!   Answer { proof_c }                   ->
+//!                                             (checks proof_c; only then serves, or
+//!                                              sends a new child its spawn spec)
+//! ```
+//!
+//! Each proof is a keyed hash of both nonces, both ids and the prover's role under the
+//! tree's secret ([`TreeSecret`]): a peer that does not know the secret can neither
+//! answer nor replay, and the secret never crosses the channel. A failed check is a
+//! typed refusal sent to the peer ([`kinds::UNAUTHENTICATED`]) before the channel
+//! closes; nothing else is read from a peer that has not proved itself.
+
+use std::time::Duration;
+
+use crate::auth::{Nonce, ProofRole as Role, TreeSecret};
+use crate::error::{ChannelError, ProtocolError, RemoteError, kinds};
+use crate::id::ActorId;
+use crate::transport::{Channel, FrameSink, FrameSource, PeerInfo};
+use crate::wire::{Frame, Msg, PROTOCOL_VERSION};
+
+/// A channel whose handshake is done.
+pub(crate) struct Handshaken {
+    /// The id the peer proved it holds the tree's secret under.
+    pub(crate) peer: ActorId,
+    pub(crate) peer_info: PeerInfo,
+    pub(crate) sink: Box<dyn FrameSink>,
+    pub(crate) source: Box<dyn FrameSource>,
+}
+
+/// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandshakeError {
+    /// The peer broke the protocol (or speaks another version).
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The peer's proof is wrong: it does not know the tree's secret.
+    #[error("the peer {0} did not prove it belongs to this tree")]
+    Unauthenticated(String),
+    /// The peer refused us, with its reason.
+    #[error("refused by the peer: {0}")]
+    Refused(Box<RemoteError>),
+    /// The channel failed or closed.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// The peer answered as another actor than expected.
+    #[error("expected {expected}, {got} answered")]
+    WrongPeer {
+        /// Who we meant to reach.
+        expected: ActorId,
+        /// Who answered.
+        got: ActorId,
+    },
+}
+
+async fn next(source: &mut dyn FrameSource, timeout: Duration) -> Result<Frame, HandshakeError> {
+    match tokio::time::timeout(timeout, source.recv()).await {
+        Ok(Ok(Some(f))) => Ok(f),
+        Ok(Ok(None)) => Err(ChannelError::Closed.into()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(ProtocolError::HandshakeTimeout(timeout).into()),
+    }
+}
+
+fn check_version(protocol: u32) -> Result<(), HandshakeError> {
+    if protocol == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(ProtocolError::Version {
+            ours: PROTOCOL_VERSION,
+            theirs: protocol,
+        }
+        .into())
+    }
+}
+
+/// Open a handshake on a channel we connected: prove ourselves as `me` and check the
+/// peer's proof (and, with `expect`, that it is that actor). The whole exchange is
+/// bounded by `timeout`.
+pub(crate) async fn connect(
+    ch: Box<dyn Channel>,
+    me: &ActorId,
+    secret: &TreeSecret,
+    expect: Option<&ActorId>,
+    timeout: Duration,
+) -> Result<Handshaken, HandshakeError> {
+    let peer_info = ch.peer();
+    let (mut sink, mut source) = ch.split();
+    let nonce_c = Nonce::random();
+    sink.feed(&Frame::control(Msg::Hello {
+        id: me.clone(),
+        protocol: PROTOCOL_VERSION,
+        nonce: nonce_c,
+    }))?;
+    sink.flush().await?;
+    let (peer, nonce_a, proof_a) = match next(&mut *source, timeout).await?.msg {
+        Msg::Challenge {
+            id,
+            protocol,
+            nonce,
+            proof,
+        } => {
+            check_version(protocol)?;
+            (id, nonce, proof)
+        }
+        Msg::Error { error, .. } => return Err(HandshakeError::Refused(Box::new(error))),
+        other => {
+            return Err(ProtocolError::Unexpected {
+                expected: "Challenge",
+                got: other.kind_name(),
+            }
+            .into());
+        }
+    };
+    if !secret.verify(&proof_a, Role::Acceptor, me, &nonce_c, &peer, &nonce_a) {
+        return Err(HandshakeError::Unauthenticated(peer.to_string()));
+    }
+    if let Some(expected) = expect
+        && *expected != peer
+    {
+        return Err(HandshakeError::WrongPeer {
+            expected: expected.clone(),
+            got: peer,
+        });
+    }
+    let proof_c = secret.prove(Role::Connector, me, &nonce_c, &peer, &nonce_a);
+    sink.feed(&Frame::control(Msg::Answer { proof: proof_c }))?;
+    sink.flush().await?;
+    Ok(Handshaken {
+        peer,
+        peer_info,
+        sink,
+        source,
+    })
+}
+
+/// Answer a handshake on a channel we accepted, as `me` (at tree path `path`, for the
+/// refusal's origin): the peer must prove it knows the tree's secret before anything
+/// else is read from it. On failure the peer is told why, typed, and the channel closed.
+pub(crate) async fn accept(
+    ch: Box<dyn Channel>,
+    me: &ActorId,
+    path: &str,
+    secret: &TreeSecret,
+    timeout: Duration,
+) -> Result<Handshaken, HandshakeError> {
+    let peer_info = ch.peer();
+    let (mut sink, mut source) = ch.split();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+    let result = async {
+        let (peer, nonce_c) = match next(&mut *source, left()).await?.msg {
+            Msg::Hello {
+                id,
+                protocol,
+                nonce,
+            } => {
+                check_version(protocol)?;
+                (id, nonce)
+            }
+            other => {
+                return Err(HandshakeError::from(ProtocolError::Unexpected {
+                    expected: "Hello",
+                    got: other.kind_name(),
+                }));
+            }
+        };
+        let nonce_a = Nonce::random();
+        let proof_a = secret.prove(Role::Acceptor, &peer, &nonce_c, me, &nonce_a);
+        sink.feed(&Frame::control(Msg::Challenge {
+            id: me.clone(),
+            protocol: PROTOCOL_VERSION,
+            nonce: nonce_a,
+            proof: proof_a,
+        }))?;
+        sink.flush().await?;
+        match next(&mut *source, left()).await?.msg {
+            Msg::Answer { proof }
+                if secret.verify(&proof, Role::Connector, &peer, &nonce_c, me, &nonce_a) =>
+            {
+                Ok(peer)
+            }
+            Msg::Answer { .. } => Err(HandshakeError::Unauthenticated(peer.to_string())),
+            other => Err(ProtocolError::Unexpected {
+                expected: "Answer",
+                got: other.kind_name(),
+            }
+            .into()),
+        }
+    }
+    .await;
+    match result {
+        Ok(peer) => Ok(Handshaken {
+            peer,
+            peer_info,
+            sink,
+            source,
+        }),
+        Err(e) => {
+            let kind = match &e {
+                HandshakeError::Unauthenticated(_) => Some(kinds::UNAUTHENTICATED),
+                HandshakeError::Protocol(_)
+                | HandshakeError::Channel(ChannelError::Protocol(_)) => Some(kinds::PROTOCOL),
+                // A closed or broken channel cannot carry a refusal.
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                tracing::warn!(peer = ?peer_info, error = %e, "refusing a channel");
+                let error = RemoteError::new(kind, e.to_string(), path);
+                if sink
+                    .feed(&Frame::control(Msg::Error { cid: None, error }))
+                    .is_ok()
+                {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+                }
+            }
+            Err(e)
+        }
+    }
+}
