@@ -336,6 +336,11 @@ pub fn main(tests: &[Test], scenarios: &[Scenario]) -> ! {
     // its process feature is on): create it now, so leak checks see only what a test
     // leaves behind.
     run(Duration::from_secs(5), async {});
+    // Children are started from one thread that lives as long as the process: start it
+    // now too, so that the first test to spawn does not look like it leaked it.
+    if let Err(e) = spawn_proc::start_spawner() {
+        eprintln!("harness: no spawner thread ({e}); process spawns will fail");
+    }
     // The root process's own interpreter (and its host thread) lives for the process:
     // start it now, so that the first test to use it does not look like it leaked it.
     if let Err(e) = spawn_subint::Interp::main() {

@@ -9,7 +9,13 @@
 //!   handler and signals the child without racing pid reuse.
 //! - **No orphans:** the child asks the kernel for `SIGKILL` when its parent dies
 //!   (`PR_SET_PDEATHSIG`, checked against the parent's pid to close the race with an
-//!   early death), and also shuts down when its channel to the parent closes.
+//!   early death), and also shuts down when its channel to the parent closes. The signal
+//!   follows the *thread* that started the child, so every child is started from one
+//!   thread that lives as long as the process ([`start_spawner`]): a child never dies
+//!   because the thread that asked for it ended.
+//! - **The boot travels over stdin**, not the command line or the environment: it holds
+//!   the tree's secret. The environment only carries a marker ([`BOOT_ENV`]), so
+//!   [`Brood::enter`](spawn_api::Brood::enter) needs no unsound `remove_var`.
 //! - **Process groups:** each child leads its own group, so terminate and kill reach any
 //!   subprocess it started (actors it spawned have groups of their own and are stopped by
 //!   their own parent, or die with it).
@@ -27,6 +33,9 @@
 
 #![warn(missing_docs)]
 
+mod boot;
+mod spawner;
+
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -41,15 +50,11 @@ use spawn_api::{
 };
 use tokio::io::unix::AsyncFd;
 
+pub use boot::BOOT_ENV;
+pub use spawner::start_spawner;
+
 /// The key of this backend.
 pub const KEY: &str = "proc";
-
-/// Environment variable carrying a child's encoded [`ChildBoot`].
-pub const BOOT_ENV: &str = "BROOD_ACTOR";
-
-/// Environment variable carrying the parent's pid, to detect a parent that died before
-/// the child armed its death signal.
-pub const PARENT_PID_ENV: &str = "BROOD_PARENT_PID";
 
 /// Spawns child actors as processes running this program again.
 #[derive(Clone, Debug, Default)]
@@ -98,11 +103,15 @@ impl SpawnBackend for ProcBackend {
             Some(e) => e.clone(),
             None => PathBuf::from("/proc/self/exe"),
         };
+        let (stdin, marker) = boot::prepare(&boot::Envelope {
+            parent_pid: std::process::id(),
+            boot: req.boot.to_bytes(),
+        })
+        .map_err(launch)?;
         let mut cmd = Command::new(&exe);
         cmd.args(&self.args)
-            .env(BOOT_ENV, hex(&req.boot.to_bytes()))
-            .env(PARENT_PID_ENV, std::process::id().to_string())
-            .stdin(Stdio::null())
+            .env(BOOT_ENV, marker)
+            .stdin(Stdio::from(stdin))
             .process_group(0);
         if req.stdio == ChildStdio::Null {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
@@ -110,13 +119,9 @@ impl SpawnBackend for ProcBackend {
         // No pre_exec hook, so std can use posix_spawn (vfork-like): spawning from a
         // large multi-threaded parent stays cheap. The child arms its death signal
         // itself, first thing in `enter`.
-        let child = cmd.spawn().map_err(launch)?;
-        let pid = child.id();
-        // std's handle would only close pipes we did not ask for; the pidfd is ours.
-        drop(child);
-        let pidfd = Pidfd::open(pid)
-            .and_then(Pidfd::into_async)
-            .map_err(launch)?;
+        let started = spawner::spawn(cmd).await.map_err(launch)?;
+        let pid = started.pid;
+        let pidfd = started.pidfd.into_async().map_err(launch)?;
         Ok(Box::new(ProcChild {
             pid,
             pidfd,
@@ -125,29 +130,29 @@ impl SpawnBackend for ProcBackend {
     }
 
     fn enter(&self, brood: &Brood) -> Option<i32> {
-        let boot = std::env::var(BOOT_ENV).ok()?;
-        let parent = std::env::var(PARENT_PID_ENV).ok();
-        // SAFETY: `enter` runs first thing in `main`, before the program starts threads
-        // (documented on `Brood::enter`), so no other thread reads the environment. The
-        // variables must not leak into processes this actor starts.
-        unsafe {
-            std::env::remove_var(BOOT_ENV);
-            std::env::remove_var(PARENT_PID_ENV);
-        }
+        let marker = std::env::var(BOOT_ENV).ok()?;
+        let envelope = match boot::take(&marker) {
+            Ok(Some(e)) => e,
+            // The marker was inherited by a program an actor started: not ours.
+            Ok(None) => return None,
+            Err(e) => {
+                eprintln!("brood: cannot read the boot: {e}");
+                return Some(EXIT_SETUP);
+            }
+        };
         if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
             eprintln!("brood: cannot arm the parent-death signal: {e}");
             return Some(EXIT_SETUP);
         }
         // The parent may have died before the signal was armed: then nobody will send
         // it, and we must not run as an orphan.
-        let expected = parent.and_then(|p| p.parse::<i32>().ok());
-        if expected.is_some_and(|p| nix::unistd::getppid().as_raw() != p) {
+        if nix::unistd::getppid().as_raw() as u32 != envelope.parent_pid {
             return Some(EXIT_SETUP);
         }
-        let boot = match unhex(&boot).and_then(|b| ChildBoot::from_bytes(&b).ok()).ok_or("not a boot") {
+        let boot = match ChildBoot::from_bytes(&envelope.boot) {
             Ok(b) => b,
             Err(e) => {
-                eprintln!("brood: bad {BOOT_ENV}: {e}");
+                eprintln!("brood: bad boot: {e}");
                 return Some(EXIT_SETUP);
             }
         };
@@ -237,18 +242,4 @@ impl Drop for ProcChild {
             "a killed child did not exit in 500 ms; left to init"
         );
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    if b.len() % 2 != 0 {
-        return None;
-    }
-    b.chunks(2)
-        .map(|c| u8::from_str_radix(std::str::from_utf8(c).ok()?, 16).ok())
-        .collect()
 }
