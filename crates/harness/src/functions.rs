@@ -106,6 +106,38 @@ spawn_api::context!(
     pub HoldGrandchild = "t.hold_grandchild": ActorOptionsWire => started Who, in (), out (), return ()
 );
 
+spawn_api::context!(
+    /// Sends `n` items (0, 1, ...), then fails with an error of the given kind.
+    pub FailAfter = "t.fail_after": (u32, String) => started (), in (), out u32, return ()
+);
+spawn_api::stream!(
+    /// Streams `0..n`, then fails with an error of kind `Boom`.
+    pub CountThenFail = "t.count_then_fail": u64 => u64
+);
+spawn_api::call!(
+    /// Spawns a child called `grandchild` and has it panic with the given message,
+    /// relaying the error with `?`.
+    pub PanicViaChild = "t.panic_via_child": String => ()
+);
+spawn_api::context!(
+    /// Starts a grandchild (on a two-worker runtime, with the given options) that only a
+    /// kill can stop: a process runs [`Stubborn`] ignoring SIGTERM; an in-process actor
+    /// runs Python stuck in a native call ([`PY_STUCK`]). Reports the grandchild's [`Who`]
+    /// as the started value, then waits until cancelled.
+    pub HoldStuckGrandchild = "t.hold_stuck_grandchild": ActorOptionsWire => started Who, in (), out (), return ()
+);
+spawn_api::call!(
+    /// Runs a task with [`ActorCx::spawn`] and returns the tree path it saw through
+    /// `runtime_vars::current()`.
+    pub SpawnedTaskPath = "t.spawned_task_path": () => String
+);
+
+/// Python an in-process actor cannot be stopped from: blocked in a native call (in
+/// `clock_nanosleep`, in `time.sleep`) once `started()` returns, for 3 s — long enough to
+/// outlast a ladder with short bounds up to its kill and the backend's 1 s bound on ending
+/// an interpreter, short enough to end well within the harness's grace for threads.
+pub const PY_STUCK: &str = "import time\nstarted()\ntime.sleep(3)\n";
+
 /// Where an actor is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Who {
@@ -321,6 +353,95 @@ pub fn registry() -> Registry {
         })
         .context(Echo, echo)
         .context(HoldGrandchild, hold_grandchild)
+        .context(
+            FailAfter,
+            |_cx, (n, kind), ctx: CalleeContext<FailAfter>| async move {
+                let stream = ctx.started(()).await?;
+                for i in 0..n {
+                    stream.send(i).await?;
+                }
+                Err(FnError::new(kind, format!("failed after {n} items")))
+            },
+        )
+        .stream(CountThenFail, |_cx, n, tx: StreamTx<u64>| async move {
+            for i in 0..n {
+                tx.send(i).await?;
+            }
+            Err(FnError::new("Boom", format!("failed after {n} items")))
+        })
+        .call(PanicViaChild, |cx, message: String| async move {
+            cx.open_nursery(async |n| {
+                let child = n.start_actor("grandchild", ActorOptions::new()).await?;
+                child.run(Panic, message).await?;
+                Ok(())
+            })
+            .await?;
+            Ok(())
+        })
+        .context(HoldStuckGrandchild, hold_stuck_grandchild)
+        .call(SpawnedTaskPath, |cx, ()| async move {
+            let task = cx.spawn(async { runtime_vars::current().path() });
+            task.await
+                .map_err(|e| FnError::new(kinds::ERROR, e.to_string()))?
+                .ok_or_else(|| FnError::new(kinds::CANCELLED, "the task was cancelled"))
+        })
+}
+
+async fn hold_stuck_grandchild(
+    cx: ActorCx,
+    opts: ActorOptionsWire,
+    ctx: CalleeContext<HoldStuckGrandchild>,
+) -> Result<(), FnError> {
+    cx.open_nursery(async |n| {
+        let mut o = ActorOptions::new().runtime(spawn_api::RuntimeFlavor::MultiThread(2));
+        if let Some(b) = opts.backend {
+            o = o.backend(b);
+        }
+        if let Some(d) = opts.debug_mode {
+            o = o.debug_mode(d);
+        }
+        let gc = n.start_actor("grandchild", o).await?;
+        let who = gc.run(WhoAmI, ()).await?;
+        // Kept open for good: the grandchild is stuck in it.
+        let _held: Box<dyn std::any::Any + Send> = if who.pid == std::process::id() {
+            Box::new(gc.open_context(PyRun, (PY_STUCK.into(), true)).await?.0)
+        } else {
+            Box::new(gc.open_context(Stubborn, true).await?.0)
+        };
+        let _stream = ctx.started(who).await?;
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// Records every `before_hard_reap` in the file named by the child's user var
+/// `hook_log` (if set): one line `<child tree path>\t<child debug_mode>`. Part of every
+/// test actor's configuration, so a test sees the hooks its descendants ran.
+#[derive(Debug, Default)]
+pub struct HookLog;
+
+/// The user var naming [`HookLog`]'s file.
+pub const HOOK_LOG_VAR: &str = "hook_log";
+
+#[spawn_api::async_trait]
+impl spawn_api::TeardownHook for HookLog {
+    async fn before_hard_reap(&self, _child: &spawn_api::ActorId, vars: &RuntimeVars) {
+        use std::io::Write;
+        let Some(path) = vars.user.get(HOOK_LOG_VAR) else {
+            return;
+        };
+        let line = format!("{}\t{}\n", vars.path(), vars.debug_mode);
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            // One write per line: lines of several actors do not interleave.
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
 }
 
 spawn_api::call!(

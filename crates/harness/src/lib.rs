@@ -64,6 +64,7 @@ pub fn brood() -> Brood {
         .backend(ForkBackend::new())
         .backend(SubintBackend::new())
         .transport(UdsTransport::new())
+        .hook(functions::HookLog)
         .build()
 }
 

@@ -129,6 +129,9 @@ pub(crate) struct ActorSetup {
     pub(crate) limits: ChannelLimits,
     pub(crate) secret: TreeSecret,
     pub(crate) extensions: Extensions,
+    /// Where to count live children (the process actor shares it with its SIGTERM
+    /// handler); a fresh counter if `None`.
+    pub(crate) live_children: Option<Arc<AtomicUsize>>,
 }
 
 impl ActorInner {
@@ -143,6 +146,7 @@ impl ActorInner {
             limits,
             secret,
             extensions,
+            live_children,
         } = setup;
         let path = vars.path();
         let span = crate::logging::actor_span(&path);
@@ -171,7 +175,7 @@ impl ActorInner {
             handshakes: AtomicUsize::new(0),
             board: TeardownBoard::default(),
             orphans: Mutex::new(Vec::new()),
-            live_children: Arc::new(AtomicUsize::new(0)),
+            live_children: live_children.unwrap_or_default(),
         })
     }
 

@@ -54,7 +54,7 @@ impl ChildOutcome {
 
 /// Run the child actor described by `boot` until it ends.
 pub async fn serve_child(brood: Brood, boot: ChildBoot) -> ChildOutcome {
-    serve(brood, boot, false, Extensions::default()).await
+    serve(brood, boot, None, Extensions::default()).await
 }
 
 /// [`serve_child`] for a backend that runs the actor in its own process space and hands
@@ -65,21 +65,33 @@ pub async fn serve_child_with(
     boot: ChildBoot,
     extensions: Extensions,
 ) -> ChildOutcome {
-    serve(brood, boot, false, extensions).await
+    serve(brood, boot, None, extensions).await
 }
 
-/// [`serve_child`]; with `init_logging`, the process's log output is set up while the
-/// first handshake is in flight (it costs tens of microseconds a child need not wait
-/// for). Failures before that point are returned, not logged.
+/// What the process backends' entry sets up for the one actor that is the process.
+struct ProcessActor {
+    /// The actor's count of live children, which the SIGTERM handler reads.
+    live_children: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Readable when a SIGTERM arrived while the actor had children.
+    sigterm: Option<std::os::fd::OwnedFd>,
+}
+
+/// [`serve_child`]; for a process actor (`process`), the process's log output is set up
+/// while the first handshake is in flight (it costs tens of microseconds a child need not
+/// wait for), and SIGTERM is watched. Failures before that point are returned, not
+/// logged.
 async fn serve(
     brood: Brood,
     boot: ChildBoot,
-    init_logging: bool,
+    process: Option<ProcessActor>,
     extensions: Extensions,
 ) -> ChildOutcome {
+    let init_logging = process.is_some();
     crate::unwind::install_location_hook();
     let span = crate::logging::actor_span(&boot.path);
-    match connect(&brood, &boot, init_logging, extensions)
+    let live_children = process.as_ref().map(|p| p.live_children.clone());
+    let sigterm = process.and_then(|p| p.sigterm);
+    match connect(&brood, &boot, init_logging, live_children, extensions)
         .instrument(span.clone())
         .await
     {
@@ -87,10 +99,8 @@ async fn serve(
             let vars = inner.vars.clone();
             runtime_vars::scope(vars, async move {
                 let _ = inner.parent.set(parent_conn.clone());
-                if init_logging {
-                    // The process backends' entry (`run_child_process`): this actor is the
-                    // process, and SIGTERM is its to interpret.
-                    watch_sigterm(&inner);
+                if let Some(fd) = sigterm {
+                    watch_sigterm(&inner, fd);
                 }
                 if parent_conn.is_closed() {
                     inner.cancel.cancel();
@@ -118,6 +128,7 @@ async fn connect(
     brood: &Brood,
     boot: &ChildBoot,
     init_logging: bool,
+    live_children: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
     extensions: Extensions,
 ) -> Result<(std::sync::Arc<ActorInner>, Conn), String> {
     let transport = brood
@@ -162,6 +173,7 @@ async fn connect(
         limits: spec.limits,
         secret: boot.secret.clone(),
         extensions,
+        live_children,
     });
     let conn = Conn::start(
         &inner,
@@ -196,16 +208,9 @@ async fn receive_spec(source: &mut dyn FrameSource, boot: &ChildBoot) -> Result<
     }
 }
 
-/// Make SIGTERM mean "tear your subtree down" while this process actor has children
-/// (see `crate::sigterm`).
-fn watch_sigterm(inner: &std::sync::Arc<ActorInner>) {
-    let fd = match crate::sigterm::install(inner.live_children.clone()) {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::warn!(error = %e, "SIGTERM keeps its default action: cannot install a handler");
-            return;
-        }
-    };
+/// Cancel the actor when a SIGTERM arrives while it has children (see
+/// `crate::sigterm`).
+fn watch_sigterm(inner: &std::sync::Arc<ActorInner>, fd: std::os::fd::OwnedFd) {
     let fd = match crate::pidfd::register(fd, tokio::io::Interest::READABLE) {
         Ok(fd) => fd,
         Err(e) => {
@@ -238,7 +243,26 @@ pub fn run_child_process(brood: &Brood, boot: ChildBoot) -> i32 {
         }
     };
     let path = boot.path.clone();
-    let outcome = rt.block_on(serve(brood.clone(), boot, true, Extensions::default()));
+    // Installed before the actor serves anything, so that a handler that sets its own
+    // disposition (ignoring SIGTERM, say) has the last word.
+    let live_children = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sigterm = match crate::sigterm::install(live_children.clone()) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            eprintln!("brood child {path}: SIGTERM keeps its default action: {e}");
+            None
+        }
+    };
+    let process = ProcessActor {
+        live_children,
+        sigterm,
+    };
+    let outcome = rt.block_on(serve(
+        brood.clone(),
+        boot,
+        Some(process),
+        Extensions::default(),
+    ));
     if let ChildOutcome::SetupFailed(why) = &outcome {
         // Perhaps before logging was set up: say it on stderr in any case.
         eprintln!("brood child {path}: {why}");

@@ -304,6 +304,12 @@ impl Nursery {
         self.state.reports.lock().unwrap().clone()
     }
 
+    /// How many children of this nursery's actor were started and have not completed
+    /// their handshake yet (diagnostics: a spawn that was given up leaves none behind).
+    pub fn spawning(&self) -> usize {
+        self.actor.pending.lock().unwrap().len()
+    }
+
     /// How many children were started and are not reaped yet.
     pub fn live_children(&self) -> usize {
         self.state

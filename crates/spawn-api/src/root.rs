@@ -242,6 +242,7 @@ impl RootBuilder {
             limits: self.limits,
             secret: self.secret.unwrap_or_else(TreeSecret::random),
             extensions: crate::extensions::Extensions::default(),
+            live_children: None,
         });
         inner.spawn_accept_loop(listener);
         let mut guard = ShutdownOnDrop {

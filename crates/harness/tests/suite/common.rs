@@ -141,11 +141,3 @@ impl Blocked {
         }
     }
 }
-
-/// A Python job an in-process actor cannot be stopped from: a blocking native call, long
-/// enough to outlast the ladder up to its kill and the backend's 1 s bound on ending an
-/// interpreter (so the actor is abandoned rather than ending on its own), and short enough
-/// to end (and its interpreter with it) well within the harness's 5 s grace for threads
-/// and interpreters after the test.
-/// It is blocked in the sleep (in `clock_nanosleep`) by the time `started` arrives.
-pub(crate) const PY_STUCK: &str = "import time\nstarted()\ntime.sleep(3)\n";
