@@ -19,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+pub mod chaos;
 pub mod functions;
 pub mod leaks;
 pub mod raw;
@@ -95,6 +96,30 @@ pub fn test_dir() -> PathBuf {
         return PathBuf::from(d);
     }
     ipc_uds::default_runtime_dir()
+}
+
+/// The backend of the cell under test, as configured in [`brood`].
+///
+/// # Panics
+/// If the cell names a backend the harness does not configure.
+pub fn cell_backend() -> std::sync::Arc<dyn spawn_api::SpawnBackend> {
+    brood()
+        .backend(&backend())
+        .unwrap_or_else(|e| panic!("harness: {e}"))
+}
+
+/// The transport of the cell under test, in the test's runtime directory.
+///
+/// # Panics
+/// If the cell names a transport the harness does not know.
+pub fn cell_transport() -> std::sync::Arc<dyn spawn_api::Transport> {
+    match transport().as_str() {
+        "uds" => std::sync::Arc::new(UdsTransport::new().with_dir(test_dir())),
+        other => panic!(
+            "harness: unknown transport {other:?} in {}",
+            spawn_api::TRANSPORT_ENV
+        ),
+    }
 }
 
 /// A root builder on the cell under test, in the test's runtime directory.

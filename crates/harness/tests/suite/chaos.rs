@@ -1,3 +1,218 @@
-//! Chaos: a child killed at every phase of its life, a killed middle actor, a killed forkserver; the nursery reports it, nothing hangs, nothing leaks.
+//! Chaos: a child killed at every phase of its life, a killed middle actor; the nursery
+//! reports it, nothing hangs, nothing leaks (the harness checks processes, threads,
+//! descriptors and files after every test).
+//!
+//! The other phases have tests of their own: mid-stream
+//! (`teardown::child_sigkilled_mid_stream`), the forkserver
+//! (`fork::forkserver_sigkill_fails_spawns_and_running_actors_carry_on`), the root
+//! (`teardown::root_sigkill_takes_every_descendant`).
 
-crate::tests!();
+use std::time::{Duration, Instant};
+
+use harness::chaos::{ChaosBackend, SlowAccept};
+use harness::functions::*;
+use harness::{Failed, in_process, with_root};
+use spawn_api::{
+    ActorOptions, ChildError, ChildExit, PortalError, RuntimeFlavor, SpawnError, TeardownPolicy,
+};
+
+use crate::common::*;
+
+crate::tests!(
+    killed_before_its_handshake,
+    killed_during_its_handshake,
+    killed_mid_call,
+    killed_during_its_teardown,
+    a_killed_middle_actor_takes_its_subtree,
+);
+
+/// How a killed child ends: SIGKILL for a process; an aborted in-process actor reports
+/// the same.
+fn killed(exit: &ChildExit) -> bool {
+    matches!(exit, ChildExit::Signaled { signal: 9, .. })
+}
+
+/// A child killed right after the backend started it, before its handshake could
+/// complete (the root holds accepted channels for a moment, so a fast fork cannot finish
+/// it first): the spawn fails with a typed error at once, and the nursery spawns normally
+/// after.
+fn killed_before_its_handshake() -> Result<(), Failed> {
+    let chaos = ChaosBackend::new(harness::cell_backend());
+    chaos.kill_next_at_spawn(1);
+    let slow = SlowAccept::new(harness::cell_transport(), Duration::from_millis(200));
+    harness::run(
+        harness::DEADLINE,
+        harness::root()
+            .backend(chaos)
+            .transport(slow)
+            .run(async |n| {
+                let t = Instant::now();
+                match n.start_actor("doomed", ActorOptions::new()).await {
+                    Err(SpawnError::DiedEarly { actor, exit }) => {
+                        assert_eq!(actor, "root/doomed");
+                        assert!(killed(&exit), "{exit:?}");
+                    }
+                    other => panic!("expected DiedEarly, got {other:?}"),
+                }
+                assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+                let next = n.start_actor("next", ActorOptions::new()).await?;
+                assert_eq!(next.run(Add, (1, 2)).await?, 3);
+                Ok(())
+            }),
+    )?;
+    Ok(())
+}
+
+/// A child killed while it waits for its parent's answer to its handshake: the spawn
+/// fails with a typed error, nothing waits for the dead child.
+fn killed_during_its_handshake() -> Result<(), Failed> {
+    let chaos = ChaosBackend::new(harness::cell_backend());
+    let slow = SlowAccept::new(harness::cell_transport(), Duration::from_millis(500));
+    let (c2, s2) = (chaos.clone(), slow.clone());
+    harness::run(
+        harness::DEADLINE,
+        harness::root()
+            .backend(chaos)
+            .transport(slow)
+            .run(async move |n| {
+                let spawn = n.start_actor("doomed", ActorOptions::new());
+                tokio::pin!(spawn);
+                // The child connected: it has sent its `Hello` and waits for the answer.
+                tokio::select! {
+                    _ = s2.accepted() => {}
+                    r = &mut spawn => panic!("the spawn ended before the handshake: {r:?}"),
+                }
+                c2.kill_now();
+                let t = Instant::now();
+                match spawn.await {
+                    Err(SpawnError::DiedEarly { exit, .. }) => {
+                        assert!(killed(&exit), "{exit:?}")
+                    }
+                    other => panic!("expected DiedEarly, got {other:?}"),
+                }
+                assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+                Ok(())
+            }),
+    )?;
+    Ok(())
+}
+
+/// A child killed while it serves a call: the call fails with `Disconnected`, the
+/// nursery reports the kill.
+fn killed_mid_call() -> Result<(), Failed> {
+    let err = with_root(async |n| {
+        let c = n.start_actor("sleeper", ActorOptions::new()).await?;
+        let who = c.run(WhoAmI, ()).await?;
+        let call = c.run(Sleep, 60_000);
+        tokio::pin!(call);
+        // The call is in flight.
+        let _ = tokio::time::timeout(Duration::from_millis(100), &mut call).await;
+        let c2 = c.clone();
+        tokio::spawn(async move { kill_actor(&c2, &who).await });
+        let e = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("the call ends when its actor dies")
+            .unwrap_err();
+        assert!(matches!(e, PortalError::Disconnected { .. }), "{e:?}");
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+    .unwrap_err();
+    let ne = err.nursery().expect("a nursery error");
+    match ne.children.as_slice() {
+        [
+            ChildError::Signaled {
+                actor, signal: 9, ..
+            },
+        ] if actor == "root/sleeper" => Ok(()),
+        other => Err(format!("expected root/sleeper killed by SIGKILL, got {other:?}").into()),
+    }
+}
+
+/// A child killed while the ladder waits for it to honour the cancel request: the
+/// ladder stops at once and the nursery reports a kill it did not order.
+fn killed_during_its_teardown() -> Result<(), Failed> {
+    let policy = TeardownPolicy {
+        cancel_timeout: Duration::from_secs(5),
+        ..TeardownPolicy::default()
+    };
+    let err = harness::run(
+        harness::DEADLINE,
+        harness::root().teardown(policy).run(async |n| {
+            let c = n
+                .start_actor(
+                    "stubborn",
+                    ActorOptions::new().runtime(RuntimeFlavor::MultiThread(2)),
+                )
+                .await?;
+            let who = c.run(WhoAmI, ()).await?;
+            let (_ctx, ()) = c.open_context(Stubborn, false).await?;
+            let c2 = c.clone();
+            let killer = tokio::spawn(async move {
+                // Well inside the 5 s cancel step.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                kill_actor(&c2, &who).await;
+            });
+            let t = Instant::now();
+            n.cancel().await;
+            assert!(
+                t.elapsed() < Duration::from_secs(3),
+                "the ladder went on after the kill: {:?}",
+                t.elapsed()
+            );
+            killer.await?;
+            Ok(())
+        }),
+    )
+    .unwrap_err();
+    let ne = err.nursery().expect("a nursery error");
+    match ne.children.as_slice() {
+        [
+            ChildError::Signaled {
+                actor, signal: 9, ..
+            },
+        ] if actor == "root/stubborn" => Ok(()),
+        other => Err(format!("expected root/stubborn killed by SIGKILL, got {other:?}").into()),
+    }
+}
+
+/// A middle actor killed while it holds a grandchild: the grandchild goes with it (a
+/// process by its parent-death signal or link, an in-process one when the middle
+/// actor's runtime is torn down), and the nursery reports the middle actor killed.
+fn a_killed_middle_actor_takes_its_subtree() -> Result<(), Failed> {
+    let gc = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let g2 = gc.clone();
+    let err = with_root(async move |n| {
+        let middle = n.start_actor("middle", ActorOptions::new()).await?;
+        let who = middle.run(WhoAmI, ()).await?;
+        let (_ctx, grandchild) = middle
+            .open_context(HoldGrandchild, ActorOptionsWire::default())
+            .await?;
+        assert_eq!(in_process(&grandchild), in_process(&who));
+        *g2.lock().unwrap() = Some(grandchild);
+        kill_actor(&middle, &who).await;
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+    .unwrap_err();
+    let ne = err.nursery().expect("a nursery error");
+    match ne.children.as_slice() {
+        [
+            ChildError::Signaled {
+                actor, signal: 9, ..
+            },
+        ] if actor == "root/middle" => {}
+        other => return Err(format!("expected root/middle killed, got {other:?}").into()),
+    }
+    let grandchild = gc.lock().unwrap().clone().ok_or("no grandchild")?;
+    // Its death is the kernel's (or the dead runtime's) doing, not a reap we waited for.
+    let t = Instant::now();
+    while !harness::is_gone(&grandchild) && t.elapsed() < Duration::from_secs(2) {
+        harness::leaks::reap_zombies();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    check(
+        harness::is_gone(&grandchild),
+        &format!("the grandchild went with its parent within 2 s: {grandchild:?}"),
+    )
+}
