@@ -1,7 +1,7 @@
 use super::*;
 use bytes::Bytes;
 use spawn_api::{Msg, ProtocolError};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A fresh directory path under /tmp (not created), removed when dropped.
@@ -337,4 +337,547 @@ impl ForeignPeer {
             -1
         }
     }
+}
+
+// --- Where sockets live: a location another user cannot pre-empt or redirect ---------
+
+/// Create `p` (not recursively) and give it exactly `mode` (the umask does not apply).
+fn mkdir(p: &Path, mode: u32) {
+    fs::create_dir(p).unwrap();
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The owner of `p` itself (a symlink is not followed).
+fn owner(p: &Path) -> u32 {
+    fs::symlink_metadata(p).unwrap().uid()
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+fn running_as_root(why: &str) -> bool {
+    if our_uid() == 0 {
+        return true;
+    }
+    eprintln!("skipped: needs root to {why}");
+    false
+}
+
+/// The default location inside a scratch base instead of /tmp.
+fn default_in(base: &Path) -> Location {
+    Location::Default {
+        base: base.to_path_buf(),
+        name: format!("brood-{}", our_uid()),
+    }
+}
+
+fn expected_in(base: &Path) -> PathBuf {
+    base.join(format!("brood-{}", our_uid()))
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `dir` is a fresh fallback beside the squatted `expected`: `<name>-XXXXXXXX` in the same
+/// base, a real directory of ours with mode 0700.
+fn assert_fresh_private(dir: &Path, expected: &Path) {
+    assert_eq!(dir.parent(), expected.parent(), "{}", dir.display());
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    let prefix = format!("{}-", expected.file_name().unwrap().to_str().unwrap());
+    let suffix = name
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{name} does not start with {prefix}"));
+    assert_eq!(suffix.len(), 8, "{name}");
+    assert!(suffix.bytes().all(|b| b.is_ascii_alphanumeric()), "{name}");
+    let meta = fs::symlink_metadata(dir).unwrap();
+    assert!(meta.is_dir(), "a real directory");
+    assert_eq!(meta.uid(), our_uid());
+    assert_eq!(meta.mode() & 0o7777, 0o700);
+}
+
+/// The `RuntimeDir` error of `r`, or a panic naming what came instead.
+fn runtime_dir_error<T: std::fmt::Debug>(r: Result<T, TransportError>) -> (String, String) {
+    match r {
+        Err(TransportError::RuntimeDir { path, reason }) => (path, reason),
+        other => panic!("expected a RuntimeDir error, got {other:?}"),
+    }
+}
+
+/// Run `f` with a subscriber that keeps this thread's events as text (a minimal one, so
+/// the crate needs no tracing-subscriber).
+fn capture_logs<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
+    use std::fmt::Write as _;
+    use std::sync::{Arc, Mutex};
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+
+    struct Capture(Arc<Mutex<Vec<String>>>);
+    struct Text(String);
+    impl Visit for Text {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut text = Text(event.metadata().level().to_string());
+            event.record(&mut text);
+            self.0.lock().unwrap().push(text.0);
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let r = tracing::subscriber::with_default(Capture(logs.clone()), f);
+    let logs = logs.lock().unwrap().clone();
+    (r, logs)
+}
+
+#[test]
+fn a_default_directory_taken_by_another_uid_is_replaced_by_a_fresh_private_one() {
+    if !running_as_root("chown the expected directory to another user") {
+        return;
+    }
+    let tmp = TempDir::new();
+    mkdir(&tmp.0, 0o755);
+    let expected = expected_in(&tmp.0);
+    mkdir(&expected, 0o700);
+    std::os::unix::fs::chown(&expected, Some(65534), Some(65534)).unwrap();
+
+    let (r, logs) = capture_logs(|| resolve(&default_in(&tmp.0), our_uid()));
+    let r = r.expect("a taken default location is not an error");
+    assert!(r.fallback);
+    assert_fresh_private(&r.path, &expected);
+    assert_eq!(
+        owner(&expected),
+        65534,
+        "the squatted directory is left alone"
+    );
+    let shown = expected.display().to_string();
+    assert!(
+        logs.iter()
+            .any(|l| l.starts_with("WARN") && l.contains(&shown) && l.contains("65534")),
+        "a warning names the squatted path and its owner: {logs:?}"
+    );
+
+    let again = resolve(&default_in(&tmp.0), our_uid()).unwrap();
+    assert!(again.fallback);
+    assert_ne!(again.path, r.path, "every root gets a directory of its own");
+}
+
+#[test]
+fn a_file_or_a_symlink_at_the_default_directory_is_passed_over() {
+    let tmp = TempDir::new();
+    mkdir(&tmp.0, 0o755);
+    let expected = expected_in(&tmp.0);
+
+    fs::write(&expected, b"squat").unwrap();
+    let r = resolve(&default_in(&tmp.0), our_uid()).expect("a file there is not an error");
+    assert!(r.fallback);
+    assert_fresh_private(&r.path, &expected);
+    assert_eq!(
+        fs::read(&expected).unwrap(),
+        b"squat",
+        "the file is left alone"
+    );
+    fs::remove_file(&expected).unwrap();
+
+    // A symlink to a private directory of ours: following it would put the sockets
+    // wherever the link's maker chose.
+    let target = tmp.0.join("elsewhere");
+    mkdir(&target, 0o700);
+    std::os::unix::fs::symlink(&target, &expected).unwrap();
+    let r = resolve(&default_in(&tmp.0), our_uid()).expect("a symlink there is not an error");
+    assert!(r.fallback);
+    assert_fresh_private(&r.path, &expected);
+    assert!(
+        names(&target).is_empty(),
+        "nothing is created through the link"
+    );
+    fs::remove_file(&expected).unwrap();
+
+    // A dangling symlink: creating the directory must not create the link's target.
+    let planted = tmp.0.join("planted");
+    std::os::unix::fs::symlink(&planted, &expected).unwrap();
+    let r = resolve(&default_in(&tmp.0), our_uid()).expect("a dangling symlink is passed over");
+    assert!(r.fallback);
+    assert!(!planted.exists(), "mkdir did not follow the link");
+}
+
+#[test]
+fn a_default_directory_of_ours_open_to_others_is_passed_over() {
+    let tmp = TempDir::new();
+    mkdir(&tmp.0, 0o755);
+    let expected = expected_in(&tmp.0);
+    mkdir(&expected, 0o777);
+    let r = resolve(&default_in(&tmp.0), our_uid()).expect("a 0777 directory is passed over");
+    assert!(r.fallback);
+    assert_fresh_private(&r.path, &expected);
+    assert_eq!(
+        mode(&expected),
+        0o777,
+        "not repaired: others may have been in it"
+    );
+
+    // Once it is private again it is used as it is.
+    fs::set_permissions(&expected, fs::Permissions::from_mode(0o700)).unwrap();
+    let r = resolve(&default_in(&tmp.0), our_uid()).unwrap();
+    assert!(!r.fallback);
+    assert_eq!(r.path, expected);
+}
+
+#[test]
+fn a_world_writable_ancestor_without_the_sticky_bit_is_refused() {
+    let tmp = TempDir::new();
+    mkdir(&tmp.0, 0o755);
+    let open = tmp.0.join("open");
+    mkdir(&open, 0o777);
+    let shown = open.display().to_string();
+
+    // Nothing can be trusted below it, so no fallback either: a typed error.
+    let (_, reason) = runtime_dir_error(resolve(&default_in(&open), our_uid()));
+    assert!(
+        reason.contains(&shown) && reason.contains("sticky"),
+        "{reason}"
+    );
+    assert!(names(&open).is_empty(), "nothing was created below it");
+
+    let deeper = open.join("deeper");
+    mkdir(&deeper, 0o700);
+    let explicit = deeper.join("rt");
+    let (path, reason) =
+        runtime_dir_error(resolve(&Location::Explicit(explicit.clone()), our_uid()));
+    assert_eq!(path, explicit.display().to_string());
+    assert!(
+        reason.contains(&shown) && reason.contains("sticky"),
+        "the component is named: {reason}"
+    );
+    assert!(!explicit.exists());
+
+    // Group-writable counts too.
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o775)).unwrap();
+    let (_, reason) = runtime_dir_error(resolve(&Location::Explicit(explicit), our_uid()));
+    assert!(reason.contains(&shown), "{reason}");
+}
+
+#[test]
+fn a_sticky_world_writable_ancestor_is_accepted_for_entries_of_root_or_ours() {
+    let tmp = TempDir::new();
+    mkdir(&tmp.0, 0o755);
+    let sticky = tmp.0.join("sticky");
+    mkdir(&sticky, 0o1777);
+    let r = resolve(&default_in(&sticky), our_uid()).expect("a sticky ancestor is like /tmp");
+    assert!(!r.fallback);
+    assert_eq!(r.path, expected_in(&sticky));
+    assert_eq!(mode(&r.path), 0o700);
+    let explicit = sticky.join("mine").join("rt");
+    resolve(&Location::Explicit(explicit.clone()), our_uid()).expect("an explicit dir below it");
+    assert_eq!(mode(&explicit), 0o700);
+
+    // The sticky bit only stops others from replacing entries they do not own: a
+    // directory in it that belongs to another user is theirs to swap.
+    if !running_as_root("chown an entry of the sticky directory") {
+        return;
+    }
+    let theirs = sticky.join("theirs");
+    mkdir(&theirs, 0o755);
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let (_, reason) = runtime_dir_error(resolve(&Location::Explicit(theirs.join("rt")), our_uid()));
+    assert!(
+        reason.contains(&theirs.display().to_string()) && reason.contains("65534"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn an_ancestor_owned_by_another_user_is_refused() {
+    if !running_as_root("chown an ancestor to another user") {
+        return;
+    }
+    let tmp = TempDir::new();
+    mkdir(&tmp.0, 0o755);
+    let foreign = tmp.0.join("foreign");
+    mkdir(&foreign, 0o755);
+    let rt = foreign.join("rt");
+    mkdir(&rt, 0o700);
+    std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+    let shown = foreign.display().to_string();
+    for loc in [default_in(&foreign), Location::Explicit(rt.clone())] {
+        let (_, reason) = runtime_dir_error(resolve(&loc, our_uid()));
+        assert!(
+            reason.contains(&shown) && reason.contains("65534"),
+            "{loc:?}: {reason}"
+        );
+    }
+}
+
+#[test]
+fn an_explicit_directory_that_is_not_ours_is_a_typed_error_naming_it() {
+    let tmp = TempDir::new();
+    mkdir(&tmp.0, 0o755);
+
+    let open = tmp.0.join("open-rt");
+    mkdir(&open, 0o777);
+    let (path, reason) = runtime_dir_error(resolve(&Location::Explicit(open.clone()), our_uid()));
+    assert_eq!(path, open.display().to_string());
+    assert!(reason.contains("777"), "{reason}");
+
+    let target = tmp.0.join("target");
+    mkdir(&target, 0o700);
+    let link = tmp.0.join("link-rt");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let (path, reason) = runtime_dir_error(resolve(&Location::Explicit(link.clone()), our_uid()));
+    assert_eq!(path, link.display().to_string());
+    assert!(reason.contains("symbolic link"), "{reason}");
+
+    if running_as_root("chown the explicit directory or its parent") {
+        let theirs = tmp.0.join("theirs-rt");
+        mkdir(&theirs, 0o700);
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        let (path, reason) =
+            runtime_dir_error(resolve(&Location::Explicit(theirs.clone()), our_uid()));
+        assert_eq!(path, theirs.display().to_string());
+        assert!(reason.contains("65534"), "{reason}");
+
+        // Ours and private, but in a directory another user owns (and could swap).
+        let parent = tmp.0.join("their-parent");
+        mkdir(&parent, 0o755);
+        let inner = parent.join("rt");
+        mkdir(&inner, 0o700);
+        std::os::unix::fs::chown(&parent, Some(65534), Some(65534)).unwrap();
+        let (path, reason) =
+            runtime_dir_error(resolve(&Location::Explicit(inner.clone()), our_uid()));
+        assert_eq!(path, inner.display().to_string());
+        assert!(
+            reason.contains(&parent.display().to_string()) && reason.contains("65534"),
+            "{reason}"
+        );
+    }
+
+    // An explicit directory is never replaced by a fallback.
+    let before = names(&tmp.0);
+    let _ = UdsTransport::new()
+        .with_dir(&open)
+        .address_for(&ActorId::new("root"), None)
+        .unwrap_err();
+    assert_eq!(names(&tmp.0), before, "no fallback directory was made");
+}
+
+#[test]
+fn a_symlinked_ancestor_is_followed_only_when_root_or_we_made_it() {
+    let tmp = TempDir::new();
+    mkdir(&tmp.0, 0o755);
+    let real = tmp.0.join("real");
+    mkdir(&real, 0o755);
+    // Like /var/run -> /run: a link of ours (or root's) in a directory nobody else can
+    // write cannot be changed under us.
+    std::os::unix::fs::symlink("real", tmp.0.join("link")).unwrap();
+    let rt = tmp.0.join("link").join("rt");
+    let r = resolve(&Location::Explicit(rt.clone()), our_uid()).expect("a trusted link");
+    assert_eq!(r.path, rt);
+    assert_eq!(mode(&real.join("rt")), 0o700, "created through the link");
+
+    if !running_as_root("lchown a symlink to another user") {
+        return;
+    }
+    // In a sticky directory another user may plant a link of their own.
+    let sticky = tmp.0.join("sticky");
+    mkdir(&sticky, 0o1777);
+    let hop = sticky.join("hop");
+    std::os::unix::fs::symlink(&real, &hop).unwrap();
+    std::os::unix::fs::lchown(&hop, Some(65534), Some(65534)).unwrap();
+    let (_, reason) = runtime_dir_error(resolve(&Location::Explicit(hop.join("rt2")), our_uid()));
+    assert!(
+        reason.contains(&hop.display().to_string()) && reason.contains("65534"),
+        "{reason}"
+    );
+    assert!(
+        !real.join("rt2").exists(),
+        "nothing created through their link"
+    );
+}
+
+#[test]
+fn a_fallback_directory_is_removed_at_the_end_of_its_tree_and_only_it() {
+    let tmp = TempDir::new();
+    mkdir(&tmp.0, 0o755);
+    let expected = expected_in(&tmp.0);
+    let t = UdsTransport::new().with_location(default_in(&tmp.0));
+    let tree_of = |a: &Addr| Path::new(a.endpoint()).parent().unwrap().to_path_buf();
+
+    // A root in the normal location...
+    let normal = t.address_for(&ActorId::new("normal"), None).unwrap();
+    let normal_tree = tree_of(&normal);
+    assert_eq!(normal_tree.parent(), Some(expected.as_path()));
+    // ...then someone opens that location up while the tree lives; the next root falls back.
+    fs::set_permissions(&expected, fs::Permissions::from_mode(0o777)).unwrap();
+    let fb = t
+        .address_for(&ActorId::new("fallback"), None)
+        .expect("a root in a fallback directory");
+    let fb_tree = tree_of(&fb);
+    let fb_dir = fb_tree.parent().unwrap().to_path_buf();
+    assert_fresh_private(&fb_dir, &expected);
+    let child = t.address_for(&ActorId::new("child"), Some(&fb)).unwrap();
+    assert_eq!(
+        tree_of(&child),
+        fb_tree,
+        "children follow their parent's address"
+    );
+
+    t.cleanup_tree(&fb);
+    assert!(
+        !fb_dir.exists(),
+        "the fallback directory this root made is removed"
+    );
+    assert!(
+        normal_tree.exists(),
+        "the concurrent normal tree is untouched"
+    );
+    assert!(expected.exists());
+
+    t.cleanup_tree(&normal);
+    assert!(
+        !normal_tree.exists(),
+        "the normal tree is removed at its end"
+    );
+    assert!(expected.exists(), "the normal runtime directory is kept");
+
+    // Only an emptied fallback directory goes: something else in it keeps it.
+    let fb2 = t.address_for(&ActorId::new("fallback2"), None).unwrap();
+    let fb2_dir = tree_of(&fb2).parent().unwrap().to_path_buf();
+    fs::write(fb2_dir.join("not-a-socket"), b"").unwrap();
+    t.cleanup_tree(&fb2);
+    assert!(!tree_of(&fb2).exists());
+    assert!(
+        fb2_dir.join("not-a-socket").exists(),
+        "a foreign file is kept"
+    );
+}
+
+#[test]
+fn a_channel_binds_and_connects_through_the_fallback_directory() {
+    let tmp = TempDir::new();
+    mkdir(&tmp.0, 0o755);
+    let expected = expected_in(&tmp.0);
+    fs::write(&expected, b"squat").unwrap();
+    rt().block_on(async {
+        let t = UdsTransport::new().with_location(default_in(&tmp.0));
+        let addr = t.address_for(&ActorId::new("root"), None).unwrap();
+        let path = PathBuf::from(addr.endpoint());
+        let fb_dir = path.parent().unwrap().parent().unwrap().to_path_buf();
+        assert_fresh_private(&fb_dir, &expected);
+        let mut listener = t.bind(&addr).await.unwrap();
+
+        // A child reaches the root by the absolute address it was given.
+        let child = UdsTransport::new();
+        let client = child.connect(&addr).await.unwrap();
+        let server = listener.accept().await.unwrap();
+        assert_eq!(server.peer().uid, Some(our_uid()));
+        let (mut ctx, mut crx) = client.split();
+        let (mut stx, mut srx) = server.split();
+        let hello = Frame::with_payload(Msg::Return { cid: 7 }, Bytes::from_static(b"hi"));
+        ctx.feed(&hello).unwrap();
+        ctx.flush().await.unwrap();
+        assert_eq!(srx.recv().await.unwrap().unwrap(), hello);
+        stx.feed(&hello).unwrap();
+        stx.close().await.unwrap();
+        assert_eq!(crx.recv().await.unwrap().unwrap(), hello);
+
+        drop(listener);
+        assert!(!path.exists(), "listener drop unlinks the socket");
+        t.cleanup_tree(&addr);
+        assert!(
+            !fb_dir.exists(),
+            "the fallback directory is gone with the tree"
+        );
+        assert_eq!(fs::read(&expected).unwrap(), b"squat");
+    });
+}
+
+#[test]
+fn stale_trees_are_removed_in_the_normal_and_in_fallback_directories() {
+    let tmp = TempDir::new();
+    mkdir(&tmp.0, 0o755);
+    let expected = expected_in(&tmp.0);
+    let t = UdsTransport::new().with_location(default_in(&tmp.0));
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let plant = |dir: &Path, pid: u32, tag: &str| {
+        let tree = dir.join(format!("t{pid}-{tag}"));
+        mkdir(&tree, 0o700);
+        drop(std::os::unix::net::UnixListener::bind(tree.join("00.sock")).unwrap());
+        tree
+    };
+
+    // The normal location.
+    mkdir(&expected, 0o700);
+    let stale = plant(&expected, dead_pid, "0000beef");
+    let alive = plant(&expected, std::process::id(), "0000cafe");
+    let a = t.address_for(&ActorId::new("root"), None).unwrap();
+    assert!(!stale.exists(), "a dead root's tree is removed");
+    assert!(alive.exists(), "a live root's tree is kept");
+    t.cleanup_tree(&a);
+
+    // Fallback directories of dead roots (killed before their end) are swept by the
+    // next root that falls back; those of live roots and those not ours are kept.
+    fs::set_permissions(&expected, fs::Permissions::from_mode(0o777)).unwrap();
+    let name = expected.file_name().unwrap().to_str().unwrap().to_owned();
+    let dead_fb = tmp.0.join(format!("{name}-deadbeef"));
+    mkdir(&dead_fb, 0o700);
+    plant(&dead_fb, dead_pid, "00000001");
+    let live_fb = tmp.0.join(format!("{name}-a11ve000"));
+    mkdir(&live_fb, 0o700);
+    let live_tree = plant(&live_fb, std::process::id(), "00000002");
+    let b = t.address_for(&ActorId::new("root2"), None).unwrap();
+    assert!(
+        !dead_fb.exists(),
+        "a dead root's fallback directory is swept"
+    );
+    assert!(
+        live_tree.exists(),
+        "a live root's fallback directory is kept"
+    );
+    t.cleanup_tree(&b);
+    assert!(live_tree.exists());
+}
+
+#[test]
+fn a_refused_root_address_leaves_no_fallback_directory_behind() {
+    let tmp = TempDir::new();
+    mkdir(&tmp.0, 0o755);
+    // Long enough that a socket path in a fallback directory exceeds the kernel's limit.
+    let base = tmp.0.join("b".repeat(60));
+    mkdir(&base, 0o755);
+    let expected = expected_in(&base);
+    fs::write(&expected, b"squat").unwrap();
+    let t = UdsTransport::new().with_location(default_in(&base));
+    match t.address_for(&ActorId::new("root"), None) {
+        Err(TransportError::BadAddr { reason, .. }) => {
+            assert!(reason.contains("at most"), "{reason}")
+        }
+        other => panic!("expected BadAddr, got {other:?}"),
+    }
+    assert_eq!(
+        names(&base),
+        vec![expected.file_name().unwrap().to_string_lossy().into_owned()],
+        "the fresh directory made for the refused root is gone"
+    );
 }
