@@ -89,13 +89,24 @@ static TEST_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 /// The runtime directory of the running test (sockets of its trees go there).
 pub fn test_dir() -> PathBuf {
+    configured_test_dir().unwrap_or_else(ipc_uds::default_runtime_dir)
+}
+
+/// The test's own runtime directory, if a test (or a scenario it started) runs.
+fn configured_test_dir() -> Option<PathBuf> {
     if let Some(d) = TEST_DIR.lock().unwrap().clone() {
-        return d;
+        return Some(d);
     }
-    if let Some(d) = std::env::var_os(TEST_DIR_ENV) {
-        return PathBuf::from(d);
+    std::env::var_os(TEST_DIR_ENV).map(PathBuf::from)
+}
+
+/// The Unix-socket transport in the test's runtime directory, or in the default one
+/// (which the transport may replace if another user squats it) outside a test.
+fn uds() -> UdsTransport {
+    match configured_test_dir() {
+        Some(d) => UdsTransport::new().with_dir(d),
+        None => UdsTransport::new(),
     }
-    ipc_uds::default_runtime_dir()
 }
 
 /// The backend of the cell under test, as configured in [`brood`].
@@ -114,7 +125,7 @@ pub fn cell_backend() -> std::sync::Arc<dyn spawn_api::SpawnBackend> {
 /// If the cell names a transport the harness does not know.
 pub fn cell_transport() -> std::sync::Arc<dyn spawn_api::Transport> {
     match transport().as_str() {
-        "uds" => std::sync::Arc::new(UdsTransport::new().with_dir(test_dir())),
+        "uds" => std::sync::Arc::new(uds()),
         other => panic!(
             "harness: unknown transport {other:?} in {}",
             spawn_api::TRANSPORT_ENV
@@ -129,7 +140,7 @@ pub fn cell_transport() -> std::sync::Arc<dyn spawn_api::Transport> {
 pub fn root() -> RootBuilder {
     let b = brood().root().use_backend(backend());
     match transport().as_str() {
-        "uds" => b.transport(UdsTransport::new().with_dir(test_dir())),
+        "uds" => b.transport(uds()),
         other => panic!(
             "harness: unknown transport {other:?} in {}",
             spawn_api::TRANSPORT_ENV
