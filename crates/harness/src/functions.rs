@@ -126,6 +126,10 @@ spawn_api::context!(
     /// as the started value, then waits until cancelled.
     pub HoldStuckGrandchild = "t.hold_stuck_grandchild": ActorOptionsWire => started Who, in (), out (), return ()
 );
+spawn_api::context!(
+    /// Sends `started`, then never reads what the caller sends; ends when cancelled.
+    pub Sink = "t.sink": () => started (), in Blob, out (), return ()
+);
 spawn_api::call!(
     /// Runs a task with [`ActorCx::spawn`] and returns the tree path it saw through
     /// `runtime_vars::current()`.
@@ -379,6 +383,11 @@ pub fn registry() -> Registry {
             Ok(())
         })
         .context(HoldStuckGrandchild, hold_stuck_grandchild)
+        .context(Sink, |_cx, (), ctx: CalleeContext<Sink>| async move {
+            let _stream = ctx.started(()).await?;
+            std::future::pending::<()>().await;
+            Ok(())
+        })
         .call(SpawnedTaskPath, |cx, ()| async move {
             let task = cx.spawn(async { runtime_vars::current().path() });
             task.await

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use spawn_api::codec::{encode_frame, read_frame_blocking};
 use spawn_api::{
-    ActorId, ChannelError, Frame, Msg, Nonce, PROTOCOL_VERSION, ProofRole, RemoteError, TreeSecret,
+    ActorId, CallKind, ChannelError, Cid, Frame, Msg, Nonce, PROTOCOL_VERSION, ProofRole,
+    RemoteError, TreeSecret, Window, Wire,
 };
 
 /// A raw connection to an actor's socket.
@@ -128,5 +129,30 @@ impl RawPeer {
             };
         }
         RawHandshake::Accepted { peer }
+    }
+
+    /// Start call `cid` (odd: this peer connected) of `func` with `args`, announcing
+    /// `window` for what the actor may send back.
+    ///
+    /// # Panics
+    /// If `args` do not encode.
+    pub fn start<A: Wire>(
+        &mut self,
+        cid: Cid,
+        func: &str,
+        kind: CallKind,
+        window: Window,
+        args: A,
+    ) -> std::io::Result<()> {
+        let args = args.encode().expect("arguments encode");
+        self.send(&Frame::with_payload(
+            Msg::Start {
+                cid,
+                func: func.to_owned(),
+                kind,
+                window,
+            },
+            args,
+        ))
     }
 }

@@ -273,7 +273,7 @@ impl ActorInner {
             self.peer_conns.fetch_sub(1, Ordering::Relaxed);
             tracing::warn!(%peer, limit = self.limits.max_peer_connections, "too many peer channels; refusing one");
             let error = RemoteError::new(
-                kinds::TOO_MANY_CALLS,
+                kinds::TOO_MANY_CONNECTIONS,
                 format!(
                     "actor {} already has {} peer channels open",
                     self.path, self.limits.max_peer_connections

@@ -40,8 +40,12 @@ use crate::wire::{CallKind, Cid, Frame, Msg};
 /// amount of memory.
 const FLUSH_BATCH_BYTES: usize = 4 << 20;
 
-/// What a frame's header and length prefix cost in the write budget, roughly.
-const FRAME_OVERHEAD: usize = 32;
+/// What a queued frame costs besides its payload: the queue entry itself (its header
+/// is a `Msg`) and the buffer it is encoded into.
+const FRAME_OVERHEAD: usize = std::mem::size_of::<Queued>() + 32;
+
+/// How long a closing channel waits for the peer to read what was queued before it.
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
 /// The longest announcement of a peer's teardown the ladder honours: a bound on how long
 /// a lying (or very deep) child can hold its parent's teardown.
@@ -756,17 +760,37 @@ async fn writer(conn: Conn, mut rx: mpsc::UnboundedReceiver<Queued>, mut sink: B
                     Err(_) => break,
                 }
             }
-            sink.flush().await?;
+            // A peer that stops reading blocks the flush; once the channel is closing,
+            // it gets a moment, then the channel is dropped (partial frames and all).
+            tokio::select! {
+                r = sink.flush() => r?,
+                _ = async {
+                    closed.cancelled().await;
+                    tokio::time::sleep(CLOSE_FLUSH).await;
+                } => {
+                    return Err(ChannelError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the peer did not read for {CLOSE_FLUSH:?} after the channel closed"),
+                    )));
+                }
+            }
             // Written: the budget those frames held is free for the next ones.
             held.clear();
             tracing::trace!(peer = %conn.shared.peer_path, bytes = queued, "flushed");
         }
         // Closing: whatever was queued before the close still goes out (a final error
-        // report, a cancel acknowledgement).
+        // report, a cancel acknowledgement) — if the peer reads it soon. A peer that does
+        // not read must not keep the channel (and this task) alive.
         while let Ok(q) = rx.try_recv() {
             feed(&conn, &mut *sink, q, &mut held);
         }
-        sink.close().await
+        match tokio::time::timeout(CLOSE_FLUSH, sink.close()).await {
+            Ok(r) => r,
+            Err(_) => Err(ChannelError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the peer did not read the last frames within {CLOSE_FLUSH:?}"),
+            ))),
+        }
     }
     .await;
     if let Err(e) = result {

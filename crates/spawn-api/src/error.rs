@@ -212,6 +212,8 @@ pub mod kinds {
     pub const UNAUTHENTICATED: &str = "brood::Unauthenticated";
     /// The peer has as many calls open on the channel as the actor allows.
     pub const TOO_MANY_CALLS: &str = "brood::TooManyCalls";
+    /// The actor has as many peer connections open as it allows.
+    pub const TOO_MANY_CONNECTIONS: &str = "brood::TooManyConnections";
     /// The call's items would have passed what its channel may buffer; the call failed
     /// so that the actor's memory stays bounded.
     pub const OVERLOADED: &str = "brood::Overloaded";

@@ -50,6 +50,8 @@ pub mod codec;
 mod conn;
 mod error;
 mod extensions;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handshake;
 mod id;
 mod limits;

@@ -1,0 +1,165 @@
+//! Entry points for fuzz targets (`fuzz/` at the workspace root) and for tests that
+//! replay their corpora: each runs one decoder of outside input on arbitrary bytes and
+//! must return, never panic, whatever the bytes. Not part of the API a program uses.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::auth::TreeSecret;
+use crate::codec::{FrameReader, decode_frame};
+use crate::error::ChannelError;
+use crate::id::ActorId;
+use crate::transport::{Channel, FrameSink, FrameSource, PeerInfo};
+use crate::wire::{ChildBoot, Frame};
+
+/// Decode one frame body (what follows a length prefix).
+pub fn frame_body(data: &[u8]) {
+    let _ = decode_frame(Bytes::copy_from_slice(data));
+}
+
+/// Read frames from a byte stream until it ends or breaks, with a 1 MiB frame limit.
+pub fn frame_stream(data: &[u8]) {
+    let rt = runtime();
+    rt.block_on(async {
+        let mut r = FrameReader::new(data, 1 << 20);
+        while let Ok(Some(_)) = r.read_frame().await {}
+    });
+}
+
+/// Decode a child's boot.
+pub fn child_boot(data: &[u8]) {
+    let _ = ChildBoot::from_bytes(data);
+}
+
+/// Answer a handshake (the acceptor's side) from a peer that sends `data`; then open
+/// one (the connector's side) to a peer that answers with `data`.
+pub fn handshake(data: &[u8]) {
+    let rt = runtime();
+    let secret = TreeSecret::from_bytes([7; 32]);
+    let me = ActorId::with_uid("fuzz", 1);
+    rt.block_on(async {
+        let _ = crate::handshake::accept(
+            Box::new(Scripted::new(data)),
+            &me,
+            "fuzz",
+            &secret,
+            Duration::from_secs(1),
+        )
+        .await;
+        let _ = crate::handshake::connect(
+            Box::new(Scripted::new(data)),
+            &me,
+            &secret,
+            None,
+            Duration::from_secs(1),
+        )
+        .await;
+    });
+}
+
+/// A current-thread runtime with a paused clock: timeouts pass at once when idle.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a runtime")
+}
+
+/// A channel whose peer "sends" the frames encoded in some bytes and reads nothing.
+#[derive(Debug)]
+struct Scripted {
+    data: Vec<u8>,
+}
+
+impl Scripted {
+    fn new(data: &[u8]) -> Scripted {
+        Scripted {
+            data: data.to_vec(),
+        }
+    }
+}
+
+impl Channel for Scripted {
+    fn peer(&self) -> PeerInfo {
+        PeerInfo::default()
+    }
+
+    fn split(self: Box<Self>) -> (Box<dyn FrameSink>, Box<dyn FrameSource>) {
+        (
+            Box::new(Discard),
+            Box::new(ScriptedSource(FrameReader::new(
+                std::io::Cursor::new(self.data),
+                1 << 20,
+            ))),
+        )
+    }
+}
+
+struct Discard;
+
+#[async_trait::async_trait]
+impl FrameSink for Discard {
+    fn feed(&mut self, _frame: &Frame) -> Result<(), ChannelError> {
+        Ok(())
+    }
+    async fn flush(&mut self) -> Result<(), ChannelError> {
+        Ok(())
+    }
+    async fn close(&mut self) -> Result<(), ChannelError> {
+        Ok(())
+    }
+}
+
+struct ScriptedSource(FrameReader<std::io::Cursor<Vec<u8>>>);
+
+#[async_trait::async_trait]
+impl FrameSource for ScriptedSource {
+    async fn recv(&mut self) -> Result<Option<Frame>, ChannelError> {
+        self.0.read_frame().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Nonce, Proof};
+    use crate::codec::encode_frame;
+    use crate::wire::{Msg, PROTOCOL_VERSION};
+
+    #[test]
+    fn every_entry_point_takes_garbage() {
+        let hello = encode_frame(
+            &Frame::control(Msg::Hello {
+                id: ActorId::new("x"),
+                protocol: PROTOCOL_VERSION,
+                nonce: Nonce([0; 16]),
+            }),
+            1 << 20,
+        )
+        .unwrap();
+        let answer = encode_frame(
+            &Frame::control(Msg::Answer {
+                proof: Proof([0; 32]),
+            }),
+            1 << 20,
+        )
+        .unwrap();
+        let mut both = hello.to_vec();
+        both.extend_from_slice(&answer);
+        for data in [
+            &b""[..],
+            b"\x00",
+            b"\xff\xff\xff\xff",
+            b"\x05\x00\x00\x00garbage",
+            &hello,
+            &both,
+        ] {
+            frame_body(data);
+            frame_stream(data);
+            child_boot(data);
+            handshake(data);
+        }
+    }
+}
