@@ -1043,3 +1043,56 @@ impl Drop for CallLink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(items: u32, bytes: u64) -> Window {
+        Window { items, bytes }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn credit_beyond_what_is_in_flight_is_ignored() {
+        let c = SendCredit::new(Some(window(2, 100)));
+        c.acquire(10).await.unwrap();
+        c.acquire(10).await.unwrap();
+        // A flood of maximal credit: no overflow, no panic, and the window still holds.
+        for _ in 0..1_000_000 {
+            c.credit(u32::MAX, u64::MAX);
+        }
+        c.acquire(10).await.unwrap();
+        c.acquire(10).await.unwrap();
+        let third = tokio::time::timeout(Duration::from_secs(1), c.acquire(10)).await;
+        assert!(third.is_err(), "a third item in a window of two");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_item_may_pass_the_byte_window_then_the_sender_waits() {
+        let c = Arc::new(SendCredit::new(Some(window(100, 1000))));
+        c.acquire(5000).await.unwrap();
+        let blocked = tokio::time::timeout(Duration::from_secs(1), c.acquire(1)).await;
+        assert!(blocked.is_err(), "the byte window is full");
+        c.credit(1, 5000);
+        c.acquire(1).await.unwrap();
+        // Closing wakes a waiting sender with the reason.
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move {
+                c.acquire(2000).await?;
+                c.acquire(1).await
+            }
+        });
+        tokio::task::yield_now().await;
+        c.close(PortalError::Cancelled);
+        assert!(matches!(waiter.await.unwrap(), Err(PortalError::Cancelled)));
+    }
+
+    #[test]
+    fn a_peer_window_is_capped_before_it_is_used() {
+        let limits = ChannelLimits::default();
+        let c = SendCredit::new(Some(limits.cap(window(u32::MAX, u64::MAX))));
+        let w = c.state.lock().unwrap().window.unwrap();
+        assert_eq!(w, limits.window());
+    }
+}
