@@ -126,6 +126,11 @@ spawn_api::context!(
     /// as the started value, then waits until cancelled.
     pub HoldStuckGrandchild = "t.hold_stuck_grandchild": ActorOptionsWire => started Who, in (), out (), return ()
 );
+spawn_api::call!(
+    /// Blocks the actor's runtime thread (a plain `std::thread::sleep`) for the given
+    /// milliseconds: nothing in the actor runs meanwhile, not even its cancellation.
+    pub BlockThread = "t.block_thread": u64 => ()
+);
 spawn_api::context!(
     /// Sends `started`, then never reads what the caller sends; ends when cancelled.
     pub Sink = "t.sink": () => started (), in Blob, out (), return ()
@@ -383,6 +388,10 @@ pub fn registry() -> Registry {
             Ok(())
         })
         .context(HoldStuckGrandchild, hold_stuck_grandchild)
+        .call(BlockThread, |_cx, ms| async move {
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok(())
+        })
         .context(Sink, |_cx, (), ctx: CalleeContext<Sink>| async move {
             let _stream = ctx.started(()).await?;
             std::future::pending::<()>().await;

@@ -188,7 +188,8 @@ fn rss(pid: u32) -> u64 {
 const GROWTH_BOUND: u64 = 64 << 20;
 
 /// A member of the tree opens an endless stream announcing a window of `u32::MAX` items
-/// and `u64::MAX` bytes, never reads, and floods the actor with credit (for 2 s): the
+/// and `u64::MAX` bytes and never reads (for 1 s), then also floods the actor with
+/// credit (for 2 s): the
 /// actor's memory stays bounded (it grew from 6 MiB to over 2 GiB in seconds before), no
 /// panic, and it serves its parent throughout.
 fn a_lying_window_and_a_credit_flood_cannot_grow_an_actor() -> Result<(), Failed> {
@@ -207,6 +208,13 @@ fn a_lying_window_and_a_credit_flood_cannot_grow_an_actor() -> Result<(), Failed
             };
             peer.start(1, "t.count", CallKind::Stream, huge, u64::MAX)
                 .unwrap();
+            // First the lying window alone, then with a flood of credit on top.
+            let mut peak = before;
+            let until = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < until {
+                peak = peak.max(rss(who.pid));
+                std::thread::sleep(Duration::from_millis(10));
+            }
             peer.stream
                 .set_write_timeout(Some(Duration::from_millis(50)))
                 .unwrap();
@@ -225,7 +233,6 @@ fn a_lying_window_and_a_credit_flood_cannot_grow_an_actor() -> Result<(), Failed
             }
             let until = Instant::now() + Duration::from_secs(2);
             let mut sent = 0u64;
-            let mut peak = before;
             while Instant::now() < until {
                 if std::io::Write::write_all(&mut peer.stream, &batch).is_ok() {
                     sent += 1000;
