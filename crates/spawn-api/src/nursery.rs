@@ -624,9 +624,9 @@ async fn supervise(s: Supervisor) {
     conn.close(&format!("actor {path} {exit}"));
     actor.transport.cleanup(&addr);
     tracing::debug!(child = %path, %exit, ?step, ?took, "reaped");
-    if let Some(e) = classify(&path, &exit, ordered, step, conn.fault()) {
-        state.report_error(e);
-    }
+    let error = classify(&path, &exit, ordered, step, conn.fault());
+    // Filed before the error is reported: the error cancels the nursery's body, which
+    // may look at the reports as it goes.
     state.reports.lock().unwrap().push(ChildReport {
         actor: path,
         pid,
@@ -634,6 +634,9 @@ async fn supervise(s: Supervisor) {
         step,
         teardown: took,
     });
+    if let Some(e) = error {
+        state.report_error(e);
+    }
     slot.reaped_tx.send_replace(true);
 }
 

@@ -6,6 +6,12 @@
 //! link) to the request that asked, and each `Exit` to that child's handle. When the
 //! connection ends, every pending request fails and every handle learns that the server
 //! is gone, so nothing waits on it forever.
+//!
+//! A client trusts only the server its tree started: a connection by name is used only
+//! once the kernel's credentials for it match ([`check::server_credentials`]), and a
+//! `Spawned` reply's descriptors only once they are shown to be the server's child and
+//! link ([`check::child`]). A reply that fails a check is a forgery: its descriptors are
+//! closed without a signal and the connection is given up.
 
 use spawn_api::pidfd::Pidfd;
 use std::collections::HashMap;
@@ -28,9 +34,10 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{oneshot, watch};
 use tokio::task::AbortHandle;
 
+use crate::check::{self, ChildCheck, ConnectError};
 use crate::proto::{self, FLAG_NULL_STDIO, Reply, Stage};
 use crate::server::ServerArgs;
-use crate::{SERVER_ENV, sys};
+use crate::{ForkService, SERVER_ENV, sys};
 
 /// How long dropping the owner's client waits for the server to exit on its own before
 /// killing it.
@@ -45,6 +52,14 @@ pub(crate) enum ClientError {
     Failed { stage: Stage, errno: i32 },
     /// No answer within the bound.
     Timeout,
+    /// The reply to this request was forged (the reason says how); the connection is
+    /// given up.
+    Forged(String),
+    /// The child exited before its reply could be checked; this is how it ended.
+    DiedEarly(ChildExit),
+    /// The reply's descriptors could not be checked (our own reading failed); they were
+    /// closed, which ends the child if it was real.
+    Unchecked(io::Error),
 }
 
 /// What a child's handle learns from the reader.
@@ -62,6 +77,14 @@ pub(crate) struct Spawned {
     pub(crate) pidfd: OwnedFd,
     pub(crate) link: OwnedFd,
     pub(crate) exit: watch::Receiver<ExitState>,
+}
+
+impl std::fmt::Debug for Spawned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spawned")
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The forkserver process, as seen by the actor that started it (its parent, so the one
@@ -112,10 +135,15 @@ impl ServerProc {
     }
 }
 
+type Waiter = oneshot::Sender<Result<Spawned, ClientError>>;
+
 #[derive(Default)]
 struct State {
-    pending: HashMap<u32, oneshot::Sender<Result<Spawned, ClientError>>>,
+    pending: HashMap<u32, Waiter>,
     exits: HashMap<u32, watch::Sender<ExitState>>,
+    /// Requests whose child had exited before its reply could be checked, by the
+    /// child's pid: they end with its exit report.
+    early: HashMap<u32, Waiter>,
     gone: Option<String>,
 }
 
@@ -124,13 +152,21 @@ struct Shared {
     state: Mutex<State>,
     next_req: AtomicU32,
     server: Option<ServerProc>,
+    /// The server process, the parent every child must have.
+    server_pid: u32,
 }
 
 impl Shared {
-    /// Mark the server gone: fail what waits, tell every child handle.
-    fn fail_all(&self, reason: String) {
-        let mut st = self.state.lock().unwrap();
-        for (_, tx) in st.pending.drain() {
+    /// Mark the server gone: fail what waits (request `forged`, whose reply was forged,
+    /// with that error), tell every child handle. Under one lock, so that no request is
+    /// sent on a connection found forged.
+    fn fail_all(&self, reason: String, forged: Option<u32>) {
+        let mut guard = self.state.lock().unwrap();
+        let st = &mut *guard;
+        if let Some(w) = forged.and_then(|req| st.pending.remove(&req)) {
+            let _ = w.send(Err(ClientError::Forged(reason.clone())));
+        }
+        for (_, tx) in st.pending.drain().chain(st.early.drain()) {
             let _ = tx.send(Err(ClientError::Gone(reason.clone())));
         }
         for (_, tx) in st.exits.drain() {
@@ -139,54 +175,111 @@ impl Shared {
         st.gone.get_or_insert(reason);
     }
 
-    fn dispatch(&self, msg: &[u8], fds: Vec<OwnedFd>) {
+    /// Act on one reply; `Err` (why) if it is a forgery, which ends the connection.
+    fn dispatch(&self, msg: &[u8], truncated: bool, fds: Vec<OwnedFd>) -> Result<(), String> {
+        if truncated {
+            return Err(self.forged(
+                None,
+                format!(
+                    "a reply longer than {} bytes or with too many descriptors",
+                    msg.len()
+                ),
+            ));
+        }
         let Some(reply) = proto::decode_reply(msg) else {
-            tracing::warn!(
-                len = msg.len(),
-                "ignored a malformed reply from the forkserver"
-            );
-            return;
+            return Err(self.forged(None, format!("a malformed reply of {} bytes", msg.len())));
         };
         match reply {
-            Reply::Spawned { req, pid } => {
-                let mut fds = fds.into_iter();
-                let (Some(pidfd), Some(link)) = (fds.next(), fds.next()) else {
-                    tracing::error!(pid, "the forkserver sent a child without its descriptors");
-                    return;
-                };
-                let (tx, rx) = watch::channel(ExitState::Running);
-                let mut st = self.state.lock().unwrap();
-                let waiting = st.pending.remove(&req);
-                st.exits.insert(pid, tx);
-                drop(st);
-                let spawned = Spawned {
-                    pid,
-                    pidfd,
-                    link,
-                    exit: rx,
-                };
-                let unwanted = match waiting {
-                    Some(w) => w.send(Ok(spawned)).err(),
-                    None => Some(Ok(spawned)),
-                };
-                // The request was given up (timed out, or its future dropped) after the
-                // fork: the child must not live on unsupervised.
-                if let Some(Ok(s)) = unwanted {
-                    tracing::debug!(pid, "killing a child whose spawn was abandoned");
-                    let _ = spawn_api::pidfd::signal_group(s.pidfd.as_fd(), s.pid, libc::SIGKILL);
-                }
-            }
+            Reply::Spawned { req, pid } => self.spawned(req, pid, fds),
             Reply::Failed { req, stage, errno } => {
+                stray(fds, "Failed");
                 if let Some(w) = self.state.lock().unwrap().pending.remove(&req) {
                     let _ = w.send(Err(ClientError::Failed { stage, errno }));
                 }
+                Ok(())
             }
             Reply::Exit { pid, exit } => {
-                if let Some(tx) = self.state.lock().unwrap().exits.remove(&pid) {
+                stray(fds, "Exit");
+                let mut st = self.state.lock().unwrap();
+                if let Some(tx) = st.exits.remove(&pid) {
                     tx.send_replace(ExitState::Exited(exit));
+                } else if let Some(w) = st.early.remove(&pid) {
+                    let _ = w.send(Err(ClientError::DiedEarly(exit)));
                 }
+                Ok(())
             }
         }
+    }
+
+    /// A reply failed a check: fail its request and the connection; the reason.
+    fn forged(&self, req: Option<u32>, why: String) -> String {
+        let reason = format!("the forkserver's connection sent a forged reply: {why}");
+        tracing::error!(%reason, "giving up the forkserver connection");
+        self.fail_all(reason.clone(), req);
+        reason
+    }
+
+    fn spawned(&self, req: u32, pid: u32, fds: Vec<OwnedFd>) -> Result<(), String> {
+        // Whatever fails below, the descriptors are only closed: closing a pidfd signals
+        // nothing, and closing a link can only deliver a signal its other end armed with
+        // its own credentials, not ours.
+        let [pidfd, link] = match <[OwnedFd; 2]>::try_from(fds) {
+            Ok(pair) => pair,
+            Err(fds) => {
+                let n = fds.len();
+                drop(fds);
+                return Err(self.forged(
+                    Some(req),
+                    format!("a child reply with {n} descriptors instead of 2"),
+                ));
+            }
+        };
+        match check::child(pidfd.as_fd(), link.as_fd(), pid, self.server_pid) {
+            ChildCheck::Ours => {}
+            ChildCheck::Gone => {
+                drop((pidfd, link));
+                tracing::debug!(pid, "a forked child exited before its reply was read");
+                let mut st = self.state.lock().unwrap();
+                if let Some(w) = st.pending.remove(&req) {
+                    st.early.insert(pid, w);
+                }
+                return Ok(());
+            }
+            ChildCheck::Forged(why) => {
+                drop((pidfd, link));
+                return Err(self.forged(Some(req), why));
+            }
+            ChildCheck::Unchecked(e) => {
+                drop((pidfd, link));
+                tracing::warn!(pid, error = %e, "cannot check a forkserver reply");
+                if let Some(w) = self.state.lock().unwrap().pending.remove(&req) {
+                    let _ = w.send(Err(ClientError::Unchecked(e)));
+                }
+                return Ok(());
+            }
+        }
+        let (tx, rx) = watch::channel(ExitState::Running);
+        let mut st = self.state.lock().unwrap();
+        let waiting = st.pending.remove(&req);
+        st.exits.insert(pid, tx);
+        drop(st);
+        let spawned = Spawned {
+            pid,
+            pidfd,
+            link,
+            exit: rx,
+        };
+        let unwanted = match waiting {
+            Some(w) => w.send(Ok(spawned)).err(),
+            None => Some(Ok(spawned)),
+        };
+        // The request was given up (timed out, or its future dropped) after the fork:
+        // the child, shown to be the server's, must not live on unsupervised.
+        if let Some(Ok(s)) = unwanted {
+            tracing::debug!(pid, "killing a child whose spawn was abandoned");
+            let _ = spawn_api::pidfd::signal_group(s.pidfd.as_fd(), s.pid, libc::SIGKILL);
+        }
+        Ok(())
     }
 
     /// Why the connection ended, as precisely as we can tell.
@@ -206,6 +299,16 @@ impl Shared {
     }
 }
 
+/// Stray descriptors came with a reply that carries none: closed unused.
+fn stray(fds: Vec<OwnedFd>, what: &str) {
+    if !fds.is_empty() {
+        tracing::warn!(
+            n = fds.len(),
+            "closed descriptors sent with a forkserver {what} reply"
+        );
+    }
+}
+
 async fn read_loop(shared: Arc<Shared>) {
     let mut buf = [0u8; 64];
     let end = loop {
@@ -216,30 +319,49 @@ async fn read_loop(shared: Arc<Shared>) {
         match ready.try_io(|s| sys::recv_with_fds(s.get_ref().as_fd(), &mut buf)) {
             Err(_would_block) => continue,
             Ok(Ok(r)) if r.len == 0 => break "the forkserver closed the connection".to_owned(),
-            Ok(Ok(r)) => shared.dispatch(&buf[..r.len], r.fds),
+            Ok(Ok(r)) => {
+                // A forgery has failed everything already: read nothing more from it.
+                if shared.dispatch(&buf[..r.len], r.truncated, r.fds).is_err() {
+                    return;
+                }
+            }
             Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
             Ok(Err(e)) => break format!("reading from the forkserver: {e}"),
         }
     };
     let reason = shared.describe_end(end).await;
     tracing::warn!(%reason, "forkserver unavailable");
-    shared.fail_all(reason);
+    shared.fail_all(reason, None);
 }
 
 /// A spawning actor's connection to the tree's forkserver.
 pub(crate) struct Client {
     shared: Arc<Shared>,
     reader: AbortHandle,
-    /// The server's abstract socket name, for the children's runtime vars.
-    addr: String,
+    /// The server's address and identity, for the children's runtime vars.
+    service: ForkService,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("addr", &self.addr)
+            .field("service", &self.service)
             .field("owner", &self.shared.server.is_some())
             .finish()
+    }
+}
+
+/// A connection known to lead to the tree's server: one end of a socketpair whose other
+/// end we gave the server ourselves, or a connection whose credentials were checked.
+/// Only such a connection carries a request (the boot, with the tree's secret) or our
+/// stdout and stderr.
+pub(crate) struct Verified(OwnedFd);
+
+impl Verified {
+    /// For tests that play the server over a socketpair.
+    #[cfg(test)]
+    pub(crate) fn assume(sock: OwnedFd) -> Verified {
+        Verified(sock)
     }
 }
 
@@ -257,24 +379,26 @@ fn unique_name() -> String {
 }
 
 impl Client {
-    fn new(sock: OwnedFd, server: Option<ServerProc>, addr: String) -> io::Result<Client> {
+    /// A client on `sock` (non-blocking) for the server `service` describes.
+    fn new(sock: Verified, server: Option<ServerProc>, service: ForkService) -> io::Result<Client> {
         let shared = Arc::new(Shared {
-            sock: spawn_api::pidfd::register(sock, Interest::READABLE | Interest::WRITABLE)?,
+            sock: spawn_api::pidfd::register(sock.0, Interest::READABLE | Interest::WRITABLE)?,
             state: Mutex::new(State::default()),
             next_req: AtomicU32::new(1),
             server,
+            server_pid: service.server_pid,
         });
         let reader = tokio::spawn(read_loop(shared.clone())).abort_handle();
         Ok(Client {
             shared,
             reader,
-            addr,
+            service,
         })
     }
 
-    /// The server's address, as recorded in the tree's runtime vars.
-    pub(crate) fn addr(&self) -> &str {
-        &self.addr
+    /// The server's address and identity, as recorded in the tree's runtime vars.
+    pub(crate) fn service(&self) -> &ForkService {
+        &self.service
     }
 
     /// Start a forkserver for this tree (`exe args`, in forkserver mode) and connect to
@@ -319,26 +443,39 @@ impl Client {
         let pidfd = spawn_api::pidfd::open(pid)?;
         drop((listener, theirs));
         tracing::debug!(pid, %name, "started a forkserver");
+        let service = ForkService {
+            name,
+            // We listened on the socket: the kernel reports our credentials for every
+            // connection to it.
+            owner_pid: std::process::id(),
+            server_pid: pid,
+        };
         Client::new(
-            ours,
+            // The other end went to the process we just started, and to nobody else.
+            Verified(ours),
             Some(ServerProc {
                 pid,
                 pidfd,
                 exit: Mutex::new(None),
             }),
-            name,
+            service,
         )
     }
 
-    /// Connect to the tree's forkserver at `name`.
-    pub(crate) async fn connect(name: &str, timeout: Duration) -> io::Result<Client> {
+    /// Connect to the tree's forkserver that `service` describes, and check that it is
+    /// the one (see [`check::server_credentials`]) before anything is sent.
+    pub(crate) async fn connect(
+        service: &ForkService,
+        timeout: Duration,
+    ) -> Result<Client, ConnectError> {
         let sock = socket(
             AddressFamily::Unix,
             SockType::SeqPacket,
             SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
             None,
-        )?;
-        let addr = UnixAddr::new_abstract(name.as_bytes())?;
+        )
+        .map_err(io::Error::from)?;
+        let addr = UnixAddr::new_abstract(service.name.as_bytes()).map_err(io::Error::from)?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match connect(sock.as_raw_fd(), &addr) {
@@ -347,10 +484,13 @@ impl Client {
                 Err(nix::errno::Errno::EAGAIN) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(io::Error::from(e).into()),
             }
         }
-        Client::new(sock, None, name.to_owned())
+        // Refused: the socket closes unused, and its peer has seen a connection, nothing
+        // more.
+        check::server_credentials(sock.as_fd(), service)?;
+        Ok(Client::new(Verified(sock), None, service.clone())?)
     }
 
     /// Whether the server is gone, and why.
@@ -589,5 +729,489 @@ impl Drop for ForkChild {
         {
             tracing::warn!(pid = self.pidfd.get_ref().pid(), error = %e, "cannot kill a dropped child");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::os::fd::BorrowedFd;
+    use std::time::Instant;
+
+    use crate::proto::encode_reply;
+
+    const BOUND: Duration = Duration::from_secs(10);
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
+        socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        )
+        .unwrap()
+    }
+
+    /// The test playing the forkserver on the other end of a client's socketpair.
+    struct FakeServer(OwnedFd);
+
+    impl FakeServer {
+        fn wait_readable(&self) {
+            let mut p = [libc::pollfd {
+                fd: self.0.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            let deadline = Instant::now() + BOUND;
+            while sys::poll(&mut p, 100).unwrap() == 0 {
+                assert!(Instant::now() < deadline, "no request came");
+            }
+        }
+
+        /// The next request's id, after checking it carries what a null-stdio request
+        /// carries.
+        fn request(&self) -> u32 {
+            self.wait_readable();
+            let mut buf = [0u8; 256];
+            let got = sys::recv_with_fds(self.0.as_fd(), &mut buf).unwrap();
+            let req = proto::decode_spawn(&buf[..got.len]).expect("a spawn request");
+            assert!(got.fds.is_empty());
+            req.req
+        }
+
+        fn reply(&self, r: &Reply, fds: &[BorrowedFd<'_>]) {
+            let (b, n) = encode_reply(r);
+            sys::send_with_fds(self.0.as_fd(), &b[..n], fds).unwrap();
+        }
+    }
+
+    /// A client whose server is `server_pid`, talking to the returned fake server.
+    fn client_with(server_pid: u32) -> (Arc<Client>, FakeServer) {
+        let (ours, theirs) = seqpacket_pair();
+        let service = ForkService {
+            name: "brood-fork/test".to_owned(),
+            owner_pid: std::process::id(),
+            server_pid,
+        };
+        let client = Client::new(Verified::assume(ours), None, service).unwrap();
+        (Arc::new(client), FakeServer(theirs))
+    }
+
+    /// Start a spawn request on `client`.
+    fn request(client: &Arc<Client>) -> tokio::task::JoinHandle<Result<Spawned, ClientError>> {
+        let c = client.clone();
+        tokio::spawn(async move { c.spawn(b"boot", true, BOUND).await })
+    }
+
+    /// What the backend makes of a reply: a handle on the child if it was accepted, which
+    /// is then dropped as a torn-down nursery drops it (killing the child).
+    async fn outcome(
+        client: &Arc<Client>,
+        req: tokio::task::JoinHandle<Result<Spawned, ClientError>>,
+    ) -> Result<u32, ClientError> {
+        let r = tokio::time::timeout(BOUND, req).await.unwrap().unwrap();
+        r.map(|s| {
+            let pid = s.pid;
+            drop(ForkChild::new(s, client.clone()).unwrap());
+            pid
+        })
+    }
+
+    /// A process nobody asked the server for, leading its own process group as every
+    /// forked child does (a client signals a child's group): killed and reaped when
+    /// dropped.
+    struct Victim {
+        /// The victim itself, or (for a grandchild) its parent.
+        ours: std::process::Child,
+        pid: u32,
+        pidfd: OwnedFd,
+    }
+
+    impl Victim {
+        /// A `sleep` of ours.
+        fn child() -> Victim {
+            let ours = Command::new("sleep")
+                .arg("60")
+                .process_group(0)
+                .spawn()
+                .unwrap();
+            let pid = ours.id();
+            Victim {
+                pidfd: spawn_api::pidfd::open(pid).unwrap(),
+                pid,
+                ours,
+            }
+        }
+
+        /// A `sleep` whose parent is a shell of ours (so not this process).
+        fn grandchild() -> Victim {
+            let mut ours = Command::new("sh")
+                .args(["-c", "setsid sleep 60 & echo $!; wait"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            std::io::BufReader::new(ours.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            let pid: u32 = line.trim().parse().unwrap();
+            // Alive (the shell waits for it), so the pid names it.
+            let pidfd = spawn_api::pidfd::open(pid).unwrap();
+            Victim { ours, pid, pidfd }
+        }
+
+        /// Whether it still runs, a moment after anything could have signalled it.
+        fn alive(&self) -> bool {
+            std::thread::sleep(Duration::from_millis(50));
+            !spawn_api::pidfd::has_exited(self.pidfd.as_fd()).unwrap()
+        }
+    }
+
+    impl Drop for Victim {
+        fn drop(&mut self) {
+            let _ = spawn_api::pidfd::signal(self.pidfd.as_fd(), libc::SIGKILL);
+            let _ = self.ours.kill();
+            let _ = self.ours.wait();
+        }
+    }
+
+    fn forged(r: Result<u32, ClientError>, says: &str) {
+        match r {
+            Err(ClientError::Forged(why)) => assert!(why.contains(says), "{why}"),
+            other => panic!("expected a forged-reply error saying {says:?}, got {other:?}"),
+        }
+    }
+
+    fn assert_gone_forged(client: &Client) {
+        let gone = client.gone().expect("the connection is given up");
+        assert!(gone.contains("forged"), "{gone}");
+    }
+
+    #[test]
+    fn a_pidfd_of_a_process_that_is_not_the_servers_child_is_refused_unsignalled() {
+        rt().block_on(async {
+            let victim = Victim::grandchild();
+            // The link is ours, as the server's would be its own: only the parent differs.
+            let (client, server) = client_with(std::process::id());
+            let req = request(&client);
+            let id = server.request();
+            let (link, _peer) = seqpacket_pair();
+            server.reply(
+                &Reply::Spawned {
+                    req: id,
+                    pid: victim.pid,
+                },
+                &[victim.pidfd.as_fd(), link.as_fd()],
+            );
+            let r = outcome(&client, req).await;
+            assert!(victim.alive(), "the forged reply's process was signalled");
+            forged(r, "not of the forkserver");
+            assert_gone_forged(&client);
+            // Later requests fail at once, and send nothing.
+            let e = client.spawn(b"boot", true, BOUND).await.unwrap_err();
+            assert!(
+                matches!(e, ClientError::Gone(ref g) if g.contains("forged")),
+                "{e:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn a_pidfd_for_another_pid_than_claimed_is_refused_unsignalled() {
+        rt().block_on(async {
+            let victim = Victim::child();
+            let (client, server) = client_with(std::process::id());
+            let req = request(&client);
+            let id = server.request();
+            let (link, _peer) = seqpacket_pair();
+            server.reply(
+                &Reply::Spawned {
+                    req: id,
+                    pid: victim.pid + 1,
+                },
+                &[victim.pidfd.as_fd(), link.as_fd()],
+            );
+            let r = outcome(&client, req).await;
+            assert!(victim.alive(), "the forged reply's process was signalled");
+            forged(r, &format!("is for pid {}", victim.pid));
+            assert_gone_forged(&client);
+        });
+    }
+
+    #[test]
+    fn a_descriptor_that_is_not_a_pidfd_is_refused() {
+        rt().block_on(async {
+            let (client, server) = client_with(std::process::id());
+            let req = request(&client);
+            let id = server.request();
+            let (link, _peer) = seqpacket_pair();
+            let (not_a_pidfd, _w) = std::io::pipe().unwrap();
+            server.reply(
+                &Reply::Spawned {
+                    req: id,
+                    pid: std::process::id(),
+                },
+                &[not_a_pidfd.as_fd(), link.as_fd()],
+            );
+            forged(outcome(&client, req).await, "not a pidfd");
+            assert_gone_forged(&client);
+        });
+    }
+
+    #[test]
+    fn a_link_that_is_not_a_seqpacket_socket_of_the_server_is_refused_unsignalled() {
+        let victim = Victim::child();
+        let (pipe_r, _pipe_w) = std::io::pipe().unwrap();
+        let stream = std::os::unix::net::UnixStream::pair().unwrap();
+        let (seqpacket, _peer) = seqpacket_pair();
+        for (link, server_pid, says) in [
+            (pipe_r.as_fd(), std::process::id(), "not a socket"),
+            (
+                stream.0.as_fd(),
+                std::process::id(),
+                "not a Unix seqpacket socket",
+            ),
+            // Made by us, while the server is said to be another process.
+            (seqpacket.as_fd(), 1, "made by pid"),
+        ] {
+            rt().block_on(async {
+                let (client, server) = client_with(server_pid);
+                let req = request(&client);
+                let id = server.request();
+                server.reply(
+                    &Reply::Spawned {
+                        req: id,
+                        pid: victim.pid,
+                    },
+                    &[victim.pidfd.as_fd(), link],
+                );
+                let r = outcome(&client, req).await;
+                assert!(victim.alive(), "the forged reply's process was signalled");
+                forged(r, says);
+                assert_gone_forged(&client);
+            });
+        }
+    }
+
+    #[test]
+    fn a_child_reply_without_exactly_two_descriptors_is_refused() {
+        let victim = Victim::child();
+        let (link, _peer) = seqpacket_pair();
+        let sets: [&[BorrowedFd<'_>]; 3] = [
+            &[],
+            &[victim.pidfd.as_fd()],
+            &[victim.pidfd.as_fd(), link.as_fd(), link.as_fd()],
+        ];
+        for fds in sets {
+            rt().block_on(async {
+                let (client, server) = client_with(std::process::id());
+                let req = request(&client);
+                let id = server.request();
+                server.reply(
+                    &Reply::Spawned {
+                        req: id,
+                        pid: victim.pid,
+                    },
+                    fds,
+                );
+                let r = outcome(&client, req).await;
+                assert!(victim.alive(), "the forged reply's process was signalled");
+                forged(r, &format!("{} descriptors instead of 2", fds.len()));
+            });
+        }
+    }
+
+    #[test]
+    fn a_forged_reply_to_no_request_kills_nobody() {
+        // A reply nobody waits for is what an abandoned spawn gets, and its child is
+        // killed: a forged one must not make us kill a stranger.
+        rt().block_on(async {
+            let victim = Victim::child();
+            let (client, server) = client_with(1);
+            let (link, _peer) = seqpacket_pair();
+            server.reply(
+                &Reply::Spawned {
+                    req: 77,
+                    pid: victim.pid,
+                },
+                &[victim.pidfd.as_fd(), link.as_fd()],
+            );
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while client.gone().is_none() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(victim.alive(), "a stranger was killed");
+            assert_gone_forged(&client);
+        });
+    }
+
+    #[test]
+    fn a_malformed_or_oversized_reply_ends_the_connection() {
+        for bytes in [&b"P1234"[..], &[b'X'; 11][..], &[b'F'; 100][..]] {
+            rt().block_on(async {
+                let (client, server) = client_with(std::process::id());
+                let req = request(&client);
+                let _ = server.request();
+                sys::send_with_fds(server.0.as_fd(), bytes, &[]).unwrap();
+                let r = tokio::time::timeout(BOUND, req).await.unwrap().unwrap();
+                assert!(
+                    matches!(&r, Err(ClientError::Gone(g)) if g.contains("forged")),
+                    "{r:?}"
+                );
+                assert_gone_forged(&client);
+            });
+        }
+    }
+
+    #[test]
+    fn descriptors_on_replies_that_carry_none_are_closed_and_the_reply_stands() {
+        rt().block_on(async {
+            let (client, server) = client_with(std::process::id());
+            let req = request(&client);
+            let id = server.request();
+            let (mut r, w) = std::io::pipe().unwrap();
+            server.reply(
+                &Reply::Failed {
+                    req: id,
+                    stage: Stage::Fork,
+                    errno: libc::EAGAIN,
+                },
+                &[w.as_fd()],
+            );
+            drop(w);
+            let got = tokio::time::timeout(BOUND, req).await.unwrap().unwrap();
+            assert!(
+                matches!(got, Err(ClientError::Failed { stage: Stage::Fork, errno }) if errno == libc::EAGAIN),
+                "{got:?}"
+            );
+            // Our copy is gone, so only the client's could keep the pipe open.
+            let mut b = [0u8; 1];
+            assert_eq!(std::io::Read::read(&mut r, &mut b).unwrap(), 0, "closed");
+            assert!(client.gone().is_none(), "a genuine reply keeps the connection");
+        });
+    }
+
+    #[test]
+    fn a_genuine_child_reply_is_accepted() {
+        rt().block_on(async {
+            // Our own child and a link we made: what the server's reply is to it.
+            let victim = Victim::child();
+            let (client, server) = client_with(std::process::id());
+            let req = request(&client);
+            let id = server.request();
+            let (link, _peer) = seqpacket_pair();
+            let pidfd = victim.pidfd.try_clone().unwrap();
+            server.reply(
+                &Reply::Spawned {
+                    req: id,
+                    pid: victim.pid,
+                },
+                &[pidfd.as_fd(), link.as_fd()],
+            );
+            let s = tokio::time::timeout(BOUND, req)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(s.pid, victim.pid);
+            assert!(client.gone().is_none());
+            server.reply(
+                &Reply::Exit {
+                    pid: victim.pid,
+                    exit: ChildExit::Exited(0),
+                },
+                &[],
+            );
+            let mut exit = s.exit.clone();
+            let _ = tokio::time::timeout(BOUND, exit.changed()).await.unwrap();
+            assert!(matches!(
+                *exit.borrow(),
+                ExitState::Exited(ChildExit::Exited(0))
+            ));
+        });
+    }
+
+    #[test]
+    fn a_child_reaped_before_its_reply_was_read_ends_its_request_with_its_exit() {
+        rt().block_on(async {
+            let mut gone = Command::new("true").spawn().unwrap();
+            let pid = gone.id();
+            let pidfd = spawn_api::pidfd::open(pid).unwrap();
+            gone.wait().unwrap();
+            let (client, server) = client_with(std::process::id());
+            let req = request(&client);
+            let id = server.request();
+            let (link, _peer) = seqpacket_pair();
+            server.reply(
+                &Reply::Spawned { req: id, pid },
+                &[pidfd.as_fd(), link.as_fd()],
+            );
+            server.reply(
+                &Reply::Exit {
+                    pid,
+                    exit: ChildExit::Exited(3),
+                },
+                &[],
+            );
+            let r = tokio::time::timeout(BOUND, req).await.unwrap().unwrap();
+            assert!(
+                matches!(r, Err(ClientError::DiedEarly(ChildExit::Exited(3)))),
+                "{:?}",
+                r.map(|s| s.pid)
+            );
+            assert!(client.gone().is_none(), "not a forgery");
+        });
+    }
+
+    #[test]
+    fn a_connection_by_name_is_used_only_with_the_owners_credentials() {
+        rt().block_on(async {
+            let name = format!("brood-fork-test/{}/{}", std::process::id(), line!());
+            let listener = socket(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .unwrap();
+            bind(
+                listener.as_raw_fd(),
+                &UnixAddr::new_abstract(name.as_bytes()).unwrap(),
+            )
+            .unwrap();
+            listen(&listener, Backlog::new(8).unwrap()).unwrap();
+            let me = std::process::id();
+            let mut service = ForkService {
+                name,
+                owner_pid: 1,
+                server_pid: 2,
+            };
+            match Client::connect(&service, BOUND).await {
+                Err(ConnectError::Refused { pid, uid, .. }) => {
+                    assert_eq!(pid as u32, me, "the kernel reports who listened");
+                    assert_eq!(uid, nix::unistd::geteuid().as_raw());
+                }
+                other => panic!("expected Refused, got {other:?}"),
+            }
+            let refused =
+                nix::sys::socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC).unwrap();
+            let refused = sys::adopt_accepted(refused).unwrap();
+            let mut buf = [0u8; 64];
+            let got = sys::recv_with_fds(refused.as_fd(), &mut buf).unwrap();
+            assert_eq!((got.len, got.fds.len()), (0, 0), "nothing but the end");
+
+            service.owner_pid = me;
+            let client = Client::connect(&service, BOUND).await.unwrap();
+            assert_eq!(client.service(), &service);
+        });
     }
 }

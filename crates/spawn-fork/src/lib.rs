@@ -34,6 +34,14 @@
 //!   outlives the server.
 //! - **Failures are typed:** a server that exits makes pending and later spawns fail
 //!   with [`SpawnError::Unavailable`], never hang; running children keep serving.
+//! - **Trust no one it did not start:** the socket's name is visible to every process, and
+//!   anyone may bind it once the server is gone. A client connecting by name checks the
+//!   kernel's credentials for the socket (our uid, and the pid of the actor that listened
+//!   on it, recorded with the name in [`ForkService`]) before it sends anything: the boot
+//!   carries the tree's secret, and the request our stdout and stderr. Every `Spawned`
+//!   reply's descriptors are checked before use (a pidfd of the claimed pid, a child of
+//!   the server; a Unix seqpacket link the server made); a reply that fails is a forgery:
+//!   its descriptors are closed unsignalled, and the connection is given up.
 //!
 //! Differences from `spawn-proc`: a forked child inherits the environment and working
 //! directory the server had when the tree started (stdout and stderr are the parent
@@ -51,9 +59,11 @@
 
 #![warn(missing_docs)]
 
+mod check;
 mod client;
 mod proto;
 mod server;
+mod service;
 mod sys;
 
 use std::ffi::OsString;
@@ -64,6 +74,7 @@ use spawn_api::{Brood, Child, ChildStdio, SpawnBackend, SpawnError, SpawnRequest
 use tokio::sync::OnceCell;
 
 pub use client::ForkChild;
+pub use service::{ForkService, ServiceError};
 
 use client::{Client, ClientError};
 
@@ -76,7 +87,9 @@ pub const KEY: &str = "fork";
 
 /// Environment variable that starts this program as a forkserver (what it carries is
 /// private to this crate). [`Brood::enter`](spawn_api::Brood::enter) removes it at once,
-/// so neither the server's children nor anything they start see it.
+/// so neither the server's children nor anything they start see it; in a process that
+/// already runs threads it is left alone and the server refuses to start (changing the
+/// environment is unsound then, and a forkserver must be single-threaded anyway).
 ///
 /// ```
 /// // A program started normally is not a forkserver.
@@ -84,9 +97,10 @@ pub const KEY: &str = "fork";
 /// ```
 pub const SERVER_ENV: &str = "BROOD_FORKSERVER";
 
-/// Key of the tree's forkserver in [`RuntimeVars::services`]: the name of its abstract
-/// Unix socket. Set in the vars of every child this backend spawns; actors below inherit
-/// it and reach the same server.
+/// Key of the tree's forkserver in [`RuntimeVars::services`]: a [`ForkService`], the
+/// name of its abstract Unix socket and the pids a client checks before it trusts what
+/// answers there. Set in the vars of every child this backend spawns; actors below
+/// inherit it and reach the same server.
 ///
 /// ```
 /// // A root has no forkserver until its first fork spawn.
@@ -170,9 +184,16 @@ impl ForkBackend {
             .0
             .get_or_try_init(|| async {
                 let client = match req.vars.services.get(SERVICE_KEY) {
-                    Some(addr) => Client::connect(addr, req.boot.connect_timeout)
-                        .await
-                        .map_err(|e| unavailable(format!("cannot reach the forkserver: {e}")))?,
+                    Some(value) => {
+                        let service = ForkService::parse(value).map_err(|e| {
+                            unavailable(format!(
+                                "the forkserver's entry in the runtime vars is unusable: {e}"
+                            ))
+                        })?;
+                        Client::connect(&service, req.boot.connect_timeout)
+                            .await
+                            .map_err(|e| unavailable(e.to_string()))?
+                    }
                     None => {
                         let exe = self
                             .exe
@@ -209,9 +230,11 @@ impl SpawnBackend for ForkBackend {
     /// Ask the tree's forkserver (started on the first call) for a child.
     ///
     /// # Errors
-    /// [`SpawnError::Unavailable`] if the forkserver cannot be started or reached or is
-    /// gone, [`SpawnError::Launch`] if it could not fork, [`SpawnError::Timeout`] if it
-    /// did not answer within the spawn timeout.
+    /// [`SpawnError::Unavailable`] if the forkserver cannot be started or reached, is
+    /// gone, fails the credential check, or its connection sent a forged reply;
+    /// [`SpawnError::Launch`] if it could not fork (or its reply could not be checked);
+    /// [`SpawnError::DiedEarly`] if the child exited before its reply was read;
+    /// [`SpawnError::Timeout`] if it did not answer within the spawn timeout.
     async fn spawn(&self, req: &mut SpawnRequest) -> Result<Box<dyn Child>, SpawnError> {
         let client = self.client(req).await?;
         if let Some(why) = client.gone() {
@@ -219,13 +242,25 @@ impl SpawnBackend for ForkBackend {
         }
         req.vars
             .services
-            .insert(SERVICE_KEY.to_owned(), client.addr().to_owned());
+            .insert(SERVICE_KEY.to_owned(), client.service().to_string());
         let timeout = req.boot.connect_timeout;
         let spawned = client
             .spawn(&req.boot.to_bytes(), req.stdio == ChildStdio::Null, timeout)
             .await
             .map_err(|e| match e {
-                ClientError::Gone(reason) => unavailable(reason),
+                ClientError::Gone(reason) | ClientError::Forged(reason) => unavailable(reason),
+                ClientError::DiedEarly(exit) => SpawnError::DiedEarly {
+                    actor: req.boot.path.clone(),
+                    exit,
+                },
+                ClientError::Unchecked(e) => SpawnError::Launch {
+                    backend: KEY,
+                    actor: req.boot.path.clone(),
+                    source: std::io::Error::new(
+                        e.kind(),
+                        format!("cannot check the forkserver's reply: {e}"),
+                    ),
+                },
                 ClientError::Failed { stage, errno } => SpawnError::Launch {
                     backend: KEY,
                     actor: req.boot.path.clone(),
@@ -257,7 +292,163 @@ impl SpawnBackend for ForkBackend {
     /// its tree is gone and return its exit code. Forked children never get here: the
     /// server calls the child path directly after `fork`, and it ends the process.
     fn enter(&self, brood: &Brood) -> Option<i32> {
-        let spec = sys::take_env(SERVER_ENV)?;
-        Some(server::main(brood, &spec))
+        std::env::var_os(SERVER_ENV)?;
+        Some(server::main(brood))
+    }
+}
+
+/// Entry points for fuzz targets: each runs one decoder of outside input on arbitrary
+/// input, as this crate runs it, and checks what must hold of the result. None may panic
+/// (a panic is a finding). Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// A datagram from a client, as the server judges it (with no descriptors, and as if
+    /// it had been truncated); the id of the request it would fork for, if any.
+    pub fn decode_request(data: &[u8]) -> Option<u32> {
+        let _ = crate::proto::request_id(data);
+        let _ = crate::server::parse_request(data, true, Vec::new());
+        let decoded = crate::proto::decode_spawn(data);
+        match crate::server::parse_request(data, false, Vec::new()) {
+            crate::server::Request::Spawn { req, boot, stdio } => {
+                assert!(stdio.is_none(), "descriptors out of nothing");
+                let d = decoded.expect("a spawn the decoder refused");
+                assert_eq!((d.req, d.boot), (req, boot));
+                Some(req)
+            }
+            crate::server::Request::Refuse(_) => None,
+        }
+    }
+
+    /// A datagram from the server, as a client decodes it; whether it is a reply. A
+    /// reply whose encoding is canonical must encode back to the same bytes.
+    pub fn decode_reply(data: &[u8]) -> bool {
+        let Some(r) = crate::proto::decode_reply(data) else {
+            return false;
+        };
+        let canonical = match &r {
+            crate::proto::Reply::Exit { .. } => data.get(5).is_some_and(|k| *k <= 2),
+            _ => true,
+        };
+        if canonical {
+            let (b, n) = crate::proto::encode_reply(&r);
+            assert_eq!(&b[..n], data, "{r:?} re-encodes differently");
+        }
+        true
+    }
+
+    /// The forkserver's start-up argument; whether it decodes.
+    pub fn decode_server_args(s: &str) -> bool {
+        crate::server::ServerArgs::decode(s).is_some()
+    }
+
+    /// A [`ForkService`](crate::ForkService) value from the runtime vars; whether it
+    /// decodes. A decoded value must round-trip.
+    pub fn decode_service(s: &str) -> bool {
+        match crate::ForkService::parse(s) {
+            Ok(v) => {
+                assert_eq!(crate::ForkService::parse(&v.to_string()), Ok(v.clone()));
+                true
+            }
+            Err(e) => {
+                let _ = e.to_string();
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Set (through exec) only in the copy of this test binary that plays a program
+    /// calling `Brood::enter` once it runs threads.
+    const PROBE_ENV: &str = "BROOD_FORK_TEST_ENTER_PROBE";
+
+    #[test]
+    fn a_multi_threaded_process_keeps_the_server_variable_and_starts_no_server() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "tests::enter_probe", "--nocapture"])
+            .args(["--test-threads", "1"])
+            .env(PROBE_ENV, "1")
+            .env(SERVER_ENV, "3,4,1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stdout.contains("probe: variable kept"),
+            "{}\nstdout: {stdout}\nstderr: {stderr}",
+            out.status
+        );
+        assert!(
+            stderr.contains("a forkserver must be single-threaded"),
+            "a clear message: {stderr}"
+        );
+    }
+
+    /// Does something only in the copy started above. libtest runs each test on a
+    /// thread of its own, so that process is multi-threaded here.
+    #[test]
+    fn enter_probe() {
+        if std::env::var_os(PROBE_ENV).is_none() {
+            return;
+        }
+        assert!(
+            sys::SingleThreaded::check().is_err(),
+            "a thread besides main"
+        );
+        let brood = Brood::builder()
+            .registry(spawn_api::Registry::new())
+            .backend(ForkBackend::new())
+            .build();
+        let code = ForkBackend::new().enter(&brood);
+        assert_eq!(
+            code,
+            Some(spawn_api::child::EXIT_SETUP),
+            "no server started"
+        );
+        assert_eq!(
+            std::env::var(SERVER_ENV).as_deref(),
+            Ok("3,4,1"),
+            "the environment is untouched"
+        );
+        println!("probe: variable kept");
+    }
+
+    #[test]
+    fn the_fuzzing_entry_points_take_anything() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for len in 0..96 {
+            for _ in 0..64 {
+                let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                let _ = fuzzing::decode_request(&bytes);
+                let _ = fuzzing::decode_reply(&bytes);
+                let text = String::from_utf8_lossy(&bytes);
+                let _ = fuzzing::decode_server_args(&text);
+                let _ = fuzzing::decode_service(&text);
+            }
+        }
+        let mut spawn = proto::encode_spawn(5, 0, b"boot");
+        assert_eq!(
+            fuzzing::decode_request(&spawn),
+            None,
+            "no descriptors for stdio"
+        );
+        spawn[5] = proto::FLAG_NULL_STDIO;
+        assert_eq!(fuzzing::decode_request(&spawn), Some(5));
+        let (b, n) = proto::encode_reply(&proto::Reply::Spawned { req: 1, pid: 2 });
+        assert!(fuzzing::decode_reply(&b[..n]));
+        assert!(fuzzing::decode_server_args("3,4,5"));
+        assert!(fuzzing::decode_service(
+            "brood-fork/1 owner=1 server=2 name=brood-fork/1/0/00000000"
+        ));
     }
 }

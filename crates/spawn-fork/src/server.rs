@@ -31,6 +31,7 @@ use nix::unistd::Pid;
 use spawn_api::child::{EXIT_PANIC, EXIT_SETUP, run_child_process};
 use spawn_api::{Brood, ChildBoot, ChildExit};
 
+use crate::SERVER_ENV;
 use crate::proto::{self, FLAG_NULL_STDIO, Reply, Stage};
 use crate::sys::{self, Forked, SingleThreaded};
 
@@ -57,7 +58,12 @@ impl ServerArgs {
         format!("{},{},{}", self.listener, self.owner, self.owner_pid)
     }
 
+    /// Decode what [`encode`](Self::encode) wrote; `None` for anything else.
     pub(crate) fn decode(s: &str) -> Option<ServerArgs> {
+        // Three numbers and two commas: anything longer is not ours.
+        if s.len() > 64 {
+            return None;
+        }
         let mut it = s.split(',');
         let a = ServerArgs {
             listener: it.next()?.parse().ok()?,
@@ -68,10 +74,10 @@ impl ServerArgs {
     }
 }
 
-/// Run the forkserver described by `spec` until its owner is gone; returns the process
-/// exit code. Forked children never return from here.
-pub(crate) fn main(brood: &Brood, spec: &str) -> i32 {
-    match start(spec) {
+/// Run the forkserver described by [`SERVER_ENV`] until its owner is gone; returns the
+/// process exit code. Forked children never return from here.
+pub(crate) fn main(brood: &Brood) -> i32 {
+    match take_spec().and_then(|(spec, single)| start(&spec, single)) {
         Ok(mut server) => server.run(brood),
         Err(e) => {
             eprintln!("brood forkserver: cannot start: {e}");
@@ -80,10 +86,30 @@ pub(crate) fn main(brood: &Brood, spec: &str) -> i32 {
     }
 }
 
-fn start(spec: &str) -> io::Result<Server> {
+/// Take [`SERVER_ENV`] out of the environment, so that nothing the server forks sees it.
+/// Only a single-threaded process may change its environment, and a forkserver must be
+/// single-threaded anyway: a multi-threaded one fails here with the environment as it was.
+fn take_spec() -> io::Result<(String, SingleThreaded)> {
+    let taken = sys::take_env(SERVER_ENV).map_err(|e| {
+        io::Error::other(format!(
+            "{e}; a forkserver must be single-threaded: call Brood::enter first thing in \
+             main, before anything starts a thread ({SERVER_ENV} is left as it was)"
+        ))
+    })?;
+    let (spec, single) =
+        taken.ok_or_else(|| io::Error::other(format!("{SERVER_ENV} is not set")))?;
+    let spec = spec.into_string().map_err(|v| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{SERVER_ENV} is not UTF-8: {v:?}"),
+        )
+    })?;
+    Ok((spec, single))
+}
+
+fn start(spec: &str, single: SingleThreaded) -> io::Result<Server> {
     let args = ServerArgs::decode(spec)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("bad spec {spec:?}")))?;
-    let single = SingleThreaded::check()?;
     let listener = sys::adopt_inherited_fd(args.listener)?;
     let owner = sys::adopt_inherited_fd(args.owner)?;
     // Whatever else the starter passed down without close-on-exec (a test runner's
@@ -295,54 +321,18 @@ impl Server {
                     return;
                 }
             };
-            let msg = &self.buf[..got.len];
-            let reply = match proto::decode_spawn(msg) {
-                Some(req) if !got.truncated => {
-                    let stdio = match (req.flags & FLAG_NULL_STDIO != 0, got.fds) {
-                        (true, fds) if fds.is_empty() => Ok(None),
-                        (false, fds) if fds.len() == 2 => {
-                            let mut it = fds.into_iter();
-                            match (it.next(), it.next()) {
-                                (Some(o), Some(e)) => Ok(Some([o, e])),
-                                _ => Err(()),
-                            }
+            let reply = match parse_request(&self.buf[..got.len], got.truncated, got.fds) {
+                Request::Spawn { req, boot, stdio } => {
+                    match spawn(&self.single, &self.child_env, brood, boot, stdio) {
+                        Ok((pid, pidfd, link)) => {
+                            self.children.push((pid, self.conns[i].token));
+                            self.conns[i].queue(&Reply::Spawned { req, pid }, Some([pidfd, link]));
+                            continue;
                         }
-                        _ => Err(()),
-                    };
-                    match stdio {
-                        Ok(stdio) => {
-                            match spawn(&self.single, &self.child_env, brood, req.boot, stdio) {
-                                Ok((pid, pidfd, link)) => {
-                                    self.children.push((pid, self.conns[i].token));
-                                    self.conns[i].queue(
-                                        &Reply::Spawned { req: req.req, pid },
-                                        Some([pidfd, link]),
-                                    );
-                                    continue;
-                                }
-                                Err((stage, errno)) => Reply::Failed {
-                                    req: req.req,
-                                    stage,
-                                    errno,
-                                },
-                            }
-                        }
-                        Err(()) => Reply::Failed {
-                            req: req.req,
-                            stage: Stage::Request,
-                            errno: libc::EINVAL,
-                        },
+                        Err((stage, errno)) => Reply::Failed { req, stage, errno },
                     }
                 }
-                _ => Reply::Failed {
-                    req: proto::request_id(msg).unwrap_or(0),
-                    stage: Stage::Request,
-                    errno: if got.truncated {
-                        libc::EMSGSIZE
-                    } else {
-                        libc::EINVAL
-                    },
-                },
+                Request::Refuse(reply) => reply,
             };
             self.conns[i].queue(&reply, None);
         }
@@ -416,6 +406,59 @@ impl Server {
             self.reap();
         }
         0
+    }
+}
+
+/// What the server makes of one datagram from a client.
+#[derive(Debug)]
+pub(crate) enum Request<'a> {
+    /// Fork a child that boots with `boot`; its stdout and stderr are `stdio` (`None`:
+    /// `/dev/null`).
+    Spawn {
+        req: u32,
+        boot: &'a [u8],
+        stdio: Option<[OwnedFd; 2]>,
+    },
+    /// Answer with this refusal (and fork nothing).
+    Refuse(Reply),
+}
+
+/// Judge a datagram of `msg` bytes (`truncated` if it did not fit the buffer) that came
+/// with `fds`. Anything but a well-formed request with exactly the descriptors its flags
+/// call for is refused; the descriptors of a refused request are closed here.
+pub(crate) fn parse_request(msg: &[u8], truncated: bool, fds: Vec<OwnedFd>) -> Request<'_> {
+    let refuse = |errno| {
+        Request::Refuse(Reply::Failed {
+            req: proto::request_id(msg).unwrap_or(0),
+            stage: Stage::Request,
+            errno,
+        })
+    };
+    if truncated {
+        return refuse(libc::EMSGSIZE);
+    }
+    let Some(r) = proto::decode_spawn(msg) else {
+        return refuse(libc::EINVAL);
+    };
+    // A flag we do not know asks for something we would not do.
+    if r.flags & !FLAG_NULL_STDIO != 0 {
+        return refuse(libc::EINVAL);
+    }
+    let stdio = if r.flags & FLAG_NULL_STDIO != 0 {
+        if !fds.is_empty() {
+            return refuse(libc::EINVAL);
+        }
+        None
+    } else {
+        match <[OwnedFd; 2]>::try_from(fds) {
+            Ok(pair) => Some(pair),
+            Err(_) => return refuse(libc::EINVAL),
+        }
+    };
+    Request::Spawn {
+        req: r.req,
+        boot: r.boot,
+        stdio,
     }
 }
 
@@ -547,5 +590,127 @@ mod tests {
         assert_eq!(ServerArgs::decode("5,6"), None);
         assert_eq!(ServerArgs::decode("5,6,7,8"), None);
         assert_eq!(ServerArgs::decode("a,6,7"), None);
+    }
+
+    #[test]
+    fn hostile_server_args_do_not_decode() {
+        for s in [
+            "",
+            ",",
+            ",,",
+            "5,6,",
+            "-1,-2,-3",
+            "5,6,4294967296",
+            "99999999999999999999,6,7",
+            "5 ,6,7",
+            "5,6,7,",
+            "\u{0}",
+            "५,6,7",
+        ] {
+            assert_eq!(ServerArgs::decode(s), None, "{s:?}");
+        }
+        let long = format!("5,6,{}", "0".repeat(100));
+        assert_eq!(ServerArgs::decode(&long), None, "bounded");
+    }
+
+    /// A pipe's write end to pass as a descriptor, and its read end, which sees EOF once
+    /// every copy of the write end is closed.
+    fn probe() -> (std::io::PipeReader, OwnedFd) {
+        let (r, w) = std::io::pipe().unwrap();
+        (r, OwnedFd::from(w))
+    }
+
+    fn closed(mut r: std::io::PipeReader) -> bool {
+        use std::io::Read;
+        let mut b = [0u8; 1];
+        matches!(r.read(&mut b), Ok(0))
+    }
+
+    fn refused(r: Request<'_>) -> (u32, i32) {
+        match r {
+            Request::Refuse(Reply::Failed {
+                req,
+                stage: Stage::Request,
+                errno,
+            }) => (req, errno),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn requests_with_the_wrong_descriptors_are_refused_and_the_descriptors_closed() {
+        let with_stdio = proto::encode_spawn(9, 0, b"boot");
+        let null_stdio = proto::encode_spawn(9, FLAG_NULL_STDIO, b"boot");
+        let unknown_flag = proto::encode_spawn(9, 0x80 | FLAG_NULL_STDIO, b"boot");
+        for (msg, n) in [
+            (&with_stdio, 0),
+            (&with_stdio, 1),
+            (&with_stdio, 3),
+            (&null_stdio, 1),
+            (&null_stdio, 2),
+            (&unknown_flag, 0),
+        ] {
+            let (readers, fds): (Vec<_>, Vec<_>) = (0..n).map(|_| probe()).unzip();
+            assert_eq!(
+                refused(parse_request(msg, false, fds)),
+                (9, libc::EINVAL),
+                "{n} descriptors for flags {}",
+                msg[5]
+            );
+            assert!(readers.into_iter().all(closed), "closed on refusal");
+        }
+    }
+
+    #[test]
+    fn garbage_and_truncated_datagrams_are_refused_and_their_descriptors_closed() {
+        let spawn = proto::encode_spawn(4, 0, b"boot");
+        let cases: &[(&[u8], bool, u32, i32)] = &[
+            (b"", false, 0, libc::EINVAL),
+            (b"S", false, 0, libc::EINVAL),
+            (b"S1234", false, u32::from_le_bytes(*b"1234"), libc::EINVAL),
+            (
+                b"Q123456",
+                false,
+                u32::from_le_bytes(*b"1234"),
+                libc::EINVAL,
+            ),
+            (&[0xff; 300], false, u32::MAX, libc::EINVAL),
+            (&spawn, true, 4, libc::EMSGSIZE),
+        ];
+        for &(msg, truncated, req, errno) in cases {
+            let (r1, w1) = probe();
+            let (r2, w2) = probe();
+            assert_eq!(
+                refused(parse_request(msg, truncated, vec![w1, w2])),
+                (req, errno),
+                "{msg:?}"
+            );
+            assert!(closed(r1) && closed(r2), "closed on refusal");
+        }
+    }
+
+    #[test]
+    fn a_well_formed_request_keeps_its_descriptors() {
+        let msg = proto::encode_spawn(3, 0, b"the boot");
+        let (r1, w1) = probe();
+        let (_r2, w2) = probe();
+        match parse_request(&msg, false, vec![w1, w2]) {
+            Request::Spawn {
+                req: 3,
+                boot: b"the boot",
+                stdio: Some([out, err]),
+            } => drop((out, err)),
+            other => panic!("expected a spawn, got {other:?}"),
+        }
+        assert!(closed(r1));
+        let msg = proto::encode_spawn(4, FLAG_NULL_STDIO, b"");
+        assert!(matches!(
+            parse_request(&msg, false, Vec::new()),
+            Request::Spawn {
+                req: 4,
+                boot: b"",
+                stdio: None
+            }
+        ));
     }
 }

@@ -4,7 +4,7 @@
 //! Every `unsafe` block of the crate is here, each with the reason it is sound; the tests
 //! at the bottom exercise each call against real processes.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::{self, IoSlice, IoSliceMut};
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -248,17 +248,85 @@ pub(crate) fn inherit_on_exec(cmd: &mut Command, fds: [RawFd; 2]) {
     }
 }
 
-/// Read and remove an environment variable of this process.
+/// Read and remove an environment variable of this process, but only if the process is
+/// single-threaded: `Ok(None)` if it is not set; an error (and the environment untouched)
+/// if another thread exists.
 ///
-/// Only for the start of `main` (from `Brood::enter`), before the program starts
-/// threads: the environment is process-global and unsynchronised in libc.
-pub(crate) fn take_env(key: impl AsRef<OsStr>) -> Option<String> {
+/// The environment is process-global and unsynchronised in libc: removing a variable
+/// while another thread reads it (`getenv` in any library) is undefined behaviour. So the
+/// thread count is checked first, here, rather than taken on the caller's word; the
+/// token that proves it is returned, since a caller that needs one thread (the
+/// forkserver) needs it for `fork` too.
+pub(crate) fn take_env(key: impl AsRef<OsStr>) -> io::Result<Option<(OsString, SingleThreaded)>> {
     let key = key.as_ref();
-    let value = std::env::var_os(key)?;
-    // SAFETY: `Brood::enter` runs first thing in `main`, before the program starts
-    // threads (its documented contract), so nothing reads the environment concurrently.
+    if std::env::var_os(key).is_none() {
+        return Ok(None);
+    }
+    let single = SingleThreaded::check()?;
+    let Some(value) = std::env::var_os(key) else {
+        return Ok(None);
+    };
+    // SAFETY: `check` has just seen exactly one thread in the process, and it is this one,
+    // running this function: no other thread exists to read or write the environment
+    // concurrently, and none can be started before `remove_var` returns.
     unsafe { std::env::remove_var(key) };
-    value.into_string().ok()
+    Ok(Some((value, single)))
+}
+
+/// What `/proc/self/fdinfo/<fd>` says about a descriptor that should be a pidfd: the pid
+/// of its process (in our pid namespace), from its `Pid:` line; `Ok(None)` if there is
+/// no such line, so that the descriptor is no pidfd. `-1` (or `0` on older kernels)
+/// means the process has been reaped or is outside our pid namespace.
+pub(crate) fn pidfd_pid(fd: BorrowedFd<'_>) -> io::Result<Option<i64>> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse::<i64>().ok()))
+}
+
+/// The parent of process `pid` (`PPid:` in `/proc/<pid>/status`); `Ok(None)` if the
+/// file has no such line.
+pub(crate) fn parent_of(pid: u32) -> io::Result<Option<u32>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse::<u32>().ok()))
+}
+
+/// The address family and type of socket `fd` (`SO_DOMAIN`, `SO_TYPE`); `ENOTSOCK` for
+/// a descriptor that is not a socket.
+pub(crate) fn socket_kind(fd: BorrowedFd<'_>) -> io::Result<(libc::c_int, libc::c_int)> {
+    let get = |opt: libc::c_int| -> io::Result<libc::c_int> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` and `len` are live and writable for the call, and `len` is the size
+        // of `v`, so the kernel writes at most that many bytes into it.
+        let r = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&raw mut v).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(v)
+    };
+    Ok((get(libc::SO_DOMAIN)?, get(libc::SO_TYPE)?))
+}
+
+/// The credentials the kernel holds for the peer of Unix socket `fd` (`SO_PEERCRED`):
+/// `(pid, uid)`. For a connection to a listening socket they are those of the process
+/// that called `listen()`; for a socketpair, those of the process that created it. The
+/// pid is 0 if that process is gone or outside our pid namespace.
+pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<(i32, u32)> {
+    let c = nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::PeerCredentials)?;
+    Ok((c.pid(), c.uid()))
 }
 
 /// `poll(2)` over `fds`, waiting at most `timeout_ms` (-1: forever). Returns how many
@@ -566,8 +634,50 @@ mod tests {
     }
 
     #[test]
+    fn descriptors_are_told_apart() {
+        let me = std::process::id();
+        let pidfd = pidfd_open(me).unwrap();
+        assert_eq!(pidfd_pid(pidfd.as_fd()).unwrap(), Some(i64::from(me)));
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert_eq!(pidfd_pid(file.as_fd()).unwrap(), None, "not a pidfd");
+        assert_eq!(
+            parent_of(me).unwrap(),
+            Some(nix::unistd::getppid().as_raw() as u32)
+        );
+        let (a, _b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        assert_eq!(
+            socket_kind(a.as_fd()).unwrap(),
+            (libc::AF_UNIX, libc::SOCK_SEQPACKET)
+        );
+        assert_eq!(
+            peer_credentials(a.as_fd()).unwrap(),
+            (me as i32, nix::unistd::geteuid().as_raw()),
+            "a socketpair carries its maker's credentials"
+        );
+        let e = socket_kind(file.as_fd()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTSOCK));
+    }
+
+    #[test]
+    fn a_reaped_process_has_no_pid_behind_its_pidfd() {
+        let mut c = Command::new("true").spawn().unwrap();
+        let fd = pidfd_open(c.id()).unwrap();
+        c.wait().unwrap();
+        assert_eq!(pidfd_pid(fd.as_fd()).unwrap(), Some(-1));
+    }
+
+    #[test]
     fn an_absent_variable_is_not_taken() {
-        assert_eq!(take_env("BROOD_SURELY_NOT_SET_ANYWHERE"), None);
+        assert!(matches!(
+            take_env("BROOD_SURELY_NOT_SET_ANYWHERE"),
+            Ok(None)
+        ));
     }
 
     #[test]

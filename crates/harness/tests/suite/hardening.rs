@@ -260,9 +260,8 @@ fn dropping_start_actor_mid_spawn_leaks_nothing() -> Result<(), Failed> {
             let name = format!("hasty{i}");
             let spawn = n.start_actor(&name, ActorOptions::new());
             // 0 µs, 250 µs, 500 µs, ... : before, during and after the backend's work.
-            match tokio::time::timeout(Duration::from_micros(i * 250), spawn).await {
-                Ok(p) => kept.push(p?),
-                Err(_) => {}
+            if let Ok(p) = tokio::time::timeout(Duration::from_micros(i * 250), spawn).await {
+                kept.push(p?);
             }
         }
         let t = Instant::now();
