@@ -3,9 +3,10 @@
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::Duration;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use spawn_api::child::{EXIT_SETUP, serve_child_with};
 use spawn_api::{
@@ -28,6 +29,17 @@ pub const PYTHON_OPTION: &str = "python";
 /// How long an ending actor waits for its interpreter to end before abandoning it (its
 /// Python code stuck in a native call).
 const PYTHON_SHUTDOWN: Duration = Duration::from_secs(1);
+
+/// How long an ending actor waits for in-process children it did not reap (its runtime
+/// was aborted with their supervisors in it) before it reports them as left running: a
+/// child stopped at the same moment needs up to [`PYTHON_SHUTDOWN`] to give up on its own
+/// interpreter, and a little more to report that, so its own report (which says what is
+/// stuck) arrives first.
+const CHILDREN_SHUTDOWN: Duration = Duration::from_millis(1250);
+
+/// How long after reporting its exit status an actor thread may take to end before its
+/// parent gives up waiting and reports it abandoned. It has nothing left to do but return.
+const THREAD_EXIT: Duration = Duration::from_secs(1);
 
 /// When a sub-interpreter actor creates its interpreter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,6 +77,12 @@ impl FromStr for PythonMode {
 /// Its [`Child`] has no pid. Terminating it raises `KeyboardInterrupt` in its Python and
 /// aborts its runtime (dropping its tasks and closing its channels, as a kill would); an
 /// actor whose thread is stuck in native code is abandoned, reported, and never waited on.
+/// [`Child::wait`] resolves only once the actor's thread (and its Python host thread, when
+/// its interpreter ended) has really ended, so a nursery that returned leaves no thread
+/// behind. An actor whose runtime ends without its supervisors having reaped its own
+/// in-process children (an aborted runtime drops them) stops those children, waits for
+/// them within bounds and reports what is left running below it, by tree path, in its own
+/// exit status ([`ChildExit::Abandoned`]): nothing in a tree is dropped unreported.
 ///
 /// ```no_run
 /// use spawn_api::{ActorOptions, Brood, Registry};
@@ -111,10 +129,24 @@ impl Abort {
     }
 }
 
+/// One sub-interpreter actor, shared by its thread, its parent's [`SubintChild`] and the
+/// bookkeeping of the actor that spawned it ([`Spawned`]).
 struct Control {
+    /// The actor's tree path.
+    path: String,
     abort: CancellationToken,
     interp: Mutex<Option<Interp>>,
+    /// The interpreter the actor gave up on when it ended (its Python code stuck in a
+    /// native call): it ends on its own when that call returns.
+    abandoned: Mutex<Option<Interp>>,
     exit: watch::Sender<Option<ChildExit>>,
+    /// The actor's thread, until someone saw it finished and joined it.
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The in-process children this actor started.
+    children: Arc<Spawned>,
+    /// Its parent's supervisor collected its final status ([`SubintChild::wait`]
+    /// returned it): from then on the parent's nursery answers for it.
+    reaped: AtomicBool,
 }
 
 impl Control {
@@ -124,7 +156,79 @@ impl Control {
         }
         self.abort.cancel();
     }
+
+    /// Whether the actor's thread has ended, joining it if it just did. Never blocks.
+    fn thread_ended(&self) -> bool {
+        let mut t = self.thread.lock().unwrap();
+        match t.as_ref() {
+            None => true,
+            Some(h) if h.is_finished() => {
+                // Finished: the join returns at once.
+                let _ = t.take().map(JoinHandle::join);
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// What of this actor's subtree is still running now: its thread, an interpreter it
+    /// abandoned, and (once its thread ended) the same of every in-process child it
+    /// started. Tree paths, each with what runs there.
+    fn left_running(&self, out: &mut Vec<String>) {
+        if !self.thread_ended() {
+            out.push(format!("{} (its actor thread has not ended)", self.path));
+            return;
+        }
+        if self
+            .abandoned
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|i| !i.has_exited())
+        {
+            out.push(format!(
+                "{} (its Python code is stuck in a native call)",
+                self.path
+            ));
+        }
+        for c in self.children.list() {
+            c.left_running(out);
+        }
+    }
 }
+
+/// The in-process children an actor started, kept in the actor's own [`Extensions`] (so
+/// per actor, never in a `static`: several actors share a process). When the actor's
+/// runtime ends, its thread accounts for each one its supervisors did not reap (an aborted
+/// runtime drops them, and with them the only handles a nursery would have waited on):
+/// it stops them, waits for them within bounds and reports what is left running in its
+/// own exit status.
+#[derive(Default)]
+struct Spawned(Mutex<Vec<Arc<Control>>>);
+
+impl Spawned {
+    fn add(&self, c: Arc<Control>) {
+        let mut list = self.0.lock().unwrap();
+        // Forget the children that are over for good (reaped, nothing left running
+        // below them), so a long-lived actor's list stays small.
+        list.retain(|c| {
+            if !c.reaped.load(Ordering::SeqCst) {
+                return true;
+            }
+            let mut left = Vec::new();
+            c.left_running(&mut left);
+            !left.is_empty()
+        });
+        list.push(c);
+    }
+
+    fn list(&self) -> Vec<Arc<Control>> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// How the actor finds the list of children it started, from its extensions.
+struct SpawnedBy(Arc<Spawned>);
 
 #[async_trait]
 impl SpawnBackend for SubintBackend {
@@ -141,15 +245,20 @@ impl SpawnBackend for SubintBackend {
             None => self.python,
         };
         let (exit_tx, exit_rx) = watch::channel(None);
-        let control = Arc::new(Control {
-            abort: CancellationToken::new(),
-            interp: Mutex::new(None),
-            exit: exit_tx,
-        });
         let (brood, boot) = (req.brood.clone(), req.boot.clone());
         let path = boot.path.clone();
+        let control = Arc::new(Control {
+            path: path.clone(),
+            abort: CancellationToken::new(),
+            interp: Mutex::new(None),
+            abandoned: Mutex::new(None),
+            exit: exit_tx,
+            thread: Mutex::new(None),
+            children: Arc::default(),
+            reaped: AtomicBool::new(false),
+        });
         let c2 = control.clone();
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name(format!("brood-subint {path}"))
             .spawn(move || actor_thread(brood, boot, mode, c2))
             .map_err(|source| SpawnError::Launch {
@@ -157,9 +266,16 @@ impl SpawnBackend for SubintBackend {
                 actor: path,
                 source,
             })?;
+        *control.thread.lock().unwrap() = Some(thread);
+        // A sub-interpreter actor spawning: remember the child, in case its runtime ends
+        // without reaping it (see `Spawned`).
+        if let Some(parent) = req.extensions.get::<SpawnedBy>() {
+            parent.0.add(control.clone());
+        }
         Ok(Box::new(SubintChild {
             control,
             exit: exit_rx,
+            reaped: None,
         }))
     }
 }
@@ -188,12 +304,16 @@ fn run_actor(brood: Brood, boot: ChildBoot, mode: PythonMode, control: &Control)
     };
     let ext = Extensions::default();
     ext.insert(Abort(control.abort.clone()));
+    ext.insert(SpawnedBy(control.children.clone()));
     let interp = match mode {
         PythonMode::None => {
             ext.insert(NoPython);
             None
         }
-        PythonMode::Eager | PythonMode::Lazy => match Interp::new_sub(mode == PythonMode::Eager) {
+        PythonMode::Eager | PythonMode::Lazy => match Interp::new_sub_named(
+            mode == PythonMode::Eager,
+            format!("brood-py {}", boot.path),
+        ) {
             Ok(i) => {
                 ext.insert(i.clone());
                 *control.interp.lock().unwrap() = Some(i.clone());
@@ -214,13 +334,44 @@ fn run_actor(brood: Brood, boot: ChildBoot, mode: PythonMode, control: &Control)
     // Whatever still runs (an aborted actor's tasks) is dropped; a worker stuck in
     // blocking code is left behind rather than waited for.
     rt.shutdown_background();
-    let stuck = interp.is_some_and(|i| i.shutdown(PYTHON_SHUTDOWN) == Shutdown::Abandoned);
+    let children_deadline = Instant::now() + CHILDREN_SHUTDOWN;
+    // Children whose supervisors were dropped with the runtime (their handles' `Drop`
+    // stops them too, but on a multi-thread runtime perhaps only later, on a worker that
+    // is still shutting down): stop them now, so they end alongside our interpreter.
+    let unreaped: Vec<Arc<Control>> = control
+        .children
+        .list()
+        .into_iter()
+        .filter(|c| !c.reaped.load(Ordering::SeqCst))
+        .collect();
+    for c in &unreaped {
+        c.stop();
+    }
+    let stuck = match interp {
+        Some(i) if i.shutdown(PYTHON_SHUTDOWN) == Shutdown::Abandoned => {
+            *control.abandoned.lock().unwrap() = Some(i);
+            true
+        }
+        _ => false,
+    };
     *control.interp.lock().unwrap() = None;
+    let left = left_running(control, &unreaped, served.is_none(), children_deadline);
+    let mut abandoned = Vec::new();
     if stuck {
+        abandoned.push(
+            "its Python code is stuck in a native call; its interpreter thread is left running"
+                .to_owned(),
+        );
+    }
+    if !left.is_empty() {
+        abandoned.push(format!(
+            "in-process descendants it could not reap are left running: {}",
+            left.join(", ")
+        ));
+    }
+    if !abandoned.is_empty() {
         return ChildExit::Abandoned {
-            reason:
-                "its Python code is stuck in a native call; its interpreter thread is left running"
-                    .to_owned(),
+            reason: abandoned.join("; "),
         };
     }
     match served {
@@ -233,10 +384,43 @@ fn run_actor(brood: Brood, boot: ChildBoot, mode: PythonMode, control: &Control)
     }
 }
 
+/// What of the subtree of an ending actor is still running and nobody else will report:
+/// the children its supervisors did not reap (`unreaped`, already stopped), once they
+/// ended or `deadline` passed; and if the actor was aborted (its supervisors dropped
+/// before they could relay what they saw) also what is left running below the children
+/// they did reap. The actor's own thread waits here, with no runtime left to block.
+fn left_running(
+    control: &Control,
+    unreaped: &[Arc<Control>],
+    aborted: bool,
+    deadline: Instant,
+) -> Vec<String> {
+    while Instant::now() < deadline && !unreaped.iter().all(|c| c.thread_ended()) {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let mut left = Vec::new();
+    for c in control.children.list() {
+        let reaped = c.reaped.load(Ordering::SeqCst);
+        if !reaped || aborted {
+            c.left_running(&mut left);
+        }
+        if !reaped {
+            // Accounted for here: its parent's nursery will never see it.
+            c.reaped.store(true, Ordering::SeqCst);
+        }
+    }
+    if !left.is_empty() {
+        tracing::error!(actor = %control.path, left = ?left, "in-process descendants left running");
+    }
+    left
+}
+
 /// A sub-interpreter actor, as its parent sees it.
 pub struct SubintChild {
     control: Arc<Control>,
     exit: watch::Receiver<Option<ChildExit>>,
+    /// The final status, once `wait` saw the thread end (later calls answer at once).
+    reaped: Option<ChildExit>,
 }
 
 impl std::fmt::Debug for SubintChild {
@@ -253,13 +437,40 @@ impl Child for SubintChild {
         None
     }
 
+    /// Resolves once the actor's thread has really ended (not merely sent its status: a
+    /// nursery that returns must not leave the thread behind), or reports it abandoned
+    /// if it does not end within 1 s of its status. Cancel-safe: the status
+    /// stays in the channel and the thread handle in `control` until seen.
     async fn wait(&mut self) -> ChildExit {
-        match self.exit.wait_for(Option::is_some).await {
+        if let Some(e) = &self.reaped {
+            return e.clone();
+        }
+        let exit = match self.exit.wait_for(Option::is_some).await {
             Ok(e) => e.clone().expect("waited for Some"),
+            // Unreachable while we hold `control` (it owns the sender); kept typed.
             Err(_) => ChildExit::Unknown {
                 reason: "the actor thread ended without a status".to_owned(),
             },
-        }
+        };
+        // The thread sends its status as its very last step: poll its end briefly, off
+        // the runtime's threads' backs (a sleep, never a blocking join).
+        let reported = Instant::now();
+        let exit = loop {
+            if self.control.thread_ended() {
+                break exit;
+            }
+            if reported.elapsed() >= THREAD_EXIT {
+                break ChildExit::Abandoned {
+                    reason: format!(
+                        "its thread did not end within {THREAD_EXIT:?} of reporting that it {exit}"
+                    ),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        self.control.reaped.store(true, Ordering::SeqCst);
+        self.reaped = Some(exit.clone());
+        exit
     }
 
     fn terminate(&mut self) -> io::Result<()> {

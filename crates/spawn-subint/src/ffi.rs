@@ -13,6 +13,7 @@
 
 use std::ffi::{CStr, CString, c_char, c_int, c_long};
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use pyo3_ffi as py;
@@ -286,17 +287,30 @@ pub(crate) struct Target {
 // `Interrupter`'s lock, while the interpreter is known to exist.
 unsafe impl Send for Target {}
 
-/// Raises `KeyboardInterrupt` in a host thread's running Python code, from another
-/// thread, without racing the interpreter's end.
+/// Raises `KeyboardInterrupt` in one job of a host thread, from another thread, without
+/// racing the interpreter's end or the host's next job.
+///
+/// Every job the host thread runs has an id. The host switches the running id only while
+/// attached to the interpreter ([`job_started`](Self::job_started) and
+/// [`job_ended`](Self::job_ended) take the attachment as proof), and an interrupter
+/// checks the id and injects the exception while attached to the same interpreter: as
+/// both hold that interpreter's GIL, the check and the injection happen wholly within one
+/// job. An exception injected that the job never reached (it was in a native call that
+/// returned straight into its end) is still pending when the job ends; the host clears
+/// it there, and again before each job starts, so it never reaches the next one.
 pub(crate) struct Interrupter {
     // `None` before the interpreter exists and after it started ending.
     target: Mutex<Option<Target>>,
+    /// The id of the job running on the host thread (0: none). Written only while the
+    /// host thread is attached.
+    running: AtomicU64,
 }
 
 impl Interrupter {
     pub(crate) fn new() -> Interrupter {
         Interrupter {
             target: Mutex::new(None),
+            running: AtomicU64::new(0),
         }
     }
 
@@ -311,10 +325,35 @@ impl Interrupter {
         *self.target.lock().unwrap() = None;
     }
 
-    /// Schedule `KeyboardInterrupt` in the target thread. Blocks until this thread gets
-    /// the target interpreter's GIL, which a native loop may never release: call it on a
-    /// thread that can be abandoned, never on a supervisor. Returns whether it was sent.
-    pub(crate) fn interrupt(&self) -> bool {
+    /// The id of the job running now (0: none). Only a hint outside the interpreter's GIL:
+    /// the job may end right after.
+    pub(crate) fn running(&self) -> u64 {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Job `id` starts on the host thread `target` names, which holds `gil` (attached to
+    /// that interpreter; it must not take the target lock here: an interrupter holds it
+    /// while it waits for this GIL). Drops any asynchronous exception still pending for
+    /// the thread (one aimed at an earlier job, or left by code that raised it in its own
+    /// thread last thing), then makes `id` the job interrupts may reach.
+    pub(crate) fn job_started(&self, id: u64, target: &Target, gil: &Attached<'_>) {
+        clear_async_exc(target, gil);
+        self.running.store(id, Ordering::SeqCst);
+    }
+
+    /// The running job ended: no interrupt reaches the thread any more, and one that was
+    /// injected but not raised yet is dropped. Called attached, as
+    /// [`job_started`](Self::job_started).
+    pub(crate) fn job_ended(&self, target: &Target, gil: &Attached<'_>) {
+        self.running.store(0, Ordering::SeqCst);
+        clear_async_exc(target, gil);
+    }
+
+    /// Schedule `KeyboardInterrupt` in job `job` of the target thread, if that job is the
+    /// one running once this thread holds the target interpreter's GIL. Blocks until then,
+    /// which a native loop may never allow: call it on a thread that can be abandoned,
+    /// never on a supervisor. Returns whether it was sent.
+    pub(crate) fn interrupt(&self, job: u64) -> bool {
         // Held throughout, so the interpreter cannot end while we are attached to it.
         let guard = self.target.lock().unwrap();
         let Some(t) = *guard else {
@@ -328,18 +367,34 @@ impl Interrupter {
         // SAFETY: `interp` is alive (armed, not disarmed, and disarming waits for this
         // lock). The new thread state belongs to this thread, which has nothing attached
         // (it is a dedicated interrupter thread); attaching a state of the target
-        // interpreter asks *that* interpreter's running thread to drop the GIL.
+        // interpreter asks *that* interpreter's running thread to drop the GIL. While we
+        // hold it the host thread is not attached, so the running job cannot change
+        // between the check and the injection (it changes only while the host is
+        // attached).
         unsafe {
             let ts = py::PyThreadState_New(interp);
             if ts.is_null() {
                 return false;
             }
             py::PyEval_RestoreThread(ts);
-            let n = py::PyThreadState_SetAsyncExc(t.ident as c_long, py::PyExc_KeyboardInterrupt);
+            let n = if self.running.load(Ordering::SeqCst) == job && job != 0 {
+                py::PyThreadState_SetAsyncExc(t.ident as c_long, py::PyExc_KeyboardInterrupt)
+            } else {
+                0
+            };
             py::PyThreadState_Clear(ts);
             py::PyThreadState_DeleteCurrent();
             n > 0
         }
+    }
+}
+
+/// Drop the asynchronous exception pending for the thread `target` names, if any.
+fn clear_async_exc(target: &Target, _gil: &Attached<'_>) {
+    // SAFETY: attached to the target's interpreter (`_gil`), where the call looks the
+    // thread up; a NULL exception clears what is pending and sets nothing.
+    unsafe {
+        py::PyThreadState_SetAsyncExc(target.ident as c_long, std::ptr::null_mut());
     }
 }
 

@@ -9,9 +9,9 @@
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -71,15 +71,30 @@ struct Queued {
 
 struct Host {
     kind: Kind,
-    jobs: Mutex<Option<mpsc::Sender<Queued>>>,
+    /// Where jobs are queued, and the id of the next one. Ids are taken under this lock,
+    /// so the host runs jobs in the order of their ids (an interrupt for a lower id than
+    /// one already asked for is for a job that has ended).
+    jobs: Mutex<Option<(mpsc::Sender<Queued>, u64)>>,
     interrupter: Arc<Interrupter>,
-    /// The id of the job running now (0: none).
-    running: Arc<AtomicU64>,
-    next_id: AtomicU64,
-    /// An interrupter thread is in flight: do not start another one.
-    interrupting: Arc<AtomicBool>,
-    /// Set when the host thread has ended its interpreter and exited.
+    /// Interrupts asked for and not delivered yet.
+    interrupts: Arc<Mutex<Interrupts>>,
+    /// Set when the host thread has ended its interpreter and is about to exit.
     exited: Arc<(Mutex<bool>, Condvar)>,
+    /// The host thread, joined once it has said it exited (so a clean shutdown returns
+    /// only once the thread is gone).
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The interrupt requests of one host: at most one helper thread delivers them at a time
+/// (one blocked on a stuck interpreter must not be joined by more).
+#[derive(Default)]
+struct Interrupts {
+    /// The job to interrupt (the highest id asked for).
+    job: u64,
+    /// A request for `job` came after the last delivery attempt started.
+    fresh: bool,
+    /// A helper thread is delivering.
+    in_flight: bool,
 }
 
 /// A handle on an interpreter and its host thread. Cheap to clone; every clone runs jobs
@@ -120,47 +135,55 @@ impl Interp {
     /// [`InterpError::Setup`] if the thread or (with `eager`) the interpreter cannot be
     /// created.
     pub fn new_sub(eager: bool) -> Result<Interp, InterpError> {
+        Interp::new_sub_named(eager, "brood-py".to_owned())
+    }
+
+    /// [`new_sub`](Interp::new_sub) with a host thread called `name`.
+    pub(crate) fn new_sub_named(eager: bool, name: String) -> Result<Interp, InterpError> {
         let kind = if eager { Kind::SubEager } else { Kind::SubLazy };
-        Interp::start(kind, "brood-py")
+        Interp::start(kind, name)
     }
 
     /// The process's main interpreter, on a host thread of its own started on first use.
     /// Lives as long as the process.
     pub fn main() -> Result<Interp, InterpError> {
         static MAIN: OnceLock<Result<Interp, InterpError>> = OnceLock::new();
-        MAIN.get_or_init(|| Interp::start(Kind::Main, "brood-py-main"))
+        MAIN.get_or_init(|| Interp::start(Kind::Main, "brood-py-main".to_owned()))
             .clone()
     }
 
-    fn start(kind: Kind, name: &str) -> Result<Interp, InterpError> {
+    fn start(kind: Kind, name: String) -> Result<Interp, InterpError> {
         let (tx, rx) = mpsc::channel::<Queued>();
         let interrupter = Arc::new(Interrupter::new());
-        let running = Arc::new(AtomicU64::new(0));
         let exited = Arc::new((Mutex::new(false), Condvar::new()));
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
-        let host = Arc::new(Host {
-            kind,
-            jobs: Mutex::new(Some(tx)),
-            interrupter: interrupter.clone(),
-            running: running.clone(),
-            next_id: AtomicU64::new(1),
-            interrupting: Arc::new(AtomicBool::new(false)),
-            exited: exited.clone(),
-        });
         LIVE_HOSTS.fetch_add(1, Ordering::SeqCst);
-        let spawned = thread::Builder::new().name(name.to_owned()).spawn(move || {
-            host_thread(kind, rx, interrupter, running, ready_tx);
+        let i2 = interrupter.clone();
+        let e2 = exited.clone();
+        let spawned = thread::Builder::new().name(name).spawn(move || {
+            host_thread(kind, rx, i2, ready_tx);
             LIVE_HOSTS.fetch_sub(1, Ordering::SeqCst);
-            let (lock, cv) = &*exited;
+            let (lock, cv) = &*e2;
             *lock.lock().unwrap() = true;
             cv.notify_all();
         });
-        if let Err(e) = spawned {
-            LIVE_HOSTS.fetch_sub(1, Ordering::SeqCst);
-            return Err(InterpError::Setup(format!(
-                "cannot start a host thread: {e}"
-            )));
-        }
+        let thread = match spawned {
+            Ok(t) => t,
+            Err(e) => {
+                LIVE_HOSTS.fetch_sub(1, Ordering::SeqCst);
+                return Err(InterpError::Setup(format!(
+                    "cannot start a host thread: {e}"
+                )));
+            }
+        };
+        let host = Arc::new(Host {
+            kind,
+            jobs: Mutex::new(Some((tx, 1))),
+            interrupter,
+            interrupts: Arc::default(),
+            exited,
+            thread: Mutex::new(Some(thread)),
+        });
         if kind != Kind::SubLazy {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -195,7 +218,6 @@ impl Interp {
         R: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let id = self.host.next_id.fetch_add(1, Ordering::Relaxed);
         let cancelled = Arc::new(AtomicBool::new(false));
         let job: Job = Box::new(move |py: Result<&Python<'_>, &str>| {
             let r = match py {
@@ -205,11 +227,12 @@ impl Interp {
             };
             let _ = tx.send(r);
         });
-        {
-            let jobs = self.host.jobs.lock().unwrap();
-            let Some(sender) = jobs.as_ref() else {
+        let id = {
+            let mut jobs = self.host.jobs.lock().unwrap();
+            let Some((sender, next)) = jobs.as_mut() else {
                 return Err(InterpError::Ended);
             };
+            let id = *next;
             sender
                 .send(Queued {
                     id,
@@ -217,7 +240,9 @@ impl Interp {
                     job,
                 })
                 .map_err(|_| InterpError::Ended)?;
-        }
+            *next += 1;
+            id
+        };
         let mut guard = CancelOnDrop {
             host: &self.host,
             id,
@@ -229,11 +254,31 @@ impl Interp {
         out
     }
 
-    /// Raise `KeyboardInterrupt` in whatever Python code the host thread runs now. Returns
-    /// at once: the interrupt is delivered from a helper thread, because reaching an
+    /// Raise `KeyboardInterrupt` in the job the host thread runs now (never in a later
+    /// one: if it ends before the interrupt is delivered, nothing is raised). Returns at
+    /// once: the interrupt is delivered from a helper thread, because reaching an
     /// interpreter whose code is stuck in native code can block forever.
     pub fn interrupt(&self) {
-        interrupt(&self.host);
+        interrupt(&self.host, self.host.interrupter.running());
+    }
+
+    /// The id of the job running now (0: none), for tests.
+    #[cfg(test)]
+    pub(crate) fn running_job(&self) -> u64 {
+        self.host.interrupter.running()
+    }
+
+    /// Deliver an interrupt for job `job` from the calling thread, as the helper thread
+    /// would, and say whether it was sent. Blocks until the interpreter is free (tests).
+    #[cfg(test)]
+    pub(crate) fn interrupt_job_now(&self, job: u64) -> bool {
+        self.host.interrupter.interrupt(job)
+    }
+
+    /// Whether the host thread has ended its interpreter (an interpreter
+    /// [`Shutdown::Abandoned`] ends once its stuck job returns).
+    pub(crate) fn has_exited(&self) -> bool {
+        *self.host.exited.0.lock().unwrap()
     }
 
     /// Stop taking jobs, interrupt the running one, and wait up to `bound` for the host
@@ -250,11 +295,10 @@ impl Interp {
         let mut last_interrupt: Option<std::time::Instant> = None;
         while !*done {
             // Code that catches BaseException swallows one interrupt: send another every
-            // 50 ms until the bound.
-            if self.host.running.load(Ordering::SeqCst) != 0
-                && last_interrupt.is_none_or(|t| t.elapsed() >= Duration::from_millis(50))
-            {
-                interrupt(&self.host);
+            // 50 ms until the bound (each one for the job running when it is asked for).
+            let job = self.host.interrupter.running();
+            if job != 0 && last_interrupt.is_none_or(|t| t.elapsed() >= Duration::from_millis(50)) {
+                interrupt(&self.host, job);
                 last_interrupt = Some(std::time::Instant::now());
             }
             let now = std::time::Instant::now();
@@ -263,6 +307,12 @@ impl Interp {
             }
             let wait = (deadline - now).min(Duration::from_millis(20));
             done = cv.wait_timeout(done, wait).unwrap().0;
+        }
+        drop(done);
+        // The thread said it exited: all it has left to do is return. Join it, so that
+        // "clean" means the thread is gone (its parent's nursery may be checking).
+        if let Some(t) = self.host.thread.lock().unwrap().take() {
+            let _ = t.join();
         }
         Shutdown::Clean
     }
@@ -281,28 +331,58 @@ impl Drop for CancelOnDrop<'_> {
         if !self.armed {
             return;
         }
+        // Paired with the host thread, which publishes the running id and then reads
+        // `cancelled` (both SeqCst): either it sees the flag and skips the job, or we see
+        // the job running and interrupt it.
         self.cancelled.store(true, Ordering::SeqCst);
-        if self.host.running.load(Ordering::SeqCst) == self.id {
-            interrupt(self.host);
+        if self.host.interrupter.running() == self.id {
+            interrupt(self.host, self.id);
         }
     }
 }
 
-fn interrupt(host: &Arc<Host>) {
-    if host.interrupting.swap(true, Ordering::SeqCst) {
-        // One is in flight (and maybe blocked on a stuck interpreter): do not pile up.
+/// Ask for `KeyboardInterrupt` in job `job` (0: none), delivered by a helper thread that
+/// injects it only if that job is still the running one once it holds the interpreter.
+fn interrupt(host: &Arc<Host>, job: u64) {
+    if job == 0 {
         return;
     }
+    {
+        let mut s = host.interrupts.lock().unwrap();
+        if job < s.job {
+            // Jobs run in id order and a later one was already running: this one ended.
+            return;
+        }
+        s.job = job;
+        s.fresh = true;
+        if s.in_flight {
+            // The helper in flight (maybe blocked on a stuck interpreter) takes it next.
+            return;
+        }
+        s.in_flight = true;
+    }
     let interrupter = host.interrupter.clone();
-    let flag = host.interrupting.clone();
+    let requests = host.interrupts.clone();
     let spawned = thread::Builder::new()
         .name("brood-py-interrupt".to_owned())
         .spawn(move || {
-            interrupter.interrupt();
-            flag.store(false, Ordering::SeqCst);
+            loop {
+                let job = {
+                    let mut s = requests.lock().unwrap();
+                    if !s.fresh {
+                        s.in_flight = false;
+                        return;
+                    }
+                    s.fresh = false;
+                    s.job
+                };
+                // Not holding the lock: this may block for good on a stuck interpreter.
+                let sent = interrupter.interrupt(job);
+                tracing::trace!(job, sent, "interrupt");
+            }
         });
     if spawned.is_err() {
-        host.interrupting.store(false, Ordering::SeqCst);
+        host.interrupts.lock().unwrap().in_flight = false;
     }
 }
 
@@ -368,7 +448,6 @@ fn host_thread(
     kind: Kind,
     rx: mpsc::Receiver<Queued>,
     interrupter: Arc<Interrupter>,
-    running: Arc<AtomicU64>,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
     let mut interp: Option<Owned> = None;
@@ -403,14 +482,20 @@ fn host_thread(
             (q.job)(Err(failure.as_deref().unwrap_or("no interpreter")));
             continue;
         };
-        running.store(q.id, Ordering::SeqCst);
-        {
-            // SAFETY: this thread created the state and has nothing attached.
-            let attached = unsafe { o.thread_state().attach() };
+        let target = o.target();
+        // SAFETY: this thread created the state and has nothing attached.
+        let attached = unsafe { o.thread_state().attach() };
+        // The running id changes only while attached: an interrupter checks it and injects
+        // while attached to this same interpreter, so never across a job switch.
+        interrupter.job_started(q.id, &target, &attached);
+        // Cancelled between `recv` and now: its canceller may have looked for it running
+        // before we published its id (see `CancelOnDrop`).
+        if !q.cancelled.load(Ordering::SeqCst) {
             let py = Python::new(&attached);
             (q.job)(Ok(&py));
         }
-        running.store(0, Ordering::SeqCst);
+        interrupter.job_ended(&target, &attached);
+        drop(attached);
     }
     interrupter.disarm();
     if let Some(o) = interp {

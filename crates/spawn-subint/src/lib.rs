@@ -26,7 +26,10 @@
 //! ## Stopping Python
 //! Pure-Python loops are stopped with an asynchronous `KeyboardInterrupt`, sent from a
 //! helper thread that briefly attaches to the actor's own interpreter (never from the
-//! supervisor, which could block forever against a native loop). A blocking native call
+//! supervisor, which could block forever against a native loop). Every interrupt is for
+//! one job: it is injected only if that job is still the one running once the helper
+//! holds the interpreter, and an exception still pending when a job ends is dropped, so
+//! an interrupt never reaches the next job. A blocking native call
 //! (`time.sleep`, a long `sum(range(...))`) cannot be interrupted: the actor is then
 //! abandoned and reported, never waited on. Python is never finalised while a
 //! sub-interpreter may be stuck; the main interpreter lives until the process exits.
