@@ -41,6 +41,14 @@ fn raw_fork(iters: usize) -> Vec<Duration> {
         .collect()
 }
 
+/// A sub-interpreter actor without Python: the runtime's own cost.
+fn opts(backend: &str) -> ActorOptions {
+    match backend {
+        "subint" => ActorOptions::new().backend_option("python", "none"),
+        _ => ActorOptions::new(),
+    }
+}
+
 fn main() {
     let brood = harness::brood();
     brood.enter();
@@ -53,11 +61,11 @@ fn main() {
         .build()
         .expect("runtime");
     let mut rows = Vec::new();
-    for backend in ["proc", "fork"] {
+    for backend in ["proc", "fork", "subint"] {
         let (first, cycle) = rt
             .block_on(brood.root().use_backend(backend).run(async |n| {
                 for _ in 0..20 {
-                    let p = n.start_actor("warm", ActorOptions::new()).await?;
+                    let p = n.start_actor("warm", opts(backend)).await?;
                     p.run(Add, (1, 1)).await?;
                     p.cancel_actor().await;
                 }
@@ -65,7 +73,7 @@ fn main() {
                 let mut cycle = Vec::with_capacity(iters);
                 for _ in 0..iters {
                     let t = Instant::now();
-                    let p = n.start_actor("b", ActorOptions::new()).await?;
+                    let p = n.start_actor("b", opts(backend)).await?;
                     p.run(Add, (1, 1)).await?;
                     first.push(t.elapsed());
                     p.cancel_actor().await;

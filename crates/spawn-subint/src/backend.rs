@@ -140,6 +140,9 @@ struct Control {
     /// native call): it ends on its own when that call returns.
     abandoned: Mutex<Option<Interp>>,
     exit: watch::Sender<Option<ChildExit>>,
+    /// Becomes `true` while the actor's thread exits, after everything it ran has
+    /// returned (see [`ThreadGone`]).
+    gone: watch::Sender<bool>,
     /// The actor's thread, until someone saw it finished and joined it.
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The in-process children this actor started.
@@ -253,14 +256,19 @@ impl SpawnBackend for SubintBackend {
             interp: Mutex::new(None),
             abandoned: Mutex::new(None),
             exit: exit_tx,
+            gone: watch::Sender::new(false),
             thread: Mutex::new(None),
             children: Arc::default(),
             reaped: AtomicBool::new(false),
         });
         let c2 = control.clone();
+        let gone = control.gone.clone();
         let thread = thread::Builder::new()
             .name(format!("brood-subint {path}"))
-            .spawn(move || actor_thread(brood, boot, mode, c2))
+            .spawn(move || {
+                ThreadGone::arm(gone);
+                actor_thread(brood, boot, mode, c2)
+            })
             .map_err(|source| SpawnError::Launch {
                 backend: KEY,
                 actor: path,
@@ -272,11 +280,34 @@ impl SpawnBackend for SubintBackend {
         if let Some(parent) = req.extensions.get::<SpawnedBy>() {
             parent.0.add(control.clone());
         }
+        let gone = control.gone.subscribe();
         Ok(Box::new(SubintChild {
             control,
             exit: exit_rx,
+            gone,
             reaped: None,
         }))
+    }
+}
+
+/// Says that an actor's thread is exiting: armed as a thread-local when the thread
+/// starts, dropped among the thread's last acts (thread-local destructors run after its
+/// function returned and its result was handed over), so that a parent can wait for the
+/// real end of the thread without polling a timer.
+struct ThreadGone(watch::Sender<bool>);
+
+impl ThreadGone {
+    fn arm(tx: watch::Sender<bool>) {
+        thread_local! {
+            static GONE: std::cell::RefCell<Option<ThreadGone>> = const { std::cell::RefCell::new(None) };
+        }
+        GONE.with(|g| *g.borrow_mut() = Some(ThreadGone(tx)));
+    }
+}
+
+impl Drop for ThreadGone {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
     }
 }
 
@@ -419,6 +450,7 @@ fn left_running(
 pub struct SubintChild {
     control: Arc<Control>,
     exit: watch::Receiver<Option<ChildExit>>,
+    gone: watch::Receiver<bool>,
     /// The final status, once `wait` saw the thread end (later calls answer at once).
     reaped: Option<ChildExit>,
 }
@@ -452,21 +484,26 @@ impl Child for SubintChild {
                 reason: "the actor thread ended without a status".to_owned(),
             },
         };
-        // The thread sends its status as its very last step: poll its end briefly, off
-        // the runtime's threads' backs (a sleep, never a blocking join).
+        // The thread sends its status as its very last step; its thread-local
+        // `ThreadGone` says when its function has returned. Then the join is immediate.
+        let ended = tokio::time::timeout(THREAD_EXIT, async {
+            self.gone.wait_for(|g| *g).await.map(|_| ())
+        })
+        .await;
         let reported = Instant::now();
         let exit = loop {
-            if self.control.thread_ended() {
+            if ended.is_ok() && self.control.thread_ended() {
                 break exit;
             }
-            if reported.elapsed() >= THREAD_EXIT {
+            if ended.is_err() || reported.elapsed() >= THREAD_EXIT {
                 break ChildExit::Abandoned {
                     reason: format!(
                         "its thread did not end within {THREAD_EXIT:?} of reporting that it {exit}"
                     ),
                 };
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            // Between the last thread-local destructor and the thread's exit: yield.
+            tokio::task::yield_now().await;
         };
         self.control.reaped.store(true, Ordering::SeqCst);
         self.reaped = Some(exit.clone());
