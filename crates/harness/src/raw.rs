@@ -91,6 +91,7 @@ impl RawPeer {
             id: self.id.clone(),
             protocol: PROTOCOL_VERSION,
             nonce: nonce_c,
+            proof: None,
         })) {
             return RawHandshake::Other(format!("sending Hello: {e}"));
         }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::auth::TreeSecret;
+use crate::auth::{Nonce, TreeSecret};
 use crate::brood::Brood;
 use crate::conn::{Conn, Peer, Side};
 use crate::error::{ChildError, FnError, NurseryError, RemoteError, TransportError, kinds};
@@ -75,6 +75,13 @@ impl TeardownBoard {
     }
 }
 
+/// A child this actor waits for: the nonce its boot carries, and where its channel goes
+/// once it proved itself.
+pub(crate) struct Pending {
+    pub(crate) nonce: Nonce,
+    pub(crate) tx: oneshot::Sender<Handshaken>,
+}
+
 /// Everything one actor is. Shared by its tasks; never stored in a static.
 pub(crate) struct ActorInner {
     pub(crate) id: ActorId,
@@ -97,7 +104,7 @@ pub(crate) struct ActorInner {
     pub(crate) io_stop: CancellationToken,
     /// New children this actor waits for, by id: the channel that proves it is that
     /// child is handed to its supervisor.
-    pub(crate) pending: Mutex<HashMap<ActorId, oneshot::Sender<Handshaken>>>,
+    pub(crate) pending: Mutex<HashMap<ActorId, Pending>>,
     failure: Mutex<Option<RemoteError>>,
     /// The status the actor asked to end with ([`ActorCx::exit`]).
     pub(crate) exit_code: Mutex<Option<i32>>,
@@ -245,9 +252,10 @@ impl ActorInner {
     }
 
     async fn handshake_incoming(self: Arc<Self>, ch: Box<dyn Channel>) {
+        let expected = |id: &ActorId| self.pending.lock().unwrap().get(id).map(|p| p.nonce);
         let accepted = tokio::select! {
             _ = self.io_stop.cancelled() => return,
-            r = handshake::accept(ch, &self.id, &self.path, &self.secret, HANDSHAKE_TIMEOUT) => r,
+            r = handshake::accept(ch, &self.id, &self.path, &self.secret, &expected, HANDSHAKE_TIMEOUT) => r,
         };
         let hs = match accepted {
             Ok(hs) => hs,
@@ -257,9 +265,10 @@ impl ActorInner {
             }
         };
         let waiting = self.pending.lock().unwrap().remove(&hs.peer);
-        if let Some(tx) = waiting {
-            // A child we spawned: its supervisor sends the spawn spec.
-            let _ = tx.send(hs);
+        if let Some(p) = waiting {
+            // A child we spawned: its supervisor sends the spawn spec (with our answer to
+            // its handshake, in one write).
+            let _ = p.tx.send(hs);
             return;
         }
         let Handshaken {

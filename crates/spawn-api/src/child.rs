@@ -143,6 +143,7 @@ async fn connect(
         &boot.id,
         &boot.secret,
         Some(&boot.parent),
+        Some((&boot.parent, boot.nonce)),
         boot.connect_timeout,
     );
     // Logging and the listener are set up while the parent answers: both are off the

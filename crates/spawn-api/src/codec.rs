@@ -524,6 +524,7 @@ mod tests {
                 id: ActorId::new("x"),
                 protocol: 1,
                 nonce: crate::Nonce([0; 16]),
+                proof: None,
             });
             w.feed(&ok).unwrap();
             w.flush().await.unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::auth::TreeSecret;
+use crate::auth::{Nonce, TreeSecret};
 use crate::codec::{FrameReader, decode_frame};
 use crate::error::ChannelError;
 use crate::id::ActorId;
@@ -32,29 +32,36 @@ pub fn child_boot(data: &[u8]) {
     let _ = ChildBoot::from_bytes(data);
 }
 
-/// Answer a handshake (the acceptor's side) from a peer that sends `data`; then open
-/// one (the connector's side) to a peer that answers with `data`.
+/// Answer a handshake (the acceptor's side, expecting new children whose id has an even
+/// uid) from a peer that sends `data`; then open one (the connector's side, as a peer and
+/// as a new child) to a peer that answers with `data`.
 pub fn handshake(data: &[u8]) {
     let rt = runtime();
     let secret = TreeSecret::from_bytes([7; 32]);
     let me = ActorId::with_uid("fuzz", 1);
+    let parent = ActorId::with_uid("parent", 2);
+    let expected = |id: &ActorId| id.uid().is_multiple_of(2).then_some(Nonce([3; 16]));
     rt.block_on(async {
         let _ = crate::handshake::accept(
             Box::new(Scripted::new(data)),
             &me,
             "fuzz",
             &secret,
+            &expected,
             Duration::from_secs(1),
         )
         .await;
-        let _ = crate::handshake::connect(
-            Box::new(Scripted::new(data)),
-            &me,
-            &secret,
-            None,
-            Duration::from_secs(1),
-        )
-        .await;
+        for prearranged in [None, Some((&parent, Nonce([3; 16])))] {
+            let _ = crate::handshake::connect(
+                Box::new(Scripted::new(data)),
+                &me,
+                &secret,
+                None,
+                prearranged,
+                Duration::from_secs(1),
+            )
+            .await;
+        }
     });
 }
 
@@ -124,7 +131,7 @@ impl FrameSource for ScriptedSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{Nonce, Proof};
+    use crate::auth::Proof;
     use crate::codec::encode_frame;
     use crate::wire::{Msg, PROTOCOL_VERSION};
 
@@ -135,6 +142,7 @@ mod tests {
                 id: ActorId::new("x"),
                 protocol: PROTOCOL_VERSION,
                 nonce: Nonce([0; 16]),
+                proof: None,
             }),
             1 << 20,
         )

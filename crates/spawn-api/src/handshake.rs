@@ -7,8 +7,18 @@
 //!                                        <-   Challenge { id, protocol, nonce_a, proof_a }
 //!   (checks proof_a)
 //!   Answer { proof_c }                   ->
-//!                                             (checks proof_c; only then serves, or
-//!                                              sends a new child its spawn spec)
+//!                                             (checks proof_c; only then serves)
+//! ```
+//!
+//! A new child knows its parent's nonce in advance (from its boot, which reached it by a
+//! private path, and which is good for that one handshake), so it proves itself at once
+//! and the spawn costs one round trip:
+//!
+//! ```text
+//! child                                       parent
+//!   Hello { id, protocol, nonce_c, proof_c } ->  (checks proof_c over its boot nonce)
+//!                                        <-   Challenge { .., nonce_a, proof_a } + SpawnSpec
+//!   (checks nonce_a is its boot's, and proof_a)
 //! ```
 //!
 //! Each proof is a keyed hash of both nonces, both ids and the prover's role under the
@@ -24,6 +34,10 @@ use crate::error::{ChannelError, ProtocolError, RemoteError, kinds};
 use crate::id::ActorId;
 use crate::transport::{Channel, FrameSink, FrameSource, PeerInfo};
 use crate::wire::{Frame, Msg, PROTOCOL_VERSION};
+
+/// What an acceptor knows in advance about the peers it waits for: the nonce it gave a
+/// new child in its boot, by the child's id.
+pub(crate) type Expected<'a> = &'a (dyn Fn(&ActorId) -> Option<Nonce> + Send + Sync);
 
 /// A channel whose handshake is done.
 pub(crate) struct Handshaken {
@@ -83,20 +97,27 @@ fn check_version(protocol: u32) -> Result<(), HandshakeError> {
 /// Open a handshake on a channel we connected: prove ourselves as `me` and check the
 /// peer's proof (and, with `expect`, that it is that actor). The whole exchange is
 /// bounded by `timeout`.
+///
+/// A new child passes `prearranged = (its parent, the nonce from its boot)`: it proves
+/// itself in its `Hello`, and the exchange is one round trip.
 pub(crate) async fn connect(
     ch: Box<dyn Channel>,
     me: &ActorId,
     secret: &TreeSecret,
     expect: Option<&ActorId>,
+    prearranged: Option<(&ActorId, Nonce)>,
     timeout: Duration,
 ) -> Result<Handshaken, HandshakeError> {
     let peer_info = ch.peer();
     let (mut sink, mut source) = ch.split();
     let nonce_c = Nonce::random();
+    let early = prearranged
+        .map(|(parent, nonce_a)| secret.prove(Role::Connector, me, &nonce_c, parent, &nonce_a));
     sink.feed(&Frame::control(Msg::Hello {
         id: me.clone(),
         protocol: PROTOCOL_VERSION,
         nonce: nonce_c,
+        proof: early,
     }))?;
     sink.flush().await?;
     let (peer, nonce_a, proof_a) = match next(&mut *source, timeout).await?.msg {
@@ -129,6 +150,21 @@ pub(crate) async fn connect(
             got: peer,
         });
     }
+    if let Some((_, nonce)) = prearranged {
+        if nonce_a != nonce {
+            // Our proof covered the boot's nonce; an acceptor answering with another
+            // one did not take it (and checked nothing).
+            return Err(HandshakeError::Unauthenticated(format!(
+                "{peer} (it did not answer the nonce of our boot)"
+            )));
+        }
+        return Ok(Handshaken {
+            peer,
+            peer_info,
+            sink,
+            source,
+        });
+    }
     let proof_c = secret.prove(Role::Connector, me, &nonce_c, &peer, &nonce_a);
     sink.feed(&Frame::control(Msg::Answer { proof: proof_c }))?;
     sink.flush().await?;
@@ -143,11 +179,16 @@ pub(crate) async fn connect(
 /// Answer a handshake on a channel we accepted, as `me` (at tree path `path`, for the
 /// refusal's origin): the peer must prove it knows the tree's secret before anything
 /// else is read from it. On failure the peer is told why, typed, and the channel closed.
+///
+/// A new child that proved itself in its `Hello` over the nonce `expected` gives for it
+/// is accepted at once; the `Challenge` is then queued but not sent, so that the caller
+/// sends it with the spawn spec in one write.
 pub(crate) async fn accept(
     ch: Box<dyn Channel>,
     me: &ActorId,
     path: &str,
     secret: &TreeSecret,
+    expected: Expected<'_>,
     timeout: Duration,
 ) -> Result<Handshaken, HandshakeError> {
     let peer_info = ch.peer();
@@ -155,14 +196,15 @@ pub(crate) async fn accept(
     let deadline = tokio::time::Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
     let result = async {
-        let (peer, nonce_c) = match next(&mut *source, left()).await?.msg {
+        let (peer, nonce_c, early) = match next(&mut *source, left()).await?.msg {
             Msg::Hello {
                 id,
                 protocol,
                 nonce,
+                proof,
             } => {
                 check_version(protocol)?;
-                (id, nonce)
+                (id, nonce, proof)
             }
             other => {
                 return Err(HandshakeError::from(ProtocolError::Unexpected {
@@ -171,6 +213,22 @@ pub(crate) async fn accept(
                 }));
             }
         };
+        if let Some(proof) = early {
+            // A new child proving itself over the nonce we gave it: one round trip.
+            let nonce_a =
+                expected(&peer).ok_or_else(|| HandshakeError::Unauthenticated(peer.to_string()))?;
+            if !secret.verify(&proof, Role::Connector, &peer, &nonce_c, me, &nonce_a) {
+                return Err(HandshakeError::Unauthenticated(peer.to_string()));
+            }
+            let proof_a = secret.prove(Role::Acceptor, &peer, &nonce_c, me, &nonce_a);
+            sink.feed(&Frame::control(Msg::Challenge {
+                id: me.clone(),
+                protocol: PROTOCOL_VERSION,
+                nonce: nonce_a,
+                proof: proof_a,
+            }))?;
+            return Ok(peer);
+        }
         let nonce_a = Nonce::random();
         let proof_a = secret.prove(Role::Acceptor, &peer, &nonce_c, me, &nonce_a);
         sink.feed(&Frame::control(Msg::Challenge {

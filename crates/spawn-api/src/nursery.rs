@@ -342,6 +342,8 @@ impl Nursery {
         opts.vars.apply(&mut vars);
         vars.backend = key;
         let path = vars.path();
+        // Good for this child's first handshake only (see `crate::handshake`).
+        let nonce = crate::auth::Nonce::random();
         let boot = ChildBoot {
             id: id.clone(),
             parent: actor.id.clone(),
@@ -352,9 +354,14 @@ impl Nursery {
             runtime: opts.runtime,
             connect_timeout: actor.policy.spawn_timeout,
             secret: actor.secret.clone(),
+            nonce,
         };
         let (hs_tx, hs_rx) = oneshot::channel();
-        actor.pending.lock().unwrap().insert(id.clone(), hs_tx);
+        actor
+            .pending
+            .lock()
+            .unwrap()
+            .insert(id.clone(), crate::actor::Pending { nonce, tx: hs_tx });
         // Until a supervisor owns the child: dropping this future (or failing) withdraws
         // the pending handshake and the reserved endpoint.
         let mut reserved = Reserved {

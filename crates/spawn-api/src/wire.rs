@@ -49,6 +49,11 @@ pub enum Msg {
         protocol: u32,
         /// A fresh nonce the acceptor's proof must cover.
         nonce: Nonce,
+        /// A new child's proof, made at once over the nonce its parent gave it in its boot
+        /// ([`ChildBoot::nonce`]): the parent can then answer with the spawn spec in the
+        /// same write, and the handshake takes one round trip. `None` for any other peer,
+        /// which proves itself in [`Msg::Answer`] instead.
+        proof: Option<Proof>,
     },
     /// The acceptor's answer to [`Msg::Hello`]: who it is, its nonce, and its proof that
     /// it knows the tree's secret (over both nonces and both ids).
@@ -255,6 +260,9 @@ pub struct ChildBoot {
     /// through the backend's private path to the child (never its command line or
     /// environment).
     pub secret: TreeSecret,
+    /// The parent's nonce for this child's first handshake, good once: with it the
+    /// child proves itself in its `Hello` (see [`Msg::Hello`]).
+    pub nonce: Nonce,
 }
 
 impl ChildBoot {
@@ -275,6 +283,7 @@ impl ChildBoot {
     ///     runtime: RuntimeFlavor::CurrentThread,
     ///     connect_timeout: std::time::Duration::from_secs(5),
     ///     secret: TreeSecret::random(),
+    ///     nonce: spawn_api::Nonce::random(),
     /// };
     /// assert_eq!(ChildBoot::from_bytes(&boot.to_bytes()).unwrap(), boot);
     /// assert!(ChildBoot::from_bytes(b"\xff\xff").is_err());
