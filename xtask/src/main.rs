@@ -4,12 +4,15 @@
 //!   transports, with one summary table and the reasons of skipped tests.
 //! - `cargo xtask bench`: the benches, compared with their OS floors and checked against
 //!   the performance targets.
+//! - `cargo xtask fuzz`: the fuzz targets (nightly, cargo-fuzz), each for a while with its
+//!   corpus.
 //!
 //! Kept to `std` and `clap` so that it builds fast and never pulls the workspace's
 //! dependency tree into a task runner.
 
 mod bench;
 mod criterion;
+mod fuzz;
 mod json;
 mod matrix;
 mod python;
@@ -38,7 +41,7 @@ pub enum Error {
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
-    about = "brood's developer tasks: the test matrix and the benchmark report"
+    about = "brood's developer tasks: the test matrix, the benchmark report and the fuzz targets"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -59,6 +62,26 @@ enum Task {
     /// missing targets), then reads criterion's results and writes the report to
     /// <target dir>/brood-bench.md too. Unmet targets do not make it fail.
     Bench(BenchArgs),
+    /// Build the fuzz targets (fuzz/, with cargo +nightly fuzz) and run each for a while.
+    ///
+    /// Each target starts from its checked-in corpus (fuzz/corpus/<target>/); prints the
+    /// executions and coverage of each and a verdict. Fails if any target crashes (the
+    /// input is saved under fuzz/artifacts/<target>/) or if nightly or cargo-fuzz is
+    /// missing.
+    Fuzz(FuzzArgs),
+}
+
+#[derive(Debug, Args)]
+struct FuzzArgs {
+    /// Seconds of fuzzing per target.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+    time: u64,
+    /// Targets to fuzz at once (default: one per core).
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+    /// Targets to run (default: every one in fuzz/fuzz_targets/).
+    #[arg(value_name = "TARGET")]
+    targets: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +155,14 @@ fn main() -> ExitCode {
             },
             &root,
         ),
+        Task::Fuzz(args) => fuzz::run(
+            &fuzz::FuzzOptions {
+                time: args.time,
+                jobs: args.jobs,
+                targets: args.targets,
+            },
+            &root,
+        ),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -191,5 +222,22 @@ mod tests {
         };
         assert!(args.quick);
         assert_eq!(args.filter.as_deref(), Some("rpc"));
+    }
+
+    #[test]
+    fn parses_fuzz_arguments() {
+        let cli =
+            Cli::try_parse_from(["xtask", "fuzz", "--time", "5", "pyvalue", "handshake"]).unwrap();
+        let Task::Fuzz(args) = cli.command else {
+            panic!("not fuzz")
+        };
+        assert_eq!(args.time, 5);
+        assert_eq!(args.jobs, None);
+        assert_eq!(args.targets, ["pyvalue", "handshake"]);
+        let Task::Fuzz(args) = Cli::try_parse_from(["xtask", "fuzz"]).unwrap().command else {
+            panic!("not fuzz")
+        };
+        assert_eq!(args.time, 20);
+        assert!(args.targets.is_empty());
     }
 }

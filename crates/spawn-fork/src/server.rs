@@ -65,10 +65,15 @@ impl ServerArgs {
             return None;
         }
         let mut it = s.split(',');
+        // Digits only: `str::parse` would take a sign (`-1`, `+3`), and a descriptor or
+        // a pid is never negative.
+        fn field(f: Option<&str>) -> Option<&str> {
+            f.filter(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+        }
         let a = ServerArgs {
-            listener: it.next()?.parse().ok()?,
-            owner: it.next()?.parse().ok()?,
-            owner_pid: it.next()?.parse().ok()?,
+            listener: field(it.next())?.parse().ok()?,
+            owner: field(it.next())?.parse().ok()?,
+            owner_pid: field(it.next())?.parse().ok()?,
         };
         it.next().is_none().then_some(a)
     }
@@ -590,6 +595,9 @@ mod tests {
         assert_eq!(ServerArgs::decode("5,6"), None);
         assert_eq!(ServerArgs::decode("5,6,7,8"), None);
         assert_eq!(ServerArgs::decode("a,6,7"), None);
+        // Found by fuzzing: signs are not digits.
+        assert_eq!(ServerArgs::decode("-1,4,5"), None);
+        assert_eq!(ServerArgs::decode("+3,4,5"), None);
     }
 
     #[test]

@@ -1,0 +1,11 @@
+//! A `ForkService` value from the runtime vars (a string, so UTF-8):
+//! `spawn_fork::fuzzing::decode_service`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(s) = std::str::from_utf8(data) {
+        let _ = spawn_fork::fuzzing::decode_service(s);
+    }
+});
