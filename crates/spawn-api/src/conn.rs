@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -94,25 +94,34 @@ impl SendCredit {
     /// Wait until one item of `len` bytes may be sent, and count it as in flight.
     async fn acquire(&self, len: usize) -> Result<(), PortalError> {
         loop {
+            // The usual case, credit in hand, takes one uncontended lock.
+            if let Some(r) = self.try_take(len) {
+                return r;
+            }
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            {
-                let mut st = self.state.lock().unwrap();
-                if let Some(why) = &st.closed {
-                    return Err(why.clone());
-                }
-                if let Some(w) = st.window
-                    && st.items_out < u64::from(w.items)
-                    && st.bytes_out < w.bytes
-                {
-                    st.items_out += 1;
-                    st.bytes_out = st.bytes_out.saturating_add(len as u64);
-                    return Ok(());
-                }
+            if let Some(r) = self.try_take(len) {
+                return r;
             }
             changed.await;
         }
+    }
+
+    /// Take credit for one item of `len` bytes if there is some (or the reason there
+    /// never will be); `None`: wait for a change.
+    fn try_take(&self, len: usize) -> Option<Result<(), PortalError>> {
+        let mut st = self.state.lock().unwrap();
+        if let Some(why) = &st.closed {
+            return Some(Err(why.clone()));
+        }
+        let w = st.window?;
+        if st.items_out < u64::from(w.items) && st.bytes_out < w.bytes {
+            st.items_out += 1;
+            st.bytes_out = st.bytes_out.saturating_add(len as u64);
+            return Some(Ok(()));
+        }
+        None
     }
 
     fn announce(&self, window: Window) {
@@ -169,8 +178,93 @@ struct Route {
 /// One frame in the write queue, with the share of the write budget it holds.
 struct Queued {
     frame: Frame,
-    /// Data frames hold budget until written; control frames are counted instead.
-    permit: Option<OwnedSemaphorePermit>,
+    /// Bytes of the write budget a data frame holds until it is written; control frames
+    /// hold none (they are counted instead).
+    budget: Option<usize>,
+}
+
+/// How many bytes of data frames a channel has queued for writing, against its bound.
+/// Senders wait while it is used up; the writer gives back what it wrote. Cheaper than a
+/// semaphore on the hot path: one atomic add to take, one to give back, and a wake-up only
+/// when someone waits.
+#[derive(Debug)]
+struct WriteBudget {
+    queued: AtomicUsize,
+    limit: usize,
+    waiting: AtomicUsize,
+    freed: Notify,
+    closed: AtomicBool,
+}
+
+impl WriteBudget {
+    fn new(limit: usize) -> WriteBudget {
+        WriteBudget {
+            queued: AtomicUsize::new(0),
+            limit: limit.max(1),
+            waiting: AtomicUsize::new(0),
+            freed: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Take `n` bytes (at most the whole budget) if they fit, or if nothing is queued (a
+    /// frame larger than the budget goes alone).
+    fn try_take(&self, n: usize) -> bool {
+        let n = n.min(self.limit);
+        // Sequentially consistent with `waiting`: a sender that registered as waiting
+        // and then found no room is sure to be woken by the next `give`.
+        let mut cur = self.queued.load(Ordering::SeqCst);
+        loop {
+            if cur != 0 && cur + n > self.limit {
+                return false;
+            }
+            match self.queued.compare_exchange_weak(
+                cur,
+                cur + n,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Take `n` bytes, waiting for room; `false` once the channel is closed.
+    async fn take(&self, n: usize) -> bool {
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return false;
+            }
+            if self.try_take(n) {
+                return true;
+            }
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let fits = self.try_take(n);
+            if fits || self.closed.load(Ordering::Acquire) {
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                return fits;
+            }
+            freed.await;
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Give back `n` bytes the writer wrote.
+    fn give(&self, n: usize) {
+        self.queued.fetch_sub(n.min(self.limit), Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.freed.notify_waiters();
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.freed.notify_waiters();
+    }
 }
 
 pub(crate) struct ConnShared {
@@ -193,8 +287,8 @@ pub(crate) struct ConnShared {
     stopping: watch::Sender<Option<tokio::time::Instant>>,
     max_frame: usize,
     limits: ChannelLimits,
-    /// Bytes of data frames that may still be queued for writing.
-    send_budget: Arc<Semaphore>,
+    /// Bytes of data frames queued for writing, against their bound.
+    send_budget: WriteBudget,
     /// Control frames queued and not yet written.
     control_queued: AtomicUsize,
     /// Bytes of received items not yet taken by their call's local end.
@@ -259,7 +353,7 @@ impl Conn {
             stopping: watch::Sender::new(None),
             max_frame: actor.transport.max_frame(),
             limits,
-            send_budget: Arc::new(Semaphore::new(budget_permits(limits.send_buffer))),
+            send_budget: WriteBudget::new(limits.send_buffer),
             control_queued: AtomicUsize::new(0),
             recv_buffered: AtomicUsize::new(0),
             served_calls: AtomicUsize::new(0),
@@ -331,23 +425,31 @@ impl Conn {
     pub(crate) async fn send(&self, frame: Frame) -> Result<(), PortalError> {
         self.check_size(&frame)?;
         self.writable()?;
-        let want = (frame.payload.len() + FRAME_OVERHEAD)
-            .min(self.shared.limits.send_buffer.max(1))
-            .min(budget_permits(self.shared.limits.send_buffer));
-        let permit = tokio::select! {
-            p = self.shared.send_budget.clone().acquire_many_owned(want as u32) => {
-                p.map_err(|_| self.disconnected())?
+        let want = (frame.payload.len() + FRAME_OVERHEAD).min(self.shared.send_budget.limit);
+        let budget = &self.shared.send_budget;
+        if !budget.try_take(want) {
+            let taken = tokio::select! {
+                t = budget.take(want) => t,
+                _ = self.shared.closed.cancelled() => false,
+            };
+            if !taken {
+                return Err(self.disconnected());
             }
-            _ = self.shared.closed.cancelled() => return Err(self.disconnected()),
-        };
-        self.writable()?;
+        }
+        if let Err(e) = self.writable() {
+            budget.give(want);
+            return Err(e);
+        }
         self.shared
             .out
             .send(Queued {
                 frame,
-                permit: Some(permit),
+                budget: Some(want),
             })
-            .map_err(|_| self.disconnected())
+            .map_err(|_| {
+                budget.give(want);
+                self.disconnected()
+            })
     }
 
     /// Queue a control frame (small, made in answer to the peer or to wind down), without
@@ -368,7 +470,7 @@ impl Conn {
             .out
             .send(Queued {
                 frame: Frame::control(msg),
-                permit: None,
+                budget: None,
             })
             .is_err()
         {
@@ -732,15 +834,10 @@ impl Conn {
     }
 }
 
-/// The semaphore's permits for a budget of `bytes` (tokio takes at most `u32::MAX >> 3`
-/// permits at once).
-fn budget_permits(bytes: usize) -> usize {
-    bytes.clamp(1, (u32::MAX >> 3) as usize)
-}
-
 async fn writer(conn: Conn, mut rx: mpsc::UnboundedReceiver<Queued>, mut sink: Box<dyn FrameSink>) {
     let closed = conn.shared.closed.clone();
-    let mut held: Vec<OwnedSemaphorePermit> = Vec::new();
+    // Budget held by frames fed and not yet written.
+    let mut held = 0usize;
     let result: Result<(), ChannelError> = async {
         loop {
             let first = tokio::select! {
@@ -775,7 +872,7 @@ async fn writer(conn: Conn, mut rx: mpsc::UnboundedReceiver<Queued>, mut sink: B
                 }
             }
             // Written: the budget those frames held is free for the next ones.
-            held.clear();
+            conn.shared.send_budget.give(std::mem::take(&mut held));
             tracing::trace!(peer = %conn.shared.peer_path, bytes = queued, "flushed");
         }
         // Closing: whatever was queued before the close still goes out (a final error
@@ -802,11 +899,12 @@ async fn writer(conn: Conn, mut rx: mpsc::UnboundedReceiver<Queued>, mut sink: B
     }
     // Nothing will be written any more: wake every sender waiting for budget.
     conn.shared.send_budget.close();
+    conn.shared.send_budget.give(held);
 }
 
-fn feed(conn: &Conn, sink: &mut dyn FrameSink, q: Queued, held: &mut Vec<OwnedSemaphorePermit>) {
-    match q.permit {
-        Some(p) => held.push(p),
+fn feed(conn: &Conn, sink: &mut dyn FrameSink, q: Queued, held: &mut usize) {
+    match q.budget {
+        Some(n) => *held += n,
         None => {
             conn.shared.control_queued.fetch_sub(1, Ordering::Relaxed);
         }
@@ -1094,5 +1192,37 @@ mod tests {
         let c = SendCredit::new(Some(limits.cap(window(u32::MAX, u64::MAX))));
         let w = c.state.lock().unwrap().window.unwrap();
         assert_eq!(w, limits.window());
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_write_budget_bounds_what_is_queued_and_wakes_senders() {
+        let b = Arc::new(WriteBudget::new(100));
+        assert!(b.try_take(60));
+        assert!(!b.try_take(60), "past the bound");
+        // A frame larger than the whole budget goes alone, once the queue is empty.
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.take(500).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        b.give(60);
+        assert!(waiter.await.unwrap(), "woken once the queue emptied");
+        assert!(!b.try_take(1), "the big frame holds the whole budget");
+        b.give(500);
+        assert!(b.try_take(1));
+        // Closing wakes waiters with a refusal.
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.take(100).await }
+        });
+        tokio::task::yield_now().await;
+        b.close();
+        assert!(!waiter.await.unwrap());
     }
 }
