@@ -662,16 +662,15 @@ impl Conn {
         self.send_control(Msg::Credit { cid, items, bytes });
     }
 
+    /// The send credit of call `cid`, if it is still open.
+    fn send_credit(&self, cid: Cid) -> Option<Arc<SendCredit>> {
+        let routes = self.shared.routes.lock().unwrap();
+        routes.get(&cid).map(|r| r.send.clone())
+    }
+
     /// The callee announced its window in `StartAck`.
     fn on_start_ack(&self, cid: Cid, window: Window) {
-        let send = self
-            .shared
-            .routes
-            .lock()
-            .unwrap()
-            .get(&cid)
-            .map(|r| r.send.clone());
-        if let Some(s) = send {
+        if let Some(s) = self.send_credit(cid) {
             s.announce(self.shared.limits.cap(window));
         }
     }
@@ -780,14 +779,7 @@ impl Conn {
     }
 
     fn on_credit(&self, cid: Cid, items: u32, bytes: u64) {
-        let send = self
-            .shared
-            .routes
-            .lock()
-            .unwrap()
-            .get(&cid)
-            .map(|r| r.send.clone());
-        if let Some(s) = send {
+        if let Some(s) = self.send_credit(cid) {
             s.credit(items, bytes);
         }
     }

@@ -176,6 +176,22 @@ pub(crate) async fn connect(
     })
 }
 
+/// The acceptor's `Challenge`: its id and nonce, and its proof over both nonces.
+fn challenge(
+    secret: &TreeSecret,
+    me: &ActorId,
+    peer: &ActorId,
+    nonce_c: &Nonce,
+    nonce_a: Nonce,
+) -> Frame {
+    Frame::control(Msg::Challenge {
+        id: me.clone(),
+        protocol: PROTOCOL_VERSION,
+        nonce: nonce_a,
+        proof: secret.prove(Role::Acceptor, peer, nonce_c, me, &nonce_a),
+    })
+}
+
 /// Answer a handshake on a channel we accepted, as `me` (at tree path `path`, for the
 /// refusal's origin): the peer must prove it knows the tree's secret before anything
 /// else is read from it. On failure the peer is told why, typed, and the channel closed.
@@ -220,23 +236,12 @@ pub(crate) async fn accept(
             if !secret.verify(&proof, Role::Connector, &peer, &nonce_c, me, &nonce_a) {
                 return Err(HandshakeError::Unauthenticated(peer.to_string()));
             }
-            let proof_a = secret.prove(Role::Acceptor, &peer, &nonce_c, me, &nonce_a);
-            sink.feed(&Frame::control(Msg::Challenge {
-                id: me.clone(),
-                protocol: PROTOCOL_VERSION,
-                nonce: nonce_a,
-                proof: proof_a,
-            }))?;
+            // Queued, not flushed: it leaves with the spawn spec.
+            sink.feed(&challenge(secret, me, &peer, &nonce_c, nonce_a))?;
             return Ok(peer);
         }
         let nonce_a = Nonce::random();
-        let proof_a = secret.prove(Role::Acceptor, &peer, &nonce_c, me, &nonce_a);
-        sink.feed(&Frame::control(Msg::Challenge {
-            id: me.clone(),
-            protocol: PROTOCOL_VERSION,
-            nonce: nonce_a,
-            proof: proof_a,
-        }))?;
+        sink.feed(&challenge(secret, me, &peer, &nonce_c, nonce_a))?;
         sink.flush().await?;
         match next(&mut *source, left()).await?.msg {
             Msg::Answer { proof }
