@@ -196,14 +196,9 @@ impl ActorInner {
             .spawn(runtime_vars::scope(self.vars.clone(), fut).instrument(self.span.clone()))
     }
 
-    pub(crate) fn spawn_io_task<F>(&self, fut: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        self.spawn_io(fut);
-    }
-
-    fn spawn_io<F>(&self, fut: F)
+    /// Spawn an I/O task of this actor (it outlives the actor's other tasks, until its
+    /// I/O stops).
+    pub(crate) fn spawn_io<F>(&self, fut: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -289,12 +284,7 @@ impl ActorInner {
                 ),
                 self.path.clone(),
             );
-            if sink
-                .feed(&Frame::control(Msg::Error { cid: None, error }))
-                .is_ok()
-            {
-                let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
-            }
+            handshake::refuse(&mut *sink, error).await;
             return;
         }
         tracing::debug!(%peer, "accepted a channel from a peer");
@@ -321,8 +311,6 @@ impl ActorInner {
         peer_window: Window,
         args: Bytes,
     ) {
-        // A function name comes from the peer: quote only a bounded part of it back.
-        let shown: String = func.chars().take(120).collect();
         let refuse = |kind: &str, message: String| {
             let error = RemoteError::new(kind, message, self.path.clone());
             conn.send_control(Msg::Error {
@@ -335,10 +323,13 @@ impl ActorInner {
             Some(h) => {
                 return refuse(
                     kinds::WRONG_KIND,
-                    format!("{shown} is a {:?} function, called as a {kind:?}", h.kind()),
+                    format!("{func} is a {:?} function, called as a {kind:?}", h.kind()),
                 );
             }
             None => {
+                // A name we do not know comes from the peer: quote only a bounded part
+                // of it back.
+                let shown: String = func.chars().take(120).collect();
                 return refuse(
                     kinds::NO_SUCH_FUNCTION,
                     format!("actor {} serves no function named {shown:?}", self.path),

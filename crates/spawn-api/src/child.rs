@@ -143,7 +143,7 @@ async fn connect(
         &boot.id,
         &boot.secret,
         Some(&boot.parent),
-        Some((&boot.parent, boot.nonce)),
+        Some(boot.nonce),
         boot.connect_timeout,
     );
     // Logging and the listener are set up while the parent answers: both are off the
@@ -220,7 +220,7 @@ fn watch_sigterm(inner: &std::sync::Arc<ActorInner>, fd: std::os::fd::OwnedFd) {
         }
     };
     let me = inner.clone();
-    inner.spawn_io_task(async move {
+    inner.spawn_io(async move {
         tokio::select! {
             _ = me.io_stop.cancelled() => {}
             r = fd.readable() => {

@@ -548,36 +548,10 @@ impl Conn {
         args: Bytes,
     ) -> Result<CallLink, PortalError> {
         let cid = self.next_cid();
-        let window = self.shared.limits.window();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let send = Arc::new(SendCredit::new(None));
-        self.shared.routes.lock().unwrap().insert(
-            cid,
-            Route {
-                inbound: tx,
-                send: send.clone(),
-                recv: RecvCredit {
-                    window,
-                    items_out: 0,
-                    bytes_out: 0,
-                },
-                task: None,
-                served: false,
-            },
-        );
-        // Built before the frame is queued: dropped with the future, it withdraws the
-        // call (and cancels it remotely once started).
-        let link = CallLink {
-            conn: self.clone(),
-            cid,
-            inbound: rx,
-            send,
-            window,
-            consumed_items: 0,
-            consumed_bytes: 0,
-            caller: true,
-            finished: false,
-        };
+        // Registered before the frame is queued: dropped with the future, the link
+        // withdraws the call (and cancels it remotely once started).
+        let link = self.register(cid, None, false);
+        let window = link.window;
         self.send(Frame::with_payload(
             Msg::Start {
                 cid,
@@ -599,9 +573,16 @@ impl Conn {
             self.shared.served_calls.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        let window = limits.window();
+        Some(self.register(cid, Some(limits.cap(peer_window)), true))
+    }
+
+    /// Route call `cid` and return its local end. `send_window` is the peer's window if
+    /// already known; `served`: the peer started the call (the served side's route
+    /// outlives its link, so dropping the link neither removes nor cancels it).
+    fn register(&self, cid: Cid, send_window: Option<Window>, served: bool) -> CallLink {
+        let window = self.shared.limits.window();
         let (tx, rx) = mpsc::unbounded_channel();
-        let send = Arc::new(SendCredit::new(Some(limits.cap(peer_window))));
+        let send = Arc::new(SendCredit::new(send_window));
         self.shared.routes.lock().unwrap().insert(
             cid,
             Route {
@@ -613,10 +594,10 @@ impl Conn {
                     bytes_out: 0,
                 },
                 task: None,
-                served: true,
+                served,
             },
         );
-        Some(CallLink {
+        CallLink {
             conn: self.clone(),
             cid,
             inbound: rx,
@@ -624,9 +605,9 @@ impl Conn {
             window,
             consumed_items: 0,
             consumed_bytes: 0,
-            caller: false,
-            finished: true,
-        })
+            caller: !served,
+            finished: served,
+        }
     }
 
     /// Remember the task serving `cid` so a `Cancel` can abort it.
@@ -911,20 +892,24 @@ fn feed(conn: &Conn, sink: &mut dyn FrameSink, q: Queued, held: &mut usize) {
 async fn reader(conn: Conn, actor: Arc<ActorInner>, mut source: Box<dyn FrameSource>) {
     let closed = conn.shared.closed.clone();
     let idle_timeout = conn.shared.limits.idle_timeout;
-    let reason = loop {
-        let idle = async {
-            loop {
-                tokio::time::sleep(idle_timeout.max(Duration::from_millis(10)) / 4).await;
-                if conn.idle_for().is_some_and(|d| d >= idle_timeout) {
-                    return;
-                }
+    let is_peer = conn.shared.kind == Peer::Other;
+    // One watcher for the channel's life (it completes only once the channel is idle, so
+    // a frame being read is never given up for it).
+    let idle = async {
+        loop {
+            tokio::time::sleep(idle_timeout.max(Duration::from_millis(10)) / 4).await;
+            if conn.idle_for().is_some_and(|d| d >= idle_timeout) {
+                return;
             }
-        };
+        }
+    };
+    tokio::pin!(idle);
+    let reason = loop {
         let next = tokio::select! {
             biased;
             _ = closed.cancelled() => break None,
             r = source.recv() => r,
-            _ = idle, if conn.shared.kind == Peer::Other => {
+            _ = &mut idle, if is_peer => {
                 tracing::debug!(peer = %conn.shared.peer_path, "closing an idle peer channel");
                 break Some(format!("idle for {idle_timeout:?} with no call"));
             }
@@ -932,7 +917,9 @@ async fn reader(conn: Conn, actor: Arc<ActorInner>, mut source: Box<dyn FrameSou
         let frame = match next {
             Ok(Some(f)) => {
                 tracing::trace!(peer = %conn.shared.peer_path, msg = f.msg.kind_name(), cid = ?f.msg.cid(), "received");
-                *conn.shared.last_activity.lock().unwrap() = tokio::time::Instant::now();
+                if is_peer {
+                    *conn.shared.last_activity.lock().unwrap() = tokio::time::Instant::now();
+                }
                 f
             }
             Ok(None) => break Some("the peer closed the channel".to_owned()),

@@ -51,13 +51,13 @@ pub fn handshake(data: &[u8]) {
             Duration::from_secs(1),
         )
         .await;
-        for prearranged in [None, Some((&parent, Nonce([3; 16])))] {
+        for (expect, boot_nonce) in [(None, None), (Some(&parent), Some(Nonce([3; 16])))] {
             let _ = crate::handshake::connect(
                 Box::new(Scripted::new(data)),
                 &me,
                 &secret,
-                None,
-                prearranged,
+                expect,
+                boot_nonce,
                 Duration::from_secs(1),
             )
             .await;

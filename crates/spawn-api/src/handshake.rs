@@ -98,19 +98,20 @@ fn check_version(protocol: u32) -> Result<(), HandshakeError> {
 /// peer's proof (and, with `expect`, that it is that actor). The whole exchange is
 /// bounded by `timeout`.
 ///
-/// A new child passes `prearranged = (its parent, the nonce from its boot)`: it proves
-/// itself in its `Hello`, and the exchange is one round trip.
+/// A new child passes its parent as `expect` and the nonce from its boot as
+/// `boot_nonce`: it proves itself in its `Hello`, and the exchange is one round trip.
 pub(crate) async fn connect(
     ch: Box<dyn Channel>,
     me: &ActorId,
     secret: &TreeSecret,
     expect: Option<&ActorId>,
-    prearranged: Option<(&ActorId, Nonce)>,
+    boot_nonce: Option<Nonce>,
     timeout: Duration,
 ) -> Result<Handshaken, HandshakeError> {
     let peer_info = ch.peer();
     let (mut sink, mut source) = ch.split();
     let nonce_c = Nonce::random();
+    let prearranged = expect.zip(boot_nonce);
     let early = prearranged
         .map(|(parent, nonce_a)| secret.prove(Role::Connector, me, &nonce_c, parent, &nonce_a));
     sink.feed(&Frame::control(Msg::Hello {
@@ -174,6 +175,17 @@ pub(crate) async fn connect(
         sink,
         source,
     })
+}
+
+/// Tell a peer why its channel is refused, then close it (a peer that does not read
+/// gets 1 s).
+pub(crate) async fn refuse(sink: &mut dyn FrameSink, error: RemoteError) {
+    if sink
+        .feed(&Frame::control(Msg::Error { cid: None, error }))
+        .is_ok()
+    {
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    }
 }
 
 /// The acceptor's `Challenge`: its id and nonce, and its proof over both nonces.
@@ -275,13 +287,7 @@ pub(crate) async fn accept(
             };
             if let Some(kind) = kind {
                 tracing::warn!(peer = ?peer_info, error = %e, "refusing a channel");
-                let error = RemoteError::new(kind, e.to_string(), path);
-                if sink
-                    .feed(&Frame::control(Msg::Error { cid: None, error }))
-                    .is_ok()
-                {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
-                }
+                refuse(&mut *sink, RemoteError::new(kind, e.to_string(), path)).await;
             }
             Err(e)
         }

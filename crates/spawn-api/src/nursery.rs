@@ -759,18 +759,16 @@ pub(crate) async fn run_nursery<R>(
     guard.state = None;
     let children = state.take_errors();
     let cancelled = actor.cancel.is_cancelled();
-    let reports = state.reports.lock().unwrap().clone();
-    let (body, value) = match body_result {
+    let body = match body_result {
         Some(Ok(v)) if children.is_empty() => return Ok(v),
-        Some(Ok(_)) | None => (None, None::<R>),
-        Some(Err(e)) => (Some(e), None),
+        Some(Ok(_)) | None => None,
+        Some(Err(e)) => Some(e),
     };
-    drop(value);
     Err(NurseryError {
         body,
         children,
         cancelled,
-        reports,
+        reports: state.reports.lock().unwrap().clone(),
     })
 }
 
