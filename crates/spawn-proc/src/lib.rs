@@ -230,12 +230,8 @@ impl Drop for ProcChild {
             tracing::warn!(pid = self.pid, error = %e, "cannot kill a dropped child");
             return;
         }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
-        while std::time::Instant::now() < deadline {
-            match self.pidfd.get_ref().try_reap() {
-                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(1)),
-                _ => return,
-            }
+        if spawner::reap_blocking(self.pidfd.get_ref(), std::time::Duration::from_millis(500)) {
+            return;
         }
         tracing::warn!(
             pid = self.pid,

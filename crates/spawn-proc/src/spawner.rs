@@ -79,7 +79,7 @@ fn serve(rx: mpsc::Receiver<Request>) {
                 "killing a child whose spawn was abandoned"
             );
             let _ = orphan.pidfd.signal_group(libc::SIGKILL);
-            reap_blocking(&orphan.pidfd);
+            reap_blocking(&orphan.pidfd, std::time::Duration::from_secs(1));
         }
     }
 }
@@ -99,11 +99,18 @@ fn start(cmd: &mut Command) -> io::Result<Started> {
     }
 }
 
-fn reap_blocking(pidfd: &Pidfd) {
-    for _ in 0..1000 {
+/// Reap the (killed) process behind `pidfd`, waiting at most `bound`: for places with
+/// no runtime to wait on (the spawner thread, a `Drop`). Returns whether its status was
+/// collected (or is no longer ours to collect).
+pub(crate) fn reap_blocking(pidfd: &Pidfd, bound: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + bound;
+    loop {
         match pidfd.try_reap() {
-            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(1)),
-            _ => return,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Ok(None) => return false,
+            _ => return true,
         }
     }
 }
