@@ -20,7 +20,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,7 +30,7 @@ use spawn_api::{
     ProofRole, RemoteError, RuntimeFlavor, SpawnSpec, TeardownPolicy, TreeSecret, Window, Wire,
 };
 use spawn_fork::ForkService;
-use spawn_subint::{Interp, InterpError, PyValue};
+use spawn_subint::PyValue;
 
 /// A fuzz target's entry point.
 type EntryPoint = fn(&[u8]);
@@ -46,8 +45,8 @@ const TARGETS: &[(&str, EntryPoint)] = &[
     ("fork_reply", fork_reply),
     ("fork_server_args", fork_server_args),
     ("fork_service", fork_service),
-    ("pyvalue", pyvalue),
-    ("pyvalue_python", pyvalue_python),
+    ("pyvalue", spawn_subint::fuzzing::pyvalue),
+    ("pyvalue_python", spawn_subint::fuzzing::pyvalue_python),
 ];
 
 fn fork_request(data: &[u8]) {
@@ -67,44 +66,6 @@ fn fork_server_args(data: &[u8]) {
 fn fork_service(data: &[u8]) {
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = spawn_fork::fuzzing::decode_service(s);
-    }
-}
-
-/// As `fuzz/fuzz_targets/pyvalue.rs`: what decodes encodes again, and that encoding
-/// decodes to a value with the same encoding.
-fn pyvalue(data: &[u8]) {
-    let Ok(value) = <PyValue as Wire>::decode(Bytes::copy_from_slice(data)) else {
-        return;
-    };
-    let encoded = value.encode().expect("a decoded PyValue encodes");
-    let again = <PyValue as Wire>::decode(encoded.clone()).expect("an encoded PyValue decodes");
-    assert_eq!(again.encode().expect("it encodes again"), encoded);
-}
-
-/// As `fuzz/fuzz_targets/pyvalue_python.rs`: a decoded value goes into Python (the main
-/// interpreter), through a function and back; a Python error is fine, a panic is not.
-fn pyvalue_python(data: &[u8]) {
-    static INTERP: OnceLock<(Interp, tokio::runtime::Runtime)> = OnceLock::new();
-    let Ok(value) = <PyValue as Wire>::decode(Bytes::copy_from_slice(data)) else {
-        return;
-    };
-    let (interp, rt) = INTERP.get_or_init(|| {
-        let interp = Interp::main().expect("the main interpreter");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a runtime");
-        rt.block_on(interp.run(|py| py.exec("def ident(x):\n    return x\n")))
-            .expect("the job ran")
-            .expect("ident defined");
-        (interp, rt)
-    });
-    match rt.block_on(interp.run(move |py| py.call("__main__:ident", &[value], &[]))) {
-        Ok(Ok(back)) => {
-            back.encode().expect("a value from Python encodes");
-        }
-        Ok(Err(_python_error)) => {}
-        Err(InterpError::Panicked(p)) => panic!("the conversion panicked: {p}"),
-        Err(e) => panic!("the interpreter failed: {e}"),
     }
 }
 
@@ -699,7 +660,7 @@ fn pyvalue_python_seeds() -> Seeds {
         ("py-nul-in-str", PyValue::Str("a\0b".into())),
     ] {
         let b = v.encode().unwrap().to_vec();
-        pyvalue_python(&b);
+        spawn_subint::fuzzing::pyvalue_python(&b);
         seeds.push((name, b));
     }
     seeds
@@ -789,7 +750,7 @@ fn pyvalue_seeds() -> Seeds {
         .into_iter()
         .map(|(name, v)| {
             let b = v.encode().unwrap().to_vec();
-            pyvalue(&b);
+            spawn_subint::fuzzing::pyvalue(&b);
             (name, b)
         })
         .collect();

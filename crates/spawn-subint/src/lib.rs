@@ -38,6 +38,8 @@
 
 mod backend;
 mod ffi;
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
 mod python;
 mod service;
