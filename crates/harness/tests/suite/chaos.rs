@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use harness::chaos::{ChaosBackend, SlowAccept};
 use harness::functions::*;
 use harness::{Failed, in_process, with_root};
-use spawn_api::{
-    ActorOptions, ChildError, ChildExit, PortalError, RuntimeFlavor, SpawnError, TeardownPolicy,
-};
+use spawn_api::{ActorOptions, ChildExit, PortalError, RuntimeFlavor, SpawnError, TeardownPolicy};
 
 use crate::common::*;
 
@@ -118,15 +116,7 @@ fn killed_mid_call() -> Result<(), Failed> {
         Ok(())
     })
     .unwrap_err();
-    let ne = err.nursery().expect("a nursery error");
-    match ne.children.as_slice() {
-        [
-            ChildError::Signaled {
-                actor, signal: 9, ..
-            },
-        ] if actor == "root/sleeper" => Ok(()),
-        other => Err(format!("expected root/sleeper killed by SIGKILL, got {other:?}").into()),
-    }
+    killed_alone(&err, "root/sleeper")
 }
 
 /// A child killed while the ladder waits for it to honour the cancel request: the
@@ -165,15 +155,7 @@ fn killed_during_its_teardown() -> Result<(), Failed> {
         }),
     )
     .unwrap_err();
-    let ne = err.nursery().expect("a nursery error");
-    match ne.children.as_slice() {
-        [
-            ChildError::Signaled {
-                actor, signal: 9, ..
-            },
-        ] if actor == "root/stubborn" => Ok(()),
-        other => Err(format!("expected root/stubborn killed by SIGKILL, got {other:?}").into()),
-    }
+    killed_alone(&err, "root/stubborn")
 }
 
 /// A middle actor killed while it holds a grandchild: the grandchild goes with it (a
@@ -195,15 +177,7 @@ fn a_killed_middle_actor_takes_its_subtree() -> Result<(), Failed> {
         Ok(())
     })
     .unwrap_err();
-    let ne = err.nursery().expect("a nursery error");
-    match ne.children.as_slice() {
-        [
-            ChildError::Signaled {
-                actor, signal: 9, ..
-            },
-        ] if actor == "root/middle" => {}
-        other => return Err(format!("expected root/middle killed, got {other:?}").into()),
-    }
+    killed_alone(&err, "root/middle")?;
     let grandchild = gc.lock().unwrap().clone().ok_or("no grandchild")?;
     // Its death is the kernel's (or the dead runtime's) doing, not a reap we waited for.
     let t = Instant::now();

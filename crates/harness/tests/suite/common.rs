@@ -15,6 +15,22 @@ pub(crate) fn check(cond: bool, what: &str) -> Result<(), Failed> {
     if cond { Ok(()) } else { Err(what.into()) }
 }
 
+/// That a root failed with exactly one child error: `actor` killed by a SIGKILL brood did
+/// not send.
+pub(crate) fn killed_alone(err: &spawn_api::RootError, actor: &str) -> Result<(), Failed> {
+    let ne = err.nursery().expect("a nursery error");
+    match ne.children.as_slice() {
+        [
+            spawn_api::ChildError::Signaled {
+                actor: a,
+                signal: 9,
+                ..
+            },
+        ] if a == actor => Ok(()),
+        other => Err(format!("expected {actor} killed by SIGKILL, got {other:?}").into()),
+    }
+}
+
 /// Whether the cell's backend runs actors in the process of their parent (`subint`):
 /// tests check the in-process facts there, the separate-process facts elsewhere.
 pub(crate) fn in_process_backend() -> bool {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use harness::functions::*;
 use harness::{Failed, leaks, with_root};
-use spawn_api::{ActorOptions, ChildError, ChildExit, SpawnError};
+use spawn_api::{ActorOptions, ChildExit, SpawnError};
 
 use crate::common::*;
 
@@ -260,13 +260,5 @@ fn a_forked_actor_dies_with_its_parent_actor() -> Result<(), Failed> {
         }),
     )
     .unwrap_err();
-    let ne = err.nursery().expect("a nursery error");
-    match ne.children.as_slice() {
-        [
-            ChildError::Signaled {
-                actor, signal: 9, ..
-            },
-        ] if actor == "root/middle" => Ok(()),
-        other => Err(format!("expected root/middle killed by SIGKILL, got {other:?}").into()),
-    }
+    killed_alone(&err, "root/middle")
 }
