@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use brood::spawn_subint::{CallPy, Eval, Exec, PyValue};
+use brood::python::{CallPy, Eval, Exec, PyValue};
 use brood::{ActorOptions, Portal};
 use criterion::{BenchmarkId, Criterion, SamplingMode};
 

@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use brood::ActorOptions;
-use brood::spawn_subint::{Interp, Shutdown};
+use brood::subint::{Interp, Shutdown};
 use common::Ping;
 use criterion::Criterion;
 

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use brood::spawn_subint::{CallPy, Exec, PyValue};
+use brood::python::{CallPy, Exec, PyValue};
 use brood::{ActorOptions, Portal, Registry};
 
 /// The work: a pure-Python loop, so only the interpreter's GIL can serialise it.
@@ -86,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 if version.is_empty() {
                     let v = portals[0]
                         .run(
-                            brood::spawn_subint::Eval,
+                            brood::python::Eval,
                             "__import__('sys').version.split()[0]".into(),
                         )
                         .await?;

@@ -5,10 +5,10 @@
 //! guarantees that when its scope ends every child has finished, been cancelled or been
 //! reaped — with every error surfaced.
 //!
-//! This crate is the facade: it re-exports the core ([`spawn_api`]) and, behind
-//! features, the backends and transports (`proc` and `uds` are on by default).
-//! [`setup`] builds a [`Brood`] with every compiled-in backend and transport.
-//!
+//! This crate is the facade: the API a program uses sits at its top (from the runtime,
+//! [`runtime`]), and each crate of the house is re-exported as a module, the backends and
+//! transports behind features (all on by default). [`setup`] builds a [`Brood`] with every
+//! compiled-in backend and transport.
 //! ```no_run
 //! use brood::{ActorOptions, Registry};
 //!
@@ -28,31 +28,52 @@
 //! }
 //! ```
 //!
-//! | crate | what it is |
-//! |---|---|
-//! | [`spawn_api`] | contracts, wire protocol, nursery, portal, teardown ladder |
-//! | [`runtime_vars`] | the vars a parent builds for each child |
-//! | `spawn_proc` (feature `proc`) | children as re-executed processes |
-//! | `spawn_fork` (feature `fork`) | children forked from a single-threaded forkserver |
-//! | `spawn_subint` (feature `subint`) | children on threads with their own CPython sub-interpreter, and the `python` service |
-//! | `ipc_uds` (feature `uds`) | frames over Unix sockets |
+//! | module | crate | what it is |
+//! |---|---|---|
+//! | [`runtime`] | `actor-core` | the actor runtime: registry, nursery, portal, streams and contexts, the teardown ladder (its API is also at the top of this crate) |
+//! | [`api`] | `spawn-api` | the contract a backend or transport implements: traits, wire types, errors |
+//! | [`vars`] | `runtime-vars` | the vars a parent builds for each child |
+//! | `proc` (feature `proc`) | `spawn-proc` | children as re-executed processes |
+//! | `fork` (feature `fork`) | `spawn-fork` | children forked from a single-threaded forkserver |
+//! | `subint` (feature `subint`) | `spawn-subint` | children on threads with their own CPython sub-interpreter |
+//! | `python` (feature `subint`) | — | the `python` service: run Python in any actor |
+//! | `uds` (feature `uds`) | `ipc-uds` | frames over Unix sockets |
+//!
+//! ## Who should depend on this crate
+//!
+//! Programs. To leave Python out, turn the `subint` feature off (`default-features = false,
+//! features = ["proc", "fork", "uds"]`). Authors of a backend or transport depend on
+//! `spawn-api` alone.
 
 #![warn(missing_docs)]
 
-pub use spawn_api::*;
-pub use spawn_api::{call, context, stream};
+pub use actor_core::{
+    ActorCx, ActorId, ActorOptions, Addr, BACKEND_ENV, Blob, Brood, BroodBuilder, CallFn,
+    CalleeContext, CalleeStream, CallerContext, ChannelLimits, ChildError, ChildExit, ChildReport,
+    ChildStdio, ContextFn, FnError, ForeignError, Nursery, NurseryError, Portal, PortalError,
+    Reaped, Registry, RemoteError, ReplyStream, Root, RootBuilder, RootError, RunHandle,
+    RuntimeFlavor, RuntimeVars, SpawnError, Step, StreamFn, StreamTx, TRANSPORT_ENV,
+    TeardownPolicy, TransportError, VarsOverride, Wire, call, context, kinds, stream,
+};
+pub use spawn_api::TeardownHook;
+/// Re-exported so a [`TeardownHook`] can be implemented without naming the crate.
+pub use spawn_api::async_trait;
 
-pub use runtime_vars;
-pub use spawn_api;
+pub use actor_core as runtime;
+pub use runtime_vars as vars;
+pub use spawn_api as api;
 
 #[cfg(feature = "uds")]
-pub use ipc_uds::{self, UdsTransport};
+pub use ipc_uds::{self as uds, UdsTransport};
 #[cfg(feature = "fork")]
-pub use spawn_fork::{self, ForkBackend};
+pub use spawn_fork::{self as fork, ForkBackend};
 #[cfg(feature = "proc")]
-pub use spawn_proc::{self, ProcBackend};
+pub use spawn_proc::{self as proc, ProcBackend};
 #[cfg(feature = "subint")]
-pub use spawn_subint::{self, SubintBackend};
+pub use spawn_subint::{self as subint, SubintBackend};
+
+#[cfg(feature = "subint")]
+pub mod python;
 
 /// A [`BroodBuilder`] serving `registry` with every backend and transport compiled into
 /// this build (features `proc`, `fork`, `subint`, `uds`), the first of each being the
@@ -63,7 +84,7 @@ pub use spawn_subint::{self, SubintBackend};
 /// With `subint`, if `registry` already has functions named like the `python` service.
 pub fn builder(registry: Registry) -> BroodBuilder {
     #[cfg(feature = "subint")]
-    let registry = registry.merge(spawn_subint::python_service());
+    let registry = registry.merge(python::service());
     #[allow(unused_mut)]
     let mut b = Brood::builder().registry(registry);
     #[cfg(feature = "proc")]

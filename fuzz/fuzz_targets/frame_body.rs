@@ -1,8 +1,8 @@
-//! A frame body (what follows a length prefix): `spawn_api::fuzzing::frame_body`.
+//! A frame body (what follows a length prefix): `actor_core::fuzzing::frame_body`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    spawn_api::fuzzing::frame_body(data);
+    actor_core::fuzzing::frame_body(data);
 });

@@ -11,8 +11,8 @@
 
 use std::time::{Duration, Instant};
 
+use brood::ActorOptions;
 use harness::functions::Add;
-use spawn_api::ActorOptions;
 
 fn summary(mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();

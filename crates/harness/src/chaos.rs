@@ -4,8 +4,8 @@
 //! while a child waits in its handshake).
 //!
 //! Both keep the key of what they wrap, so a root built with them
-//! ([`RootBuilder::backend`](spawn_api::RootBuilder::backend),
-//! [`RootBuilder::transport`](spawn_api::RootBuilder::transport)) uses them in place of
+//! ([`RootBuilder::backend`](brood::RootBuilder::backend),
+//! [`RootBuilder::transport`](brood::RootBuilder::transport)) uses them in place of
 //! the real one, while its children run the program's ordinary configuration.
 
 use std::sync::Arc;
@@ -147,7 +147,7 @@ impl Transport for SlowAccept {
 
     fn address_for(
         &self,
-        id: &spawn_api::ActorId,
+        id: &brood::ActorId,
         near: Option<&Addr>,
     ) -> Result<Addr, TransportError> {
         self.inner.address_for(id, near)

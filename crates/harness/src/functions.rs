@@ -3,41 +3,41 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use spawn_api::{
+use brood::{
     ActorCx, ActorOptions, Blob, CalleeContext, FnError, Registry, RuntimeVars, StreamTx, kinds,
 };
+use serde::{Deserialize, Serialize};
 use spawn_subint::{Abort, CallPy, Exec, PyValue};
 
-spawn_api::call!(
+brood::call!(
     /// Adds two numbers.
     pub Add = "t.add": (i64, i64) => i64
 );
-spawn_api::call!(
+brood::call!(
     /// Fails with an error of the given kind and message.
     pub Fail = "t.fail": (String, String) => ()
 );
-spawn_api::call!(
+brood::call!(
     /// Panics with the given message.
     pub Panic = "t.panic": String => ()
 );
-spawn_api::call!(
+brood::call!(
     /// Ends the actor with the given exit status: a process actor's process exits at once
     /// (no clean shutdown); an in-process actor shuts down in order and reports the code
     /// (`std::process::exit` would end the whole test process). Never replies.
     pub Exit = "t.exit": i32 => ()
 );
-spawn_api::call!(
+brood::call!(
     /// Crashes the actor as a kill would: a process actor sends itself SIGKILL; an
     /// in-process actor aborts its runtime (its parent then sees it killed by SIGKILL).
     /// Never replies.
     pub Crash = "t.crash": () => ()
 );
-spawn_api::call!(
+brood::call!(
     /// Sleeps (asynchronously, so cancellation reaches it) for the given milliseconds.
     pub Sleep = "t.sleep": u64 => ()
 );
-spawn_api::context!(
+brood::context!(
     /// Sends `started`, then blocks its thread in a loop that never yields, so it
     /// ignores cancellation; with `true` it also ignores SIGTERM, so only a kill stops
     /// it. Run it on a multi-thread child runtime, or `started` cannot leave.
@@ -47,7 +47,7 @@ spawn_api::context!(
     /// `true` flag is ignored there (a signal disposition belongs to the whole process).
     pub Stubborn = "t.stubborn": bool => started (), in (), out (), return ()
 );
-spawn_api::context!(
+brood::context!(
     /// Runs Python code (a module body, in the actor's `__main__`) in the actor's
     /// interpreter and returns when it ends (a Python exception is the call's error).
     ///
@@ -57,85 +57,85 @@ spawn_api::context!(
     /// blocked in `clock_nanosleep` (in `time.sleep`), as the kernel reports it.
     pub PyRun = "t.py_run": (String, bool) => started (), in (), out (), return ()
 );
-spawn_api::call!(
+brood::call!(
     /// Spawns a child called `grandchild`, runs `python.exec(code)` then
     /// `python.call(target)` in it, relaying their errors with `?`.
     pub PyViaChild = "t.py_via_child": (String, String) => PyValue
 );
-spawn_api::call!(
+brood::call!(
     /// The actor's runtime vars as `runtime_vars::current()` sees them, read before and
     /// after sleeping the given milliseconds (so other actors run in between).
     pub VarsAcross = "t.vars_across": u64 => (RuntimeVars, RuntimeVars)
 );
-spawn_api::call!(
+brood::call!(
     /// The actor's process id and listening address.
     pub WhoAmI = "t.whoami": () => Who
 );
-spawn_api::call!(
+brood::call!(
     /// The actor's runtime vars as `runtime_vars::current()` sees them.
     pub Vars = "t.vars": () => RuntimeVars
 );
-spawn_api::call!(
+brood::call!(
     /// Spawns a child called `name` and returns its `Add(a, b)`.
     pub AddViaChild = "t.add_via_child": (String, i64, i64) => i64
 );
-spawn_api::call!(
+brood::call!(
     /// Spawns a child and relays its `Fail(kind, message)`.
     pub FailViaChild = "t.fail_via_child": (String, String) => ()
 );
-spawn_api::call!(
+brood::call!(
     /// Spawns a child with `debug_mode` as given and returns the vars of the child and of
     /// a grandchild below it.
     pub VarsOfSubtree = "t.vars_subtree": bool => (RuntimeVars, RuntimeVars)
 );
-spawn_api::stream!(
+brood::stream!(
     /// Streams `0..n`.
     pub Count = "t.count": u64 => u64
 );
-spawn_api::stream!(
+brood::stream!(
     /// Streams `n` blobs of `size` bytes.
     pub Blobs = "t.blobs": (u64, u64) => Blob
 );
-spawn_api::context!(
+brood::context!(
     /// Echoes every item back upper-cased; returns how many it echoed.
     pub Echo = "t.echo": String => started String, in String, out String, return u64
 );
-spawn_api::context!(
+brood::context!(
     /// Starts a grandchild that serves until cancelled, reports its [`Who`] as the
     /// started value, then waits until cancelled itself.
     pub HoldGrandchild = "t.hold_grandchild": ActorOptionsWire => started Who, in (), out (), return ()
 );
 
-spawn_api::context!(
+brood::context!(
     /// Sends `n` items (0, 1, ...), then fails with an error of the given kind.
     pub FailAfter = "t.fail_after": (u32, String) => started (), in (), out u32, return ()
 );
-spawn_api::stream!(
+brood::stream!(
     /// Streams `0..n`, then fails with an error of kind `Boom`.
     pub CountThenFail = "t.count_then_fail": u64 => u64
 );
-spawn_api::call!(
+brood::call!(
     /// Spawns a child called `grandchild` and has it panic with the given message,
     /// relaying the error with `?`.
     pub PanicViaChild = "t.panic_via_child": String => ()
 );
-spawn_api::context!(
+brood::context!(
     /// Starts a grandchild (on a two-worker runtime, with the given options) that only a
     /// kill can stop: a process runs [`Stubborn`] ignoring SIGTERM; an in-process actor
     /// runs Python stuck in a native call ([`PY_STUCK`]). Reports the grandchild's [`Who`]
     /// as the started value, then waits until cancelled.
     pub HoldStuckGrandchild = "t.hold_stuck_grandchild": ActorOptionsWire => started Who, in (), out (), return ()
 );
-spawn_api::call!(
+brood::call!(
     /// Blocks the actor's runtime thread (a plain `std::thread::sleep`) for the given
     /// milliseconds: nothing in the actor runs meanwhile, not even its cancellation.
     pub BlockThread = "t.block_thread": u64 => ()
 );
-spawn_api::context!(
+brood::context!(
     /// Sends `started`, then never reads what the caller sends; ends when cancelled.
     pub Sink = "t.sink": () => started (), in Blob, out (), return ()
 );
-spawn_api::call!(
+brood::call!(
     /// Runs a task with [`ActorCx::spawn`] and returns the tree path it saw through
     /// `runtime_vars::current()`.
     pub SpawnedTaskPath = "t.spawned_task_path": () => String
@@ -161,7 +161,7 @@ pub struct Who {
     pub path: String,
 }
 
-spawn_api::call!(
+brood::call!(
     /// What the kernel says about the actor's process: its open descriptors, threads,
     /// parent and process group.
     pub ProcSelf = "t.proc_self": () => ProcInfo
@@ -411,7 +411,7 @@ async fn hold_stuck_grandchild(
     ctx: CalleeContext<HoldStuckGrandchild>,
 ) -> Result<(), FnError> {
     cx.open_nursery(async |n| {
-        let mut o = ActorOptions::new().runtime(spawn_api::RuntimeFlavor::MultiThread(2));
+        let mut o = ActorOptions::new().runtime(brood::RuntimeFlavor::MultiThread(2));
         if let Some(b) = opts.backend {
             o = o.backend(b);
         }
@@ -443,9 +443,9 @@ pub struct HookLog;
 /// The user var naming [`HookLog`]'s file.
 pub const HOOK_LOG_VAR: &str = "hook_log";
 
-#[spawn_api::async_trait]
-impl spawn_api::TeardownHook for HookLog {
-    async fn before_hard_reap(&self, _child: &spawn_api::ActorId, vars: &RuntimeVars) {
+#[brood::async_trait]
+impl brood::TeardownHook for HookLog {
+    async fn before_hard_reap(&self, _child: &brood::ActorId, vars: &RuntimeVars) {
         use std::io::Write;
         let Some(path) = vars.user.get(HOOK_LOG_VAR) else {
             return;
@@ -462,7 +462,7 @@ impl spawn_api::TeardownHook for HookLog {
     }
 }
 
-spawn_api::call!(
+brood::call!(
     /// Spawns a leaf child and returns its vars.
     pub VarsOfSubtreeLeaf = "t.vars_leaf": () => RuntimeVars
 );
@@ -473,7 +473,7 @@ async fn py_run(
     ctx: CalleeContext<PyRun>,
 ) -> Result<(), FnError> {
     use std::os::fd::AsRawFd;
-    let interp = spawn_subint::interp(&cx)?;
+    let interp = brood::python::interp(&cx)?;
     // The code's `started()` writes a byte here; the end of the job closes it.
     let (signal, signal_tx) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)

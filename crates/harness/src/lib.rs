@@ -32,8 +32,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use brood::{Brood, FnError, Nursery, Portal, PortalError, RootBuilder, RootError};
 use ipc_uds::UdsTransport;
-use spawn_api::{Brood, FnError, Nursery, Portal, PortalError, RootBuilder, RootError};
 use spawn_fork::ForkBackend;
 use spawn_proc::ProcBackend;
 use spawn_subint::SubintBackend;
@@ -60,7 +60,7 @@ pub const SKIPS: &[(&str, &str, &str, &str)] = &[];
 /// The test program's actors: every backend and transport, serving the test functions.
 pub fn brood() -> Brood {
     Brood::builder()
-        .registry(functions::registry().merge(spawn_subint::python_service()))
+        .registry(functions::registry().merge(brood::python::service()))
         .backend(ProcBackend::new())
         .backend(ForkBackend::new())
         .backend(SubintBackend::new())
@@ -71,7 +71,7 @@ pub fn brood() -> Brood {
 
 /// The backend under test (`BROOD_BACKEND`, default `proc`).
 pub fn backend() -> String {
-    std::env::var(spawn_api::BACKEND_ENV)
+    std::env::var(brood::BACKEND_ENV)
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "proc".to_owned())
@@ -79,7 +79,7 @@ pub fn backend() -> String {
 
 /// The transport under test (`BROOD_TRANSPORT`, default `uds`).
 pub fn transport() -> String {
-    std::env::var(spawn_api::TRANSPORT_ENV)
+    std::env::var(brood::TRANSPORT_ENV)
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "uds".to_owned())
@@ -128,7 +128,7 @@ pub fn cell_transport() -> std::sync::Arc<dyn spawn_api::Transport> {
         "uds" => std::sync::Arc::new(uds()),
         other => panic!(
             "harness: unknown transport {other:?} in {}",
-            spawn_api::TRANSPORT_ENV
+            brood::TRANSPORT_ENV
         ),
     }
 }
@@ -143,7 +143,7 @@ pub fn root() -> RootBuilder {
         "uds" => b.transport(uds()),
         other => panic!(
             "harness: unknown transport {other:?} in {}",
-            spawn_api::TRANSPORT_ENV
+            brood::TRANSPORT_ENV
         ),
     }
 }
@@ -360,8 +360,8 @@ pub fn main(tests: &[Test], scenarios: &[Scenario]) -> ! {
         std::process::exit(0);
     }
 
-    if let Ok(level) = std::env::var(spawn_api::logging::LOG_ENV) {
-        spawn_api::logging::init_process_logging(&level);
+    if let Ok(level) = std::env::var(actor_core::logging::LOG_ENV) {
+        actor_core::logging::init_process_logging(&level);
     }
 
     // Orphaned descendants re-parent to us, so leak checks can see (and reap) them.

@@ -37,10 +37,10 @@ type EntryPoint = fn(&[u8]);
 
 /// Every fuzz target, with the entry point it runs (keep in step with `fuzz/fuzz_targets/`).
 const TARGETS: &[(&str, EntryPoint)] = &[
-    ("frame_body", spawn_api::fuzzing::frame_body),
-    ("frame_stream", spawn_api::fuzzing::frame_stream),
-    ("child_boot", spawn_api::fuzzing::child_boot),
-    ("handshake", spawn_api::fuzzing::handshake),
+    ("frame_body", actor_core::fuzzing::frame_body),
+    ("frame_stream", actor_core::fuzzing::frame_stream),
+    ("child_boot", actor_core::fuzzing::child_boot),
+    ("handshake", actor_core::fuzzing::handshake),
     ("fork_request", fork_request),
     ("fork_reply", fork_reply),
     ("fork_server_args", fork_server_args),
@@ -444,7 +444,7 @@ fn child_boot_seeds() -> Seeds {
     ]
 }
 
-/// What `spawn_api::fuzzing::handshake` plays: the tree's secret, the acceptor's id, and the
+/// What `actor_core::fuzzing::handshake` plays: the tree's secret, the acceptor's id, and the
 /// nonce it gave the new children it expects (those with an even uid).
 const HANDSHAKE_SECRET: [u8; 32] = [7; 32];
 const HANDSHAKE_ACCEPTOR: (&str, u64) = ("fuzz", 1);

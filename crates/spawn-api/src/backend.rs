@@ -9,13 +9,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use runtime_vars::RuntimeVars;
 
-use crate::brood::Brood;
-use crate::error::{SpawnError, signal_name};
+use crate::error::{RemoteError, SpawnError, kinds};
+use crate::exit::{ChildExit, EXIT_FAILED, EXIT_PANIC, EXIT_SETUP};
 use crate::extensions::Extensions;
 use crate::id::ActorId;
 use crate::wire::ChildBoot;
@@ -37,11 +40,12 @@ pub trait SpawnBackend: Send + Sync + fmt::Debug + 'static {
     /// [`SpawnError::Launch`] or [`SpawnError::Unavailable`] when nothing was started.
     async fn spawn(&self, req: &mut SpawnRequest) -> Result<Box<dyn Child>, SpawnError>;
 
-    /// Called by [`Brood::enter`] at the top of `main`: if this process was started by
-    /// this backend to be an actor (or a helper of the backend), run it to completion
-    /// and return the process exit code; otherwise return `None` at once.
-    fn enter(&self, brood: &Brood) -> Option<i32> {
-        let _ = brood;
+    /// Called first thing in `main` (the runtime's `Brood::enter`): if this process was
+    /// started by this backend to be an actor (or a helper of the backend), run it to
+    /// completion through `entry` and return the process exit code; otherwise return
+    /// `None` at once.
+    fn enter(&self, entry: &ActorEntry) -> Option<i32> {
+        let _ = entry;
         None
     }
 }
@@ -57,10 +61,10 @@ pub struct SpawnRequest {
     /// The spawning actor's extensions: where a backend keeps per-actor state (a
     /// connection to its helper process).
     pub extensions: Extensions,
-    /// The program's brood (registry, transports, backends), for backends that run the
-    /// child in this process.
-    pub brood: Brood,
-    /// Backend-specific options from [`crate::ActorOptions::backend_option`].
+    /// How to run a child actor in this process, for backends that do (a thread, a
+    /// fork of this process).
+    pub entry: ActorEntry,
+    /// Backend-specific options (the runtime's `ActorOptions::backend_option`).
     pub options: BTreeMap<String, String>,
     /// What the child's stdout and stderr are.
     pub stdio: ChildStdio,
@@ -74,63 +78,6 @@ pub enum ChildStdio {
     Inherit,
     /// Discarded.
     Null,
-}
-
-/// How a child ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ChildExit {
-    /// It exited with this code.
-    Exited(i32),
-    /// A signal killed it.
-    Signaled {
-        /// The signal number.
-        signal: i32,
-        /// Whether it dumped core.
-        core_dumped: bool,
-    },
-    /// An in-process child's thread panicked (process children exit with code 101
-    /// instead and report the panic over their channel).
-    Panicked {
-        /// The panic message.
-        message: String,
-    },
-    /// It could not be stopped and was left running (a thread stuck in native code).
-    Abandoned {
-        /// What it was stuck in.
-        reason: String,
-    },
-    /// Its status could not be collected.
-    Unknown {
-        /// Why.
-        reason: String,
-    },
-}
-
-impl ChildExit {
-    /// Whether the child ended cleanly (exit code 0).
-    pub fn success(&self) -> bool {
-        matches!(self, ChildExit::Exited(0))
-    }
-}
-
-impl fmt::Display for ChildExit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ChildExit::Exited(c) => write!(f, "exited with code {c}"),
-            ChildExit::Signaled {
-                signal,
-                core_dumped,
-            } => write!(
-                f,
-                "killed by {}{}",
-                signal_name(*signal),
-                if *core_dumped { " (core dumped)" } else { "" }
-            ),
-            ChildExit::Panicked { message } => write!(f, "panicked: {message}"),
-            ChildExit::Abandoned { reason } => write!(f, "abandoned: {reason}"),
-            ChildExit::Unknown { reason } => write!(f, "status unknown: {reason}"),
-        }
-    }
 }
 
 /// The parent's handle on one child.
@@ -162,4 +109,115 @@ pub trait Child: Send + Sync + fmt::Debug {
 pub trait TeardownHook: Send + Sync + fmt::Debug + 'static {
     /// Runs once per child, right before the hard step of its teardown.
     async fn before_hard_reap(&self, child: &ActorId, vars: &RuntimeVars);
+}
+
+/// The actor runtime as a backend sees it: "run this child actor".
+///
+/// A backend starts something (a process, a fork, a thread) and, on the child's side,
+/// hands the child's [`ChildBoot`] to one of these methods; everything after that — the
+/// handshake with the parent, the spawn spec, serving calls, tearing down the child's own
+/// children — is the runtime's business. The runtime (`actor-core`'s `Brood`) implements
+/// it; a backend only ever holds an [`ActorEntry`].
+pub trait ActorMain: Send + Sync + fmt::Debug + 'static {
+    /// Run the child actor `boot` describes as the whole of this process: build its
+    /// runtime, set up logging and SIGTERM handling, serve until it ends, and return the
+    /// process exit code ([`ChildOutcome::exit_code`]). For process backends, in the
+    /// child process.
+    fn run_process(&self, boot: ChildBoot) -> i32;
+
+    /// Serve the child actor `boot` describes on the caller's tokio runtime, beside
+    /// whatever else this process runs, with `extensions` as its per-actor state. For
+    /// in-process backends. The future ends when the actor does.
+    fn serve(
+        &self,
+        boot: ChildBoot,
+        extensions: Extensions,
+    ) -> Pin<Box<dyn Future<Output = ChildOutcome> + Send + 'static>>;
+}
+
+/// A cheap, cloneable handle on the [`ActorMain`] of this program.
+///
+/// ```
+/// use spawn_api::{ActorEntry, ActorMain, ChildBoot, ChildOutcome, Extensions};
+/// use std::{future::Future, pin::Pin};
+///
+/// #[derive(Debug)]
+/// struct Refuse;
+/// impl ActorMain for Refuse {
+///     fn run_process(&self, _boot: ChildBoot) -> i32 {
+///         spawn_api::EXIT_SETUP
+///     }
+///     fn serve(
+///         &self,
+///         _boot: ChildBoot,
+///         _ext: Extensions,
+///     ) -> Pin<Box<dyn Future<Output = ChildOutcome> + Send>> {
+///         Box::pin(async { ChildOutcome::SetupFailed("no runtime here".into()) })
+///     }
+/// }
+/// let entry = ActorEntry::new(Refuse);
+/// assert_eq!(format!("{entry:?}"), "ActorEntry(Refuse)");
+/// ```
+#[derive(Clone)]
+pub struct ActorEntry(Arc<dyn ActorMain>);
+
+impl ActorEntry {
+    /// Wrap the runtime's implementation.
+    pub fn new(main: impl ActorMain) -> ActorEntry {
+        ActorEntry(Arc::new(main))
+    }
+
+    /// See [`ActorMain::run_process`].
+    pub fn run_process(&self, boot: ChildBoot) -> i32 {
+        self.0.run_process(boot)
+    }
+
+    /// See [`ActorMain::serve`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future drops the actor abruptly: its connections close, so its parent
+    /// sees it gone, but its own children get no orderly teardown. Backends run it to
+    /// completion.
+    pub async fn serve(&self, boot: ChildBoot, extensions: Extensions) -> ChildOutcome {
+        self.0.serve(boot, extensions).await
+    }
+}
+
+impl fmt::Debug for ActorEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ActorEntry").field(&self.0).finish()
+    }
+}
+
+/// How a child actor's serving ended, on the child's side.
+#[derive(Debug)]
+pub enum ChildOutcome {
+    /// It was cancelled or its parent went away, with nothing failing.
+    Clean,
+    /// It failed: its teardown surfaced this error (a child of its own failed, say).
+    Failed(RemoteError),
+    /// It never became an actor: it could not reach its parent or the handshake failed.
+    SetupFailed(String),
+    /// It asked to exit with this code (the runtime's `ActorCx::exit`).
+    Exited(i32),
+}
+
+impl ChildOutcome {
+    /// The process exit code that says this outcome to a parent reading only a status:
+    /// 0, [`EXIT_PANIC`], [`EXIT_FAILED`], [`EXIT_SETUP`] or the code asked for.
+    ///
+    /// ```
+    /// use spawn_api::{ChildOutcome, EXIT_SETUP};
+    /// assert_eq!(ChildOutcome::Clean.exit_code(), 0);
+    /// assert_eq!(ChildOutcome::SetupFailed("x".into()).exit_code(), EXIT_SETUP);
+    /// ```
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ChildOutcome::Clean => 0,
+            ChildOutcome::Failed(e) if e.kind == kinds::PANIC => EXIT_PANIC,
+            ChildOutcome::Failed(_) => EXIT_FAILED,
+            ChildOutcome::SetupFailed(_) => EXIT_SETUP,
+            ChildOutcome::Exited(code) => *code,
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! A backend keeps what it needs per spawning actor here (a connection to a helper
 //! process, say), and a backend that runs actors in-process hands its child things its
-//! functions can reach through [`ActorCx::extensions`](crate::ActorCx::extensions) (a
+//! functions can reach through the runtime's `ActorCx::extensions` (a
 //! sub-interpreter handle). Values live as long as the actor.
 
 use std::any::{Any, TypeId};

@@ -1,90 +1,103 @@
-//! # spawn-api: brood's contracts and actor core
+//! # spawn-api: the contract between brood's actor runtime, its spawn backends and its transports
 //!
-//! brood gives Rust programs supervised trees of isolated actors. This crate holds
-//! everything that does not depend on *how* an actor is started or *how* bytes move:
+//! brood gives Rust programs supervised trees of isolated actors. This crate is the small,
+//! stable part that the pluggable pieces agree on, readable without the actor runtime:
 //!
-//! - the contracts that backends and transports implement: [`SpawnBackend`] and
-//!   [`Child`]; [`Transport`], [`Listener`], [`Channel`], [`FrameSink`], [`FrameSource`];
-//!   and [`TeardownHook`];
-//! - the wire: [`ActorId`], [`Addr`], [`Msg`], [`Frame`], [`SpawnSpec`], [`ChildBoot`], the
-//!   [`codec`] and the [`Wire`] encoding of user values;
-//! - the actor runtime: the [`Registry`] of functions an actor serves ([`Call`],
-//!   [`ServerStream`], [`Context`]), [`Root`], [`Nursery`], [`Portal`], streams and
-//!   contexts, the [`teardown`] ladder, and typed errors that cross actors
-//!   ([`RemoteError`]).
+//! - **spawning** ([`backend`]): a [`SpawnBackend`] turns a [`SpawnRequest`] into a running
+//!   [`Child`] that the parent can wait on, terminate and kill; on the child's side it
+//!   hands the [`ChildBoot`] to an [`ActorEntry`] ("run this child actor") and never sees
+//!   the runtime itself. [`TeardownHook`]s run before a child is killed.
+//! - **moving bytes** ([`transport`]): a [`Transport`] binds [`Listener`]s and connects
+//!   [`Channel`]s that carry [`Frame`]s, checked and framed by the [`codec`].
+//! - **the wire** ([`wire`], [`id`], [`auth`], [`limits`], [`policy`], [`function`]):
+//!   [`ActorId`], [`Addr`], the messages ([`Msg`]), what a child is told when it starts
+//!   ([`ChildBoot`], [`SpawnSpec`]), how values are encoded ([`Wire`]), and how a function
+//!   an actor serves is named and typed ([`CallFn`], [`StreamFn`], [`ContextFn`] and the
+//!   [`call!`], [`stream!`], [`context!`] macros).
+//! - **errors** ([`error`], [`exit`]): [`RemoteError`] (the one error that crosses
+//!   actors), [`SpawnError`], [`TransportError`], [`ChannelError`], [`ProtocolError`],
+//!   [`CodecError`], and [`ChildExit`].
 //!
-//! Backends (`spawn-proc`, ...) and transports (`ipc-uds`, ...) depend on this crate and
-//! never on each other; the `brood` facade wires the usual ones together.
+//! ## Who should depend on this crate
 //!
-//! ## A tree in a few lines
+//! Authors of a spawn backend or a transport depend on this crate alone (plus
+//! `os-wrappers` for Linux system calls, if they need them): never on the actor runtime
+//! (`actor-core`) and never on another backend or transport. Programs should depend on
+//! the `brood` facade instead, which re-exports what they need.
 //!
-//! ```no_run
-//! use spawn_api::{ActorOptions, Brood, Registry};
+//! ## The key decision
 //!
-//! spawn_api::call!(Add: (i64, i64) => i64);
+//! The runtime depends on the contract, never the reverse. A backend's child side gets an
+//! [`ActorEntry`] — a handle that runs a child actor from its [`ChildBoot`] — and not the
+//! runtime's registry, nursery or connections, so a new backend cannot reach into (or be
+//! broken by) the runtime's internals. Everything here is plain data or an object-safe
+//! trait, so the runtime can hold backends and transports as `dyn` values chosen at run
+//! time (`BROOD_BACKEND`, `BROOD_TRANSPORT`).
 //!
-//! # fn backends(b: spawn_api::BroodBuilder) -> spawn_api::BroodBuilder { b }
-//! fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let registry = Registry::new().call(Add, |_cx, (a, b)| async move { Ok(a + b) });
-//!     let brood = backends(Brood::builder().registry(registry)).build();
-//!     brood.enter(); // children start here and never return
+//! ## A transport in a few lines
 //!
-//!     let rt = tokio::runtime::Runtime::new()?;
-//!     let sum = rt.block_on(brood.root().run(async |nursery| {
-//!         let adder = nursery.start_actor("adder", ActorOptions::new()).await?;
-//!         Ok(adder.run(Add, (40, 2)).await?)
-//!     }))?;
-//!     assert_eq!(sum, 42);
-//!     Ok(())
+//! ```
+//! use spawn_api::{ActorId, Addr, Channel, Listener, Transport, TransportError, async_trait};
+//!
+//! /// A transport that refuses everything: the smallest thing that fits the contract.
+//! #[derive(Debug)]
+//! struct Nowhere;
+//!
+//! #[async_trait]
+//! impl Transport for Nowhere {
+//!     fn key(&self) -> &'static str {
+//!         "nowhere"
+//!     }
+//!     fn address_for(&self, id: &ActorId, _near: Option<&Addr>) -> Result<Addr, TransportError> {
+//!         Ok(Addr::new("nowhere", id.to_string()))
+//!     }
+//!     async fn bind(&self, addr: &Addr) -> Result<Box<dyn Listener>, TransportError> {
+//!         Err(TransportError::BadAddr { addr: addr.to_string(), reason: "nowhere".into() })
+//!     }
+//!     async fn connect(&self, addr: &Addr) -> Result<Box<dyn Channel>, TransportError> {
+//!         Err(TransportError::BadAddr { addr: addr.to_string(), reason: "nowhere".into() })
+//!     }
+//!     fn cleanup(&self, _addr: &Addr) {}
+//!     fn max_frame(&self) -> usize {
+//!         spawn_api::codec::DEFAULT_MAX_FRAME
+//!     }
 //! }
+//!
+//! let t = Nowhere;
+//! let addr = t.address_for(&ActorId::new("worker"), None).unwrap();
+//! assert_eq!(addr.transport(), "nowhere");
 //! ```
 
 #![warn(missing_docs)]
 
-mod actor;
-mod auth;
-mod backend;
-mod brood;
-pub mod child;
+pub mod auth;
+pub mod backend;
 pub mod codec;
-mod conn;
-mod error;
-mod extensions;
-#[doc(hidden)]
-pub mod fuzzing;
-mod handshake;
-mod id;
-mod limits;
-pub mod logging;
-mod nursery;
-pub mod pidfd;
-mod portal;
-mod registry;
-mod root;
-mod sigterm;
-mod stream;
-pub mod teardown;
-mod transport;
-mod unwind;
-mod wire;
+pub mod error;
+pub mod exit;
+pub mod extensions;
+pub mod function;
+pub mod id;
+pub mod limits;
+pub mod policy;
+pub mod transport;
+pub mod wire;
 
-pub use actor::ActorCx;
 pub use auth::{Nonce, Proof, ProofRole, TreeSecret};
-pub use backend::{Child, ChildExit, ChildStdio, SpawnBackend, SpawnRequest, TeardownHook};
-pub use brood::{BACKEND_ENV, Brood, BroodBuilder, TRANSPORT_ENV};
-pub use error::{
-    ChannelError, ChildError, CodecError, FnError, NurseryError, PortalError, ProtocolError,
-    RemoteError, SpawnError, TransportError, kinds, signal_name,
+pub use backend::{
+    ActorEntry, ActorMain, Child, ChildOutcome, ChildStdio, SpawnBackend, SpawnRequest,
+    TeardownHook,
 };
+pub use error::{
+    ChannelError, CodecError, ForeignError, ProtocolError, RemoteError, SpawnError, TransportError,
+    kinds,
+};
+pub use exit::{ChildExit, EXIT_FAILED, EXIT_PANIC, EXIT_SETUP, signal_name};
 pub use extensions::Extensions;
+pub use function::{CallFn, ContextFn, StreamFn};
 pub use id::{ActorId, Addr, BadActorId, BadAddr};
 pub use limits::{ChannelLimits, Window};
-pub use nursery::{ActorOptions, ChildReport, Nursery, RunHandle};
-pub use portal::Portal;
-pub use registry::{Call, Context, Registry, ServerStream};
-pub use root::{Root, RootBuilder, RootError};
-pub use stream::{CalleeContext, CalleeStream, CallerContext, ReplyStream, StreamTx};
-pub use teardown::{Reaped, Step, TeardownPolicy};
+pub use policy::TeardownPolicy;
 pub use transport::{Channel, FrameSink, FrameSource, Listener, PeerInfo, Transport};
 pub use wire::{
     Blob, CallKind, ChildBoot, Cid, Frame, Msg, PROTOCOL_VERSION, RuntimeFlavor, SpawnSpec, Wire,

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bounds on what a peer may make an actor hold; see the [module docs](self).
 ///
-/// Set for a whole tree with [`RootBuilder::limits`](crate::RootBuilder::limits); every
+/// Set for a whole tree with the runtime's `RootBuilder::limits`; every
 /// child receives its parent's limits in its spawn spec.
 ///
 /// ```
@@ -81,8 +81,15 @@ impl Default for ChannelLimits {
 }
 
 impl ChannelLimits {
-    /// The receive window this actor announces for each call.
-    pub(crate) fn window(&self) -> Window {
+    /// The receive window this actor announces for each stream (at least one item and
+    /// one byte, whatever the limits say).
+    ///
+    /// ```
+    /// use spawn_api::{ChannelLimits, Window};
+    /// let l = ChannelLimits { stream_window: 0, ..ChannelLimits::default() };
+    /// assert_eq!(l.window().items, 1);
+    /// ```
+    pub fn window(&self) -> Window {
         Window {
             items: self.stream_window.max(1),
             bytes: self.stream_window_bytes.max(1),
@@ -91,7 +98,13 @@ impl ChannelLimits {
 
     /// A peer's announced window, capped at ours: we never keep more in flight than we
     /// would accept ourselves, whatever the peer claims.
-    pub(crate) fn cap(&self, peer: Window) -> Window {
+    ///
+    /// ```
+    /// use spawn_api::{ChannelLimits, Window};
+    /// let l = ChannelLimits::default();
+    /// assert_eq!(l.cap(Window { items: u32::MAX, bytes: 0 }), Window { items: l.window().items, bytes: 1 });
+    /// ```
+    pub fn cap(&self, peer: Window) -> Window {
         let ours = self.window();
         Window {
             items: peer.items.clamp(1, ours.items),

@@ -14,7 +14,7 @@ use crate::auth::{Nonce, Proof, TreeSecret};
 use crate::error::{CodecError, RemoteError};
 use crate::id::{ActorId, Addr};
 use crate::limits::{ChannelLimits, Window};
-use crate::teardown::TeardownPolicy;
+use crate::policy::TeardownPolicy;
 
 /// The protocol version sent in every [`Msg::Hello`] and [`Msg::Challenge`]; peers with
 /// another version are refused with a typed protocol error.
@@ -29,11 +29,11 @@ pub type Cid = u64;
 /// Which shape of function a [`Msg::Start`] invokes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum CallKind {
-    /// One request, one reply ([`crate::Call`]).
+    /// One request, one reply ([`crate::CallFn`]).
     Call,
-    /// One request, a stream of items back ([`crate::ServerStream`]).
+    /// One request, a stream of items back ([`crate::StreamFn`]).
     Stream,
-    /// A `started` value, then items both ways, then a result ([`crate::Context`]).
+    /// A `started` value, then items both ways, then a result ([`crate::ContextFn`]).
     Context,
 }
 

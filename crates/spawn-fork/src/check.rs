@@ -177,7 +177,7 @@ fn gone_or_forged(pidfd: BorrowedFd<'_>, seen: i64, claimed: u32) -> ChildCheck 
     // A pidfd never moves to another process, so once its process has exited it can
     // reach nobody; a live process that we cannot see (another pid namespace) is not a
     // child of our server.
-    match spawn_api::pidfd::has_exited(pidfd) {
+    match os_wrappers::pidfd::has_exited(pidfd) {
         Ok(true) => ChildCheck::Gone,
         Ok(false) => ChildCheck::Forged(format!(
             "the child's pidfd is for a live process outside our pid namespace, not pid \

@@ -13,7 +13,7 @@
 //! link ([`check::child`]). A reply that fails a check is a forgery: its descriptors are
 //! closed without a signal and the connection is given up.
 
-use spawn_api::pidfd::Pidfd;
+use os_wrappers::pidfd::Pidfd;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
@@ -101,9 +101,9 @@ impl ServerProc {
     fn try_reap(&self) -> Option<ChildExit> {
         let mut exit = self.exit.lock().unwrap();
         if exit.is_none()
-            && let Ok(Some(e)) = spawn_api::pidfd::try_reap(self.pidfd.as_fd())
+            && let Ok(Some(e)) = os_wrappers::pidfd::try_reap(self.pidfd.as_fd())
         {
-            *exit = Some(e);
+            *exit = Some(ChildExit::from_status(e));
         }
         exit.clone()
     }
@@ -127,7 +127,7 @@ impl ServerProc {
             return;
         }
         tracing::warn!(pid = self.pid, "the forkserver did not exit; killing it");
-        let _ = spawn_api::pidfd::signal(self.pidfd.as_fd(), libc::SIGKILL);
+        let _ = os_wrappers::pidfd::signal(self.pidfd.as_fd(), libc::SIGKILL);
         wait(1000);
         if self.try_reap().is_none() {
             tracing::warn!(pid = self.pid, "the killed forkserver was not reaped");
@@ -277,7 +277,7 @@ impl Shared {
         // the child, shown to be the server's, must not live on unsupervised.
         if let Some(Ok(s)) = unwanted {
             tracing::debug!(pid, "killing a child whose spawn was abandoned");
-            let _ = spawn_api::pidfd::signal_group(s.pidfd.as_fd(), s.pid, libc::SIGKILL);
+            let _ = os_wrappers::pidfd::signal_group(s.pidfd.as_fd(), s.pid, libc::SIGKILL);
         }
         Ok(())
     }
@@ -382,7 +382,7 @@ impl Client {
     /// A client on `sock` (non-blocking) for the server `service` describes.
     fn new(sock: Verified, server: Option<ServerProc>, service: ForkService) -> io::Result<Client> {
         let shared = Arc::new(Shared {
-            sock: spawn_api::pidfd::register(sock.0, Interest::READABLE | Interest::WRITABLE)?,
+            sock: os_wrappers::pidfd::register(sock.0, Interest::READABLE | Interest::WRITABLE)?,
             state: Mutex::new(State::default()),
             next_req: AtomicU32::new(1),
             server,
@@ -440,7 +440,7 @@ impl Client {
         let pid = child.id();
         // std's handle owns no pipes here; the pidfd is how we watch and reap it.
         drop(child);
-        let pidfd = spawn_api::pidfd::open(pid)?;
+        let pidfd = os_wrappers::pidfd::open(pid)?;
         drop((listener, theirs));
         tracing::debug!(pid, %name, "started a forkserver");
         let service = ForkService {
@@ -605,8 +605,8 @@ impl Drop for Client {
 /// - Dropping an unreaped handle kills the child (the server reaps it).
 ///
 /// ```no_run
-/// # async fn demo(nursery: &spawn_api::Nursery) -> Result<(), spawn_api::SpawnError> {
-/// use spawn_api::ActorOptions;
+/// # async fn demo(nursery: &actor_core::Nursery) -> Result<(), actor_core::SpawnError> {
+/// use actor_core::ActorOptions;
 /// // The nursery supervises the `ForkChild` the backend returns for this actor.
 /// let portal = nursery.start_actor("worker", ActorOptions::new().backend(spawn_fork::KEY)).await?;
 /// # let _ = portal; Ok(()) }
@@ -669,8 +669,8 @@ impl ForkChild {
                 }
             }
         }
-        if let Ok(Some(exit)) = self.pidfd.get_ref().try_reap() {
-            return exit;
+        if let Ok(Some(status)) = self.pidfd.get_ref().try_reap() {
+            return ChildExit::from_status(status);
         }
         let mut code = [0u8; 4];
         match sys::recv_with_fds(self.link.as_fd(), &mut code) {
@@ -846,7 +846,7 @@ mod tests {
                 .unwrap();
             let pid = ours.id();
             Victim {
-                pidfd: spawn_api::pidfd::open(pid).unwrap(),
+                pidfd: os_wrappers::pidfd::open(pid).unwrap(),
                 pid,
                 ours,
             }
@@ -865,20 +865,20 @@ mod tests {
                 .unwrap();
             let pid: u32 = line.trim().parse().unwrap();
             // Alive (the shell waits for it), so the pid names it.
-            let pidfd = spawn_api::pidfd::open(pid).unwrap();
+            let pidfd = os_wrappers::pidfd::open(pid).unwrap();
             Victim { ours, pid, pidfd }
         }
 
         /// Whether it still runs, a moment after anything could have signalled it.
         fn alive(&self) -> bool {
             std::thread::sleep(Duration::from_millis(50));
-            !spawn_api::pidfd::has_exited(self.pidfd.as_fd()).unwrap()
+            !os_wrappers::pidfd::has_exited(self.pidfd.as_fd()).unwrap()
         }
     }
 
     impl Drop for Victim {
         fn drop(&mut self) {
-            let _ = spawn_api::pidfd::signal(self.pidfd.as_fd(), libc::SIGKILL);
+            let _ = os_wrappers::pidfd::signal(self.pidfd.as_fd(), libc::SIGKILL);
             let _ = self.ours.kill();
             let _ = self.ours.wait();
         }
@@ -1145,7 +1145,7 @@ mod tests {
         rt().block_on(async {
             let mut gone = Command::new("true").spawn().unwrap();
             let pid = gone.id();
-            let pidfd = spawn_api::pidfd::open(pid).unwrap();
+            let pidfd = os_wrappers::pidfd::open(pid).unwrap();
             gone.wait().unwrap();
             let (client, server) = client_with(std::process::id());
             let req = request(&client);

@@ -7,7 +7,7 @@
 //! never starts a thread.
 //!
 //! - **The server** is this same program re-executed once per tree, in forkserver mode:
-//!   [`Brood::enter`](spawn_api::Brood::enter) at the top of `main` finds
+//!   [`Brood::enter`](actor_core::Brood::enter) at the top of `main` finds
 //!   [`SERVER_ENV`] and runs the server loop instead of the program. It is
 //!   single-threaded (no runtime, no threads), so a forked child may run ordinary Rust
 //!   code at once: it builds its own runtime and connects back to its parent exactly as
@@ -49,7 +49,7 @@
 //! the descriptors an exec'd child would inherit without close-on-exec.
 //!
 //! ```no_run
-//! use spawn_api::{Brood, Registry};
+//! use actor_core::{Brood, Registry};
 //! let brood = Brood::builder()
 //!     .registry(Registry::new())
 //!     .backend(spawn_fork::ForkBackend::new())
@@ -70,7 +70,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use spawn_api::{Brood, Child, ChildStdio, SpawnBackend, SpawnError, SpawnRequest, async_trait};
+use spawn_api::{
+    ActorEntry, Child, ChildStdio, SpawnBackend, SpawnError, SpawnRequest, async_trait,
+};
 use tokio::sync::OnceCell;
 
 pub use client::ForkChild;
@@ -86,7 +88,7 @@ use client::{Client, ClientError};
 pub const KEY: &str = "fork";
 
 /// Environment variable that starts this program as a forkserver (what it carries is
-/// private to this crate). [`Brood::enter`](spawn_api::Brood::enter) removes it at once,
+/// private to this crate). [`Brood::enter`](actor_core::Brood::enter) removes it at once,
 /// so neither the server's children nor anything they start see it; in a process that
 /// already runs threads it is left alone and the server refuses to start (changing the
 /// environment is unsound then, and a forkserver must be single-threaded anyway).
@@ -127,9 +129,9 @@ impl ForkBackend {
     /// Start the forkserver by re-executing the current program (`/proc/self/exe`).
     ///
     /// ```no_run
-    /// use spawn_api::{ActorOptions, Brood, Registry};
-    /// spawn_api::call!(Add: (i64, i64) => i64);
-    /// # fn transports(b: spawn_api::BroodBuilder) -> spawn_api::BroodBuilder { b }
+    /// use actor_core::{ActorOptions, Brood, Registry};
+    /// actor_core::call!(Add: (i64, i64) => i64);
+    /// # fn transports(b: actor_core::BroodBuilder) -> actor_core::BroodBuilder { b }
     /// fn main() -> Result<(), Box<dyn std::error::Error>> {
     ///     let registry = Registry::new().call(Add, |_cx, (a, b)| async move { Ok(a + b) });
     ///     let brood = transports(Brood::builder().registry(registry))
@@ -291,9 +293,9 @@ impl SpawnBackend for ForkBackend {
     /// In a process started as a forkserver ([`SERVER_ENV`] set), run the server until
     /// its tree is gone and return its exit code. Forked children never get here: the
     /// server calls the child path directly after `fork`, and it ends the process.
-    fn enter(&self, brood: &Brood) -> Option<i32> {
+    fn enter(&self, entry: &ActorEntry) -> Option<i32> {
         std::env::var_os(SERVER_ENV)?;
-        Some(server::main(brood))
+        Some(server::main(entry))
     }
 }
 
@@ -399,16 +401,12 @@ mod tests {
             sys::SingleThreaded::check().is_err(),
             "a thread besides main"
         );
-        let brood = Brood::builder()
-            .registry(spawn_api::Registry::new())
+        let brood = actor_core::Brood::builder()
+            .registry(actor_core::Registry::new())
             .backend(ForkBackend::new())
             .build();
-        let code = ForkBackend::new().enter(&brood);
-        assert_eq!(
-            code,
-            Some(spawn_api::child::EXIT_SETUP),
-            "no server started"
-        );
+        let code = ForkBackend::new().enter(&spawn_api::ActorEntry::new(brood));
+        assert_eq!(code, Some(spawn_api::EXIT_SETUP), "no server started");
         assert_eq!(
             std::env::var(SERVER_ENV).as_deref(),
             Ok("3,4,1"),

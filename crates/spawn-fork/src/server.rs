@@ -28,8 +28,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, accept4, socketpair, sockopt};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use spawn_api::child::{EXIT_PANIC, EXIT_SETUP, run_child_process};
-use spawn_api::{Brood, ChildBoot, ChildExit};
+use spawn_api::{ActorEntry, ChildBoot, ChildExit, EXIT_PANIC, EXIT_SETUP};
 
 use crate::SERVER_ENV;
 use crate::proto::{self, FLAG_NULL_STDIO, Reply, Stage};
@@ -81,9 +80,9 @@ impl ServerArgs {
 
 /// Run the forkserver described by [`SERVER_ENV`] until its owner is gone; returns the
 /// process exit code. Forked children never return from here.
-pub(crate) fn main(brood: &Brood) -> i32 {
+pub(crate) fn main(entry: &ActorEntry) -> i32 {
     match take_spec().and_then(|(spec, single)| start(&spec, single)) {
-        Ok(mut server) => server.run(brood),
+        Ok(mut server) => server.run(entry),
         Err(e) => {
             eprintln!("brood forkserver: cannot start: {e}");
             EXIT_SETUP
@@ -122,7 +121,7 @@ fn start(spec: &str, single: SingleThreaded) -> io::Result<Server> {
     sys::close_fds_except(&[listener.as_raw_fd(), owner.as_raw_fd()])?;
     // The owner may have died before we got here: open the pidfd first, then check it
     // is still our parent (a dead owner would have left us to another one).
-    let owner_pidfd = spawn_api::pidfd::open(args.owner_pid)?;
+    let owner_pidfd = os_wrappers::pidfd::open(args.owner_pid)?;
     if nix::unistd::getppid().as_raw() as u32 != args.owner_pid {
         return Err(io::Error::other("the process that started us is gone"));
     }
@@ -234,7 +233,7 @@ const LISTEN_SLOT: usize = 2;
 const FIRST_CONN: usize = 3;
 
 impl Server {
-    fn run(&mut self, brood: &Brood) -> i32 {
+    fn run(&mut self, entry: &ActorEntry) -> i32 {
         loop {
             let pollfd = |fd: RawFd, events| libc::pollfd {
                 fd,
@@ -270,7 +269,7 @@ impl Server {
             for i in 0..polled {
                 let revents = self.pollfds[FIRST_CONN + i].revents;
                 if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                    self.read(i, brood);
+                    self.read(i, entry);
                 }
                 if revents & libc::POLLOUT != 0 {
                     self.conns[i].flush();
@@ -310,7 +309,7 @@ impl Server {
         }
     }
 
-    fn read(&mut self, i: usize, brood: &Brood) {
+    fn read(&mut self, i: usize, entry: &ActorEntry) {
         loop {
             let got = sys::recv_with_fds(self.conns[i].fd.as_fd(), &mut self.buf);
             let got = match got {
@@ -328,7 +327,7 @@ impl Server {
             };
             let reply = match parse_request(&self.buf[..got.len], got.truncated, got.fds) {
                 Request::Spawn { req, boot, stdio } => {
-                    match spawn(&self.single, &self.child_env, brood, boot, stdio) {
+                    match spawn(&self.single, &self.child_env, entry, boot, stdio) {
                         Ok((pid, pidfd, link)) => {
                             self.children.push((pid, self.conns[i].token));
                             self.conns[i].queue(&Reply::Spawned { req, pid }, Some([pidfd, link]));
@@ -486,7 +485,7 @@ struct ChildEnv {
 fn spawn(
     single: &SingleThreaded,
     env: &ChildEnv,
-    brood: &Brood,
+    entry: &ActorEntry,
     boot: &[u8],
     stdio: Option<[OwnedFd; 2]>,
 ) -> Result<(u32, OwnedFd, OwnedFd), (Stage, i32)> {
@@ -501,14 +500,14 @@ fn spawn(
     )
     .map_err(|e| (Stage::Link, e as i32))?;
     match sys::fork(single).map_err(|e| (Stage::Fork, errno(e)))? {
-        Forked::Child => child(env, brood, boot, stdio, child_end),
+        Forked::Child => child(env, entry, boot, stdio, child_end),
         Forked::Parent(pid) => {
             // Both sides set the group so that it exists whichever runs first: the
             // parent may signal it as soon as it hears of the child.
             let _ = nix::unistd::setpgid(Pid::from_raw(pid as i32), Pid::from_raw(pid as i32));
             drop(child_end);
             drop(stdio);
-            match spawn_api::pidfd::open(pid) {
+            match os_wrappers::pidfd::open(pid) {
                 Ok(pidfd) => Ok((pid, pidfd, parent_end)),
                 Err(e) => {
                     // Nobody could supervise it: it must not run. Dropping our end of the
@@ -524,7 +523,7 @@ fn spawn(
 /// The life of a forked child: shed the server's state, become an actor, exit.
 fn child(
     env: &ChildEnv,
-    brood: &Brood,
+    entry: &ActorEntry,
     boot: &[u8],
     stdio: Option<[OwnedFd; 2]>,
     link: OwnedFd,
@@ -536,7 +535,7 @@ fn child(
         // us). Nothing here has to run for it, not even a thread. Armed first, then
         // checked, so that a parent already gone is seen.
         sys::kill_group_on_input(link.as_fd(), std::process::id())?;
-        if spawn_api::pidfd::has_exited(link.as_fd())? {
+        if os_wrappers::pidfd::has_exited(link.as_fd())? {
             sys::exit_now(EXIT_SETUP);
         }
         match &stdio {
@@ -571,8 +570,7 @@ fn child(
             sys::exit_now(EXIT_SETUP);
         }
     };
-    let code =
-        catch_unwind(AssertUnwindSafe(|| run_child_process(brood, boot))).unwrap_or(EXIT_PANIC);
+    let code = catch_unwind(AssertUnwindSafe(|| entry.run_process(boot))).unwrap_or(EXIT_PANIC);
     // For a parent that outlives the server, which is the only other one who could tell
     // it how we ended.
     let _ = sys::send_with_fds(link.as_fd(), &code.to_le_bytes(), &[]);

@@ -402,8 +402,8 @@ pub(crate) fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<
 #[allow(clippy::zombie_processes)]
 mod tests {
     use super::*;
+    use os_wrappers::pidfd::{has_exited as is_readable, open as pidfd_open, register, try_reap};
     use spawn_api::ChildExit;
-    use spawn_api::pidfd::{has_exited as is_readable, open as pidfd_open, register, try_reap};
     use std::io::{Read, Write};
     use std::os::fd::AsFd;
     use std::time::{Duration, Instant};
@@ -414,7 +414,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(e) = try_reap(fd.as_fd()).unwrap() {
-                return e;
+                return ChildExit::from_status(e);
             }
             assert!(Instant::now() < deadline, "child did not exit");
             std::thread::sleep(Duration::from_millis(2));
@@ -536,7 +536,7 @@ mod tests {
         );
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(
-            try_reap(fd.as_fd()).unwrap(),
+            try_reap(fd.as_fd()).unwrap().map(ChildExit::from_status),
             None,
             "alive while we hold our end"
         );

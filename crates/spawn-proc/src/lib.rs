@@ -2,7 +2,7 @@
 //!
 //! [`ProcBackend`] starts each child actor by executing this same program again with
 //! the child's boot information in its environment; the program's `main` calls
-//! [`Brood::enter`](spawn_api::Brood::enter) first thing, which finds it and runs the
+//! [`Brood::enter`](actor_core::Brood::enter) first thing, which finds it and runs the
 //! actor instead of the program.
 //!
 //! - **Supervision** through a pidfd: the parent waits for the exit without a `SIGCHLD`
@@ -15,7 +15,7 @@
 //!   because the thread that asked for it ended.
 //! - **The boot travels over stdin**, not the command line or the environment: it holds
 //!   the tree's secret. The environment only carries a marker ([`BOOT_ENV`]), so
-//!   [`Brood::enter`](spawn_api::Brood::enter) needs no unsound `remove_var`.
+//!   [`Brood::enter`](actor_core::Brood::enter) needs no unsound `remove_var`.
 //! - **Process groups:** each child leads its own group, so terminate and kill reach any
 //!   subprocess it started (actors it spawned have groups of their own and are stopped by
 //!   their own parent, or die with it).
@@ -23,7 +23,7 @@
 //!   log lines carry their tree path.
 //!
 //! ```no_run
-//! use spawn_api::{Brood, Registry};
+//! use actor_core::{Brood, Registry};
 //! let brood = Brood::builder()
 //!     .registry(Registry::new())
 //!     .backend(spawn_proc::ProcBackend::new())
@@ -42,11 +42,10 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use spawn_api::child::{EXIT_SETUP, run_child_process};
-use spawn_api::pidfd::Pidfd;
+use os_wrappers::Pidfd;
 use spawn_api::{
-    Brood, Child, ChildBoot, ChildExit, ChildStdio, SpawnBackend, SpawnError, SpawnRequest,
-    async_trait,
+    ActorEntry, Child, ChildBoot, ChildExit, ChildStdio, EXIT_SETUP, SpawnBackend, SpawnError,
+    SpawnRequest, async_trait,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -129,7 +128,7 @@ impl SpawnBackend for ProcBackend {
         }))
     }
 
-    fn enter(&self, brood: &Brood) -> Option<i32> {
+    fn enter(&self, entry: &ActorEntry) -> Option<i32> {
         let marker = std::env::var(BOOT_ENV).ok()?;
         let envelope = match boot::take(&marker) {
             Ok(Some(e)) => e,
@@ -156,7 +155,7 @@ impl SpawnBackend for ProcBackend {
                 return Some(EXIT_SETUP);
             }
         };
-        Some(run_child_process(brood, boot))
+        Some(entry.run_process(boot))
     }
 }
 
@@ -197,7 +196,7 @@ impl Child for ProcChild {
                 }
             };
             match self.pidfd.get_ref().try_reap() {
-                Ok(Some(exit)) => self.status = Some(exit),
+                Ok(Some(status)) => self.status = Some(ChildExit::from_status(status)),
                 Ok(None) => ready.clear_ready(),
                 Err(e) => {
                     let exit = ChildExit::Unknown {

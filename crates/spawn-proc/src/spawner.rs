@@ -14,7 +14,7 @@ use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::sync::mpsc;
 
-use spawn_api::pidfd::Pidfd;
+use os_wrappers::Pidfd;
 use tokio::sync::oneshot;
 
 /// A started child: its pid and a pidfd opened before anyone could reap it.

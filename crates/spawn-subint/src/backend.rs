@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use spawn_api::child::{EXIT_SETUP, serve_child_with};
 use spawn_api::{
-    Brood, Child, ChildBoot, ChildExit, Extensions, SpawnBackend, SpawnError, SpawnRequest,
-    async_trait,
+    ActorEntry, Child, ChildBoot, ChildExit, EXIT_SETUP, Extensions, SpawnBackend, SpawnError,
+    SpawnRequest, async_trait,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +21,7 @@ use crate::service::NoPython;
 /// The key of this backend.
 pub const KEY: &str = "subint";
 
-/// The spawn option ([`ActorOptions::backend_option`](spawn_api::ActorOptions::backend_option))
+/// The spawn option ([`ActorOptions::backend_option`](actor_core::ActorOptions::backend_option))
 /// that says when an actor gets its interpreter: `eager`, `lazy` or `none`.
 pub const PYTHON_OPTION: &str = "python";
 
@@ -85,9 +84,9 @@ impl FromStr for PythonMode {
 /// exit status ([`ChildExit::Abandoned`]): nothing in a tree is dropped unreported.
 ///
 /// ```no_run
-/// use spawn_api::{ActorOptions, Brood, Registry};
+/// use actor_core::{ActorOptions, Brood, Registry};
 /// let brood = Brood::builder()
-///     .registry(spawn_subint::python_service())
+///     .registry(Registry::new())
 ///     .backend(spawn_subint::SubintBackend::new())
 ///     .build();
 /// let opts = ActorOptions::new().backend("subint").backend_option("python", "eager");
@@ -248,7 +247,7 @@ impl SpawnBackend for SubintBackend {
             None => self.python,
         };
         let (exit_tx, exit_rx) = watch::channel(None);
-        let (brood, boot) = (req.brood.clone(), req.boot.clone());
+        let (entry, boot) = (req.entry.clone(), req.boot.clone());
         let path = boot.path.clone();
         let control = Arc::new(Control {
             path: path.clone(),
@@ -267,7 +266,7 @@ impl SpawnBackend for SubintBackend {
             .name(format!("brood-subint {path}"))
             .spawn(move || {
                 ThreadGone::arm(gone);
-                actor_thread(brood, boot, mode, c2)
+                actor_thread(entry, boot, mode, c2)
             })
             .map_err(|source| SpawnError::Launch {
                 backend: KEY,
@@ -311,8 +310,8 @@ impl Drop for ThreadGone {
     }
 }
 
-fn actor_thread(brood: Brood, boot: ChildBoot, mode: PythonMode, control: Arc<Control>) {
-    let exit = match catch_unwind(AssertUnwindSafe(|| run_actor(brood, boot, mode, &control))) {
+fn actor_thread(entry: ActorEntry, boot: ChildBoot, mode: PythonMode, control: Arc<Control>) {
+    let exit = match catch_unwind(AssertUnwindSafe(|| run_actor(entry, boot, mode, &control))) {
         Ok(exit) => exit,
         Err(p) => ChildExit::Panicked {
             message: p
@@ -325,7 +324,7 @@ fn actor_thread(brood: Brood, boot: ChildBoot, mode: PythonMode, control: Arc<Co
     control.exit.send_replace(Some(exit));
 }
 
-fn run_actor(brood: Brood, boot: ChildBoot, mode: PythonMode, control: &Control) -> ChildExit {
+fn run_actor(entry: ActorEntry, boot: ChildBoot, mode: PythonMode, control: &Control) -> ChildExit {
     let rt = match boot.runtime.build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -358,7 +357,7 @@ fn run_actor(brood: Brood, boot: ChildBoot, mode: PythonMode, control: &Control)
     };
     let served = rt.block_on(async {
         tokio::select! {
-            o = serve_child_with(brood, boot, ext) => Some(o),
+            o = entry.serve(boot, ext) => Some(o),
             _ = control.abort.cancelled() => None,
         }
     });

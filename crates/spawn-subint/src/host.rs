@@ -48,6 +48,9 @@ pub enum InterpError {
     /// The job panicked in Rust code.
     #[error("the job panicked: {0}")]
     Panicked(String),
+    /// The actor was started without Python (`python = "none"`).
+    #[error("this actor was started without Python (python = \"none\")")]
+    NoPython,
 }
 
 /// How a host thread treats its interpreter.
@@ -101,7 +104,7 @@ struct Interrupts {
 /// in the same interpreter.
 ///
 /// An actor started by [`SubintBackend`](crate::SubintBackend) finds its own in
-/// [`ActorCx::extensions`](spawn_api::ActorCx::extensions); [`crate::interp`] returns the
+/// the runtime's `ActorCx::extensions`; [`Interp::of`] returns the
 /// right one for any actor (in a process child: the process's main interpreter).
 #[derive(Clone)]
 pub struct Interp {

@@ -12,9 +12,16 @@
 //! - [`Interp`] is the handle actor code uses to run Python: a closure over a [`Python`]
 //!   context that cannot leave the closure, with only Rust data ([`PyValue`]) going in and
 //!   out and Python exceptions arriving as [`PyError`] (type name, message, traceback).
-//! - [`python_service`] is a ready-made registry (`python.exec`, `python.eval`,
-//!   `python.call`) that works in every backend: in process actors it uses the process's
-//!   main interpreter.
+//! - The `python` service's functions ([`Exec`], [`Eval`], [`CallPy`]: `python.exec`,
+//!   `python.eval`, `python.call`) work in every backend: in process actors they use the
+//!   process's main interpreter. The `brood` facade registers their handlers.
+//!
+//! ## Who should depend on this crate
+//!
+//! Programs that pick their crates by hand, to add the `subint` backend to a `Brood`. It
+//! depends only on the contract (`spawn-api`), never on the actor runtime: the runtime
+//! reaches it through `SpawnBackend`, and it reaches the runtime through the
+//! [`ActorEntry`](spawn_api::ActorEntry) in each spawn request.
 //!
 //! ## Why not pyo3's safe API
 //! Its statics, interned strings, `#[pyclass]` type objects and deferred decref pool are
@@ -47,7 +54,7 @@ mod service;
 pub use backend::{Abort, KEY, PYTHON_OPTION, PythonMode, SubintBackend, SubintChild};
 pub use host::{Interp, InterpError, Shutdown, live_hosts, live_interpreters};
 pub use python::{PyError, PyValue, Python};
-pub use service::{CallPy, Eval, Exec, NoPython, interp, python_service};
+pub use service::{CallPy, Eval, Exec, NoPython};
 
 #[cfg(test)]
 mod tests;

@@ -479,71 +479,10 @@ impl<'de> Visitor<'de> for EntrySeed {
 /// A Python exception, as Rust data: its type's name, its message and the formatted
 /// traceback.
 ///
-/// It converts into an actor function's [`FnError`](spawn_api::FnError) keeping the
-/// *Python* type name as the error's kind (so `?` in a handler sends `ValueError`, not a
-/// Rust type name). That is why it does not implement `std::error::Error` itself (which
-/// would select the generic conversion); it converts into `Box<dyn Error + Send + Sync>`
-/// for code that wants one.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PyError {
-    /// The exception type's name (`ValueError`, `KeyError`, a user class's name).
-    pub kind: String,
-    /// `str(exception)`.
-    pub message: String,
-    /// `traceback.format_exception(...)`, joined.
-    pub traceback: Option<String>,
-}
-
-impl PyError {
-    pub(crate) fn new(kind: &str, message: impl Into<String>) -> PyError {
-        PyError {
-            kind: kind.to_owned(),
-            message: message.into(),
-            traceback: None,
-        }
-    }
-}
-
-impl std::fmt::Display for PyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.kind, self.message)
-    }
-}
-
-/// `PyError` as a standard error, for callers outside actor functions.
-#[derive(Debug)]
-struct PyErrorBox(PyError);
-
-impl std::fmt::Display for PyErrorBox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl std::error::Error for PyErrorBox {}
-
-impl From<PyError> for Box<dyn std::error::Error + Send + Sync> {
-    fn from(e: PyError) -> Self {
-        Box::new(PyErrorBox(e))
-    }
-}
-
-impl From<PyError> for Box<dyn std::error::Error> {
-    fn from(e: PyError) -> Self {
-        Box::new(PyErrorBox(e))
-    }
-}
-
-impl From<PyError> for spawn_api::FnError {
-    fn from(e: PyError) -> spawn_api::FnError {
-        let tb = e.traceback.clone();
-        let err = spawn_api::FnError::new(e.kind, e.message);
-        match tb {
-            Some(tb) => err.with_traceback(tb),
-            None => err,
-        }
-    }
-}
+/// It is the contract's [`ForeignError`](spawn_api::ForeignError): an actor function that
+/// fails with one (with `?`) reports the *Python* type name as the error's kind
+/// (`ValueError`, not a Rust type name), its message and its traceback.
+pub type PyError = spawn_api::ForeignError;
 
 /// The right to run Python in one interpreter, for the duration of a closure passed to
 /// [`Interp::run`](crate::Interp::run). It cannot leave the closure (`'py`) nor the thread

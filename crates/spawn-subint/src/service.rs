@@ -11,8 +11,12 @@
 //! has a private `__main__` and `sys.modules`. A Python exception arrives as a remote error
 //! whose kind is the exception's type name, with its traceback.
 //!
+//! The handlers live with the actor runtime (the `brood` facade's `python::service()`
+//! registers them); this crate defines the functions and finds an actor's interpreter
+//! ([`Interp::of`]).
+//!
 //! ```no_run
-//! # async fn demo(portal: spawn_api::Portal) -> Result<(), spawn_api::PortalError> {
+//! # async fn demo(portal: actor_core::Portal) -> Result<(), actor_core::PortalError> {
 //! use spawn_subint::{CallPy, Eval, Exec, PyValue};
 //! portal.run(Exec, "import math\nx = 21".into()).await?;
 //! assert_eq!(portal.run(Eval, "x * 2".into()).await?, PyValue::Int(42));
@@ -23,9 +27,9 @@
 //! # Ok(()) }
 //! ```
 
-use spawn_api::{ActorCx, FnError, Registry};
+use spawn_api::Extensions;
 
-use crate::host::Interp;
+use crate::host::{Interp, InterpError};
 use crate::python::PyValue;
 
 spawn_api::call!(
@@ -45,44 +49,21 @@ spawn_api::call!(
 #[derive(Clone, Copy, Debug)]
 pub struct NoPython;
 
-/// The interpreter the actor behind `cx` runs Python in: its own sub-interpreter, or, in a
-/// process actor, the process's main interpreter.
-///
-/// # Errors
-/// A `brood::InterpError` if the actor was started without Python or no interpreter can
-/// be created.
-pub fn interp(cx: &ActorCx) -> Result<Interp, FnError> {
-    if let Some(i) = cx.extensions().get::<Interp>() {
-        return Ok((*i).clone());
+impl Interp {
+    /// The interpreter the actor whose extensions are `ext` runs Python in: its own
+    /// sub-interpreter, or, in a process actor, the process's main interpreter. In an
+    /// actor function, pass `cx.extensions()`.
+    ///
+    /// # Errors
+    /// [`InterpError::NoPython`] if the actor was started without Python
+    /// (`python = "none"`), or [`InterpError::Setup`] if no interpreter can be created.
+    pub fn of(ext: &Extensions) -> Result<Interp, InterpError> {
+        if let Some(i) = ext.get::<Interp>() {
+            return Ok((*i).clone());
+        }
+        if ext.get::<NoPython>().is_some() {
+            return Err(InterpError::NoPython);
+        }
+        Interp::main()
     }
-    if cx.extensions().get::<NoPython>().is_some() {
-        return Err(FnError::new(
-            "brood::NoPython",
-            format!(
-                "actor {} was started without Python (python = \"none\")",
-                cx.path()
-            ),
-        ));
-    }
-    Ok(Interp::main()?)
-}
-
-/// The `python` service's functions, to merge into a program's registry.
-pub fn python_service() -> Registry {
-    Registry::new()
-        .call(Exec, |cx, code: String| async move {
-            interp(&cx)?.run(move |py| py.exec(&code)).await??;
-            Ok(())
-        })
-        .call(Eval, |cx, expr: String| async move {
-            Ok(interp(&cx)?.run(move |py| py.eval(&expr)).await??)
-        })
-        .call(
-            CallPy,
-            |cx, (target, args, kwargs): (String, Vec<PyValue>, Vec<(String, PyValue)>)| async move {
-                Ok(interp(&cx)?
-                    .run(move |py| py.call(&target, &args, &kwargs))
-                    .await??)
-            },
-        )
 }

@@ -2,10 +2,10 @@
 
 use std::time::{Duration, Instant};
 
+use brood::{ActorOptions, ChildError, ChildExit, SpawnError, kinds};
 use bytes::Bytes;
 use harness::functions::*;
 use harness::{Failed, with_root};
-use spawn_api::{ActorOptions, ChildError, ChildExit, SpawnError, kinds};
 
 use crate::common::*;
 
@@ -153,7 +153,7 @@ fn unknown_function_and_backend_are_typed_errors() -> Result<(), Failed> {
 }
 
 // A stream declared under the name of a one-shot function.
-spawn_api::stream!(WrongShape = "t.add": () => u64);
+brood::stream!(WrongShape = "t.add": () => u64);
 
 fn runtime_vars_derive_and_override() -> Result<(), Failed> {
     let backend = harness::backend();

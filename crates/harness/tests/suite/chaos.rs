@@ -9,10 +9,10 @@
 
 use std::time::{Duration, Instant};
 
+use brood::{ActorOptions, ChildExit, PortalError, RuntimeFlavor, SpawnError, TeardownPolicy};
 use harness::chaos::{ChaosBackend, SlowAccept};
 use harness::functions::*;
 use harness::{Failed, in_process, with_root};
-use spawn_api::{ActorOptions, ChildExit, PortalError, RuntimeFlavor, SpawnError, TeardownPolicy};
 
 use crate::common::*;
 

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use brood::{ActorId, CallerContext, ChildReport, PortalError, RuntimeVars, TeardownHook};
 use harness::functions::*;
 use harness::{Failed, in_process};
-use spawn_api::{ActorId, CallerContext, ChildReport, PortalError, RuntimeVars, TeardownHook};
 
 pub(crate) fn check(cond: bool, what: &str) -> Result<(), Failed> {
     if cond { Ok(()) } else { Err(what.into()) }
@@ -17,11 +17,11 @@ pub(crate) fn check(cond: bool, what: &str) -> Result<(), Failed> {
 
 /// That a root failed with exactly one child error: `actor` killed by a SIGKILL brood did
 /// not send.
-pub(crate) fn killed_alone(err: &spawn_api::RootError, actor: &str) -> Result<(), Failed> {
+pub(crate) fn killed_alone(err: &brood::RootError, actor: &str) -> Result<(), Failed> {
     let ne = err.nursery().expect("a nursery error");
     match ne.children.as_slice() {
         [
-            spawn_api::ChildError::Signaled {
+            brood::ChildError::Signaled {
                 actor: a,
                 signal: 9,
                 ..
@@ -45,7 +45,7 @@ pub(crate) const THREAD_END: Duration = Duration::from_secs(2);
 /// it is a process of its own, by crashing it through its portal when it runs in ours
 /// (a signal would kill the test). Returns at once for a process; for an in-process
 /// actor, once its channel closed.
-pub(crate) async fn kill_actor(portal: &spawn_api::Portal, who: &Who) {
+pub(crate) async fn kill_actor(portal: &brood::Portal, who: &Who) {
     if in_process(who) {
         let e = harness::crash(portal).await;
         assert!(matches!(e, PortalError::Disconnected { .. }), "{e:?}");
@@ -99,7 +99,7 @@ pub(crate) fn numbers(r: &mut impl BufRead, tag: &str) -> Result<Vec<u32>, Faile
 #[derive(Debug, Default)]
 pub(crate) struct Recorder(pub(crate) Mutex<Vec<(String, bool, Instant)>>);
 
-#[spawn_api::async_trait]
+#[brood::async_trait]
 impl TeardownHook for Recorder {
     async fn before_hard_reap(&self, child: &ActorId, vars: &RuntimeVars) {
         self.0
@@ -121,7 +121,7 @@ pub(crate) struct Probe {
 }
 
 pub(crate) struct ReportsOnDrop<'a> {
-    pub(crate) nursery: &'a spawn_api::Nursery,
+    pub(crate) nursery: &'a brood::Nursery,
     pub(crate) probe: Arc<Mutex<Probe>>,
 }
 
@@ -134,7 +134,7 @@ impl Drop for ReportsOnDrop<'_> {
 #[derive(Debug)]
 pub(crate) struct Shared(pub(crate) Arc<Recorder>);
 
-#[spawn_api::async_trait]
+#[brood::async_trait]
 impl TeardownHook for Shared {
     async fn before_hard_reap(&self, child: &ActorId, vars: &RuntimeVars) {
         self.0.before_hard_reap(child, vars).await

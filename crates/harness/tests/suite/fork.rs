@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use brood::{ActorOptions, ChildExit, SpawnError};
 use harness::functions::*;
 use harness::{Failed, leaks, with_root};
-use spawn_api::{ActorOptions, ChildExit, SpawnError};
 
 use crate::common::*;
 
@@ -87,7 +87,7 @@ fn root_sigkill_takes_the_forkserver_and_every_forked_actor() -> Result<(), Fail
     let mut root = std::process::Command::new(std::env::current_exe()?)
         .env(harness::SCENARIO_ENV, "tree_then_wait")
         .env(harness::TEST_DIR_ENV, harness::test_dir())
-        .env(spawn_api::BACKEND_ENV, "fork")
+        .env(brood::BACKEND_ENV, "fork")
         .stdout(std::process::Stdio::piped())
         .spawn()?;
     let pids = numbers(
@@ -147,7 +147,7 @@ fn a_forked_child_inherits_no_descriptor_of_its_parent_or_the_server() -> Result
                 "quiet",
                 ActorOptions::new()
                     .backend("fork")
-                    .stdio(spawn_api::ChildStdio::Null),
+                    .stdio(brood::ChildStdio::Null),
             )
             .await?;
         let qi = quiet.run(ProcSelf, ()).await?;

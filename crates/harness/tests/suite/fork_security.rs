@@ -10,9 +10,9 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use brood::{ActorOptions, Portal, RemoteError};
 use harness::functions::*;
 use harness::{Failed, leaks};
-use spawn_api::{ActorOptions, Portal, RemoteError};
 use spawn_fork::{ForkService, SERVICE_KEY};
 
 use crate::common::*;
@@ -29,7 +29,7 @@ const FOREIGN_UID: u32 = 65534;
 /// How long the impostor's helpers wait for each other.
 const BOUND: Duration = Duration::from_secs(10);
 
-fn service_in(vars: &spawn_api::RuntimeVars) -> ForkService {
+fn service_in(vars: &brood::RuntimeVars) -> ForkService {
     let value = vars
         .services
         .get(SERVICE_KEY)

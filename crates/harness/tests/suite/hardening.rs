@@ -4,11 +4,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use harness::functions::*;
-use harness::{Failed, in_process, with_root};
-use spawn_api::{
+use brood::{
     ActorOptions, ChildError, ChildExit, PortalError, RuntimeFlavor, Step, TeardownPolicy, kinds,
 };
+use harness::functions::*;
+use harness::{Failed, in_process, with_root};
 
 use crate::common::*;
 

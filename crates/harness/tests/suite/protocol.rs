@@ -3,14 +3,14 @@
 
 use std::io::Write;
 
+use brood::{
+    ActorId, ActorOptions, ChannelLimits, RemoteError, RuntimeVars, TeardownPolicy, kinds,
+};
 use harness::Failed;
 use harness::functions::*;
 use harness::raw::{RawHandshake, RawPeer};
 use spawn_api::codec::encode_frame;
-use spawn_api::{
-    ActorId, ActorOptions, ChannelLimits, Frame, Msg, RemoteError, RuntimeVars, TeardownPolicy,
-    TreeSecret, kinds,
-};
+use spawn_api::{Frame, Msg, TreeSecret};
 
 crate::tests!(garbage_truncated_and_oversized_frames_are_typed_protocol_errors,);
 

@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use brood::{ActorOptions, ChildError, ChildExit, RuntimeFlavor, Step, TeardownPolicy};
 use harness::functions::*;
 use harness::{Failed, in_process, with_root};
-use spawn_api::{ActorOptions, ChildError, ChildExit, RuntimeFlavor, Step, TeardownPolicy};
 use spawn_subint::{Eval, Exec, PyValue};
 
 use crate::common::*;

@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+use brood::{ActorOptions, ChildError, PortalError, RemoteError, RootError};
 use harness::functions::*;
 use harness::{Failed, with_root};
-use spawn_api::{ActorOptions, ChildError, PortalError, RemoteError, RootError};
 use spawn_subint::{Eval, Exec, PyValue};
 
 use crate::common::*;

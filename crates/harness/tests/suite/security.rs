@@ -5,13 +5,11 @@
 
 use std::time::{Duration, Instant};
 
+use brood::{ActorId, ActorOptions, Blob, ChannelLimits, Portal, kinds};
 use harness::functions::*;
 use harness::raw::{RawHandshake, RawPeer};
 use harness::{Failed, in_process};
-use spawn_api::{
-    ActorId, ActorOptions, Blob, CallKind, ChannelLimits, Frame, Msg, Portal, TreeSecret, Window,
-    kinds,
-};
+use spawn_api::{CallKind, Frame, Msg, TreeSecret, Window};
 
 crate::tests!(
     an_outsider_without_the_tree_secret_is_refused,
@@ -47,7 +45,7 @@ fn attack<R: Send + 'static>(
                 let r = tokio::task::spawn_blocking(move || attack(path, w2)).await?;
                 after(&p, &who, r)
                     .await
-                    .map_err(|e| spawn_api::FnError::msg(format!("{e:?}")))?;
+                    .map_err(|e| brood::FnError::msg(format!("{e:?}")))?;
                 assert_eq!(p.run(Add, (20, 22)).await?, 42, "the actor still serves");
                 Ok(())
             }),

@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+use brood::{ActorOptions, ChildExit, FnError, SpawnError, Step, TeardownPolicy};
 use harness::functions::*;
 use harness::{Failed, in_process, leaks, wait_gone, with_root};
-use spawn_api::{ActorOptions, ChildExit, FnError, SpawnError, Step, TeardownPolicy};
 use spawn_subint::{Eval, PyValue};
 
 use crate::common::*;
@@ -43,7 +43,7 @@ fn a_child_that_cannot_reach_its_parent_died_early() -> Result<(), Failed> {
         match n.start_actor("stray", ActorOptions::new()).await {
             Err(SpawnError::DiedEarly { actor, exit }) => {
                 assert_eq!(actor, "root/stray");
-                assert_eq!(exit, ChildExit::Exited(spawn_api::child::EXIT_SETUP));
+                assert_eq!(exit, ChildExit::Exited(spawn_api::EXIT_SETUP));
             }
             other => panic!("expected DiedEarly, got {other:?}"),
         }
@@ -149,7 +149,7 @@ fn proc_spawn_failures_are_typed() -> Result<(), Failed> {
 
 /// A child that never connects back (`/bin/sleep` as the program) fails its spawn with
 /// a typed timeout after `policy.spawn_timeout`, and is killed.
-fn spawn_times_out(root: spawn_api::RootBuilder, policy: TeardownPolicy) -> Result<(), Failed> {
+fn spawn_times_out(root: brood::RootBuilder, policy: TeardownPolicy) -> Result<(), Failed> {
     harness::run(
         harness::DEADLINE,
         root.teardown(policy).run(async |n| {

@@ -1,8 +1,8 @@
 //! Server streams and bidirectional contexts.
 
+use brood::ActorOptions;
 use harness::functions::*;
 use harness::{Failed, with_root};
-use spawn_api::ActorOptions;
 
 use crate::common::*;
 

@@ -1,10 +1,11 @@
 //! The child side: what a spawned actor runs, whichever backend started it.
 //!
-//! A backend's entry point hands its [`ChildBoot`] to [`serve_child`] (in-process
-//! backends, on a runtime of their own) or [`run_child_process`] (process backends,
-//! which also want logging and a runtime built for them). The child listens where its
-//! parent said, connects back, handshakes, receives its [`crate::SpawnSpec`], and serves
-//! until its parent cancels it or goes away.
+//! [`Brood`] is the runtime's [`ActorMain`]: a backend's child side hands its
+//! [`ChildBoot`] to [`ActorMain::serve`] (in-process backends, on a runtime of their own)
+//! or [`ActorMain::run_process`] (process backends, which also want logging, SIGTERM
+//! handling and a runtime built for them). The child listens where its parent said,
+//! connects back, handshakes, receives its [`SpawnSpec`], and serves until its parent
+//! cancels it or goes away.
 
 use std::time::Duration;
 
@@ -13,60 +14,11 @@ use tracing::Instrument;
 use crate::actor::{ActorInner, ActorSetup};
 use crate::brood::Brood;
 use crate::conn::{Conn, Peer, Side};
-use crate::error::{ProtocolError, RemoteError, kinds};
-use crate::extensions::Extensions;
 use crate::handshake::{self, Handshaken};
-use crate::transport::FrameSource;
-use crate::wire::{ChildBoot, Msg, SpawnSpec};
-
-/// Exit code of a child process that panicked (Rust's own panic exit code).
-pub const EXIT_PANIC: i32 = 101;
-/// Exit code of a child process that failed for another reason.
-pub const EXIT_FAILED: i32 = 1;
-/// Exit code of a child process that could not start (`EX_SOFTWARE`).
-pub const EXIT_SETUP: i32 = 70;
-
-/// How a child actor ended.
-#[derive(Debug)]
-pub enum ChildOutcome {
-    /// It was cancelled or its parent went away, and it shut down cleanly.
-    Clean,
-    /// It failed (a handler panicked); the error was reported to the parent.
-    Failed(RemoteError),
-    /// It never became an actor: it could not listen, connect or handshake.
-    SetupFailed(String),
-    /// It shut down in order with the status it asked for ([`crate::ActorCx::exit`]).
-    Exited(i32),
-}
-
-impl ChildOutcome {
-    /// The process exit code for this outcome.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            ChildOutcome::Clean => 0,
-            ChildOutcome::Failed(e) if e.kind == kinds::PANIC => EXIT_PANIC,
-            ChildOutcome::Failed(_) => EXIT_FAILED,
-            ChildOutcome::SetupFailed(_) => EXIT_SETUP,
-            ChildOutcome::Exited(code) => *code,
-        }
-    }
-}
-
-/// Run the child actor described by `boot` until it ends.
-pub async fn serve_child(brood: Brood, boot: ChildBoot) -> ChildOutcome {
-    serve(brood, boot, None, Extensions::default()).await
-}
-
-/// [`serve_child`] for a backend that runs the actor in its own process space and hands
-/// it `extensions` to start with (a sub-interpreter handle, a way to abort it); the
-/// actor's functions see them through [`crate::ActorCx::extensions`].
-pub async fn serve_child_with(
-    brood: Brood,
-    boot: ChildBoot,
-    extensions: Extensions,
-) -> ChildOutcome {
-    serve(brood, boot, None, extensions).await
-}
+use spawn_api::{
+    ActorMain, ChildBoot, ChildOutcome, EXIT_SETUP, Extensions, FrameSource, Msg, ProtocolError,
+    SpawnSpec,
+};
 
 /// What the process backends' entry sets up for the one actor that is the process.
 struct ProcessActor {
@@ -76,7 +28,7 @@ struct ProcessActor {
     sigterm: Option<std::os::fd::OwnedFd>,
 }
 
-/// [`serve_child`]; for a process actor (`process`), the process's log output is set up
+/// [`ActorMain::serve`]; for a process actor (`process`), the process's log output is set up
 /// while the first handshake is in flight (it costs tens of microseconds a child need not
 /// wait for), and SIGTERM is watched. Failures before that point are returned, not
 /// logged.
@@ -210,9 +162,9 @@ async fn receive_spec(source: &mut dyn FrameSource, boot: &ChildBoot) -> Result<
 }
 
 /// Cancel the actor when a SIGTERM arrives while it has children (see
-/// `crate::sigterm`).
+/// `os_wrappers::sigterm`).
 fn watch_sigterm(inner: &std::sync::Arc<ActorInner>, fd: std::os::fd::OwnedFd) {
-    let fd = match crate::pidfd::register(fd, tokio::io::Interest::READABLE) {
+    let fd = match os_wrappers::pidfd::register(fd, tokio::io::Interest::READABLE) {
         Ok(fd) => fd,
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch for SIGTERM");
@@ -235,7 +187,7 @@ fn watch_sigterm(inner: &std::sync::Arc<ActorInner>, fd: std::os::fd::OwnedFd) {
 
 /// The whole life of a child *process*: build the runtime the boot asks for, set up
 /// logging, serve, and return the process exit code.
-pub fn run_child_process(brood: &Brood, boot: ChildBoot) -> i32 {
+fn run_process(brood: &Brood, boot: ChildBoot) -> i32 {
     let rt = match boot.runtime.build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -247,7 +199,7 @@ pub fn run_child_process(brood: &Brood, boot: ChildBoot) -> i32 {
     // Installed before the actor serves anything, so that a handler that sets its own
     // disposition (ignoring SIGTERM, say) has the last word.
     let live_children = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let sigterm = match crate::sigterm::install(live_children.clone()) {
+    let sigterm = match os_wrappers::sigterm::install(live_children.clone()) {
         Ok(fd) => Some(fd),
         Err(e) => {
             eprintln!("brood child {path}: SIGTERM keeps its default action: {e}");
@@ -271,4 +223,18 @@ pub fn run_child_process(brood: &Brood, boot: ChildBoot) -> i32 {
     // Tasks still running here are stuck; do not wait for them.
     rt.shutdown_timeout(Duration::from_millis(50));
     outcome.exit_code()
+}
+
+impl ActorMain for Brood {
+    fn run_process(&self, boot: ChildBoot) -> i32 {
+        run_process(self, boot)
+    }
+
+    fn serve(
+        &self,
+        boot: ChildBoot,
+        extensions: Extensions,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ChildOutcome> + Send + 'static>> {
+        Box::pin(serve(self.clone(), boot, None, extensions))
+    }
 }

@@ -19,8 +19,7 @@ use std::marker::PhantomData;
 
 use crate::conn::CallLink;
 use crate::error::PortalError;
-use crate::registry::Context;
-use crate::wire::{Msg, Wire};
+use spawn_api::{ContextFn, Msg, Wire};
 
 /// The callee's sending end of a server stream.
 pub struct StreamTx<T> {
@@ -48,8 +47,8 @@ impl<T: Wire> StreamTx<T> {
     /// the item does not encode.
     ///
     /// ```
-    /// use spawn_api::{ActorCx, FnError, Registry, StreamTx};
-    /// spawn_api::stream!(Squares: u64 => u64);
+    /// use actor_core::{ActorCx, FnError, Registry, StreamTx};
+    /// actor_core::stream!(Squares: u64 => u64);
     /// async fn squares(_cx: ActorCx, n: u64, tx: StreamTx<u64>) -> Result<(), FnError> {
     ///     for i in 0..n {
     ///         tx.send(i * i).await?;
@@ -83,8 +82,8 @@ enum Ended {
 /// The caller's receiving end of a server stream.
 ///
 /// ```no_run
-/// # async fn demo(portal: spawn_api::Portal) -> Result<(), spawn_api::PortalError> {
-/// spawn_api::stream!(Count: u64 => u64);
+/// # async fn demo(portal: actor_core::Portal) -> Result<(), actor_core::PortalError> {
+/// actor_core::stream!(Count: u64 => u64);
 /// let mut items = portal.open_stream(Count, 10).await?;
 /// while let Some(i) = items.recv().await? {
 ///     println!("{i}");
@@ -183,12 +182,12 @@ impl<T> std::fmt::Debug for ReplyStream<T> {
 
 /// The callee's end of a context before it has started: call
 /// [`started`](CalleeContext::started) to send the started value and get the stream.
-pub struct CalleeContext<C: Context> {
+pub struct CalleeContext<C: ContextFn> {
     link: CallLink,
     _c: PhantomData<fn(C)>,
 }
 
-impl<C: Context> std::fmt::Debug for CalleeContext<C> {
+impl<C: ContextFn> std::fmt::Debug for CalleeContext<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CalleeContext")
             .field("cid", &self.link.cid())
@@ -196,7 +195,7 @@ impl<C: Context> std::fmt::Debug for CalleeContext<C> {
     }
 }
 
-impl<C: Context> CalleeContext<C> {
+impl<C: ContextFn> CalleeContext<C> {
     pub(crate) fn new(link: CallLink) -> Self {
         CalleeContext {
             link,
@@ -230,13 +229,13 @@ impl<C: Context> CalleeContext<C> {
 }
 
 /// The callee's end of a started context.
-pub struct CalleeStream<C: Context> {
+pub struct CalleeStream<C: ContextFn> {
     link: CallLink,
     in_done: bool,
     _c: PhantomData<fn(C)>,
 }
 
-impl<C: Context> std::fmt::Debug for CalleeStream<C> {
+impl<C: ContextFn> std::fmt::Debug for CalleeStream<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CalleeStream")
             .field("cid", &self.link.cid())
@@ -245,7 +244,7 @@ impl<C: Context> std::fmt::Debug for CalleeStream<C> {
     }
 }
 
-impl<C: Context> CalleeStream<C> {
+impl<C: ContextFn> CalleeStream<C> {
     /// Send one item to the caller; waits while the caller's window is full.
     ///
     /// Cancel safety: as [`StreamTx::send`].
@@ -295,15 +294,15 @@ impl<C: Context> CalleeStream<C> {
 /// The caller's end of an open context.
 ///
 /// ```no_run
-/// # async fn demo(portal: spawn_api::Portal) -> Result<(), spawn_api::PortalError> {
-/// spawn_api::context!(Echo: String => started String, in String, out String, return u64);
+/// # async fn demo(portal: actor_core::Portal) -> Result<(), actor_core::PortalError> {
+/// actor_core::context!(Echo: String => started String, in String, out String, return u64);
 /// let (mut ctx, greeting) = portal.open_context(Echo, "hi".into()).await?;
 /// ctx.send("a".into()).await?;
 /// let echoed = ctx.recv().await?;
 /// let count = ctx.result().await?;
 /// # let _ = (greeting, echoed, count); Ok(()) }
 /// ```
-pub struct CallerContext<C: Context> {
+pub struct CallerContext<C: ContextFn> {
     link: CallLink,
     /// The callee sent `Stop` (or the call ended): no more items will come.
     out_done: bool,
@@ -314,7 +313,7 @@ pub struct CallerContext<C: Context> {
     _c: PhantomData<fn(C)>,
 }
 
-impl<C: Context> std::fmt::Debug for CallerContext<C> {
+impl<C: ContextFn> std::fmt::Debug for CallerContext<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallerContext")
             .field("cid", &self.link.cid())
@@ -323,7 +322,7 @@ impl<C: Context> std::fmt::Debug for CallerContext<C> {
     }
 }
 
-impl<C: Context> CallerContext<C> {
+impl<C: ContextFn> CallerContext<C> {
     pub(crate) fn new(link: CallLink) -> Self {
         CallerContext {
             link,

@@ -27,13 +27,11 @@
 //! typed refusal sent to the peer ([`kinds::UNAUTHENTICATED`]) before the channel
 //! closes; nothing else is read from a peer that has not proved itself.
 
+use spawn_api::{
+    ActorId, Channel, ChannelError, Frame, FrameSink, FrameSource, Msg, Nonce, PROTOCOL_VERSION,
+    PeerInfo, ProofRole as Role, ProtocolError, RemoteError, TreeSecret, kinds,
+};
 use std::time::Duration;
-
-use crate::auth::{Nonce, ProofRole as Role, TreeSecret};
-use crate::error::{ChannelError, ProtocolError, RemoteError, kinds};
-use crate::id::ActorId;
-use crate::transport::{Channel, FrameSink, FrameSource, PeerInfo};
-use crate::wire::{Frame, Msg, PROTOCOL_VERSION};
 
 /// What an acceptor knows in advance about the peers it waits for: the nonce it gave a
 /// new child in its boot, by the child's id.

@@ -6,7 +6,7 @@
 //!    its function; skipped when tearing down because of an error or a cancel);
 //! 2. **cancel request** over IPC (`Cancel { cid: None }`), then wait
 //!    [`TeardownPolicy::cancel_timeout`] (default 0.5 s) — or longer, as long as the child
-//!    announced ([`Msg::Stopping`](crate::Msg::Stopping)) that it is tearing down children
+//!    announced ([`Msg::Stopping`](spawn_api::Msg::Stopping)) that it is tearing down children
 //!    of its own: each level of a tree tears down its own subtree, hooks included, before
 //!    its parent ever signals it;
 //! 3. **terminate** (SIGTERM to the child's process group, or an interrupt for an
@@ -38,63 +38,17 @@
 //! is blocked cannot announce or run ladders: its parent terminates and kills it after
 //! the usual bounds, and its children die with it (parent-death signal) without hooks.
 //!
-//! [`TeardownHook::before_hard_reap`]: crate::TeardownHook::before_hard_reap
+//! [`TeardownHook::before_hard_reap`]: spawn_api::TeardownHook::before_hard_reap
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use runtime_vars::RuntimeVars;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::backend::{Child, ChildExit, TeardownHook};
-use crate::id::ActorId;
-
-/// The bounds of the teardown ladder. Sent to every child in its spawn spec, so a whole
-/// tree tears down with the same bounds.
-///
-/// ```
-/// use std::time::Duration;
-/// use spawn_api::TeardownPolicy;
-/// let p = TeardownPolicy::default();
-/// assert_eq!(p.cancel_timeout, Duration::from_millis(500));
-/// assert_eq!(p.kill_after, Duration::from_millis(1600));
-/// let fast = TeardownPolicy { cancel_timeout: Duration::from_millis(50), ..p };
-/// assert!(fast.worst_case() < p.worst_case());
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TeardownPolicy {
-    /// How long a cancel request may take before the child is terminated.
-    pub cancel_timeout: Duration,
-    /// How long after terminating the child is killed.
-    pub kill_after: Duration,
-    /// How long after the kill the status may take before the child is reported
-    /// abandoned.
-    pub reap_timeout: Duration,
-    /// How long a new child may take to connect back before its spawn fails.
-    pub spawn_timeout: Duration,
-}
-
-impl Default for TeardownPolicy {
-    fn default() -> Self {
-        TeardownPolicy {
-            cancel_timeout: Duration::from_millis(500),
-            kill_after: Duration::from_millis(1600),
-            reap_timeout: Duration::from_secs(2),
-            spawn_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-impl TeardownPolicy {
-    /// The longest the ladder can take from the cancel request to a final status
-    /// (hooks excluded: they may delay it on purpose).
-    pub fn worst_case(&self) -> Duration {
-        self.cancel_timeout + self.kill_after + self.reap_timeout
-    }
-}
+use spawn_api::{ActorId, Child, ChildExit, TeardownHook, TeardownPolicy};
 
 /// The ladder step that ended a child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -241,7 +195,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use async_trait::async_trait;
+    use spawn_api::async_trait;
     use std::io;
     use std::sync::Mutex;
 

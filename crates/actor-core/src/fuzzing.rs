@@ -5,13 +5,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-
-use crate::auth::{Nonce, TreeSecret};
-use crate::codec::{FrameReader, decode_frame};
-use crate::error::ChannelError;
-use crate::id::ActorId;
-use crate::transport::{Channel, FrameSink, FrameSource, PeerInfo};
-use crate::wire::{ChildBoot, Frame};
+use spawn_api::codec::{FrameReader, decode_frame};
+use spawn_api::{
+    ActorId, Channel, ChannelError, ChildBoot, Frame, FrameSink, FrameSource, Nonce, PeerInfo,
+    TreeSecret,
+};
 
 /// Decode one frame body (what follows a length prefix).
 pub fn frame_body(data: &[u8]) {
@@ -106,7 +104,7 @@ impl Channel for Scripted {
 
 struct Discard;
 
-#[async_trait::async_trait]
+#[spawn_api::async_trait]
 impl FrameSink for Discard {
     fn feed(&mut self, _frame: &Frame) -> Result<(), ChannelError> {
         Ok(())
@@ -121,7 +119,7 @@ impl FrameSink for Discard {
 
 struct ScriptedSource(FrameReader<std::io::Cursor<Vec<u8>>>);
 
-#[async_trait::async_trait]
+#[spawn_api::async_trait]
 impl FrameSource for ScriptedSource {
     async fn recv(&mut self) -> Result<Option<Frame>, ChannelError> {
         self.0.read_frame().await
@@ -131,9 +129,9 @@ impl FrameSource for ScriptedSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Proof;
-    use crate::codec::encode_frame;
-    use crate::wire::{Msg, PROTOCOL_VERSION};
+    use spawn_api::auth::Proof;
+    use spawn_api::codec::encode_frame;
+    use spawn_api::{Msg, PROTOCOL_VERSION};
 
     #[test]
     fn every_entry_point_takes_garbage() {

@@ -16,21 +16,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::auth::{Nonce, TreeSecret};
 use crate::brood::Brood;
 use crate::conn::{Conn, Peer, Side};
-use crate::error::{ChildError, FnError, NurseryError, RemoteError, TransportError, kinds};
-use crate::extensions::Extensions;
+use crate::error::{ChildError, FnError, NurseryError};
 use crate::handshake::{self, Handshaken};
-use crate::id::{ActorId, Addr};
-use crate::limits::{ChannelLimits, Window};
 use crate::nursery::{Nursery, NurseryState, run_nursery};
 use crate::portal::Portal;
 use crate::registry::Handler;
-use crate::teardown::TeardownPolicy;
-use crate::transport::{Channel, Listener, Transport};
 use crate::unwind::CatchUnwind;
-use crate::wire::{CallKind, Cid, Frame, Msg};
+use spawn_api::{
+    ActorId, Addr, CallKind, Channel, ChannelLimits, Cid, Extensions, Frame, Listener, Msg, Nonce,
+    RemoteError, TeardownPolicy, Transport, TransportError, TreeSecret, Window, kinds,
+};
 
 /// How long an incoming channel may take to complete its handshake.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -665,7 +662,7 @@ impl ActorCx {
     /// actor: `runtime_vars::current()` panics there and nothing stops the task.)
     ///
     /// ```no_run
-    /// # async fn demo(cx: spawn_api::ActorCx) {
+    /// # async fn demo(cx: actor_core::ActorCx) {
     /// let h = cx.spawn(async { runtime_vars::current().path() });
     /// assert_eq!(h.await.unwrap().as_deref(), Some(cx.path()));
     /// # }

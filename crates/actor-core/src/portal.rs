@@ -7,12 +7,9 @@ use bytes::Bytes;
 
 use crate::conn::Conn;
 use crate::error::PortalError;
-use crate::id::ActorId;
 use crate::nursery::ChildSlot;
-use crate::registry::{Call, Context, ServerStream};
 use crate::stream::{CallerContext, ReplyStream};
-use crate::teardown::TeardownPolicy;
-use crate::wire::{CallKind, Msg, Wire};
+use spawn_api::{ActorId, CallFn, CallKind, ContextFn, Msg, StreamFn, TeardownPolicy, Wire};
 
 /// A handle for calling functions in another actor (tractor's `Portal`).
 ///
@@ -21,9 +18,9 @@ use crate::wire::{CallKind, Msg, Wire};
 /// [`Nursery::start_actor`](crate::Nursery::start_actor).
 ///
 /// ```no_run
-/// # async fn demo(portal: spawn_api::Portal) -> Result<(), spawn_api::PortalError> {
-/// spawn_api::call!(Add: (i64, i64) => i64);
-/// spawn_api::stream!(Count: u32 => u32);
+/// # async fn demo(portal: actor_core::Portal) -> Result<(), actor_core::PortalError> {
+/// actor_core::call!(Add: (i64, i64) => i64);
+/// actor_core::stream!(Count: u32 => u32);
 /// let sum = portal.run(Add, (1, 2)).await?;
 /// let mut items = portal.open_stream(Count, 3).await?;
 /// while let Some(i) = items.recv().await? {
@@ -77,9 +74,13 @@ impl Portal {
     ///
     /// # Errors
     /// [`PortalError::Remote`] if the function failed or does not exist (its kind is
-    /// then [`crate::kinds::NO_SUCH_FUNCTION`]), [`PortalError::Disconnected`] if the
+    /// then [`spawn_api::kinds::NO_SUCH_FUNCTION`]), [`PortalError::Disconnected`] if the
     /// actor went away, [`PortalError::Codec`] if a value did not encode or decode.
-    pub async fn run<C: Call>(&self, _function: C, args: C::Args) -> Result<C::Reply, PortalError> {
+    pub async fn run<C: CallFn>(
+        &self,
+        _function: C,
+        args: C::Args,
+    ) -> Result<C::Reply, PortalError> {
         let reply = self.run_raw(C::NAME, args.encode()?).await?;
         Ok(C::Reply::decode(reply)?)
     }
@@ -119,7 +120,7 @@ impl Portal {
     ///
     /// # Errors
     /// As [`Portal::run`], for the start of the call.
-    pub async fn open_stream<S: ServerStream>(
+    pub async fn open_stream<S: StreamFn>(
         &self,
         _function: S,
         args: S::Args,
@@ -147,7 +148,7 @@ impl Portal {
     ///
     /// # Errors
     /// As [`Portal::run`], for the start of the context.
-    pub async fn open_context<C: Context>(
+    pub async fn open_context<C: ContextFn>(
         &self,
         _function: C,
         args: C::Args,

@@ -30,11 +30,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::actor::ActorInner;
-use crate::error::{ChannelError, PortalError, ProtocolError, RemoteError, kinds};
-use crate::id::ActorId;
-use crate::limits::{ChannelLimits, Window};
-use crate::transport::{FrameSink, FrameSource, PeerInfo};
-use crate::wire::{CallKind, Cid, Frame, Msg};
+use crate::error::PortalError;
+use spawn_api::{
+    ActorId, CallKind, ChannelError, ChannelLimits, Cid, Frame, FrameSink, FrameSource, Msg,
+    PeerInfo, ProtocolError, RemoteError, Window, kinds,
+};
 
 /// Stop batching a flush once this much is queued, so one flush does not hold a huge
 /// amount of memory.
@@ -395,7 +395,7 @@ impl Conn {
     fn check_size(&self, frame: &Frame) -> Result<(), PortalError> {
         if frame.payload.len() + 4096 > self.shared.max_frame {
             let mut header = bytes::BytesMut::new();
-            crate::codec::encode_header(&frame.msg, &mut header)?;
+            spawn_api::codec::encode_header(&frame.msg, &mut header)?;
             let len = header.len() + frame.payload.len();
             if len > self.shared.max_frame {
                 return Err(ProtocolError::FrameTooLarge {

@@ -24,22 +24,20 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::actor::ActorInner;
-use crate::backend::{Child, ChildExit, ChildStdio, SpawnRequest};
 use crate::conn::{Conn, Peer, Side};
-use crate::error::{
-    ChildError, FnError, NurseryError, PortalError, RemoteError, SpawnError, kinds, signal_name,
-};
+use crate::error::{ChildError, FnError, NurseryError, PortalError};
 use crate::handshake::Handshaken;
-use crate::id::{ActorId, Addr};
 use crate::portal::Portal;
-use crate::registry::Call;
 use crate::teardown::{Step, run_ladder};
-use crate::wire::{ChildBoot, Frame, Msg, RuntimeFlavor, SpawnSpec, Wire};
+use spawn_api::{
+    ActorId, Addr, CallFn, Child, ChildBoot, ChildExit, ChildStdio, Frame, Msg, RemoteError,
+    RuntimeFlavor, SpawnError, SpawnRequest, SpawnSpec, Wire, kinds, signal_name,
+};
 
 /// How to start one child actor.
 ///
 /// ```
-/// use spawn_api::ActorOptions;
+/// use actor_core::ActorOptions;
 /// let opts = ActorOptions::new()
 ///     .debug_mode(true)
 ///     .user("shard", "3")
@@ -254,7 +252,7 @@ impl Nursery {
     ///
     /// # Errors
     /// As [`Nursery::start_actor`]; also [`SpawnError`] if `args` do not encode.
-    pub async fn run_in_actor<C: Call>(
+    pub async fn run_in_actor<C: CallFn>(
         &self,
         name: &str,
         _function: C,
@@ -343,7 +341,7 @@ impl Nursery {
         vars.backend = key;
         let path = vars.path();
         // Good for this child's first handshake only (see `crate::handshake`).
-        let nonce = crate::auth::Nonce::random();
+        let nonce = spawn_api::auth::Nonce::random();
         let boot = ChildBoot {
             id: id.clone(),
             parent: actor.id.clone(),
@@ -373,7 +371,7 @@ impl Nursery {
             boot,
             vars,
             extensions: actor.extensions.clone(),
-            brood: actor.brood.clone(),
+            entry: spawn_api::ActorEntry::new(actor.brood.clone()),
             options: opts.backend_options,
             stdio: opts.stdio,
         };

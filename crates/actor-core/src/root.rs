@@ -6,16 +6,14 @@ use runtime_vars::{RuntimeVars, VarsOverride};
 use tracing::Instrument;
 
 use crate::actor::{ActorInner, ActorSetup};
-use crate::auth::TreeSecret;
-use crate::backend::{SpawnBackend, TeardownHook};
 use crate::brood::{BACKEND_ENV, Brood, BroodBuilder, TRANSPORT_ENV};
-use crate::error::{FnError, NurseryError, SpawnError, TransportError};
-use crate::id::ActorId;
-use crate::limits::ChannelLimits;
+use crate::error::{FnError, NurseryError};
 use crate::nursery::{Nursery, run_nursery};
 use crate::registry::Registry;
-use crate::teardown::TeardownPolicy;
-use crate::transport::Transport;
+use spawn_api::{
+    ActorId, ChannelLimits, SpawnBackend, SpawnError, TeardownHook, TeardownPolicy, Transport,
+    TransportError, TreeSecret,
+};
 
 /// The root of an actor tree. Start with [`Root::builder`] or [`Brood::root`].
 #[derive(Debug)]
@@ -59,8 +57,8 @@ impl RootError {
 /// Configures and runs a root actor.
 ///
 /// ```no_run
-/// # async fn demo(brood: spawn_api::Brood) -> Result<(), spawn_api::RootError> {
-/// spawn_api::call!(Add: (i64, i64) => i64);
+/// # async fn demo(brood: actor_core::Brood) -> Result<(), actor_core::RootError> {
+/// actor_core::call!(Add: (i64, i64) => i64);
 /// let sum = brood
 ///     .root()
 ///     .name("main")
@@ -91,6 +89,13 @@ impl std::fmt::Debug for RootBuilder {
             .field("transport", &self.transport)
             .field("policy", &self.policy)
             .finish_non_exhaustive()
+    }
+}
+
+impl Brood {
+    /// A builder for this program's root actor.
+    pub fn root(&self) -> RootBuilder {
+        RootBuilder::from_brood(self.clone())
     }
 }
 
@@ -241,7 +246,7 @@ impl RootBuilder {
             policy: self.policy,
             limits: self.limits,
             secret: self.secret.unwrap_or_else(TreeSecret::random),
-            extensions: crate::extensions::Extensions::default(),
+            extensions: spawn_api::extensions::Extensions::default(),
             live_children: None,
         });
         inner.spawn_accept_loop(listener);

@@ -1,6 +1,6 @@
 //! [`Pidfd`]: a process handle that cannot be confused with another process.
 //!
-//! Process backends (`spawn-proc`, `spawn-fork`) supervise children through pidfds: the
+//! Process backends (`spawn-proc`, `spawn-fork`) and the actor runtime supervise children through pidfds: the
 //! kernel names the process by object, not by number, so a signal never reaches a
 //! process that reused a dead child's pid, and the descriptor becomes readable when the
 //! process exits (no `SIGCHLD` handler). The system calls std does not wrap live here,
@@ -10,7 +10,8 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::backend::ChildExit;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 
 /// `pidfd_send_signal` flag (Linux 6.9): signal the process group the pidfd's process
 /// leads, resolved by the kernel from the pid object rather than from a number.
@@ -123,7 +124,7 @@ pub fn has_exited(fd: BorrowedFd<'_>) -> io::Result<bool> {
 /// # Errors
 /// `ECHILD` unless the caller is the process's parent (or subreaper), or it was reaped
 /// already.
-pub fn try_reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<ChildExit>> {
+pub fn try_reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<ExitStatus>> {
     // SAFETY: an all-zero siginfo_t is a valid value (integers and a union of integers);
     // waitid writes into it only on success.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -146,20 +147,19 @@ pub fn try_reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<ChildExit>> {
     if pid == 0 {
         return Ok(None);
     }
-    Ok(Some(match info.si_code {
-        libc::CLD_EXITED => ChildExit::Exited(status),
-        libc::CLD_KILLED => ChildExit::Signaled {
-            signal: status,
-            core_dumped: false,
-        },
-        libc::CLD_DUMPED => ChildExit::Signaled {
-            signal: status,
-            core_dumped: true,
-        },
-        other => ChildExit::Unknown {
-            reason: format!("waitid reported si_code {other}"),
-        },
-    }))
+    // Rebuild the classic wait status (what std's ExitStatus holds) from waitid's split
+    // report: an exit code in bits 8..16, or the signal in bits 0..7 with 0x80 for a core.
+    let raw = match info.si_code {
+        libc::CLD_EXITED => (status & 0xff) << 8,
+        libc::CLD_KILLED => status & 0x7f,
+        libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+        other => {
+            return Err(io::Error::other(format!(
+                "waitid reported si_code {other} for an exited child"
+            )));
+        }
+    };
+    Ok(Some(ExitStatus::from_raw(raw)))
 }
 
 /// Register `fd` with the current tokio reactor for `interest`.
@@ -237,7 +237,7 @@ impl Pidfd {
     ///
     /// # Errors
     /// As [`try_reap`].
-    pub fn try_reap(&self) -> io::Result<Option<ChildExit>> {
+    pub fn try_reap(&self) -> io::Result<Option<ExitStatus>> {
         try_reap(self.fd.as_fd())
     }
 
@@ -279,7 +279,7 @@ mod tests {
     use std::process::Command;
     use std::time::{Duration, Instant};
 
-    fn reap(fd: &Pidfd) -> ChildExit {
+    fn reap(fd: &Pidfd) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(e) = fd.try_reap().unwrap() {
@@ -295,20 +295,15 @@ mod tests {
         let c = Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
         let fd = Pidfd::open(c.id()).unwrap();
         assert_eq!(fd.pid(), c.id());
-        assert_eq!(reap(&fd), ChildExit::Exited(3));
+        assert_eq!(reap(&fd).code(), Some(3));
 
         let c = Command::new("sh")
             .args(["-c", "kill -9 $$"])
             .spawn()
             .unwrap();
         let fd = Pidfd::open(c.id()).unwrap();
-        assert_eq!(
-            reap(&fd),
-            ChildExit::Signaled {
-                signal: 9,
-                core_dumped: false
-            }
-        );
+        let status = reap(&fd);
+        assert_eq!((status.signal(), status.core_dumped()), (Some(9), false));
     }
 
     #[test]
@@ -318,13 +313,7 @@ mod tests {
         assert_eq!(fd.try_reap().unwrap(), None);
         assert!(!fd.has_exited().unwrap());
         fd.signal(libc::SIGTERM).unwrap();
-        assert_eq!(
-            reap(&fd),
-            ChildExit::Signaled {
-                signal: libc::SIGTERM,
-                core_dumped: false
-            }
-        );
+        assert_eq!(reap(&fd).signal(), Some(libc::SIGTERM));
         assert!(fd.has_exited().unwrap());
         assert!(
             fd.signal(libc::SIGKILL).is_ok(),
@@ -349,7 +338,7 @@ mod tests {
         std::io::BufRead::read_line(&mut stdout, &mut out).unwrap();
         let grandchild: i32 = out.trim().parse().unwrap();
         fd.signal_group(libc::SIGKILL).unwrap();
-        assert!(matches!(reap(&fd), ChildExit::Signaled { signal: 9, .. }));
+        assert_eq!(reap(&fd).signal(), Some(9));
         let deadline = Instant::now() + Duration::from_secs(5);
         // The grandchild is re-parented and reaped by init or a subreaper; wait until its
         // pid no longer names a live process.
@@ -391,7 +380,8 @@ mod tests {
                 .await
                 .expect("readable on exit")
                 .unwrap();
-            assert_eq!(fd.get_ref().try_reap().unwrap(), Some(ChildExit::Exited(0)));
+            let status = fd.get_ref().try_reap().unwrap().expect("reaped");
+            assert_eq!(status.code(), Some(0));
         });
     }
 }

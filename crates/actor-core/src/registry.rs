@@ -1,17 +1,17 @@
 //! The functions an actor serves.
 //!
 //! A function is declared once as a type that names it and fixes its argument and
-//! result types ([`Call`], [`ServerStream`], [`Context`]; the [`call!`](crate::call),
-//! [`stream!`](crate::stream) and [`context!`](crate::context) macros write the impls),
-//! registered with its handler in a [`Registry`], and invoked through a
+//! result types ([`CallFn`], [`StreamFn`], [`ContextFn`]; the [`call!`](spawn_api::call),
+//! [`stream!`](spawn_api::stream) and [`context!`](spawn_api::context) macros write the
+//! impls), registered with its handler in a [`Registry`], and invoked through a
 //! [`Portal`](crate::Portal) by passing the same type. Both sides agree on the types at
 //! compile time; on the wire the function is found by its name.
 //!
 //! ```
-//! use spawn_api::{ActorCx, FnError, Registry, StreamTx};
+//! use actor_core::{ActorCx, FnError, Registry, StreamTx};
 //!
-//! spawn_api::call!(pub Add: (i64, i64) => i64);
-//! spawn_api::stream!(pub Count: u32 => u32);
+//! actor_core::call!(pub Add: (i64, i64) => i64);
+//! actor_core::stream!(pub Count: u32 => u32);
 //!
 //! async fn count(_cx: ActorCx, n: u32, tx: StreamTx<u32>) -> Result<(), FnError> {
 //!     for i in 0..n {
@@ -23,7 +23,7 @@
 //! let registry = Registry::new()
 //!     .call(Add, |_cx, (a, b)| async move { Ok(a + b) })
 //!     .stream(Count, count);
-//! assert!(registry.contains(<Add as spawn_api::Call>::NAME));
+//! assert!(registry.contains(<Add as spawn_api::CallFn>::NAME));
 //! ```
 
 use std::collections::BTreeMap;
@@ -36,64 +36,24 @@ use bytes::Bytes;
 
 use crate::actor::ActorCx;
 use crate::conn::CallLink;
-use crate::error::{FnError, kinds};
+use crate::error::FnError;
 use crate::stream::{CalleeContext, StreamTx};
-use crate::wire::{CallKind, Wire};
-
-/// A one-shot function: arguments in, one reply out.
-///
-/// Implement it on a unit struct (or use [`call!`](crate::call)); pass the struct to
-/// [`Registry::call`] and [`Portal::run`](crate::Portal::run).
-pub trait Call: Send + Sync + 'static {
-    /// The name the function is registered and called under.
-    const NAME: &'static str;
-    /// The arguments.
-    type Args: Wire;
-    /// The reply.
-    type Reply: Wire;
-}
-
-/// A server-streaming function: arguments in, a stream of items out.
-pub trait ServerStream: Send + Sync + 'static {
-    /// The name the function is registered and called under.
-    const NAME: &'static str;
-    /// The arguments.
-    type Args: Wire;
-    /// The items the callee sends.
-    type Item: Wire;
-}
-
-/// A bidirectional context (tractor's `open_context`): arguments in, a `started` value
-/// out, then items both ways, then a result.
-pub trait Context: Send + Sync + 'static {
-    /// The name the function is registered and called under.
-    const NAME: &'static str;
-    /// The arguments.
-    type Args: Wire;
-    /// What the callee sends once it is ready.
-    type Started: Wire;
-    /// Items from the caller to the callee.
-    type In: Wire;
-    /// Items from the callee to the caller.
-    type Out: Wire;
-    /// The callee's final result.
-    type Return: Wire;
-}
+use spawn_api::{CallFn, CallKind, ContextFn, StreamFn, Wire, kinds};
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-type CallFn = Arc<dyn Fn(ActorCx, Bytes) -> BoxFuture<Result<Bytes, FnError>> + Send + Sync>;
-type StreamFn =
+type CallHandler = Arc<dyn Fn(ActorCx, Bytes) -> BoxFuture<Result<Bytes, FnError>> + Send + Sync>;
+type StreamHandler =
     Arc<dyn Fn(ActorCx, Bytes, CallLink) -> BoxFuture<Result<(), FnError>> + Send + Sync>;
-type ContextFn =
+type ContextHandler =
     Arc<dyn Fn(ActorCx, Bytes, CallLink) -> BoxFuture<Result<Bytes, FnError>> + Send + Sync>;
 
 /// A registered handler with its types erased.
 #[derive(Clone)]
 pub(crate) enum Handler {
-    Call(CallFn),
-    Stream(StreamFn),
-    Context(ContextFn),
+    Call(CallHandler),
+    Stream(StreamHandler),
+    Context(ContextHandler),
 }
 
 impl Handler {
@@ -106,7 +66,7 @@ impl Handler {
     }
 }
 
-fn bad_args(e: crate::CodecError) -> FnError {
+fn bad_args(e: spawn_api::CodecError) -> FnError {
     FnError::new(kinds::BAD_ARGS, e.to_string())
 }
 
@@ -139,12 +99,12 @@ impl Registry {
     /// If a function named `C::NAME` is already registered.
     pub fn call<C, F, Fut>(self, _function: C, handler: F) -> Registry
     where
-        C: Call,
+        C: CallFn,
         F: Fn(ActorCx, C::Args) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<C::Reply, FnError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
-        let erased: CallFn = Arc::new(move |cx, args| {
+        let erased: CallHandler = Arc::new(move |cx, args| {
             let handler = handler.clone();
             Box::pin(async move {
                 let args = C::Args::decode(args).map_err(bad_args)?;
@@ -162,12 +122,12 @@ impl Registry {
     /// If a function named `S::NAME` is already registered.
     pub fn stream<S, F, Fut>(self, _function: S, handler: F) -> Registry
     where
-        S: ServerStream,
+        S: StreamFn,
         F: Fn(ActorCx, S::Args, StreamTx<S::Item>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), FnError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
-        let erased: StreamFn = Arc::new(move |cx, args, link| {
+        let erased: StreamHandler = Arc::new(move |cx, args, link| {
             let handler = handler.clone();
             Box::pin(async move {
                 let args = S::Args::decode(args).map_err(bad_args)?;
@@ -184,12 +144,12 @@ impl Registry {
     /// If a function named `C::NAME` is already registered.
     pub fn context<C, F, Fut>(self, _function: C, handler: F) -> Registry
     where
-        C: Context,
+        C: ContextFn,
         F: Fn(ActorCx, C::Args, CalleeContext<C>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<C::Return, FnError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
-        let erased: ContextFn = Arc::new(move |cx, args, link| {
+        let erased: ContextHandler = Arc::new(move |cx, args, link| {
             let handler = handler.clone();
             Box::pin(async move {
                 let args = C::Args::decode(args).map_err(bad_args)?;
@@ -234,98 +194,12 @@ impl fmt::Debug for Registry {
     }
 }
 
-/// Declare a one-shot function: `call!(pub Name: Args => Reply);`, optionally with an
-/// explicit wire name: `call!(pub Name = "name": Args => Reply);`. The default wire name
-/// is the module path and the type name.
-///
-/// ```
-/// spawn_api::call!(
-///     /// Adds two numbers.
-///     pub Add: (i64, i64) => i64
-/// );
-/// spawn_api::call!(Ping = "ping": () => String);
-/// assert!(<Add as spawn_api::Call>::NAME.ends_with("::Add"));
-/// assert_eq!(<Ping as spawn_api::Call>::NAME, "ping");
-/// ```
-#[macro_export]
-macro_rules! call {
-    ($(#[$m:meta])* $vis:vis $name:ident $(= $wire:literal)? : $args:ty => $reply:ty) => {
-        $(#[$m])*
-        #[derive(Clone, Copy, Debug, Default)]
-        $vis struct $name;
-        impl $crate::Call for $name {
-            const NAME: &'static str =
-                $crate::__wire_name!($($wire)? ; concat!(module_path!(), "::", stringify!($name)));
-            type Args = $args;
-            type Reply = $reply;
-        }
-    };
-}
-
-/// Declare a server-streaming function: `stream!(pub Name: Args => Item);`.
-///
-/// ```
-/// spawn_api::stream!(pub Ticks: u32 => u64);
-/// assert!(<Ticks as spawn_api::ServerStream>::NAME.ends_with("::Ticks"));
-/// ```
-#[macro_export]
-macro_rules! stream {
-    ($(#[$m:meta])* $vis:vis $name:ident $(= $wire:literal)? : $args:ty => $item:ty) => {
-        $(#[$m])*
-        #[derive(Clone, Copy, Debug, Default)]
-        $vis struct $name;
-        impl $crate::ServerStream for $name {
-            const NAME: &'static str =
-                $crate::__wire_name!($($wire)? ; concat!(module_path!(), "::", stringify!($name)));
-            type Args = $args;
-            type Item = $item;
-        }
-    };
-}
-
-/// Declare a bidirectional context:
-/// `context!(pub Name: Args => started S, in I, out O, return R);`.
-///
-/// ```
-/// spawn_api::context!(pub Echo: u32 => started String, in String, out String, return u64);
-/// assert!(<Echo as spawn_api::Context>::NAME.ends_with("::Echo"));
-/// ```
-#[macro_export]
-macro_rules! context {
-    ($(#[$m:meta])* $vis:vis $name:ident $(= $wire:literal)? : $args:ty
-        => started $started:ty, in $in:ty, out $out:ty, return $ret:ty) => {
-        $(#[$m])*
-        #[derive(Clone, Copy, Debug, Default)]
-        $vis struct $name;
-        impl $crate::Context for $name {
-            const NAME: &'static str =
-                $crate::__wire_name!($($wire)? ; concat!(module_path!(), "::", stringify!($name)));
-            type Args = $args;
-            type Started = $started;
-            type In = $in;
-            type Out = $out;
-            type Return = $ret;
-        }
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __wire_name {
-    ($wire:literal ; $default:expr) => {
-        $wire
-    };
-    (; $default:expr) => {
-        $default
-    };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    crate::call!(Add: (i64, i64) => i64);
-    crate::call!(Other = "other": () => ());
+    spawn_api::call!(Add: (i64, i64) => i64);
+    spawn_api::call!(Other = "other": () => ());
 
     #[test]
     #[should_panic(expected = "registered twice")]

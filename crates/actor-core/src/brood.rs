@@ -9,11 +9,9 @@
 
 use std::sync::Arc;
 
-use crate::backend::{SpawnBackend, TeardownHook};
-use crate::error::SpawnError;
+use spawn_api::{ActorEntry, SpawnBackend, SpawnError, TeardownHook, Transport};
+
 use crate::registry::Registry;
-use crate::root::RootBuilder;
-use crate::transport::Transport;
 
 /// The environment variable that chooses a root's spawn backend by key.
 pub const BACKEND_ENV: &str = "BROOD_BACKEND";
@@ -23,9 +21,9 @@ pub const TRANSPORT_ENV: &str = "BROOD_TRANSPORT";
 /// The program's actor configuration. Cheap to clone.
 ///
 /// ```no_run
-/// use spawn_api::{Brood, Registry};
+/// use actor_core::{Brood, Registry};
 /// # #[derive(Debug)] struct MyBackend;
-/// # #[async_trait::async_trait] impl spawn_api::SpawnBackend for MyBackend {
+/// # #[spawn_api::async_trait] impl spawn_api::SpawnBackend for MyBackend {
 /// #   fn key(&self) -> &'static str { "mine" }
 /// #   async fn spawn(&self, _r: &mut spawn_api::SpawnRequest) -> Result<Box<dyn spawn_api::Child>, spawn_api::SpawnError> { unimplemented!() }
 /// # }
@@ -65,16 +63,12 @@ impl Brood {
     /// Call it first thing in `main` (and in a test harness' `main`), before starting
     /// threads or a runtime: a child must not run the parent's program.
     pub fn enter(&self) {
+        let entry = ActorEntry::new(self.clone());
         for b in &self.inner.backends {
-            if let Some(code) = b.enter(self) {
+            if let Some(code) = b.enter(&entry) {
                 std::process::exit(code);
             }
         }
-    }
-
-    /// A builder for this program's root actor.
-    pub fn root(&self) -> RootBuilder {
-        RootBuilder::from_brood(self.clone())
     }
 
     /// The functions every actor of this program serves.

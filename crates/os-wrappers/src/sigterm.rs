@@ -1,7 +1,7 @@
 //! What SIGTERM means to a process actor.
 //!
-//! A parent terminates a child only after the child overran its cancel step (see
-//! [`crate::teardown`]). A leaf child should then die at once, as SIGTERM's default
+//! A parent terminates a child only after the child overran its cancel step (see the
+//! actor runtime's teardown ladder). A leaf child should then die at once, as SIGTERM's default
 //! action does. A child that still has children of its own must not: dying would take
 //! them down by their parent-death signal, skipping their ladders and every teardown hook
 //! (a debugger lock waiting there included). So a process actor installs a handler that
@@ -10,9 +10,9 @@
 //! under way already).
 //!
 //! Signal dispositions belong to the whole process, so this is the one place where
-//! brood keeps process-wide state: it is installed only by the process backends' child
-//! entry ([`crate::child::run_child_process`]), for the one actor that *is* the process;
-//! in-process actors never touch it.
+//! brood keeps process-wide state: it is installed only by the runtime's process entry
+//! (`ActorMain::run_process`), for the one actor that *is* the process; in-process actors
+//! never touch it.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -59,7 +59,7 @@ extern "C" fn on_sigterm(_sig: libc::c_int) {
 ///
 /// # Errors
 /// The OS error of `pipe2` or `sigaction`, or `AlreadyExists` on a second call.
-pub(crate) fn install(live: Arc<AtomicUsize>) -> io::Result<OwnedFd> {
+pub fn install(live: Arc<AtomicUsize>) -> io::Result<OwnedFd> {
     LIVE_CHILDREN
         .set(live)
         .map_err(|_| io::Error::from(io::ErrorKind::AlreadyExists))?;
