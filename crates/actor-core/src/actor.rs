@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -16,17 +17,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::brood::Brood;
-use crate::conn::{Conn, Peer, Side};
-use crate::error::{ChildError, FnError, NurseryError};
+use crate::children::NurseryState;
+use crate::conn::{CallLink, Conn, ConnEnv, ConnOwner, Peer, Side};
+use crate::error::{ChildError, FnError};
 use crate::handshake::{self, Handshaken};
-use crate::nursery::{Nursery, NurseryState, run_nursery};
 use crate::portal::Portal;
-use crate::registry::Handler;
 use crate::unwind::CatchUnwind;
 use spawn_api::{
-    ActorId, Addr, CallKind, Channel, ChannelLimits, Cid, Extensions, Frame, Listener, Msg, Nonce,
-    RemoteError, TeardownPolicy, Transport, TransportError, TreeSecret, Window, kinds,
+    ActorEntry, ActorId, Addr, CallKind, Channel, ChannelLimits, Cid, Extensions, Frame, Listener,
+    Msg, Nonce, RemoteError, SpawnBackend, SpawnError, TeardownHook, TeardownPolicy, Transport,
+    TransportError, TreeSecret, Window, kinds,
 };
 
 /// How long an incoming channel may take to complete its handshake.
@@ -79,12 +79,55 @@ pub(crate) struct Pending {
     pub(crate) tx: oneshot::Sender<Handshaken>,
 }
 
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+pub(crate) type CallHandler =
+    Arc<dyn Fn(ActorCx, Bytes) -> BoxFuture<Result<Bytes, FnError>> + Send + Sync>;
+pub(crate) type StreamHandler =
+    Arc<dyn Fn(ActorCx, Bytes, CallLink) -> BoxFuture<Result<(), FnError>> + Send + Sync>;
+pub(crate) type ContextHandler =
+    Arc<dyn Fn(ActorCx, Bytes, CallLink) -> BoxFuture<Result<Bytes, FnError>> + Send + Sync>;
+
+/// A registered handler with its types erased.
+#[derive(Clone)]
+pub(crate) enum Handler {
+    Call(CallHandler),
+    Stream(StreamHandler),
+    Context(ContextHandler),
+}
+
+impl Handler {
+    pub(crate) fn kind(&self) -> CallKind {
+        match self {
+            Handler::Call(_) => CallKind::Call,
+            Handler::Stream(_) => CallKind::Stream,
+            Handler::Context(_) => CallKind::Context,
+        }
+    }
+}
+
+/// The program an actor belongs to, as the actor uses it: the functions it serves, the
+/// backends and transports its children use, the hooks its teardown calls, and the
+/// entry that runs a child actor in this process. [`Brood`](crate::Brood) is the one
+/// implementation; the actor holds it as this trait so that it does not depend on how a
+/// program is built.
+pub(crate) trait Program: Send + Sync + 'static {
+    /// The handler of the function named `name`.
+    fn handler(&self, name: &str) -> Option<Handler>;
+    /// The backend with key `key`.
+    fn backend(&self, key: &str) -> Result<Arc<dyn SpawnBackend>, SpawnError>;
+    /// The teardown hooks, in order.
+    fn hooks(&self) -> Vec<Arc<dyn TeardownHook>>;
+    /// How a backend runs a child actor of this program in this process.
+    fn entry(&self) -> ActorEntry;
+}
+
 /// Everything one actor is. Shared by its tasks; never stored in a static.
 pub(crate) struct ActorInner {
     pub(crate) id: ActorId,
     pub(crate) vars: Arc<RuntimeVars>,
     pub(crate) path: String,
-    pub(crate) brood: Brood,
+    pub(crate) program: Arc<dyn Program>,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) addr: Addr,
     pub(crate) policy: TeardownPolicy,
@@ -122,11 +165,62 @@ pub(crate) struct ActorInner {
     pub(crate) live_children: Arc<AtomicUsize>,
 }
 
+impl ConnOwner for ActorInner {
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn conn_env(&self) -> ConnEnv {
+        ConnEnv {
+            limits: self.limits,
+            stop: self.io_stop.clone(),
+            max_frame: self.transport.max_frame(),
+            span: self.span.clone(),
+            tasks: self.io_tasks.clone(),
+        }
+    }
+
+    fn serve(
+        self: Arc<Self>,
+        conn: &Conn,
+        cid: Cid,
+        func: &str,
+        kind: CallKind,
+        peer_window: Window,
+        args: Bytes,
+    ) {
+        self.start_served(conn, cid, func, kind, peer_window, args);
+    }
+
+    /// A peer sent `Cancel { cid: None }`.
+    fn cancel_requested_by(&self, conn: &Conn) {
+        tracing::debug!(by = %conn.peer_path(), "actor cancel requested");
+        self.cancel_acks.lock().unwrap().push(conn.clone());
+        self.cancel.cancel();
+    }
+
+    /// A channel's reader ended.
+    fn conn_closed(&self, conn: &Conn, kind: Peer) {
+        if kind == Peer::Other {
+            self.peer_conns.fetch_sub(1, Ordering::Relaxed);
+        }
+        // The channel this actor opened to its parent, and no other: a peer cannot make
+        // an actor believe its parent left by claiming the parent's id.
+        if let Some(p) = self.parent.get()
+            && p.same(conn)
+            && !self.cancel.is_cancelled()
+        {
+            tracing::debug!("parent channel closed; shutting down");
+            self.cancel.cancel();
+        }
+    }
+}
+
 /// Everything an actor is made from, gathered before it starts.
 pub(crate) struct ActorSetup {
     pub(crate) id: ActorId,
     pub(crate) vars: RuntimeVars,
-    pub(crate) brood: Brood,
+    pub(crate) program: Arc<dyn Program>,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) addr: Addr,
     pub(crate) policy: TeardownPolicy,
@@ -143,7 +237,7 @@ impl ActorInner {
         let ActorSetup {
             id,
             vars,
-            brood,
+            program,
             transport,
             addr,
             policy,
@@ -158,7 +252,7 @@ impl ActorInner {
             id,
             vars: Arc::new(vars),
             path,
-            brood,
+            program,
             transport,
             addr,
             policy,
@@ -287,7 +381,7 @@ impl ActorInner {
         tracing::debug!(%peer, "accepted a channel from a peer");
         let path = peer.to_string();
         Conn::start(
-            &self,
+            self,
             peer,
             path,
             peer_info,
@@ -315,7 +409,7 @@ impl ActorInner {
                 error,
             });
         };
-        let handler = match self.brood.registry().get(func) {
+        let handler = match self.program.handler(func) {
             Some(h) if h.kind() == kind => h.clone(),
             Some(h) => {
                 return refuse(
@@ -417,29 +511,6 @@ impl ActorInner {
         };
         let handle = self.spawn_task(fut);
         conn.set_task(cid, handle.abort_handle());
-    }
-
-    /// A peer sent `Cancel { cid: None }`.
-    pub(crate) fn cancel_requested_by(&self, conn: &Conn) {
-        tracing::debug!(by = %conn.peer_path(), "actor cancel requested");
-        self.cancel_acks.lock().unwrap().push(conn.clone());
-        self.cancel.cancel();
-    }
-
-    /// A channel's reader ended.
-    pub(crate) fn conn_closed(&self, conn: &Conn, kind: Peer) {
-        if kind == Peer::Other {
-            self.peer_conns.fetch_sub(1, Ordering::Relaxed);
-        }
-        // The channel this actor opened to its parent, and no other: a peer cannot make
-        // an actor believe its parent left by claiming the parent's id.
-        if let Some(p) = self.parent.get()
-            && p.same(conn)
-            && !self.cancel.is_cancelled()
-        {
-            tracing::debug!("parent channel closed; shutting down");
-            self.cancel.cancel();
-        }
     }
 
     /// The actor cannot go on (a handler panicked): remember why and shut down.
@@ -638,21 +709,6 @@ impl ActorCx {
             .parent
             .get()
             .map(|c| Portal::new(c.clone(), None, self.inner.policy))
-    }
-
-    /// Open a nursery in this actor: `body` may spawn children, which are all finished,
-    /// cancelled or reaped when this returns. See [`Nursery`].
-    ///
-    /// Cancel safety: dropping the future tears every child down in the background
-    /// (through the whole ladder); their errors are reported when the actor ends.
-    ///
-    /// # Errors
-    /// [`NurseryError`] with the body's error and every child's error.
-    pub async fn open_nursery<R>(
-        &self,
-        body: impl AsyncFnOnce(&Nursery) -> Result<R, FnError>,
-    ) -> Result<R, NurseryError> {
-        run_nursery(&self.inner, body).await
     }
 
     /// Run `fut` as a task of this actor: it sees the actor's runtime vars

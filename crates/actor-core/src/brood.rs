@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use spawn_api::{ActorEntry, SpawnBackend, SpawnError, TeardownHook, Transport};
 
+use crate::actor::{Handler, Program};
 use crate::registry::Registry;
 
 /// The environment variable that chooses a root's spawn backend by key.
@@ -201,5 +202,23 @@ impl BroodBuilder {
         Brood {
             inner: Arc::new(self),
         }
+    }
+}
+
+impl Program for Brood {
+    fn handler(&self, name: &str) -> Option<Handler> {
+        self.inner.registry.get(name).cloned()
+    }
+
+    fn backend(&self, key: &str) -> Result<Arc<dyn SpawnBackend>, SpawnError> {
+        Brood::backend(self, key)
+    }
+
+    fn hooks(&self) -> Vec<Arc<dyn TeardownHook>> {
+        self.inner.hooks.clone()
+    }
+
+    fn entry(&self) -> ActorEntry {
+        ActorEntry::new(self.clone())
     }
 }

@@ -119,7 +119,7 @@ async fn connect(
     let inner = ActorInner::new(ActorSetup {
         id: boot.id.clone(),
         vars: spec.vars,
-        brood: brood.clone(),
+        program: std::sync::Arc::new(brood.clone()),
         transport,
         addr: boot.listen_addr.clone(),
         policy: spec.teardown,
@@ -129,7 +129,7 @@ async fn connect(
         live_children,
     });
     let conn = Conn::start(
-        &inner,
+        inner.clone(),
         boot.parent.clone(),
         parent_path,
         peer_info,

@@ -27,9 +27,9 @@ use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::actor::ActorInner;
 use crate::error::PortalError;
 use spawn_api::{
     ActorId, CallKind, ChannelError, ChannelLimits, Cid, Frame, FrameSink, FrameSource, Msg,
@@ -50,6 +50,44 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 /// The longest announcement of a peer's teardown the ladder honours: a bound on how long
 /// a lying (or very deep) child can hold its parent's teardown.
 pub(crate) const MAX_STOPPING: Duration = Duration::from_secs(120);
+
+/// The actor a channel belongs to, as the channel sees it: the bounds and the task set it
+/// runs in, and what to do with what the peer asks of the actor itself. The connection
+/// knows nothing else of the actor (the actor runtime implements this).
+pub(crate) trait ConnOwner: Send + Sync + 'static {
+    /// The actor's tree path: errors the channel reports name it.
+    fn path(&self) -> &str;
+    /// Where and within which bounds the channel's tasks run.
+    fn conn_env(&self) -> ConnEnv;
+    /// The peer asked for a new call `cid` of `func`.
+    fn serve(
+        self: Arc<Self>,
+        conn: &Conn,
+        cid: Cid,
+        func: &str,
+        kind: CallKind,
+        peer_window: Window,
+        args: Bytes,
+    );
+    /// The peer sent `Cancel { cid: None }`: it wants the whole actor to stop.
+    fn cancel_requested_by(&self, conn: &Conn);
+    /// The channel's reader ended (the peer left, or the channel failed).
+    fn conn_closed(&self, conn: &Conn, kind: Peer);
+}
+
+/// What a channel takes from its actor when it starts.
+pub(crate) struct ConnEnv {
+    /// The bounds on everything the peer controls.
+    pub(crate) limits: ChannelLimits,
+    /// Cancelled when the actor's I/O stops; the channel closes with it.
+    pub(crate) stop: CancellationToken,
+    /// The largest frame the transport carries.
+    pub(crate) max_frame: usize,
+    /// The actor's span, for the channel's tasks.
+    pub(crate) span: tracing::Span,
+    /// Where the reader and writer tasks run (they outlive the actor's other tasks).
+    pub(crate) tasks: TaskTracker,
+}
 
 /// What the other end of a channel is to this actor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -325,7 +363,7 @@ impl Conn {
     /// Start the reader and writer tasks of a channel whose handshake is done.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
-        actor: &Arc<ActorInner>,
+        owner: Arc<dyn ConnOwner>,
         peer: ActorId,
         peer_path: String,
         peer_info: PeerInfo,
@@ -335,7 +373,8 @@ impl Conn {
         side: Side,
     ) -> Conn {
         let (out, rx) = mpsc::unbounded_channel();
-        let limits = actor.limits;
+        let env = owner.conn_env();
+        let limits = env.limits;
         let shared = Arc::new(ConnShared {
             peer,
             peer_path,
@@ -345,13 +384,13 @@ impl Conn {
             odd: side == Side::Connector,
             next_cid: AtomicU64::new(0),
             routes: Mutex::new(HashMap::new()),
-            closed: actor.io_stop.child_token(),
+            closed: env.stop.child_token(),
             write_failed: AtomicBool::new(false),
             close_reason: Mutex::new(None),
             fault: Mutex::new(None),
             cancel_acked: CancellationToken::new(),
             stopping: watch::Sender::new(None),
-            max_frame: actor.transport.max_frame(),
+            max_frame: env.max_frame,
             limits,
             send_budget: WriteBudget::new(limits.send_buffer),
             control_queued: AtomicUsize::new(0),
@@ -360,13 +399,10 @@ impl Conn {
             last_activity: Mutex::new(tokio::time::Instant::now()),
         });
         let conn = Conn { shared };
-        let span = actor.span.clone();
-        actor
-            .io_tasks
-            .spawn(writer(conn.clone(), rx, sink).instrument(span.clone()));
-        actor
-            .io_tasks
-            .spawn(reader(conn.clone(), actor.clone(), source).instrument(span));
+        env.tasks
+            .spawn(writer(conn.clone(), rx, sink).instrument(env.span.clone()));
+        env.tasks
+            .spawn(reader(conn.clone(), owner, source).instrument(env.span));
         conn
     }
 
@@ -658,7 +694,7 @@ impl Conn {
 
     /// Route one frame that is not a `Start`. Returns a protocol error that must close
     /// the channel.
-    fn route(&self, actor: &ActorInner, frame: Frame) -> Result<(), ProtocolError> {
+    fn route(&self, actor: &dyn ConnOwner, frame: Frame) -> Result<(), ProtocolError> {
         let Some(cid) = frame.msg.cid() else {
             return Err(ProtocolError::Unexpected {
                 expected: "a call message",
@@ -727,7 +763,7 @@ impl Conn {
 
     /// The call `cid` would make the channel hold more received items than allowed: fail
     /// it on both sides, keep the channel.
-    fn overloaded(&self, actor: &ActorInner, cid: Cid, route: Route) {
+    fn overloaded(&self, actor: &dyn ConnOwner, cid: Cid, route: Route) {
         let limit = self.shared.limits.recv_buffer;
         tracing::warn!(peer = %self.shared.peer_path, cid, limit, "call failed: the channel's receive buffer is full");
         self.forget(&route);
@@ -735,9 +771,10 @@ impl Conn {
             kinds::OVERLOADED,
             format!(
                 "actor {} holds {limit} bytes of unconsumed items on its channel with {}; this call's items would pass that",
-                actor.path, self.shared.peer_path
+                actor.path(),
+                self.shared.peer_path
             ),
-            actor.path.clone(),
+            actor.path(),
         );
         route
             .send
@@ -889,7 +926,7 @@ fn feed(conn: &Conn, sink: &mut dyn FrameSink, q: Queued, held: &mut usize) {
     }
 }
 
-async fn reader(conn: Conn, actor: Arc<ActorInner>, mut source: Box<dyn FrameSource>) {
+async fn reader(conn: Conn, actor: Arc<dyn ConnOwner>, mut source: Box<dyn FrameSource>) {
     let closed = conn.shared.closed.clone();
     let idle_timeout = conn.shared.limits.idle_timeout;
     let is_peer = conn.shared.kind == Peer::Other;
@@ -925,7 +962,7 @@ async fn reader(conn: Conn, actor: Arc<ActorInner>, mut source: Box<dyn FrameSou
             Ok(None) => break Some("the peer closed the channel".to_owned()),
             Err(e) => {
                 if let ChannelError::Protocol(p) = &e {
-                    report_protocol_error(&conn, &actor, p);
+                    report_protocol_error(&conn, &*actor, p);
                 }
                 break Some(format!("{e}"));
             }
@@ -944,7 +981,7 @@ async fn reader(conn: Conn, actor: Arc<ActorInner>, mut source: Box<dyn FrameSou
                     })
                 } else {
                     let func = func.clone();
-                    actor.start_served(&conn, cid, &func, kind, window, frame.payload);
+                    Arc::clone(&actor).serve(&conn, cid, &func, kind, window, frame.payload);
                     Ok(())
                 }
             }
@@ -954,7 +991,7 @@ async fn reader(conn: Conn, actor: Arc<ActorInner>, mut source: Box<dyn FrameSou
             }
             Msg::StartAck { cid, window } => {
                 conn.on_start_ack(cid, window);
-                conn.route(&actor, frame)
+                conn.route(&*actor, frame)
             }
             Msg::Cancel { cid: Some(cid) } => {
                 conn.on_cancel(cid);
@@ -988,10 +1025,10 @@ async fn reader(conn: Conn, actor: Arc<ActorInner>, mut source: Box<dyn FrameSou
                 expected: "a call message",
                 got: frame.msg.kind_name(),
             }),
-            _ => conn.route(&actor, frame),
+            _ => conn.route(&*actor, frame),
         };
         if let Err(p) = result {
-            report_protocol_error(&conn, &actor, &p);
+            report_protocol_error(&conn, &*actor, &p);
             break Some(format!("protocol error: {p}"));
         }
     };
@@ -1004,9 +1041,9 @@ async fn reader(conn: Conn, actor: Arc<ActorInner>, mut source: Box<dyn FrameSou
 }
 
 /// Tell the peer why we are closing the channel, as a typed protocol error.
-fn report_protocol_error(conn: &Conn, actor: &ActorInner, p: &ProtocolError) {
+fn report_protocol_error(conn: &Conn, actor: &dyn ConnOwner, p: &ProtocolError) {
     tracing::warn!(peer = %conn.shared.peer_path, error = %p, "closing channel: protocol error");
-    let error = RemoteError::new(kinds::PROTOCOL, p.to_string(), actor.path.clone());
+    let error = RemoteError::new(kinds::PROTOCOL, p.to_string(), actor.path());
     conn.send_control(Msg::Error { cid: None, error });
 }
 

@@ -48,6 +48,7 @@
 mod actor;
 mod brood;
 mod child;
+mod children;
 mod conn;
 mod error;
 #[doc(hidden)]
@@ -64,8 +65,9 @@ mod unwind;
 
 pub use actor::ActorCx;
 pub use brood::{BACKEND_ENV, Brood, BroodBuilder, TRANSPORT_ENV};
+pub use children::ChildReport;
 pub use error::{ChildError, FnError, NurseryError, PortalError};
-pub use nursery::{ActorOptions, ChildReport, Nursery, RunHandle};
+pub use nursery::{ActorOptions, Nursery, RunHandle};
 pub use portal::Portal;
 pub use registry::Registry;
 pub use root::{Root, RootBuilder, RootError};

@@ -15,15 +15,15 @@
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use runtime_vars::{RuntimeVars, VarsOverride};
+use runtime_vars::VarsOverride;
 use tokio::sync::{oneshot, watch};
-use tokio_util::sync::CancellationToken;
 
-use crate::actor::ActorInner;
+use crate::actor::{ActorCx, ActorInner};
+use crate::children::{ChildReport, ChildSlot, NurseryState};
 use crate::conn::{Conn, Peer, Side};
 use crate::error::{ChildError, FnError, NurseryError, PortalError};
 use crate::handshake::Handshaken;
@@ -108,88 +108,20 @@ impl ActorOptions {
     }
 }
 
-/// What became of one child, recorded when it was reaped.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChildReport {
-    /// The child's tree path.
-    pub actor: String,
-    /// Its process id, if it had one.
-    pub pid: Option<u32>,
-    /// How it ended.
-    pub exit: ChildExit,
-    /// The ladder step that ended it ([`Step::Finished`] if it ended on its own).
-    pub step: Step,
-    /// How long its teardown took, from the order to the reap (zero if it ended on its
-    /// own).
-    pub teardown: Duration,
-}
-
-pub(crate) struct NurseryState {
-    children: Mutex<Vec<Arc<ChildSlot>>>,
-    closed: AtomicBool,
-    failed: CancellationToken,
-    errors: Mutex<Vec<ChildError>>,
-    reports: Mutex<Vec<ChildReport>>,
-}
-
-impl NurseryState {
-    fn new() -> NurseryState {
-        NurseryState {
-            children: Mutex::new(Vec::new()),
-            closed: AtomicBool::new(false),
-            failed: CancellationToken::new(),
-            errors: Mutex::new(Vec::new()),
-            reports: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// The errors reported so far, taken.
-    pub(crate) fn take_errors(&self) -> Vec<ChildError> {
-        std::mem::take(&mut *self.errors.lock().unwrap())
-    }
-
-    fn report_error(&self, e: ChildError) {
-        tracing::warn!(error = %e, "child failed");
-        self.errors.lock().unwrap().push(e);
-        self.failed.cancel();
-    }
-
-    /// Close to new children and order every child's teardown; returns the children.
-    fn close_and_order(&self) -> Vec<Arc<ChildSlot>> {
-        let slots = {
-            let c = self.children.lock().unwrap();
-            self.closed.store(true, Ordering::SeqCst);
-            c.clone()
-        };
-        for s in &slots {
-            s.order_teardown(None);
-        }
-        slots
-    }
-}
-
-/// One child as its nursery sees it.
-pub(crate) struct ChildSlot {
-    id: ActorId,
-    path: String,
-    vars: RuntimeVars,
-    run_in_actor: bool,
-    order: Mutex<Option<oneshot::Sender<Option<Duration>>>>,
-    reaped_tx: watch::Sender<bool>,
-}
-
-impl ChildSlot {
-    /// Tell the supervisor to tear the child down (first order wins).
-    pub(crate) fn order_teardown(&self, soft: Option<Duration>) {
-        if let Some(tx) = self.order.lock().unwrap().take() {
-            let _ = tx.send(soft);
-        }
-    }
-
-    /// Resolves once the child is reaped.
-    pub(crate) async fn reaped(&self) {
-        let mut rx = self.reaped_tx.subscribe();
-        let _ = rx.wait_for(|v| *v).await;
+impl ActorCx {
+    /// Open a nursery in this actor: `body` may spawn children, which are all finished,
+    /// cancelled or reaped when this returns. See [`Nursery`].
+    ///
+    /// Cancel safety: dropping the future tears every child down in the background
+    /// (through the whole ladder); their errors are reported when the actor ends.
+    ///
+    /// # Errors
+    /// [`NurseryError`] with the body's error and every child's error.
+    pub async fn open_nursery<R>(
+        &self,
+        body: impl AsyncFnOnce(&Nursery) -> Result<R, FnError>,
+    ) -> Result<R, NurseryError> {
+        run_nursery(&self.inner, body).await
     }
 }
 
@@ -333,7 +265,7 @@ impl Nursery {
             .backend
             .clone()
             .unwrap_or_else(|| actor.vars.backend.clone());
-        let backend = actor.brood.backend(&key)?;
+        let backend = actor.program.backend(&key)?;
         let id = ActorId::new(name);
         let listen_addr = actor.transport.address_for(&id, Some(&actor.addr))?;
         let mut vars = actor.vars.for_child(name, actor.id.to_string());
@@ -371,7 +303,7 @@ impl Nursery {
             boot,
             vars,
             extensions: actor.extensions.clone(),
-            entry: spawn_api::ActorEntry::new(actor.brood.clone()),
+            entry: actor.program.entry(),
             options: opts.backend_options,
             stdio: opts.stdio,
         };
@@ -539,7 +471,7 @@ async fn supervise(s: Supervisor) {
                 Err(e) => tracing::error!(error = %e, "spawn spec not sent"),
             }
             let conn = Conn::start(
-                &actor,
+                actor.clone(),
                 slot.id.clone(),
                 path.clone(),
                 peer_info,
@@ -601,7 +533,7 @@ async fn supervise(s: Supervisor) {
             let started = tokio::time::Instant::now();
             let soft = o.flatten();
             let c2 = conn.clone();
-            let hooks = actor.brood.hooks().to_vec();
+            let hooks = actor.program.hooks();
             let key = slot.id.uid();
             let board = &actor.board;
             let reaped = run_ladder(

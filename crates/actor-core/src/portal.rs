@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::children::ChildSlot;
 use crate::conn::Conn;
 use crate::error::PortalError;
-use crate::nursery::ChildSlot;
 use crate::stream::{CallerContext, ReplyStream};
 use spawn_api::{ActorId, CallFn, CallKind, ContextFn, Msg, StreamFn, TeardownPolicy, Wire};
 

@@ -29,42 +29,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
-use crate::actor::ActorCx;
-use crate::conn::CallLink;
+use crate::actor::{ActorCx, CallHandler, ContextHandler, Handler, StreamHandler};
 use crate::error::FnError;
 use crate::stream::{CalleeContext, StreamTx};
-use spawn_api::{CallFn, CallKind, ContextFn, StreamFn, Wire, kinds};
-
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-type CallHandler = Arc<dyn Fn(ActorCx, Bytes) -> BoxFuture<Result<Bytes, FnError>> + Send + Sync>;
-type StreamHandler =
-    Arc<dyn Fn(ActorCx, Bytes, CallLink) -> BoxFuture<Result<(), FnError>> + Send + Sync>;
-type ContextHandler =
-    Arc<dyn Fn(ActorCx, Bytes, CallLink) -> BoxFuture<Result<Bytes, FnError>> + Send + Sync>;
-
-/// A registered handler with its types erased.
-#[derive(Clone)]
-pub(crate) enum Handler {
-    Call(CallHandler),
-    Stream(StreamHandler),
-    Context(ContextHandler),
-}
-
-impl Handler {
-    pub(crate) fn kind(&self) -> CallKind {
-        match self {
-            Handler::Call(_) => CallKind::Call,
-            Handler::Stream(_) => CallKind::Stream,
-            Handler::Context(_) => CallKind::Context,
-        }
-    }
-}
+use spawn_api::{CallFn, ContextFn, StreamFn, Wire, kinds};
 
 fn bad_args(e: spawn_api::CodecError) -> FnError {
     FnError::new(kinds::BAD_ARGS, e.to_string())
@@ -217,7 +187,7 @@ mod tests {
         let names: Vec<_> = r.names().collect();
         assert_eq!(names.len(), 2);
         assert!(r.contains("other"));
-        assert_eq!(r.get("other").unwrap().kind(), CallKind::Call);
+        assert_eq!(r.get("other").unwrap().kind(), spawn_api::CallKind::Call);
         assert!(format!("{r:?}").contains("other"));
     }
 }

@@ -240,7 +240,7 @@ impl RootBuilder {
         let inner = ActorInner::new(ActorSetup {
             id,
             vars,
-            brood,
+            program: Arc::new(brood),
             transport: transport.clone(),
             addr: addr.clone(),
             policy: self.policy,
