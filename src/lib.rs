@@ -53,7 +53,7 @@ pub use actor_core::{
     ChildStdio, ContextFn, FnError, ForeignError, Nursery, NurseryError, Portal, PortalError,
     Reaped, Registry, RemoteError, ReplyStream, Root, RootBuilder, RootError, RunHandle,
     RuntimeFlavor, RuntimeVars, SpawnError, Step, StreamFn, StreamTx, TRANSPORT_ENV,
-    TeardownPolicy, TransportError, VarsOverride, Wire, call, context, kinds, stream,
+    TeardownPolicy, TransportError, TreeSecret, VarsOverride, Wire, call, context, kinds, stream,
 };
 pub use spawn_api::TeardownHook;
 /// Re-exported so a [`TeardownHook`] can be implemented without naming the crate.

@@ -78,6 +78,6 @@ pub use teardown::{Reaped, Step};
 pub use spawn_api::runtime_vars::{self, RuntimeVars, VarsOverride};
 pub use spawn_api::{
     ActorId, Addr, Blob, CallFn, ChannelLimits, ChildExit, ChildStdio, ContextFn, ForeignError,
-    RemoteError, RuntimeFlavor, SpawnError, StreamFn, TeardownPolicy, TransportError, Wire, call,
-    context, kinds, stream,
+    RemoteError, RuntimeFlavor, SpawnError, StreamFn, TeardownPolicy, TransportError, TreeSecret,
+    Wire, call, context, kinds, stream,
 };

@@ -1,11 +1,11 @@
 //! One-shot calls, `run_in_actor`, errors that cross actors, runtime vars.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use brood::{ActorOptions, ChildError, ChildExit, SpawnError, kinds};
 use bytes::Bytes;
+use harness::Failed;
 use harness::functions::*;
-use harness::{Failed, with_root};
 
 use crate::common::*;
 
@@ -26,8 +26,8 @@ fn spawn_and_call() -> Result<(), Failed> {
         let who = p.run(WhoAmI, ()).await?;
         Ok((p.run(Add, (40, 2)).await?, who))
     })?;
-    check(sum == 42, "40 + 2 == 42")?;
-    check(who.path == "root/adder", "the child's tree path")?;
+    assert_eq!(sum, 42, "40 + 2");
+    assert_eq!(who.path, "root/adder", "the child's tree path");
     Ok(())
 }
 
@@ -41,21 +41,19 @@ fn run_in_actor_returns_results() -> Result<(), Failed> {
             .await?;
         let (a, b) = (h1.result().await?, h2.result().await?);
         // The children end once their function returned, without the nursery ending.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while n.live_children() > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "run_in_actor children did not end"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        poll_until_async(
+            Duration::from_secs(5),
+            "the run_in_actor children to end",
+            async || n.live_children() == 0,
+        )
+        .await;
         Ok((a, b, n.reports()))
     })?;
-    check((a, b) == (3, 7), "both results")?;
-    check(
+    assert_eq!((a, b), (3, 7), "both results");
+    assert!(
         reports.iter().all(|r| r.exit == ChildExit::Exited(0)),
-        "clean exits",
-    )?;
+        "clean exits: {reports:?}"
+    );
     Ok(())
 }
 
@@ -75,16 +73,16 @@ fn run_in_actor_error_fails_the_nursery() -> Result<(), Failed> {
     })
     .unwrap_err();
     let ne = err.nursery().expect("a nursery error");
-    check(ne.children.len() == 1, "exactly one child error")?;
-    match &ne.children[0] {
-        ChildError::Failed { actor, error } => {
-            check(actor == "root/bad", "the failed actor's path")?;
-            check(
-                error.kind == "ValueError" && error.message == "nope",
-                "kind and message",
-            )?;
+    match ne.children.as_slice() {
+        [ChildError::Failed { actor, error }] => {
+            assert_eq!(actor, "root/bad", "the failed actor's path");
+            assert_eq!(
+                (error.kind.as_str(), error.message.as_str()),
+                ("ValueError", "nope"),
+                "kind and message: {error:?}"
+            );
         }
-        other => return Err(format!("expected Failed, got {other:?}").into()),
+        other => panic!("expected exactly one Failed, got {other:?}"),
     }
     Ok(())
 }
@@ -94,10 +92,8 @@ fn three_level_tree() -> Result<(), Failed> {
         let child = n.start_actor("child", ActorOptions::new()).await?;
         Ok(child.run(AddViaChild, ("grandchild".into(), 2, 3)).await?)
     })?;
-    check(
-        sum == 5,
-        "the grandchild's sum comes back through the child",
-    )
+    assert_eq!(sum, 5, "the grandchild's sum comes back through the child");
+    Ok(())
 }
 
 fn remote_error_across_two_hops() -> Result<(), Failed> {
@@ -109,16 +105,16 @@ fn remote_error_across_two_hops() -> Result<(), Failed> {
             .unwrap_err();
         Ok(e.remote().cloned().expect("a remote error"))
     })?;
-    check(
-        e.kind == "KeyError",
-        &format!("the original kind survives two hops: {e:?}"),
-    )?;
-    check(e.message == "missing 'x'", "the original message")?;
-    check(
-        e.origin == "root/child/grandchild",
-        "the origin names the grandchild",
-    )?;
-    check(e.relays == ["root/child"], "the relay names the child")?;
+    assert_eq!(
+        e.kind, "KeyError",
+        "the original kind survives two hops: {e:?}"
+    );
+    assert_eq!(e.message, "missing 'x'", "the original message: {e:?}");
+    assert_eq!(
+        e.origin, "root/child/grandchild",
+        "the origin names the grandchild: {e:?}"
+    );
+    assert_eq!(e.relays, ["root/child"], "the relay names the child: {e:?}");
     Ok(())
 }
 
@@ -206,20 +202,17 @@ fn runtime_vars_derive_and_override() -> Result<(), Failed> {
 fn two_roots_on_two_threads_see_their_own_vars() -> Result<(), Failed> {
     let run = |name: &'static str| {
         std::thread::spawn(move || {
-            harness::run(
-                harness::DEADLINE,
-                harness::root().name(name).user("who", name).run(async |n| {
-                    let c = n.start_actor("kid", ActorOptions::new()).await?;
-                    for _ in 0..20 {
-                        assert_eq!(runtime_vars::current().name(), name);
-                        let v = c.run(Vars, ()).await?;
-                        assert_eq!(v.tree_path, [name, "kid"]);
-                        assert_eq!(v.user["who"], name);
-                        tokio::task::yield_now().await;
-                    }
-                    Ok(())
-                }),
-            )
+            within_deadline(harness::root().name(name).user("who", name).run(async |n| {
+                let c = n.start_actor("kid", ActorOptions::new()).await?;
+                for _ in 0..20 {
+                    assert_eq!(runtime_vars::current().name(), name);
+                    let v = c.run(Vars, ()).await?;
+                    assert_eq!(v.tree_path, [name, "kid"]);
+                    assert_eq!(v.user["who"], name);
+                    tokio::task::yield_now().await;
+                }
+                Ok(())
+            }))
         })
     };
     let (l, r) = (run("left"), run("right"));

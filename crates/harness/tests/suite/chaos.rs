@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use brood::{ActorOptions, ChildExit, PortalError, RuntimeFlavor, SpawnError, TeardownPolicy};
 use harness::chaos::{ChaosBackend, SlowAccept};
 use harness::functions::*;
-use harness::{Failed, in_process, with_root};
+use harness::{Failed, in_process};
 
 use crate::common::*;
 
@@ -38,8 +38,7 @@ fn killed_before_its_handshake() -> Result<(), Failed> {
     let chaos = ChaosBackend::new(harness::cell_backend());
     chaos.kill_next_at_spawn(1);
     let slow = SlowAccept::new(harness::cell_transport(), Duration::from_millis(200));
-    harness::run(
-        harness::DEADLINE,
+    within_deadline(
         harness::root()
             .backend(chaos)
             .transport(slow)
@@ -52,7 +51,12 @@ fn killed_before_its_handshake() -> Result<(), Failed> {
                     }
                     other => panic!("expected DiedEarly, got {other:?}"),
                 }
-                assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+                let bound = scaled(Duration::from_secs(5));
+                assert!(
+                    t.elapsed() < bound,
+                    "failed in {:?}, not within {bound:?}",
+                    t.elapsed()
+                );
                 let next = n.start_actor("next", ActorOptions::new()).await?;
                 assert_eq!(next.run(Add, (1, 2)).await?, 3);
                 Ok(())
@@ -67,8 +71,7 @@ fn killed_during_its_handshake() -> Result<(), Failed> {
     let chaos = ChaosBackend::new(harness::cell_backend());
     let slow = SlowAccept::new(harness::cell_transport(), Duration::from_millis(500));
     let (c2, s2) = (chaos.clone(), slow.clone());
-    harness::run(
-        harness::DEADLINE,
+    within_deadline(
         harness::root()
             .backend(chaos)
             .transport(slow)
@@ -88,7 +91,12 @@ fn killed_during_its_handshake() -> Result<(), Failed> {
                     }
                     other => panic!("expected DiedEarly, got {other:?}"),
                 }
-                assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+                let bound = scaled(Duration::from_secs(5));
+                assert!(
+                    t.elapsed() < bound,
+                    "failed in {:?}, not within {bound:?}",
+                    t.elapsed()
+                );
                 Ok(())
             }),
     )?;
@@ -104,12 +112,15 @@ fn killed_mid_call() -> Result<(), Failed> {
         let call = c.run(Sleep, 60_000);
         tokio::pin!(call);
         // The call is in flight.
-        let _ = tokio::time::timeout(Duration::from_millis(100), &mut call).await;
+        let _ = tokio::time::timeout(scaled(Duration::from_millis(100)), &mut call).await;
         let c2 = c.clone();
         tokio::spawn(async move { kill_actor(&c2, &who).await });
-        let e = tokio::time::timeout(Duration::from_secs(10), call)
+        let bound = scaled(Duration::from_secs(10));
+        let e = tokio::time::timeout(bound, call)
             .await
-            .expect("the call ends when its actor dies")
+            .unwrap_or_else(|_| {
+                panic!("the call did not end within {bound:?} of its actor's death")
+            })
             .unwrap_err();
         assert!(matches!(e, PortalError::Disconnected { .. }), "{e:?}");
         std::future::pending::<()>().await;
@@ -120,40 +131,39 @@ fn killed_mid_call() -> Result<(), Failed> {
 }
 
 /// A child killed while the ladder waits for it to honour the cancel request: the
-/// ladder stops at once and the nursery reports a kill it did not order.
+/// ladder stops at once and the nursery reports a kill it did not order. (The cancel
+/// step is scaled with the bound on the teardown, which must stay below it.)
 fn killed_during_its_teardown() -> Result<(), Failed> {
     let policy = TeardownPolicy {
-        cancel_timeout: Duration::from_secs(5),
+        cancel_timeout: scaled(Duration::from_secs(5)),
         ..TeardownPolicy::default()
     };
-    let err = harness::run(
-        harness::DEADLINE,
-        harness::root().teardown(policy).run(async |n| {
-            let c = n
-                .start_actor(
-                    "stubborn",
-                    ActorOptions::new().runtime(RuntimeFlavor::MultiThread(2)),
-                )
-                .await?;
-            let who = c.run(WhoAmI, ()).await?;
-            let (_ctx, ()) = c.open_context(Stubborn, false).await?;
-            let c2 = c.clone();
-            let killer = tokio::spawn(async move {
-                // Well inside the 5 s cancel step.
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                kill_actor(&c2, &who).await;
-            });
-            let t = Instant::now();
-            n.cancel().await;
-            assert!(
-                t.elapsed() < Duration::from_secs(3),
-                "the ladder went on after the kill: {:?}",
-                t.elapsed()
-            );
-            killer.await?;
-            Ok(())
-        }),
-    )
+    let err = within_deadline(harness::root().teardown(policy).run(async |n| {
+        let c = n
+            .start_actor(
+                "stubborn",
+                ActorOptions::new().runtime(RuntimeFlavor::MultiThread(2)),
+            )
+            .await?;
+        let who = c.run(WhoAmI, ()).await?;
+        let (_ctx, ()) = c.open_context(Stubborn, false).await?;
+        let c2 = c.clone();
+        let killer = tokio::spawn(async move {
+            // Well inside the 5 s cancel step.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            kill_actor(&c2, &who).await;
+        });
+        let t = Instant::now();
+        n.cancel().await;
+        let bound = scaled(Duration::from_secs(3));
+        assert!(
+            t.elapsed() < bound,
+            "the ladder went on after the kill: {:?}, not within {bound:?}",
+            t.elapsed()
+        );
+        killer.await?;
+        Ok(())
+    }))
     .unwrap_err();
     killed_alone(&err, "root/stubborn")
 }
@@ -180,13 +190,13 @@ fn a_killed_middle_actor_takes_its_subtree() -> Result<(), Failed> {
     killed_alone(&err, "root/middle")?;
     let grandchild = gc.lock().unwrap().clone().ok_or("no grandchild")?;
     // Its death is the kernel's (or the dead runtime's) doing, not a reap we waited for.
-    let t = Instant::now();
-    while !harness::is_gone(&grandchild) && t.elapsed() < Duration::from_secs(2) {
-        harness::leaks::reap_zombies();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    check(
-        harness::is_gone(&grandchild),
-        &format!("the grandchild went with its parent within 2 s: {grandchild:?}"),
-    )
+    poll_until(
+        Duration::from_secs(2),
+        format_args!("the grandchild to go with its parent: {grandchild:?}"),
+        || {
+            harness::leaks::reap_zombies();
+            harness::is_gone(&grandchild)
+        },
+    );
+    Ok(())
 }

@@ -1,27 +1,159 @@
-//! Helpers the test modules share: assertions, kills, joins, teardown probes.
+//! Helpers the test modules share: the time scale, polling, roots with the test
+//! deadline, kills, joins, teardown probes.
 
+use std::fmt::Display;
 use std::future::Future;
 use std::io::BufRead;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use brood::{ActorId, CallerContext, ChildReport, PortalError, RuntimeVars, TeardownHook};
+use brood::{
+    ActorId, CallerContext, ChildError, ChildReport, FnError, Nursery, Portal, PortalError,
+    RootError, RuntimeVars, TeardownHook,
+};
 use harness::functions::*;
 use harness::{Failed, in_process};
 
-pub(crate) fn check(cond: bool, what: &str) -> Result<(), Failed> {
-    if cond { Ok(()) } else { Err(what.into()) }
+/// Environment variable holding the factor every timing bound of the suite is multiplied
+/// by (see [`scaled`]).
+pub(crate) const TIME_SCALE_ENV: &str = "BROOD_TEST_TIME_SCALE";
+
+/// The factor in [`TIME_SCALE_ENV`]: a positive, finite float; unset or empty means 1.0.
+///
+/// # Errors
+/// If the variable holds anything else: a typo must not silently run the suite with
+/// bounds nobody asked for (`main` stops before any test runs).
+pub(crate) fn parse_time_scale() -> Result<f64, String> {
+    let Some(raw) = std::env::var_os(TIME_SCALE_ENV) else {
+        return Ok(1.0);
+    };
+    let text = raw.to_string_lossy();
+    if text.trim().is_empty() {
+        return Ok(1.0);
+    }
+    match text.trim().parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 => Ok(f),
+        _ => Err(format!(
+            "{TIME_SCALE_ENV}={text:?}: expected a positive number, the factor every \
+             timing bound of the suite is multiplied by (e.g. 2 or 1.5)"
+        )),
+    }
+}
+
+/// [`parse_time_scale`], once per process.
+///
+/// # Panics
+/// If the variable is invalid (`main` has checked it before any test runs).
+pub(crate) fn time_scale() -> f64 {
+    static SCALE: OnceLock<f64> = OnceLock::new();
+    *SCALE.get_or_init(|| parse_time_scale().unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// `d` multiplied by the suite's time scale ([`TIME_SCALE_ENV`], default 1.0).
+///
+/// Every *upper* bound the suite asserts on time ("within 2 s", "before the kill"), every
+/// timeout it waits with, and the test deadline go through here, so that a loaded machine
+/// can widen them all with one variable. Lower bounds ("not before the cancel timeout")
+/// and the durations a test configures in the system under test (teardown policies,
+/// limits) are not scaled, except where an upper bound is only meaningful relative to
+/// such a duration: there both are scaled together.
+pub(crate) fn scaled(d: Duration) -> Duration {
+    d.mul_f64(time_scale())
+}
+
+/// What [`poll_until`] waits for: `true`, or `Some(value)` (which it returns).
+pub(crate) trait Ready {
+    /// What the wait returns.
+    type Output;
+    /// The value, once ready.
+    fn ready(self) -> Option<Self::Output>;
+}
+
+impl Ready for bool {
+    type Output = ();
+    fn ready(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Ready for Option<T> {
+    type Output = T;
+    fn ready(self) -> Option<T> {
+        self
+    }
+}
+
+/// How often [`poll_until`] and [`poll_until_async`] look.
+const POLL_EVERY: Duration = Duration::from_millis(5);
+
+/// Call `probe` every few milliseconds, on this thread, until it is ready (`true` or
+/// `Some`), for up to `timeout` ([`scaled`]); return what it gave. It is called once more
+/// after the time is up, before giving up.
+///
+/// # Panics
+/// When the time is up, with a message naming `what` was awaited.
+#[track_caller]
+pub(crate) fn poll_until<R: Ready>(
+    timeout: Duration,
+    what: impl Display,
+    mut probe: impl FnMut() -> R,
+) -> R::Output {
+    let bound = scaled(timeout);
+    let start = Instant::now();
+    loop {
+        let late = start.elapsed() >= bound;
+        if let Some(v) = probe().ready() {
+            return v;
+        }
+        assert!(!late, "waited {bound:?} for {what}, in vain");
+        std::thread::sleep(POLL_EVERY);
+    }
+}
+
+/// [`poll_until`] for async code: `probe` may await, and the waits between its calls
+/// yield to the runtime.
+///
+/// # Panics
+/// When the time is up, with a message naming `what` was awaited.
+pub(crate) async fn poll_until_async<R: Ready>(
+    timeout: Duration,
+    what: impl Display,
+    mut probe: impl AsyncFnMut() -> R,
+) -> R::Output {
+    let bound = scaled(timeout);
+    let start = Instant::now();
+    loop {
+        let late = start.elapsed() >= bound;
+        if let Some(v) = probe().await.ready() {
+            return v;
+        }
+        assert!(!late, "waited {bound:?} for {what}, in vain");
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// [`harness::run`] with the test deadline, [`harness::DEADLINE`] ([`scaled`]).
+pub(crate) fn within_deadline<F: Future>(fut: F) -> F::Output {
+    harness::run(scaled(harness::DEADLINE), fut)
+}
+
+/// [`harness::with_root`] with the [`scaled`] deadline: open a root on the cell under
+/// test and run `body` in its nursery.
+pub(crate) fn with_root<R>(
+    body: impl AsyncFnOnce(&Nursery) -> Result<R, FnError>,
+) -> Result<R, RootError> {
+    within_deadline(harness::root().run(body))
 }
 
 /// That a root failed with exactly one child error: `actor` killed by a SIGKILL brood did
 /// not send.
-pub(crate) fn killed_alone(err: &brood::RootError, actor: &str) -> Result<(), Failed> {
+pub(crate) fn killed_alone(err: &RootError, actor: &str) -> Result<(), Failed> {
     let ne = err.nursery().expect("a nursery error");
     match ne.children.as_slice() {
         [
-            brood::ChildError::Signaled {
+            ChildError::Signaled {
                 actor: a,
                 signal: 9,
                 ..
@@ -38,14 +170,14 @@ pub(crate) fn in_process_backend() -> bool {
 }
 
 /// How long the thread of a reaped in-process actor may take to end: it reports its exit
-/// status just before it returns.
+/// status just before it returns. Unscaled: pass it through [`scaled`].
 pub(crate) const THREAD_END: Duration = Duration::from_secs(2);
 
 /// Kill the actor `who` behind `portal` as SIGKILL would: from outside with SIGKILL when
 /// it is a process of its own, by crashing it through its portal when it runs in ours
 /// (a signal would kill the test). Returns at once for a process; for an in-process
 /// actor, once its channel closed.
-pub(crate) async fn kill_actor(portal: &brood::Portal, who: &Who) {
+pub(crate) async fn kill_actor(portal: &Portal, who: &Who) {
     if in_process(who) {
         let e = harness::crash(portal).await;
         assert!(matches!(e, PortalError::Disconnected { .. }), "{e:?}");
@@ -121,7 +253,7 @@ pub(crate) struct Probe {
 }
 
 pub(crate) struct ReportsOnDrop<'a> {
-    pub(crate) nursery: &'a brood::Nursery,
+    pub(crate) nursery: &'a Nursery,
     pub(crate) probe: Arc<Mutex<Probe>>,
 }
 

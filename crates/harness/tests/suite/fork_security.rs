@@ -8,9 +8,9 @@
 //! Always on the fork backend.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use brood::{ActorOptions, Portal, RemoteError};
+use brood::{ActorOptions, Portal, RemoteError, RuntimeVars};
 use harness::functions::*;
 use harness::{Failed, leaks};
 use spawn_fork::{ForkService, SERVICE_KEY};
@@ -18,18 +18,18 @@ use spawn_fork::{ForkService, SERVICE_KEY};
 use crate::common::*;
 
 crate::tests!(
-    the_forkserver_entry_names_the_server_and_its_owner,
-    a_foreign_uid_impostor_of_a_dead_forkserver_is_refused_and_gets_nothing,
-    a_same_uid_impostor_with_another_pid_is_refused_and_gets_nothing,
+    the_forkserver_entry_names_the_server_and_its_owner on "fork",
+    a_foreign_uid_impostor_of_a_dead_forkserver_is_refused_and_gets_nothing on "fork",
+    a_same_uid_impostor_with_another_pid_is_refused_and_gets_nothing on "fork",
 );
 
 /// The user the foreign impostor becomes (`nobody`).
 const FOREIGN_UID: u32 = 65534;
 
-/// How long the impostor's helpers wait for each other.
+/// How long the impostor's helpers wait for each other (unscaled: see [`scaled`]).
 const BOUND: Duration = Duration::from_secs(10);
 
-fn service_in(vars: &brood::RuntimeVars) -> ForkService {
+fn service_in(vars: &RuntimeVars) -> ForkService {
     let value = vars
         .services
         .get(SERVICE_KEY)
@@ -47,9 +47,8 @@ async fn service_of(p: &Portal) -> ForkService {
 /// root started (`owner`, the process that listened on the socket) and that forked them
 /// (`server`, their OS parent), under a name that is bound.
 fn the_forkserver_entry_names_the_server_and_its_owner() -> Result<(), Failed> {
-    let (child, below, server, listed) = harness::run(
-        harness::DEADLINE,
-        harness::root().use_backend("fork").run(async |n| {
+    let (child, below, server, listed) =
+        within_deadline(harness::root().use_backend("fork").run(async |n| {
             let b = n.start_actor("b", ActorOptions::new()).await?;
             let ib = b.run(ProcSelf, ()).await?;
             let child = service_of(&b).await;
@@ -64,21 +63,26 @@ fn the_forkserver_entry_names_the_server_and_its_owner() -> Result<(), Failed> {
                 ib.ppid,
                 listed,
             ))
-        }),
-    )?;
-    check(
-        child.owner_pid == std::process::id(),
-        &format!("the root owns the server: {child:?}"),
-    )?;
-    check(
-        child.server_pid == server,
-        &format!("the server is the child's parent ({server}): {child:?}"),
-    )?;
-    check(listed, "the name is the server's listening socket")?;
-    check(
+        }))?;
+    assert_eq!(
+        child.owner_pid,
+        std::process::id(),
+        "the root owns the server: {child:?}"
+    );
+    assert_eq!(
+        child.server_pid, server,
+        "the server is the child's parent: {child:?}"
+    );
+    assert!(
+        listed,
+        "the name is the server's listening socket: @{} not in /proc/net/unix",
+        child.name
+    );
+    assert!(
         below.iter().all(|s| *s == child),
-        &format!("inherited unchanged: {below:?} vs {child:?}"),
-    )
+        "inherited unchanged: {below:?} vs {child:?}"
+    );
+    Ok(())
 }
 
 fn a_foreign_uid_impostor_of_a_dead_forkserver_is_refused_and_gets_nothing() -> Result<(), Failed> {
@@ -97,60 +101,58 @@ fn a_same_uid_impostor_with_another_pid_is_refused_and_gets_nothing() -> Result<
 /// and have a child actor spawn: its connection by name must be refused on the
 /// impostor's credentials, with a typed error, and the impostor must receive nothing.
 fn impostor_is_refused(uid: Option<u32>) -> Result<(), Failed> {
-    let (seen, error, add) = harness::run(
-        harness::DEADLINE,
-        harness::root().use_backend("fork").run(async |n| {
-            let a = n.start_actor("a", ActorOptions::new()).await?;
-            let service = service_of(&a).await;
-            let server = a.run(ProcSelf, ()).await?.ppid;
-            assert_eq!(leaks::comm(server).as_deref(), Some("brood-forksrv"));
-            kill(server, nix::sys::signal::Signal::SIGKILL);
-            let t = Instant::now();
-            while !leaks::is_dead(server) {
-                assert!(t.elapsed() < Duration::from_secs(5), "the server survived");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let impostor = Impostor::bind(&service.name, uid)
-                .unwrap_or_else(|e| panic!("the impostor cannot take the name: {e}"));
-            // `a` has not spawned yet, so it has no connection: it connects by name.
-            let e = a.run(AddViaChild, ("late".into(), 1, 2)).await.unwrap_err();
-            let seen = impostor.finish();
-            let error = e.remote().cloned();
-            // The actor carries on.
-            let add = a.run(Add, (1, 2)).await?;
-            n.cancel().await;
-            Ok((
-                seen,
-                error.ok_or_else(|| format!("not a remote error: {e}")),
-                add,
-            ))
-        }),
-    )?;
-    check(
+    let (seen, error, add) = within_deadline(harness::root().use_backend("fork").run(async |n| {
+        let a = n.start_actor("a", ActorOptions::new()).await?;
+        let service = service_of(&a).await;
+        let server = a.run(ProcSelf, ()).await?.ppid;
+        assert_eq!(leaks::comm(server).as_deref(), Some("brood-forksrv"));
+        kill(server, nix::sys::signal::Signal::SIGKILL);
+        poll_until_async(
+            Duration::from_secs(5),
+            format!("the SIGKILLed forkserver {server} to die"),
+            async || leaks::is_dead(server),
+        )
+        .await;
+        let impostor = Impostor::bind(&service.name, uid)
+            .unwrap_or_else(|e| panic!("the impostor cannot take the name: {e}"));
+        // `a` has not spawned yet, so it has no connection: it connects by name.
+        let e = a.run(AddViaChild, ("late".into(), 1, 2)).await.unwrap_err();
+        let seen = impostor.finish();
+        let error = e.remote().cloned();
+        // The actor carries on.
+        let add = a.run(Add, (1, 2)).await?;
+        n.cancel().await;
+        Ok((
+            seen,
+            error.ok_or_else(|| format!("not a remote error: {e}")),
+            add,
+        ))
+    }))?;
+    assert!(
         seen.connections >= 1,
-        &format!("the actor did reach the impostor: {seen:?}"),
-    )?;
-    check(
+        "the actor did reach the impostor: {seen:?}"
+    );
+    assert!(
         seen.bytes == 0 && seen.fds == 0,
-        &format!("the impostor received nothing: {seen:?}"),
-    )?;
+        "the impostor received nothing: {seen:?}"
+    );
     let error: RemoteError = error?;
-    check(add == 3, "the actor still serves")?;
-    check(
+    assert_eq!(add, 3, "the actor still serves");
+    assert!(
         error.kind.ends_with("SpawnError")
             && error.message.starts_with("fork backend unavailable: ")
             && error
                 .message
                 .contains("refused the forkserver's credentials"),
-        &format!("a typed SpawnError::Unavailable naming the refused credentials: {error:?}"),
-    )?;
-    match uid {
-        Some(uid) => check(
+        "a typed SpawnError::Unavailable naming the refused credentials: {error:?}"
+    );
+    if let Some(uid) = uid {
+        assert!(
             error.message.contains(&format!("of uid {uid}")),
-            &format!("the reason names the impostor's user: {error}"),
-        ),
-        None => Ok(()),
+            "the reason names the impostor's user {uid}: {error}"
+        );
     }
+    Ok(())
 }
 
 /// What an impostor received.
@@ -175,15 +177,17 @@ fn pipe() -> (OwnedFd, OwnedFd) {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("a pipe")
 }
 
-/// Wait up to [`BOUND`] for `fd` to be readable, then read up to `buf.len()` bytes.
+/// Wait up to [`BOUND`] ([`scaled`]) for `fd` to be readable, then read up to
+/// `buf.len()` bytes.
 fn read_within(fd: &OwnedFd, buf: &mut [u8]) -> usize {
     let mut p = [libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     }];
+    let millis = i32::try_from(scaled(BOUND).as_millis()).unwrap_or(i32::MAX);
     // SAFETY: `p` is a live array of one pollfd for the call.
-    let r = unsafe { libc::poll(p.as_mut_ptr(), 1, BOUND.as_millis() as i32) };
+    let r = unsafe { libc::poll(p.as_mut_ptr(), 1, millis) };
     if r <= 0 {
         return 0;
     }

@@ -8,7 +8,7 @@ use brood::{
     ActorOptions, ChildError, ChildExit, PortalError, RuntimeFlavor, Step, TeardownPolicy, kinds,
 };
 use harness::functions::*;
-use harness::{Failed, in_process, with_root};
+use harness::{Failed, in_process};
 
 use crate::common::*;
 
@@ -24,7 +24,8 @@ crate::tests!(
     an_abandoned_child_is_reported_without_delay,
 );
 
-/// How long an accessor that must answer at once may take here (a loaded machine).
+/// How long an accessor that must answer at once may take here (a loaded machine;
+/// unscaled: see [`scaled`]).
 const AT_ONCE: Duration = Duration::from_secs(2);
 
 /// A callee that sends two items and then fails: `recv` yields the items, then the
@@ -38,16 +39,16 @@ fn an_ended_context_answers_every_accessor_at_once() -> Result<(), Failed> {
         assert_eq!(ctx.recv().await?, Some(1));
         let first = ctx.recv().await.unwrap_err();
         assert_eq!(first.remote().map(|r| r.kind.as_str()), Some("Broken"));
-        let again = tokio::time::timeout(AT_ONCE, ctx.recv())
+        let again = tokio::time::timeout(scaled(AT_ONCE), ctx.recv())
             .await
             .expect("recv after the error answers at once")
             .unwrap_err();
         assert_eq!(again.to_string(), first.to_string());
-        let sent = tokio::time::timeout(AT_ONCE, ctx.send(()))
+        let sent = tokio::time::timeout(scaled(AT_ONCE), ctx.send(()))
             .await
             .expect("send after the end answers at once");
         assert!(sent.is_err(), "send after the callee failed: {sent:?}");
-        let result = tokio::time::timeout(AT_ONCE, ctx.result())
+        let result = tokio::time::timeout(scaled(AT_ONCE), ctx.result())
             .await
             .expect("result after recv saw the error answers at once")
             .unwrap_err();
@@ -59,20 +60,17 @@ fn an_ended_context_answers_every_accessor_at_once() -> Result<(), Failed> {
         assert_eq!(echo.recv().await?, None);
         // The return follows the callee's `Stop` on the channel: once it is in, sends
         // fail (each answers at once meanwhile).
-        let mut ended = None;
-        for _ in 0..200 {
-            match tokio::time::timeout(AT_ONCE, echo.send("late".into()))
-                .await
-                .expect("send after the callee's end answers at once")
-            {
-                Ok(()) => tokio::time::sleep(Duration::from_millis(5)).await,
-                Err(e) => {
-                    ended = Some(e);
-                    break;
-                }
-            }
-        }
-        let e = ended.expect("send fails once the callee returned");
+        let e = poll_until_async(
+            Duration::from_secs(2),
+            "send to fail once the callee returned",
+            async || {
+                tokio::time::timeout(scaled(AT_ONCE), echo.send("late".into()))
+                    .await
+                    .expect("send after the callee's end answers at once")
+                    .err()
+            },
+        )
+        .await;
         assert!(matches!(e, PortalError::CallEnded { .. }), "{e:?}");
         assert_eq!(echo.result().await?, 0);
         assert_eq!(p.run(Add, (1, 2)).await?, 3, "the actor carries on");
@@ -93,7 +91,7 @@ fn an_ended_stream_answers_every_accessor_at_once() -> Result<(), Failed> {
         let first = s.recv().await.unwrap_err();
         assert_eq!(first.remote().map(|r| r.kind.as_str()), Some("Boom"));
         for _ in 0..3 {
-            let again = tokio::time::timeout(AT_ONCE, s.recv())
+            let again = tokio::time::timeout(scaled(AT_ONCE), s.recv())
                 .await
                 .expect("recv after the end answers at once");
             assert_eq!(again.unwrap_err().to_string(), first.to_string());
@@ -123,7 +121,7 @@ fn a_child_outlives_the_thread_that_spawned_it() -> Result<(), Failed> {
             })
         })?;
         // Give a parent-death signal time to land, had it been armed on that thread.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(scaled(Duration::from_millis(300))).await;
         assert_eq!(portal.run(Add, (2, 3)).await?, 5, "the child is alive");
         assert_eq!(n.live_children(), 1);
         Ok(())
@@ -146,8 +144,7 @@ fn nested_teardown_runs_the_hook_of_every_descendant() -> Result<(), Failed> {
     };
     let probe = Arc::new(Mutex::new(Probe::default()));
     let p2 = probe.clone();
-    let result = harness::run(
-        harness::DEADLINE,
+    let result = within_deadline(
         harness::root()
             .teardown(policy)
             .user(HOOK_LOG_VAR, log.display().to_string())
@@ -264,15 +261,13 @@ fn dropping_start_actor_mid_spawn_leaks_nothing() -> Result<(), Failed> {
                 kept.push(p?);
             }
         }
-        let t = Instant::now();
-        while n.spawning() > 0 {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "{} handshakes still pending",
-                n.spawning()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let pending = n.spawning();
+        poll_until_async(
+            Duration::from_secs(10),
+            format!("the {pending} pending handshakes of dropped spawns to end"),
+            async || n.spawning() == 0,
+        )
+        .await;
         for p in &kept {
             assert_eq!(p.run(Add, (1, 1)).await?, 2);
         }
@@ -340,31 +335,29 @@ fn an_abandoned_child_is_reported_without_delay() -> Result<(), Failed> {
     };
     let probe = Arc::new(Mutex::new(Probe::default()));
     let p2 = probe.clone();
-    let result = harness::run(
-        harness::DEADLINE,
-        harness::root().teardown(policy).run(async move |n| {
-            let c = n.start_actor("stuck", ActorOptions::new()).await?;
-            let who = c.run(WhoAmI, ()).await?;
-            // Blocks the child's only runtime thread for 3 s: past the ladder, within the
-            // harness's grace for threads after the test.
-            let blocked = c.run(BlockThread, 3000);
-            tokio::pin!(blocked);
-            let _ = tokio::time::timeout(Duration::from_millis(100), &mut blocked).await;
-            let _reports = ReportsOnDrop {
-                nursery: n,
-                probe: p2.clone(),
-            };
-            let t = Instant::now();
-            {
-                let mut p = p2.lock().unwrap();
-                p.who = Some(who);
-                p.cancelled_at = Some(t);
-            }
-            n.cancel().await;
-            p2.lock().unwrap().took = Some(t.elapsed());
-            Ok(())
-        }),
-    );
+    let result = within_deadline(harness::root().teardown(policy).run(async move |n| {
+        let c = n.start_actor("stuck", ActorOptions::new()).await?;
+        let who = c.run(WhoAmI, ()).await?;
+        // Blocks the child's only runtime thread for 3 s: past the ladder, within the
+        // harness's grace for threads after the test.
+        let blocked = c.run(BlockThread, 3000);
+        tokio::pin!(blocked);
+        // The call is in flight.
+        let _ = tokio::time::timeout(scaled(Duration::from_millis(100)), &mut blocked).await;
+        let _reports = ReportsOnDrop {
+            nursery: n,
+            probe: p2.clone(),
+        };
+        let t = Instant::now();
+        {
+            let mut p = p2.lock().unwrap();
+            p.who = Some(who);
+            p.cancelled_at = Some(t);
+        }
+        n.cancel().await;
+        p2.lock().unwrap().took = Some(t.elapsed());
+        Ok(())
+    }));
     let ended = Instant::now();
     let probe = std::mem::take(&mut *probe.lock().unwrap());
     let (Some(who), Some(cancelled_at)) = (probe.who, probe.cancelled_at) else {
@@ -391,9 +384,11 @@ fn an_abandoned_child_is_reported_without_delay() -> Result<(), Failed> {
         assert_eq!(report.step, Step::Terminated, "{report:?}");
         result?;
     }
+    let bound = scaled(Duration::from_millis(400));
     assert!(
-        after_reap < Duration::from_millis(400),
-        "the nursery returned {after_reap:?} after the ladder ended ({report:?})"
+        after_reap < bound,
+        "the nursery returned {after_reap:?} after the ladder ended, not within {bound:?} \
+         ({report:?})"
     );
     Ok(())
 }

@@ -3,17 +3,60 @@
 //! deadline and is checked for leaked processes, threads, descriptors and socket files.
 //!
 //! One module per topic; each lists its tests with [`tests!`], and `main` runs them all.
+//!
+//! Environment:
+//!
+//! - `BROOD_BACKEND`, `BROOD_TRANSPORT`: the cell under test (defaults `proc`, `uds`).
+//!   A test that forces a backend whatever the cell (`name on "fork"` in [`tests!`]) is
+//!   registered only in that backend's cell, or in every run when `BROOD_BACKEND` is
+//!   unset: it runs once per matrix, and is neither repeated nor reported as skipped in
+//!   the other cells.
+//! - `BROOD_TEST_TIME_SCALE`: one factor (a positive float, default 1.0) every timing
+//!   bound of the suite is multiplied by: upper bounds on durations in assertions, the
+//!   timeouts of waits and polls, the per-test deadline (see `common::scaled`). Raise it
+//!   on a loaded machine, e.g. `BROOD_TEST_TIME_SCALE=3 cargo xtask test`. An invalid
+//!   value stops the run before any test.
+//!
+//! Assertions are plain `assert!`/`assert_eq!` with the values in their messages: the
+//! harness catches a panicking test, fails that test alone with the panic's message (the
+//! location is on the test's stderr) and still runs its leak checks.
 
 use harness::{Scenario, Test};
 
-/// Declare a module's tests: `tests!(a, b)` defines `TESTS` naming each function.
+/// Declare a module's tests: `tests!(a, b, c on "fork")` defines `TESTS` naming each
+/// function; `on "<backend>"` marks a test that forces that backend whatever the cell,
+/// registered only in that backend's cell (see the crate doc).
 #[macro_export]
 macro_rules! tests {
-    ($($name:ident),* $(,)?) => {
-        pub(crate) const TESTS: &[harness::Test] = &[
-            $(harness::Test { name: concat!(module_path!(), "::", stringify!($name)), run: $name }),*
+    ($($name:ident $(on $backend:literal)?),* $(,)?) => {
+        pub(crate) const TESTS: &[$crate::Entry] = &[
+            $($crate::Entry {
+                test: harness::Test {
+                    name: concat!(module_path!(), "::", stringify!($name)),
+                    run: $name,
+                },
+                only_on: $crate::only_on!($($backend)?),
+            }),*
         ];
     };
+}
+
+/// The `only_on` of an [`Entry`]: `None`, or the backend given.
+#[macro_export]
+macro_rules! only_on {
+    () => {
+        None
+    };
+    ($backend:literal) => {
+        Some($backend)
+    };
+}
+
+/// A test of the suite and, if it forces a backend whatever the cell, that backend.
+#[derive(Clone, Copy)]
+pub(crate) struct Entry {
+    pub(crate) test: Test,
+    pub(crate) only_on: Option<&'static str>,
 }
 
 mod calls;
@@ -41,7 +84,34 @@ const SCENARIOS: &[Scenario] = &[
     },
 ];
 
+/// Whether a test that forces `only_on` (if any) belongs to this run: always when it
+/// forces nothing or when no backend is named (a plain `cargo test`), else only in the
+/// cell of the backend it forces.
+///
+/// # Panics
+/// If `only_on` names a backend the harness does not configure (a typo would otherwise
+/// drop the test from every cell of the matrix).
+fn registered(only_on: Option<&str>) -> bool {
+    let Some(forced) = only_on else {
+        return true;
+    };
+    let known = [spawn_proc::KEY, spawn_fork::KEY, spawn_subint::KEY];
+    assert!(
+        known.contains(&forced),
+        "a test forces backend {forced:?}, which is none of {known:?}"
+    );
+    match std::env::var(brood::BACKEND_ENV) {
+        Ok(cell) if !cell.is_empty() => cell == forced,
+        _ => true,
+    }
+}
+
 fn main() {
+    // Fail the whole run at once on a bad time scale, not test by test.
+    if let Err(e) = common::parse_time_scale() {
+        eprintln!("suite: {e}");
+        std::process::exit(2);
+    }
     let tests: Vec<Test> = [
         calls::TESTS,
         streams::TESTS,
@@ -58,9 +128,10 @@ fn main() {
     ]
     .concat()
     .into_iter()
-    .map(|t| Test {
-        name: t.name.trim_start_matches("suite::"),
-        ..t
+    .filter(|e| registered(e.only_on))
+    .map(|e| Test {
+        name: e.test.name.trim_start_matches("suite::"),
+        ..e.test
     })
     .collect();
     harness::main(&tests, SCENARIOS)

@@ -4,13 +4,17 @@
 use std::io::Write;
 
 use brood::{
-    ActorId, ActorOptions, ChannelLimits, RemoteError, RuntimeVars, TeardownPolicy, kinds,
+    ActorId, ActorOptions, ChannelLimits, RemoteError, RuntimeVars, TeardownPolicy, TreeSecret,
+    kinds,
 };
 use harness::Failed;
 use harness::functions::*;
 use harness::raw::{RawHandshake, RawPeer};
+// The wire, spoken by hand: internal to brood.
 use spawn_api::codec::encode_frame;
-use spawn_api::{Frame, Msg, TreeSecret};
+use spawn_api::{Frame, Msg, SpawnSpec};
+
+use crate::common::*;
 
 crate::tests!(garbage_truncated_and_oversized_frames_are_typed_protocol_errors,);
 
@@ -55,67 +59,64 @@ fn garbage_truncated_and_oversized_frames_are_typed_protocol_errors() -> Result<
     }
     let secret = TreeSecret::random();
     let s2 = secret.clone();
-    harness::run(
-        harness::DEADLINE,
-        harness::root().secret(secret).run(async move |n| {
-            let p = n.start_actor("target", ActorOptions::new()).await?;
-            let who = p.run(WhoAmI, ()).await?;
-            let path = who.addr.strip_prefix("uds:").unwrap().to_owned();
-            let spec = encode_frame(
-                &Frame::control(Msg::SpawnSpec(Box::new(spawn_api::SpawnSpec {
-                    child: ActorId::new("x"),
-                    parent: ActorId::new("y"),
-                    vars: RuntimeVars::root("r", "proc"),
-                    teardown: TeardownPolicy::default(),
-                    limits: ChannelLimits::default(),
-                }))),
-                1 << 20,
-            )?
-            .to_vec();
-            // (handshake first, bytes, shut the write side, expected in the error)
-            let cases: Vec<(bool, Vec<Vec<u8>>, bool, &str)> = vec![
-                (
-                    false,
-                    vec![b"\x05\x00\x00\x00garbage!".to_vec()],
-                    false,
-                    "undecodable",
-                ),
-                (
-                    false,
-                    vec![b"\x64\x00\x00\x00only-ten!!".to_vec()],
-                    true,
-                    "truncated",
-                ),
-                (
-                    false,
-                    vec![u32::MAX.to_le_bytes().to_vec()],
-                    false,
-                    "exceeds the maximum",
-                ),
-                (false, vec![spec.clone()], false, "unexpected SpawnSpec"),
-                (
-                    true,
-                    vec![b"\x03\x00\x00\x00\xff\xff\xff".to_vec()],
-                    false,
-                    "undecodable",
-                ),
-                (true, vec![spec], false, "unexpected SpawnSpec"),
-            ];
-            for (handshake, steps, shutdown, expect) in cases {
-                let path = path.clone();
-                let secret = s2.clone();
-                let frames = tokio::task::spawn_blocking(move || {
-                    raw_exchange(&path, handshake.then_some(&secret), &steps, shutdown)
-                })
-                .await?;
-                let e = protocol_error(&frames);
-                assert!(e.message.contains(expect), "expected {expect:?} in {e}");
-                assert_eq!(e.origin, "root/target");
-                // The actor keeps serving its other channels.
-                assert_eq!(p.run(Add, (20, 22)).await?, 42);
-            }
-            Ok(())
-        }),
-    )?;
+    within_deadline(harness::root().secret(secret).run(async move |n| {
+        let p = n.start_actor("target", ActorOptions::new()).await?;
+        let who = p.run(WhoAmI, ()).await?;
+        let path = who.addr.strip_prefix("uds:").unwrap().to_owned();
+        let spec = encode_frame(
+            &Frame::control(Msg::SpawnSpec(Box::new(SpawnSpec {
+                child: ActorId::new("x"),
+                parent: ActorId::new("y"),
+                vars: RuntimeVars::root("r", "proc"),
+                teardown: TeardownPolicy::default(),
+                limits: ChannelLimits::default(),
+            }))),
+            1 << 20,
+        )?
+        .to_vec();
+        // (handshake first, bytes, shut the write side, expected in the error)
+        let cases: Vec<(bool, Vec<Vec<u8>>, bool, &str)> = vec![
+            (
+                false,
+                vec![b"\x05\x00\x00\x00garbage!".to_vec()],
+                false,
+                "undecodable",
+            ),
+            (
+                false,
+                vec![b"\x64\x00\x00\x00only-ten!!".to_vec()],
+                true,
+                "truncated",
+            ),
+            (
+                false,
+                vec![u32::MAX.to_le_bytes().to_vec()],
+                false,
+                "exceeds the maximum",
+            ),
+            (false, vec![spec.clone()], false, "unexpected SpawnSpec"),
+            (
+                true,
+                vec![b"\x03\x00\x00\x00\xff\xff\xff".to_vec()],
+                false,
+                "undecodable",
+            ),
+            (true, vec![spec], false, "unexpected SpawnSpec"),
+        ];
+        for (handshake, steps, shutdown, expect) in cases {
+            let path = path.clone();
+            let secret = s2.clone();
+            let frames = tokio::task::spawn_blocking(move || {
+                raw_exchange(&path, handshake.then_some(&secret), &steps, shutdown)
+            })
+            .await?;
+            let e = protocol_error(&frames);
+            assert!(e.message.contains(expect), "expected {expect:?} in {e}");
+            assert_eq!(e.origin, "root/target");
+            // The actor keeps serving its other channels.
+            assert_eq!(p.run(Add, (20, 22)).await?, 42);
+        }
+        Ok(())
+    }))?;
     Ok(())
 }

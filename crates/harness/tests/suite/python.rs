@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use brood::{ActorOptions, ChildError, ChildExit, RuntimeFlavor, Step, TeardownPolicy};
 use harness::functions::*;
-use harness::{Failed, in_process, with_root};
+use harness::{Failed, in_process};
 use spawn_subint::{Eval, Exec, PyValue};
 
 use crate::common::*;
@@ -18,7 +18,7 @@ crate::tests!(
     python_exception_in_a_grandchild_reaches_the_root,
     python_busy_loop_is_interrupted_by_cancellation,
     python_stuck_in_a_native_call_is_abandoned_within_bounds,
-    twenty_eager_subint_actors_in_a_loop_leak_nothing,
+    twenty_eager_subint_actors_in_a_loop_leak_nothing on "subint",
     ending_the_root_ends_every_interpreter_cleanly,
 );
 
@@ -51,18 +51,10 @@ fn python_state_is_private_to_each_actor() -> Result<(), Failed> {
         Ok((in_a, in_b, in_root))
     })?;
     let pair = |x: bool| PyValue::List(vec![x.into(), x.into()]);
-    check(
-        in_a == pair(true),
-        &format!("set where it was set: {in_a:?}"),
-    )?;
-    check(
-        in_b == pair(false),
-        &format!("invisible to the sibling: {in_b:?}"),
-    )?;
-    check(
-        in_root == pair(false),
-        &format!("invisible to the parent: {in_root:?}"),
-    )
+    assert_eq!(in_a, pair(true), "set where it was set");
+    assert_eq!(in_b, pair(false), "invisible to the sibling");
+    assert_eq!(in_root, pair(false), "invisible to the parent");
+    Ok(())
 }
 
 /// Two live actors, called in turn while each call yields, see their own runtime vars
@@ -119,21 +111,19 @@ fn python_exception_in_a_grandchild_reaches_the_root() -> Result<(), Failed> {
         assert_eq!(child.run(Add, (1, 2)).await?, 3);
         Ok(e.remote().cloned().expect("a remote error"))
     })?;
-    check(e.kind == "ValueError", &format!("the Python type: {e:?}"))?;
-    check(e.message == "bad value 42", &format!("the message: {e:?}"))?;
+    assert_eq!(e.kind, "ValueError", "the Python type: {e:?}");
+    assert_eq!(e.message, "bad value 42", "the message: {e:?}");
     let tb = e.traceback.as_deref().unwrap_or_default();
-    check(
+    assert!(
         tb.contains("in outer") && tb.contains("in explode") && tb.contains("ValueError"),
-        &format!("the traceback names the raising functions: {tb}"),
-    )?;
-    check(
-        e.origin == "root/child/grandchild",
-        &format!("the origin names the grandchild: {e:?}"),
-    )?;
-    check(
-        e.relays == ["root/child"],
-        &format!("the relay names the child: {e:?}"),
-    )
+        "the traceback names the raising functions: {tb}"
+    );
+    assert_eq!(
+        e.origin, "root/child/grandchild",
+        "the origin names the grandchild: {e:?}"
+    );
+    assert_eq!(e.relays, ["root/child"], "the relay names the child: {e:?}");
+    Ok(())
 }
 
 /// Python spinning in `while True: pass` is interrupted (`KeyboardInterrupt`) when its
@@ -144,40 +134,37 @@ fn python_busy_loop_is_interrupted_by_cancellation() -> Result<(), Failed> {
     const SPIN: &str = "try:\n    started()\n    while True:\n        pass\n\
                         except KeyboardInterrupt:\n    interrupted += 1\n    raise\n";
     let policy = TeardownPolicy::default();
-    let (took, reports) = harness::run(
-        harness::DEADLINE,
-        harness::root().teardown(policy).run(async |n| {
-            let p = n.start_actor("spinner", ActorOptions::new()).await?;
-            p.run(Exec, "interrupted = 0".into()).await?;
-            // Cancel the call: the loop is interrupted, runs its handler, and the
-            // interpreter takes the next job.
-            let (ctx, ()) = p.open_context(PyRun, (SPIN.into(), false)).await?;
-            ctx.cancel();
-            let count =
-                tokio::time::timeout(Duration::from_secs(10), p.run(Eval, "interrupted".into()))
-                    .await
-                    .expect("the loop was not interrupted within 10 s")?;
-            assert_eq!(count, PyValue::Int(1));
-            // Cancel the actor.
-            let (ctx, ()) = p.open_context(PyRun, (SPIN.into(), false)).await?;
-            let t = Instant::now();
-            n.cancel().await;
-            let took = t.elapsed();
-            drop(ctx);
-            Ok((took, n.reports()))
-        }),
-    )?;
+    let (took, reports) = within_deadline(harness::root().teardown(policy).run(async |n| {
+        let p = n.start_actor("spinner", ActorOptions::new()).await?;
+        p.run(Exec, "interrupted = 0".into()).await?;
+        // Cancel the call: the loop is interrupted, runs its handler, and the
+        // interpreter takes the next job.
+        let (ctx, ()) = p.open_context(PyRun, (SPIN.into(), false)).await?;
+        ctx.cancel();
+        let bound = scaled(Duration::from_secs(10));
+        let count = tokio::time::timeout(bound, p.run(Eval, "interrupted".into()))
+            .await
+            .unwrap_or_else(|_| panic!("the loop was not interrupted within {bound:?}"))?;
+        assert_eq!(count, PyValue::Int(1));
+        // Cancel the actor.
+        let (ctx, ()) = p.open_context(PyRun, (SPIN.into(), false)).await?;
+        let t = Instant::now();
+        n.cancel().await;
+        let took = t.elapsed();
+        drop(ctx);
+        Ok((took, n.reports()))
+    }))?;
     match reports.as_slice() {
-        [r] => check(
-            r.step == Step::Cancelled && r.exit == ChildExit::Exited(0),
-            &format!("ended on the cancel request: {r:?}"),
-        )?,
-        other => return Err(format!("expected one report, got {other:?}").into()),
+        [r] => assert_eq!(
+            (r.step, &r.exit),
+            (Step::Cancelled, &ChildExit::Exited(0)),
+            "ended on the cancel request: {r:?}"
+        ),
+        other => panic!("expected one report, got {other:?}"),
     }
-    check(
-        took < policy.cancel_timeout + policy.kill_after,
-        &format!("well within the bounds: {took:?}"),
-    )
+    let bound = scaled(policy.cancel_timeout + policy.kill_after);
+    assert!(took < bound, "well within the bounds ({bound:?}): {took:?}");
+    Ok(())
 }
 
 /// Python blocked in a native call (`time.sleep`: EINTR is retried, the interrupt waits
@@ -189,61 +176,61 @@ fn python_stuck_in_a_native_call_is_abandoned_within_bounds() -> Result<(), Fail
     let policy = TeardownPolicy::default();
     let probe = Arc::new(Mutex::new(Probe::default()));
     let p2 = probe.clone();
-    let result = harness::run(
-        harness::DEADLINE,
-        harness::root().teardown(policy).run(async move |n| {
-            let p = n.start_actor("sleeper", ActorOptions::new()).await?;
-            let who = p.run(WhoAmI, ()).await?;
-            let (ctx, ()) = p.open_context(PyRun, (PY_STUCK.into(), true)).await?;
-            let _reports = ReportsOnDrop {
-                nursery: n,
-                probe: p2.clone(),
-            };
-            {
-                let mut p = p2.lock().unwrap();
-                p.who = Some(who);
-                p.cancelled_at = Some(Instant::now());
-            }
-            n.cancel().await;
-            drop(ctx);
-            Ok(())
-        }),
-    );
+    let result = within_deadline(harness::root().teardown(policy).run(async move |n| {
+        let p = n.start_actor("sleeper", ActorOptions::new()).await?;
+        let who = p.run(WhoAmI, ()).await?;
+        let (ctx, ()) = p.open_context(PyRun, (PY_STUCK.into(), true)).await?;
+        let _reports = ReportsOnDrop {
+            nursery: n,
+            probe: p2.clone(),
+        };
+        {
+            let mut p = p2.lock().unwrap();
+            p.who = Some(who);
+            p.cancelled_at = Some(Instant::now());
+        }
+        n.cancel().await;
+        drop(ctx);
+        Ok(())
+    }));
     let ended = Instant::now();
     let probe = std::mem::take(&mut *probe.lock().unwrap());
     let (Some(who), Some(cancelled_at)) = (probe.who, probe.cancelled_at) else {
         return Err(format!("the body failed before the teardown: {result:?}").into());
     };
-    check(
-        in_process(&who) == in_process_backend(),
-        "the backend's kind of child",
-    )?;
+    assert_eq!(
+        in_process(&who),
+        in_process_backend(),
+        "the backend's kind of child: {who:?}"
+    );
     // Up to the root's end (the body may be cancelled before `cancel` returns).
     let took = ended.duration_since(cancelled_at);
-    check(
-        took < policy.worst_case(),
-        &format!("the teardown ended within the ladder's bounds: {took:?}"),
-    )?;
+    let bound = scaled(policy.worst_case());
+    assert!(
+        took < bound,
+        "the teardown ended within the ladder's bounds ({bound:?}): {took:?}"
+    );
     if in_process(&who) {
         if let Some(r) = probe.reports.first() {
-            check(
+            assert!(
                 matches!(r.exit, ChildExit::Abandoned { .. }) && r.step != Step::Finished,
-                &format!("abandoned by the ladder: {r:?}"),
-            )?;
+                "abandoned by the ladder: {r:?}"
+            );
         }
         match result {
             Err(e) => match e.nursery().map(|ne| ne.children.as_slice()) {
                 Some([ChildError::Abandoned { actor, reason }]) if actor == "root/sleeper" => {
-                    check(reason.contains("Python"), &format!("why: {reason}"))
+                    assert!(reason.contains("Python"), "why: {reason}");
+                    Ok(())
                 }
-                _ => Err(format!("expected root/sleeper abandoned, got {e}").into()),
+                _ => panic!("expected root/sleeper abandoned, got {e}"),
             },
-            Ok(()) => Err("an abandoned child is an error of its nursery".into()),
+            Ok(()) => panic!("an abandoned child is an error of its nursery"),
         }
     } else {
         result?;
         match probe.reports.as_slice() {
-            [r] => check(
+            [r] => assert!(
                 (r.step == Step::Cancelled && r.exit == ChildExit::Exited(0))
                     || (r.step == Step::Terminated
                         && matches!(
@@ -253,16 +240,18 @@ fn python_stuck_in_a_native_call_is_abandoned_within_bounds() -> Result<(), Fail
                                 ..
                             }
                         )),
-                &format!("a clean or terminated end: {r:?}"),
+                "a clean or terminated end: {r:?}"
             ),
-            other => Err(format!("expected one report, got {other:?}").into()),
+            other => panic!("expected one report, got {other:?}"),
         }
+        Ok(())
     }
 }
 
 /// 20 sub-interpreter actors with an eager interpreter, started, used and torn down one
-/// after the other (on every cell: they are `subint` actors explicitly), leave no
-/// interpreter or host thread behind; the harness then checks threads and descriptors.
+/// after the other (they are `subint` actors explicitly, so the test runs in the `subint`
+/// cell only), leave no interpreter or host thread behind; the harness then checks
+/// threads and descriptors.
 fn twenty_eager_subint_actors_in_a_loop_leak_nothing() -> Result<(), Failed> {
     let interpreters = spawn_subint::live_interpreters();
     let hosts = spawn_subint::live_hosts();
@@ -293,17 +282,19 @@ fn twenty_eager_subint_actors_in_a_loop_leak_nothing() -> Result<(), Failed> {
         }
         Ok(n.reports())
     })?;
-    check(reports.len() == 20, &format!("{} reports", reports.len()))?;
-    check(
+    assert_eq!(reports.len(), 20, "a report per actor: {reports:?}");
+    assert!(
         reports
             .iter()
             .all(|r| r.step == Step::Cancelled && r.exit == ChildExit::Exited(0)),
-        &format!("clean exits on the cancel request: {reports:?}"),
-    )?;
-    check(
-        spawn_subint::live_interpreters() == interpreters,
-        "interpreters back where they started",
-    )
+        "clean exits on the cancel request: {reports:?}"
+    );
+    assert_eq!(
+        spawn_subint::live_interpreters(),
+        interpreters,
+        "interpreters back where they started"
+    );
+    Ok(())
 }
 
 /// Scenario: a root on the cell's backend with 3 actors that run Python, one of them
@@ -312,7 +303,7 @@ fn twenty_eager_subint_actors_in_a_loop_leak_nothing() -> Result<(), Failed> {
 pub(crate) fn python_actors_then_return() {
     const SPIN: &str = "started()\nwhile True:\n    pass\n";
     let (values, spinning) = harness::run(
-        Duration::from_secs(60),
+        scaled(Duration::from_secs(60)),
         harness::root().run(async |n| {
             let mut values = Vec::new();
             let mut spinning = None;
@@ -356,31 +347,35 @@ fn ending_the_root_ends_every_interpreter_cleanly() -> Result<(), Failed> {
     let waiter = std::thread::spawn(move || {
         let _ = tx.send(root.wait_with_output());
     });
-    let output = match rx.recv_timeout(Duration::from_secs(60)) {
+    let bound = scaled(Duration::from_secs(60));
+    let output = match rx.recv_timeout(bound) {
         Ok(o) => o?,
         Err(_) => {
             kill(pid, nix::sys::signal::Signal::SIGKILL);
             let _ = waiter.join();
-            return Err("the root process did not end within 60 s".into());
+            panic!("the root process did not end within {bound:?}");
         }
     };
     waiter.join().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    check(
-        output.status.code() == Some(0),
-        &format!("the root exited 0: {:?}\n{stderr}", output.status),
-    )?;
-    check(
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "the root exited 0: {:?}\n{stderr}",
+        output.status
+    );
+    assert!(
         !stderr.contains("Fatal Python error"),
-        &format!("no fatal Python error: {stderr}"),
-    )?;
-    check(
+        "no fatal Python error: {stderr}"
+    );
+    assert!(
         stdout.contains(r#"VALUES {"actor": 0} {"actor": 1} {"actor": 2}"#),
-        &format!("every actor ran Python: {stdout}"),
-    )?;
-    check(
+        "every actor ran Python: {stdout}"
+    );
+    assert!(
         stdout.contains("INTERPRETERS 0\n"),
-        &format!("no sub-interpreter left: {stdout}"),
-    )
+        "no sub-interpreter left: {stdout}"
+    );
+    Ok(())
 }

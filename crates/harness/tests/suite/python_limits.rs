@@ -3,18 +3,20 @@
 use std::time::{Duration, Instant};
 
 use brood::{ActorOptions, ChildError, PortalError, RemoteError, RootError};
+use harness::Failed;
 use harness::functions::*;
-use harness::{Failed, with_root};
 use spawn_subint::{Eval, Exec, PyValue};
 
 use crate::common::*;
 
+// The last three are about `subint` actors, which they start explicitly: they run in the
+// `subint` cell only.
 crate::tests!(
     python_eval_of_a_cyclic_value_is_a_typed_error,
     python_eval_of_a_deeply_nested_value_is_a_typed_error,
-    ten_subint_siblings_leave_no_thread_once_the_root_returns,
-    a_stuck_grandchild_of_an_aborted_subint_child_is_reported,
-    a_stuck_subint_grandchild_is_reported_when_the_root_cancels,
+    ten_subint_siblings_leave_no_thread_once_the_root_returns on "subint",
+    a_stuck_grandchild_of_an_aborted_subint_child_is_reported on "subint",
+    a_stuck_subint_grandchild_is_reported_when_the_root_cancels on "subint",
 );
 
 /// The remote error a call ended with.
@@ -47,13 +49,14 @@ fn python_eval_of_a_cyclic_value_is_a_typed_error() -> Result<(), Failed> {
     })?;
     for (name, r) in errors {
         let e = remote(r, name)?;
-        check(
+        assert!(
             e.kind == "ValueError" && e.message.contains("circular reference"),
-            &format!("{name}: a typed error: {e:?}"),
-        )?;
+            "{name}: a typed error: {e:?}"
+        );
     }
-    check(sum == 3, "the actor serves the next call")?;
-    check(len == PyValue::Int(2), "and its Python state is intact")
+    assert_eq!(sum, 3, "the actor serves the next call");
+    assert_eq!(len, PyValue::Int(2), "and its Python state is intact");
+    Ok(())
 }
 
 /// `python.eval` of a list nested 100 000 deep (and of one just past
@@ -80,10 +83,10 @@ fn python_eval_of_a_deeply_nested_value_is_a_typed_error() -> Result<(), Failed>
     })?;
     for (name, r) in [("deep", deep), ("over", over)] {
         let e = remote(r, name)?;
-        check(
+        assert!(
             e.kind == "RecursionError" && e.message.contains(&max.to_string()),
-            &format!("{name}: a typed error naming the limit: {e:?}"),
-        )?;
+            "{name}: a typed error naming the limit {max}: {e:?}"
+        );
     }
     let mut levels = 0;
     let mut v = &edge;
@@ -91,8 +94,9 @@ fn python_eval_of_a_deeply_nested_value_is_a_typed_error() -> Result<(), Failed>
         levels += 1;
         v = &items[0];
     }
-    check(levels == max, &format!("{max} levels convert: {levels}"))?;
-    check(sum == 5, "the actor serves the next call")
+    assert_eq!(levels, max, "{max} levels convert");
+    assert_eq!(sum, 5, "the actor serves the next call");
+    Ok(())
 }
 
 /// Whether a thread of this process named `name` (as the kernel keeps it: 15 bytes) is
@@ -112,7 +116,7 @@ fn ten_subint_siblings_leave_no_thread_once_the_root_returns() -> Result<(), Fai
     // (microseconds on an idle machine).
     let _hogs = CpuHogs::start(2);
     for round in 0..10 {
-        let (result, left) = harness::run(harness::DEADLINE, async {
+        let (result, left) = within_deadline(async {
             let r = harness::root()
                 .run(async |n| {
                     for i in 0..10 {
@@ -142,10 +146,7 @@ fn ten_subint_siblings_leave_no_thread_once_the_root_returns() -> Result<(), Fai
                 |c| matches!(c, ChildError::Failed { actor, error } if actor == "root/failing" && error.kind == "Boom"),
             )
         });
-        check(
-            failed,
-            &format!("round {round}: the failure is reported: {result:?}"),
-        )?;
+        assert!(failed, "round {round}: the failure is reported: {result:?}");
         let reaped = result
             .as_ref()
             .err()
@@ -156,14 +157,14 @@ fn ten_subint_siblings_leave_no_thread_once_the_root_returns() -> Result<(), Fai
                     .filter(|r| r.actor.starts_with("root/s"))
                     .count()
             });
-        check(
-            reaped == 10,
-            &format!("round {round}: every sibling reaped: {result:?}"),
-        )?;
-        check(
+        assert_eq!(
+            reaped, 10,
+            "round {round}: every sibling reaped: {result:?}"
+        );
+        assert!(
             left.is_empty(),
-            &format!("round {round}: actor threads left after the root returned: {left:?}"),
-        )?;
+            "round {round}: actor threads left after the root returned: {left:?}"
+        );
         // The same, looked at the moment the nursery has reaped them (no root teardown
         // in between to give a late thread time to end).
         let left = with_root(async |n| {
@@ -177,10 +178,10 @@ fn ten_subint_siblings_leave_no_thread_once_the_root_returns() -> Result<(), Fai
                 .filter(|n| actor_thread(n))
                 .collect::<Vec<_>>())
         })?;
-        check(
+        assert!(
             left.is_empty(),
-            &format!("round {round}: actor threads left once the nursery reaped them: {left:?}"),
-        )?;
+            "round {round}: actor threads left once the nursery reaped them: {left:?}"
+        );
     }
     Ok(())
 }
@@ -238,7 +239,7 @@ fn names_the_stuck_grandchild(e: &RootError) -> bool {
 fn a_stuck_grandchild_of_an_aborted_subint_child_is_reported() -> Result<(), Failed> {
     let crashed = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
     let c2 = crashed.clone();
-    let (result, ended) = harness::run(harness::DEADLINE, async {
+    let (result, ended) = within_deadline(async {
         let r = harness::root()
             .run(async |n| {
                 let child = n
@@ -260,7 +261,7 @@ fn a_stuck_grandchild_of_an_aborted_subint_child_is_reported() -> Result<(), Fai
                 assert!(matches!(e, PortalError::Disconnected { .. }), "{e:?}");
                 drop(ctx);
                 // The child's end fails the nursery, which cancels this body.
-                tokio::time::sleep(Duration::from_secs(30)).await;
+                tokio::time::sleep(scaled(Duration::from_secs(30))).await;
                 Ok(())
             })
             .await;
@@ -271,21 +272,20 @@ fn a_stuck_grandchild_of_an_aborted_subint_child_is_reported() -> Result<(), Fai
     };
     let took = ended.duration_since(crashed);
     match &result {
-        Ok(()) => Err(format!(
-            "the root returned Ok after {took:?}: the grandchild went unreported"
-        )
-        .into()),
-        Err(e) => check(
+        Ok(()) => panic!("the root returned Ok after {took:?}: the grandchild went unreported"),
+        Err(e) => assert!(
             names_the_stuck_grandchild(e),
-            &format!("the root's error names the abandoned grandchild: {e}"),
+            "the root's error names the abandoned grandchild: {e}"
         ),
-    }?;
+    }
     // The grandchild sleeps 3 s from before the crash: it was reported while it still
     // ran, within the child's bound on waiting for it (1.25 s) and some room.
-    check(
-        took < Duration::from_millis(2500),
-        &format!("reported within bounds, while the grandchild still ran: {took:?}"),
-    )
+    let bound = scaled(Duration::from_millis(2500));
+    assert!(
+        took < bound,
+        "reported within {bound:?}, while the grandchild still ran: {took:?}"
+    );
+    Ok(())
 }
 
 /// The same tree, cancelled by the root: the child tears its subtree down, the
@@ -293,7 +293,7 @@ fn a_stuck_grandchild_of_an_aborted_subint_child_is_reported() -> Result<(), Fai
 /// `Ok(())` while the grandchild's thread still runs).
 fn a_stuck_subint_grandchild_is_reported_when_the_root_cancels() -> Result<(), Failed> {
     let started = Instant::now();
-    let (result, took) = harness::run(harness::DEADLINE, async {
+    let (result, took) = within_deadline(async {
         let r = harness::root()
             .run(async |n| {
                 let child = n
@@ -315,13 +315,11 @@ fn a_stuck_subint_grandchild_is_reported_when_the_root_cancels() -> Result<(), F
         (r, started.elapsed())
     });
     match &result {
-        Ok(()) => Err(format!(
-            "the root returned Ok after {took:?}: the grandchild went unreported"
-        )
-        .into()),
-        Err(e) => check(
+        Ok(()) => panic!("the root returned Ok after {took:?}: the grandchild went unreported"),
+        Err(e) => assert!(
             names_the_stuck_grandchild(e),
-            &format!("the root's error names the abandoned grandchild: {e}"),
+            "the root's error names the abandoned grandchild: {e}"
         ),
     }
+    Ok(())
 }

@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use brood::{ActorOptions, ChildExit, FnError, SpawnError, Step, TeardownPolicy};
+use brood::{ActorOptions, ChildExit, FnError, RootBuilder, SpawnError, Step, TeardownPolicy};
 use harness::functions::*;
-use harness::{Failed, in_process, leaks, wait_gone, with_root};
+use harness::{Failed, in_process, leaks, wait_gone};
 use spawn_subint::{Eval, PyValue};
 
 use crate::common::*;
@@ -43,11 +43,17 @@ fn a_child_that_cannot_reach_its_parent_died_early() -> Result<(), Failed> {
         match n.start_actor("stray", ActorOptions::new()).await {
             Err(SpawnError::DiedEarly { actor, exit }) => {
                 assert_eq!(actor, "root/stray");
+                // The child entry point's status: internal to brood.
                 assert_eq!(exit, ChildExit::Exited(spawn_api::EXIT_SETUP));
             }
             other => panic!("expected DiedEarly, got {other:?}"),
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        let bound = scaled(Duration::from_secs(5));
+        assert!(
+            t.elapsed() < bound,
+            "failed in {:?}, not within {bound:?}",
+            t.elapsed()
+        );
         Ok(())
     })?;
     Ok(())
@@ -74,7 +80,12 @@ fn subint_spawn_failures_are_typed() -> Result<(), Failed> {
             }
             other => panic!("expected Unavailable, got {other:?}"),
         }
-        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        let bound = scaled(Duration::from_secs(1));
+        assert!(
+            t.elapsed() < bound,
+            "refused in {:?}, not within {bound:?}",
+            t.elapsed()
+        );
 
         let before = spawn_subint::live_interpreters();
         let eager = n
@@ -122,8 +133,7 @@ fn proc_spawn_failures_are_typed() -> Result<(), Failed> {
         spawn_timeout: Duration::from_millis(500),
         ..TeardownPolicy::default()
     };
-    harness::run(
-        harness::DEADLINE,
+    within_deadline(
         harness::root()
             .backend(spawn_proc::ProcBackend::new().with_exe("/bin/false"))
             .run(async |n| {
@@ -149,22 +159,24 @@ fn proc_spawn_failures_are_typed() -> Result<(), Failed> {
 
 /// A child that never connects back (`/bin/sleep` as the program) fails its spawn with
 /// a typed timeout after `policy.spawn_timeout`, and is killed.
-fn spawn_times_out(root: brood::RootBuilder, policy: TeardownPolicy) -> Result<(), Failed> {
-    harness::run(
-        harness::DEADLINE,
-        root.teardown(policy).run(async |n| {
-            let t = Instant::now();
-            match n.start_actor("mute", ActorOptions::new()).await {
-                Err(SpawnError::Timeout { actor, after }) => {
-                    assert_eq!(actor, "root/mute");
-                    assert_eq!(after, policy.spawn_timeout);
-                }
-                other => panic!("expected Timeout, got {other:?}"),
+fn spawn_times_out(root: RootBuilder, policy: TeardownPolicy) -> Result<(), Failed> {
+    within_deadline(root.teardown(policy).run(async |n| {
+        let t = Instant::now();
+        match n.start_actor("mute", ActorOptions::new()).await {
+            Err(SpawnError::Timeout { actor, after }) => {
+                assert_eq!(actor, "root/mute");
+                assert_eq!(after, policy.spawn_timeout);
             }
-            assert!(t.elapsed() < Duration::from_secs(5));
-            Ok(())
-        }),
-    )?;
+            other => panic!("expected Timeout, got {other:?}"),
+        }
+        let bound = scaled(Duration::from_secs(5));
+        assert!(
+            t.elapsed() < bound,
+            "timed out in {:?}, not within {bound:?}",
+            t.elapsed()
+        );
+        Ok(())
+    }))?;
     Ok(())
 }
 
@@ -175,8 +187,7 @@ fn fork_spawn_failures_are_typed() -> Result<(), Failed> {
         spawn_timeout: Duration::from_millis(500),
         ..TeardownPolicy::default()
     };
-    harness::run(
-        harness::DEADLINE,
+    within_deadline(
         harness::root()
             .backend(spawn_fork::ForkBackend::new().with_exe("/bin/false"))
             .run(async |n| {
@@ -194,7 +205,12 @@ fn fork_spawn_failures_are_typed() -> Result<(), Failed> {
                     matches!(again, Err(SpawnError::Unavailable { .. })),
                     "{again:?}"
                 );
-                assert!(t.elapsed() < Duration::from_secs(1));
+                let bound = scaled(Duration::from_secs(1));
+                assert!(
+                    t.elapsed() < bound,
+                    "failed in {:?}, not within {bound:?}",
+                    t.elapsed()
+                );
                 Ok(())
             }),
     )?;
@@ -218,7 +234,7 @@ fn spawn_from_a_root_on_sixteen_worker_threads() -> Result<(), Failed> {
         .build()?;
     let result = rt.block_on(async {
         tokio::time::timeout(
-            harness::DEADLINE,
+            scaled(harness::DEADLINE),
             harness::root().run(async |n| {
                 let ours = ProcInfo::of_self();
                 assert!(ours.threads >= 17, "the root runs {} threads", ours.threads);
@@ -276,13 +292,14 @@ fn spawn_from_a_root_on_sixteen_worker_threads() -> Result<(), Failed> {
     });
     rt.shutdown_timeout(Duration::from_secs(1));
     let reports = result.map_err(|_| "the test did not finish in time")??;
-    check(reports.len() == 4, "four children reaped")?;
-    check(
+    assert_eq!(reports.len(), 4, "four children reaped: {reports:?}");
+    assert!(
         reports
             .iter()
             .all(|r| r.exit == ChildExit::Exited(0) && r.step == Step::Cancelled),
-        &format!("clean exits on the cancel request: {reports:?}"),
-    )
+        "clean exits on the cancel request: {reports:?}"
+    );
+    Ok(())
 }
 
 /// 50 actors started at once from one parent all answer a call, and all are reaped:
@@ -310,10 +327,11 @@ fn fifty_actors_spawned_concurrently_all_answer_and_are_reaped() -> Result<(), F
         n.cancel().await;
         Ok((sums, whos, n.reports()))
     })?;
-    check(
-        sums == (1000..1050).collect::<Vec<i64>>(),
-        "every actor answered",
-    )?;
+    assert_eq!(
+        sums,
+        (1000..1050).collect::<Vec<i64>>(),
+        "every actor answered"
+    );
     let unique = |ids: Vec<u32>| {
         let mut ids = ids;
         ids.sort();
@@ -321,28 +339,32 @@ fn fifty_actors_spawned_concurrently_all_answer_and_are_reaped() -> Result<(), F
         ids.len()
     };
     if in_process_backend() {
-        check(
-            whos.iter().all(in_process),
-            "every actor runs in our process",
-        )?;
-        check(
-            unique(whos.iter().map(|w| w.tid).collect()) == 50,
-            "fifty threads",
-        )?;
+        let outside: Vec<&Who> = whos.iter().filter(|w| !in_process(w)).collect();
+        assert!(
+            outside.is_empty(),
+            "every actor runs in our process: {outside:?}"
+        );
+        assert_eq!(
+            unique(whos.iter().map(|w| w.tid).collect()),
+            50,
+            "fifty threads: {whos:?}"
+        );
     } else {
-        check(
-            unique(whos.iter().map(|w| w.pid).collect()) == 50,
-            "fifty processes",
-        )?;
+        assert_eq!(
+            unique(whos.iter().map(|w| w.pid).collect()),
+            50,
+            "fifty processes: {whos:?}"
+        );
     }
-    let lingering: Vec<&Who> = whos.iter().filter(|w| !wait_gone(w, THREAD_END)).collect();
-    check(
-        lingering.is_empty(),
-        &format!("every actor is gone: {lingering:?}"),
-    )?;
-    check(reports.len() == 50, &format!("{} reports", reports.len()))?;
-    check(
+    let lingering: Vec<&Who> = whos
+        .iter()
+        .filter(|w| !wait_gone(w, scaled(THREAD_END)))
+        .collect();
+    assert!(lingering.is_empty(), "every actor is gone: {lingering:?}");
+    assert_eq!(reports.len(), 50, "a report per actor: {reports:?}");
+    assert!(
         reports.iter().all(|r| r.exit == ChildExit::Exited(0)),
-        &format!("clean exits: {reports:?}"),
-    )
+        "clean exits: {reports:?}"
+    );
+    Ok(())
 }

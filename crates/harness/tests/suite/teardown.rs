@@ -8,7 +8,7 @@ use brood::{
     ActorOptions, ChildError, ChildExit, PortalError, RuntimeFlavor, Step, TeardownPolicy, kinds,
 };
 use harness::functions::*;
-use harness::{Failed, in_process, leaks, wait_gone, with_root};
+use harness::{Failed, in_process, leaks, wait_gone};
 
 use crate::common::*;
 
@@ -41,14 +41,14 @@ fn child_panic_is_a_typed_error() -> Result<(), Failed> {
                 location,
             },
         ] => {
-            check(actor == "root/crasher", "path")?;
-            check(message == "kaboom", "message")?;
-            check(
+            assert_eq!(actor, "root/crasher", "path");
+            assert_eq!(message, "kaboom", "message");
+            assert!(
                 location
                     .as_deref()
                     .is_some_and(|l| l.contains("functions.rs")),
-                "location",
-            )?;
+                "the location is in functions.rs: {location:?}"
+            );
             Ok(())
         }
         other => Err(format!("expected one Panicked, got {other:?}").into()),
@@ -131,51 +131,53 @@ fn cancelling_a_nursery_cancels_grandchildren() -> Result<(), Failed> {
         n.cancel().await;
         Ok((child, grandchild, n.reports()))
     })?;
-    check(
-        wait_gone(&grandchild, THREAD_END),
-        &format!("the grandchild is gone: {grandchild:?}"),
-    )?;
-    check(
-        wait_gone(&child, THREAD_END),
-        &format!("the child is gone: {child:?}"),
-    )?;
+    assert!(
+        wait_gone(&grandchild, scaled(THREAD_END)),
+        "the grandchild is gone: {grandchild:?}"
+    );
+    assert!(
+        wait_gone(&child, scaled(THREAD_END)),
+        "the child is gone: {child:?}"
+    );
     match reports.as_slice() {
-        [r] => check(
-            r.step == Step::Cancelled && r.exit == ChildExit::Exited(0),
-            &format!("the child shut down on the cancel request: {r:?}"),
+        [r] => assert_eq!(
+            (r.step, &r.exit),
+            (Step::Cancelled, &ChildExit::Exited(0)),
+            "the child shut down on the cancel request: {r:?}"
         ),
-        other => Err(format!("expected one report, got {other:?}").into()),
+        other => panic!("expected one report, got {other:?}"),
     }
+    Ok(())
 }
 
 fn child_ignoring_cancellation_is_terminated_within_bounds() -> Result<(), Failed> {
     let policy = TeardownPolicy::default();
-    let (took, reports, who) = harness::run(
-        harness::DEADLINE,
-        harness::root().teardown(policy).run(async |n| {
-            let c = n
-                .start_actor(
-                    "stubborn",
-                    ActorOptions::new().runtime(RuntimeFlavor::MultiThread(2)),
-                )
-                .await?;
-            let who = c.run(WhoAmI, ()).await?;
-            // Once `started` arrives, the child's handler is blocked for good (in process:
-            // until its runtime is aborted).
-            let (ctx, ()) = c.open_context(Stubborn, false).await?;
-            let t = Instant::now();
-            n.cancel().await;
-            let took = t.elapsed();
-            assert!(ctx.result().await.is_err(), "the blocked call fails");
-            Ok((took, n.reports(), who))
-        }),
-    )?;
-    check(
-        in_process(&who) == in_process_backend(),
-        "the backend's kind of child",
-    )?;
-    let r = &reports[0];
-    check(r.step == Step::Terminated, &format!("terminated: {r:?}"))?;
+    let (took, reports, who) = within_deadline(harness::root().teardown(policy).run(async |n| {
+        let c = n
+            .start_actor(
+                "stubborn",
+                ActorOptions::new().runtime(RuntimeFlavor::MultiThread(2)),
+            )
+            .await?;
+        let who = c.run(WhoAmI, ()).await?;
+        // Once `started` arrives, the child's handler is blocked for good (in process:
+        // until its runtime is aborted).
+        let (ctx, ()) = c.open_context(Stubborn, false).await?;
+        let t = Instant::now();
+        n.cancel().await;
+        let took = t.elapsed();
+        assert!(ctx.result().await.is_err(), "the blocked call fails");
+        Ok((took, n.reports(), who))
+    }))?;
+    assert_eq!(
+        in_process(&who),
+        in_process_backend(),
+        "the backend's kind of child: {who:?}"
+    );
+    let [r] = reports.as_slice() else {
+        panic!("expected one report, got {reports:?}");
+    };
+    assert_eq!(r.step, Step::Terminated, "terminated: {r:?}");
     // A process dies of the SIGTERM; an in-process actor's terminate aborts its runtime,
     // which is reported as the SIGKILL a killed process would have died of.
     let signal = if in_process(&who) {
@@ -183,14 +185,19 @@ fn child_ignoring_cancellation_is_terminated_within_bounds() -> Result<(), Faile
     } else {
         libc::SIGTERM
     };
-    check(
+    assert!(
         matches!(r.exit, ChildExit::Signaled { signal: s, .. } if s == signal),
-        &format!("ended by signal {signal}: {r:?}"),
-    )?;
-    check(
-        took >= policy.cancel_timeout && took < policy.cancel_timeout + policy.kill_after,
-        &format!("reaped after the cancel timeout, before the kill: {took:?}"),
-    )
+        "ended by signal {signal}: {r:?}"
+    );
+    // The lower bound is the ladder's; the upper one is scaled (the step says there was
+    // no kill).
+    let bound = scaled(policy.cancel_timeout + policy.kill_after);
+    assert!(
+        took >= policy.cancel_timeout && took < bound,
+        "reaped after the cancel timeout ({:?}), before {bound:?}: {took:?}",
+        policy.cancel_timeout
+    );
+    Ok(())
 }
 
 /// Before the hard kill, every hook runs once with the vars the parent built for *that*
@@ -208,8 +215,7 @@ fn teardown_hook_sees_the_childs_vars_before_the_kill() -> Result<(), Failed> {
     };
     let probe = Arc::new(Mutex::new(Probe::default()));
     let p2 = probe.clone();
-    let result = harness::run(
-        harness::DEADLINE,
+    let result = within_deadline(
         harness::root()
             .teardown(policy)
             .hook(Shared(rec.clone()))
@@ -268,38 +274,39 @@ fn teardown_hook_sees_the_childs_vars_before_the_kill() -> Result<(), Failed> {
         }
         // The body was cancelled by that error, perhaps before the report was filed.
         if let Some(r) = stubborn {
-            check(
+            assert!(
                 r.step == Step::Abandoned && matches!(r.exit, ChildExit::Abandoned { .. }),
-                &format!("killed, then abandoned: {r:?}"),
-            )?;
+                "killed, then abandoned: {r:?}"
+            );
         }
     } else {
         result?;
         let r = stubborn.ok_or("no report for root/stubborn")?;
-        check(r.step == Step::Killed, &format!("killed: {r:?}"))?;
+        assert_eq!(r.step, Step::Killed, "killed: {r:?}");
         let took = probe.took.ok_or("no teardown time")?;
-        check(
+        assert!(
             took >= policy.cancel_timeout + policy.kill_after,
-            &format!("the kill came only after both bounds: {took:?}"),
-        )?;
+            "the kill came only after both bounds: {took:?}"
+        );
     }
-    check(
+    assert!(
         calm.is_some_and(|r| r.step == Step::Cancelled),
-        &format!("calm sibling cancelled: {calm:?}"),
-    )?;
+        "calm sibling cancelled: {calm:?}"
+    );
     match seen.as_slice() {
         [(name, debug, at)] => {
-            check(
+            assert!(
                 name == "stubborn" && *debug,
-                &format!("the hook ran with the child's own vars: {seen:?}"),
-            )?;
+                "the hook ran with the child's own vars: {seen:?}"
+            );
             let after = at.duration_since(cancelled_at);
-            check(
+            assert!(
                 after >= policy.cancel_timeout + policy.kill_after,
-                &format!("the hook ran only after both bounds: {after:?}"),
-            )
+                "the hook ran only after both bounds: {after:?}"
+            );
+            Ok(())
         }
-        _ => Err(format!("the hook ran once: {seen:?}").into()),
+        _ => panic!("the hook ran once: {seen:?}"),
     }
 }
 
@@ -310,7 +317,7 @@ fn teardown_hook_sees_the_childs_vars_before_the_kill() -> Result<(), Failed> {
 pub(crate) fn tree_then_wait() {
     let grandchild_backend = in_process_backend().then(|| "proc".to_owned());
     let _ = harness::run(
-        Duration::from_secs(120),
+        scaled(Duration::from_secs(120)),
         harness::root().run(async |n| {
             let c = n.start_actor("child", ActorOptions::new()).await?;
             let child = c.run(WhoAmI, ()).await?;
@@ -332,7 +339,7 @@ pub(crate) fn tree_then_wait() {
     );
 }
 
-/// SIGKILL a tree's root: every descendant dies with it within 2 s. Process children die
+/// SIGKILL a tree's root: every descendant dies with it within 2 s ([`scaled`]). Process children die
 /// of their parent-death signal; in-process children (subint) die with the root's process
 /// itself, and a process below one of them still dies too.
 fn root_sigkill_takes_every_descendant() -> Result<(), Failed> {
@@ -345,7 +352,7 @@ fn root_sigkill_takes_every_descendant() -> Result<(), Failed> {
     let pids = numbers(&mut out, "PIDS")?;
     let tids = numbers(&mut out, "TIDS")?;
     let root_pid = pids[0];
-    check(root_pid == root.id(), "the scenario is the root")?;
+    assert_eq!(root_pid, root.id(), "the scenario is the root");
     // (pid, tid) of the child and the grandchild.
     let descendants: Vec<(u32, u32)> = pids[1..]
         .iter()
@@ -354,23 +361,26 @@ fn root_sigkill_takes_every_descendant() -> Result<(), Failed> {
         .collect();
     let (child, grandchild) = (descendants[0], descendants[1]);
     if in_process_backend() {
-        check(
+        assert!(
             child.0 == root_pid && child.1 != tids[0],
-            &format!("the child runs on a thread of the root's process: {descendants:?}"),
-        )?;
-        check(
+            "the child runs on a thread of the root's process {root_pid} (tids {tids:?}): \
+             {descendants:?}"
+        );
+        assert!(
             leaks::thread_alive(root_pid, child.1),
-            "the child's thread is alive",
-        )?;
-        check(
-            grandchild.0 != root_pid && leaks::ppid(grandchild.0) == Some(root_pid),
-            &format!("the grandchild is a process of the root's: {descendants:?}"),
-        )?;
+            "the child's thread is alive: {child:?}"
+        );
+        let parent = leaks::ppid(grandchild.0);
+        assert!(
+            grandchild.0 != root_pid && parent == Some(root_pid),
+            "the grandchild is a process of the root's ({root_pid}): {descendants:?}, \
+             its parent {parent:?}"
+        );
     } else {
-        check(
+        assert!(
             descendants.iter().all(|&(p, _)| p != root_pid),
-            "descendants are processes of their own",
-        )?;
+            "descendants are processes of their own, not {root_pid}: {descendants:?}"
+        );
     }
     // A descendant in the root's process is gone when its thread is; any other when its
     // process is.
@@ -381,20 +391,21 @@ fn root_sigkill_takes_every_descendant() -> Result<(), Failed> {
             leaks::is_dead(pid)
         }
     };
-    check(
-        descendants.iter().all(|&d| !gone(d)),
-        "every descendant is alive before the kill",
-    )?;
+    let early: Vec<_> = descendants.iter().filter(|&&d| gone(d)).collect();
+    assert!(
+        early.is_empty(),
+        "every descendant is alive before the kill; gone: {early:?}"
+    );
     kill(root_pid, nix::sys::signal::Signal::SIGKILL);
-    let killed = Instant::now();
     root.wait()?;
-    while !descendants.iter().all(|&d| gone(d)) {
-        leaks::reap_zombies();
-        if killed.elapsed() > Duration::from_secs(2) {
-            return Err(format!("descendants {descendants:?} outlived the root by 2 s").into());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    poll_until(
+        Duration::from_secs(2),
+        format_args!("every descendant of the killed root to die: {descendants:?}"),
+        || {
+            leaks::reap_zombies();
+            descendants.iter().all(|&d| gone(d))
+        },
+    );
     // The killed tree could not remove its sockets; the next root in the same runtime
     // directory removes the directory of a tree whose root is dead.
     with_root(async |_n| Ok(()))?;
@@ -420,25 +431,31 @@ fn one_child_failing_cancels_its_siblings() -> Result<(), Failed> {
     })
     .unwrap_err();
     let ne = err.nursery().expect("a nursery error");
-    check(ne.body.is_none(), "the body was cancelled, not failed")?;
+    assert!(
+        ne.body.is_none(),
+        "the body was cancelled, not failed: {:?}",
+        ne.body
+    );
     match ne.children.as_slice() {
         [ChildError::Failed { actor, error }] => {
-            check(
+            assert!(
                 actor == "root/failing" && error.kind == "Boom",
-                "the failure",
-            )?;
+                "the failure: {actor} {error:?}"
+            );
         }
-        other => return Err(format!("expected one Failed, got {other:?}").into()),
+        other => panic!("expected one Failed, got {other:?}"),
     }
     let sib = sibling.lock().unwrap().clone().unwrap();
-    check(
-        in_process(&sib) == in_process_backend(),
-        "the backend's kind of child",
-    )?;
-    check(
-        wait_gone(&sib, THREAD_END),
-        &format!("the sibling was torn down: {sib:?}"),
-    )
+    assert_eq!(
+        in_process(&sib),
+        in_process_backend(),
+        "the backend's kind of child: {sib:?}"
+    );
+    assert!(
+        wait_gone(&sib, scaled(THREAD_END)),
+        "the sibling was torn down: {sib:?}"
+    );
+    Ok(())
 }
 
 fn every_child_error_is_collected() -> Result<(), Failed> {
@@ -462,14 +479,13 @@ fn every_child_error_is_collected() -> Result<(), Failed> {
     let ne = err.nursery().expect("a nursery error");
     let mut actors: Vec<&str> = ne.children.iter().map(|c| c.actor()).collect();
     actors.sort();
-    check(
-        actors == ["root/a", "root/b"],
-        &format!("both errors: {ne}"),
-    )?;
-    check(
+    assert_eq!(actors, ["root/a", "root/b"], "both errors: {ne}");
+    assert!(
         ne.children
             .iter()
             .all(|c| matches!(c, ChildError::Signaled { signal: 9, .. })),
-        "both were killed by SIGKILL",
-    )
+        "both were killed by SIGKILL: {:?}",
+        ne.children
+    );
+    Ok(())
 }
