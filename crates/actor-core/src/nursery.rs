@@ -39,8 +39,7 @@ use spawn_api::{
 /// ```
 /// use actor_core::ActorOptions;
 /// let opts = ActorOptions::new()
-///     .debug_mode(true)
-///     .user("shard", "3")
+///     .vars(|v| v.debug_mode(true).user("shard", "3"))
 ///     .backend_option("python", "eager");
 /// assert_eq!(opts.vars.debug_mode, Some(true));
 /// ```
@@ -71,21 +70,16 @@ impl ActorOptions {
         self
     }
 
-    /// Turn debug mode on or off for this child and its subtree.
-    pub fn debug_mode(mut self, on: bool) -> Self {
-        self.vars.debug_mode = Some(on);
-        self
-    }
-
-    /// Set the child's log filter.
-    pub fn log_level(mut self, level: impl Into<String>) -> Self {
-        self.vars.log_level = Some(level.into());
-        self
-    }
-
-    /// Add a user var.
-    pub fn user(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.vars.user.insert(key.into(), value.into());
+    /// Override the child's runtime vars (debug mode, log filter, user vars); its
+    /// subtree inherits them.
+    ///
+    /// ```
+    /// use actor_core::ActorOptions;
+    /// let opts = ActorOptions::new().vars(|v| v.debug_mode(true).user("shard", "3"));
+    /// assert_eq!(opts.vars.user["shard"], "3");
+    /// ```
+    pub fn vars(mut self, set: impl FnOnce(VarsOverride) -> VarsOverride) -> Self {
+        self.vars = set(std::mem::take(&mut self.vars));
         self
     }
 

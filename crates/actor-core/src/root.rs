@@ -181,21 +181,16 @@ impl RootBuilder {
         self
     }
 
-    /// Debug mode for the whole tree.
-    pub fn debug_mode(mut self, on: bool) -> Self {
-        self.vars.debug_mode = Some(on);
-        self
-    }
-
-    /// The tree's log filter (default: `BROOD_LOG`, else `warn`).
-    pub fn log_level(mut self, level: impl Into<String>) -> Self {
-        self.vars.log_level = Some(level.into());
-        self
-    }
-
-    /// A user var every actor of the tree inherits.
-    pub fn user(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.vars.user.insert(key.into(), value.into());
+    /// Override the root's runtime vars, which every actor of the tree inherits: debug
+    /// mode, the log filter (default: `BROOD_LOG`, else `warn`), user vars.
+    ///
+    /// ```
+    /// # fn demo(root: actor_core::RootBuilder) -> actor_core::RootBuilder {
+    /// root.vars(|v| v.log_level("info").user("region", "eu"))
+    /// # }
+    /// ```
+    pub fn vars(mut self, set: impl FnOnce(VarsOverride) -> VarsOverride) -> Self {
+        self.vars = set(std::mem::take(&mut self.vars));
         self
     }
 

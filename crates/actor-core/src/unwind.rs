@@ -43,13 +43,7 @@ pub(crate) struct Panic {
 
 impl Panic {
     fn from_payload(payload: Box<dyn Any + Send>) -> Panic {
-        let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
-            (*s).to_owned()
-        } else if let Some(s) = payload.downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "panic with a non-string payload".to_owned()
-        };
+        let message = spawn_api::panic_message(&*payload);
         let location = LAST_LOCATION.with(|l| l.borrow_mut().take());
         Panic { message, location }
     }

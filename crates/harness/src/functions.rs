@@ -334,7 +334,7 @@ pub fn registry() -> Registry {
             let vars = cx
                 .open_nursery(async |n| {
                     let child = n
-                        .start_actor("sub", ActorOptions::new().debug_mode(debug))
+                        .start_actor("sub", ActorOptions::new().vars(|v| v.debug_mode(debug)))
                         .await?;
                     let v = child.run(Vars, ()).await?;
                     let gv = child.run(VarsOfSubtreeLeaf, ()).await?;
@@ -416,7 +416,7 @@ async fn hold_stuck_grandchild(
             o = o.backend(b);
         }
         if let Some(d) = opts.debug_mode {
-            o = o.debug_mode(d);
+            o = o.vars(|v| v.debug_mode(d));
         }
         let gc = n.start_actor("grandchild", o).await?;
         let who = gc.run(WhoAmI, ()).await?;
@@ -572,7 +572,7 @@ async fn hold_grandchild(
             o = o.backend(b);
         }
         if let Some(d) = opts.debug_mode {
-            o = o.debug_mode(d);
+            o = o.vars(|v| v.debug_mode(d));
         }
         let gc = n.start_actor("grandchild", o).await?;
         let who = gc.run(WhoAmI, ()).await?;

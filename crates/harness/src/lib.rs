@@ -301,7 +301,7 @@ fn run_checked(test: Test) -> Result<(), Failed> {
                 .map(str::to_owned)
                 .unwrap_or_else(|| "failed".to_owned()),
         ),
-        Err(p) => problems.push(panic_text(&*p)),
+        Err(p) => problems.push(spawn_api::panic_message(&*p)),
     }
     let live = leaks::live_descendants_after(REAP_GRACE);
     if !live.is_empty() {
@@ -333,16 +333,6 @@ fn run_checked(test: Test) -> Result<(), Failed> {
         Ok(())
     } else {
         Err(problems.join("\n").into())
-    }
-}
-
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "test panicked".to_owned()
     }
 }
 

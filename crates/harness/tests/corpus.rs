@@ -95,11 +95,7 @@ fn every_corpus_file_replays_without_a_panic() {
             let data = std::fs::read(&path).unwrap();
             total += 1;
             if let Err(panic) = std::panic::catch_unwind(|| run(&data)) {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
+                let msg = spawn_api::panic_message(&*panic);
                 failures.push(format!("{}: {msg}", path.display()));
             }
         }

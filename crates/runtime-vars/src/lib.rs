@@ -144,6 +144,35 @@ pub struct VarsOverride {
 }
 
 impl VarsOverride {
+    /// No overrides: everything inherited.
+    pub fn new() -> VarsOverride {
+        VarsOverride::default()
+    }
+
+    /// Turn debug mode on or off.
+    ///
+    /// ```
+    /// let o = runtime_vars::VarsOverride::new().debug_mode(true).log_level("debug").user("k", "v");
+    /// assert_eq!((o.debug_mode, o.log_level.as_deref()), (Some(true), Some("debug")));
+    /// assert_eq!(o.user["k"], "v");
+    /// ```
+    pub fn debug_mode(mut self, on: bool) -> VarsOverride {
+        self.debug_mode = Some(on);
+        self
+    }
+
+    /// Replace the log filter directive.
+    pub fn log_level(mut self, level: impl Into<String>) -> VarsOverride {
+        self.log_level = Some(level.into());
+        self
+    }
+
+    /// Add (or replace) a user var.
+    pub fn user(mut self, key: impl Into<String>, value: impl Into<String>) -> VarsOverride {
+        self.user.insert(key.into(), value.into());
+        self
+    }
+
     /// Apply these overrides to `vars` in place.
     ///
     /// ```

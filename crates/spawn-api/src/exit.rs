@@ -1,5 +1,6 @@
 //! How a child ended, as its parent observes it.
 
+use std::any::Any;
 use std::fmt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -116,4 +117,24 @@ pub fn signal_name(sig: i32) -> String {
         _ => return format!("signal {sig}"),
     };
     n.to_owned()
+}
+
+/// The message of a caught panic: its payload when that is a string (as `panic!` makes
+/// it), else a placeholder. For backends that catch a child's panic and report
+/// [`ChildExit::Panicked`].
+///
+/// ```
+/// let caught = std::panic::catch_unwind(|| panic!("boom {}", 7)).unwrap_err();
+/// assert_eq!(spawn_api::panic_message(&*caught), "boom 7");
+/// let odd = std::panic::catch_unwind(|| std::panic::panic_any(7_u8)).unwrap_err();
+/// assert_eq!(spawn_api::panic_message(&*odd), "panic with a non-string payload");
+/// ```
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
 }

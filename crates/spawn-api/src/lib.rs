@@ -92,7 +92,7 @@ pub use error::{
     ChannelError, CodecError, ForeignError, ProtocolError, RemoteError, SpawnError, TransportError,
     kinds,
 };
-pub use exit::{ChildExit, EXIT_FAILED, EXIT_PANIC, EXIT_SETUP, signal_name};
+pub use exit::{ChildExit, EXIT_FAILED, EXIT_PANIC, EXIT_SETUP, panic_message, signal_name};
 pub use extensions::Extensions;
 pub use function::{CallFn, ContextFn, StreamFn};
 pub use id::{ActorId, Addr, BadActorId, BadAddr};

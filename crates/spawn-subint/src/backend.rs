@@ -314,11 +314,7 @@ fn actor_thread(entry: ActorEntry, boot: ChildBoot, mode: PythonMode, control: A
     let exit = match catch_unwind(AssertUnwindSafe(|| run_actor(entry, boot, mode, &control))) {
         Ok(exit) => exit,
         Err(p) => ChildExit::Panicked {
-            message: p
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic".to_owned()),
+            message: spawn_api::panic_message(&*p),
         },
     };
     control.exit.send_replace(Some(exit));

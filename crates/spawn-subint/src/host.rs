@@ -7,7 +7,6 @@
 //! `KeyboardInterrupt` in the running Python code; a job stuck in native code cannot be
 //! stopped, and its host thread is abandoned when the interpreter is shut down.
 
-use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
@@ -225,7 +224,7 @@ impl Interp {
         let job: Job = Box::new(move |py: Result<&Python<'_>, &str>| {
             let r = match py {
                 Ok(py) => catch_unwind(AssertUnwindSafe(|| f(py)))
-                    .map_err(|p| InterpError::Panicked(panic_text(&*p))),
+                    .map_err(|p| InterpError::Panicked(spawn_api::panic_message(&*p))),
                 Err(e) => Err(InterpError::Setup(e.to_owned())),
             };
             let _ = tx.send(r);
@@ -386,16 +385,6 @@ fn interrupt(host: &Arc<Host>, job: u64) {
         });
     if spawned.is_err() {
         host.interrupts.lock().unwrap().in_flight = false;
-    }
-}
-
-fn panic_text(p: &(dyn Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic".to_owned()
     }
 }
 

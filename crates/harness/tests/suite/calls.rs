@@ -157,10 +157,10 @@ fn runtime_vars_derive_and_override() -> Result<(), Failed> {
         let root = runtime_vars::current();
         assert!(root.is_root && !root.debug_mode);
         let plain = n
-            .start_actor("plain", ActorOptions::new().user("team", "blue"))
+            .start_actor("plain", ActorOptions::new().vars(|v| v.user("team", "blue")))
             .await?;
         let debug = n
-            .start_actor("dbg", ActorOptions::new().debug_mode(true))
+            .start_actor("dbg", ActorOptions::new().vars(|v| v.debug_mode(true)))
             .await?;
         let pv = plain.run(Vars, ()).await?;
         let dv = debug.run(Vars, ()).await?;
@@ -202,7 +202,7 @@ fn runtime_vars_derive_and_override() -> Result<(), Failed> {
 fn two_roots_on_two_threads_see_their_own_vars() -> Result<(), Failed> {
     let run = |name: &'static str| {
         std::thread::spawn(move || {
-            within_deadline(harness::root().name(name).user("who", name).run(async |n| {
+            within_deadline(harness::root().name(name).vars(|v| v.user("who", name)).run(async |n| {
                 let c = n.start_actor("kid", ActorOptions::new()).await?;
                 for _ in 0..20 {
                     assert_eq!(runtime_vars::current().name(), name);

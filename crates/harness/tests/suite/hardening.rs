@@ -147,7 +147,7 @@ fn nested_teardown_runs_the_hook_of_every_descendant() -> Result<(), Failed> {
     let result = within_deadline(
         harness::root()
             .teardown(policy)
-            .user(HOOK_LOG_VAR, log.display().to_string())
+            .vars(|v| v.user(HOOK_LOG_VAR, log.display().to_string()))
             .run(async move |n| {
                 let middle = n
                     .start_actor(

@@ -63,13 +63,13 @@ fn python_state_is_private_to_each_actor() -> Result<(), Failed> {
 fn two_actors_in_one_process_see_their_own_vars() -> Result<(), Failed> {
     with_root(async |n| {
         let left = n
-            .start_actor("left", ActorOptions::new().user("side", "left"))
+            .start_actor("left", ActorOptions::new().vars(|v| v.user("side", "left")))
             .await?;
         let right = n
             .start_actor(
                 "right",
                 ActorOptions::new()
-                    .user("side", "right")
+                    .vars(|v| v.user("side", "right"))
                     .runtime(RuntimeFlavor::MultiThread(2)),
             )
             .await?;

@@ -228,7 +228,7 @@ fn teardown_hook_sees_the_childs_vars_before_the_kill() -> Result<(), Failed> {
                     .start_actor(
                         "stubborn",
                         ActorOptions::new()
-                            .debug_mode(true)
+                            .vars(|v| v.debug_mode(true))
                             .runtime(RuntimeFlavor::MultiThread(2)),
                     )
                     .await?;
