@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use common::Ping;
@@ -17,7 +17,7 @@ const MSG: usize = 64;
 /// child is set up before and reaped after the timed loop.
 fn socketpair_round_trips(iters: u64) -> Duration {
     let (ours, theirs) = common::socketpair();
-    let (our_fd, their_fd) = (ours.as_raw_fd(), theirs.as_raw_fd());
+    let (our_fd, their_fd) = (ours.as_raw_fd(), theirs.as_fd());
     // SAFETY: the child only closes, reads and writes raw descriptors into a stack
     // buffer: all async-signal-safe.
     let pid = common::spawning_on_child_cpu(|| unsafe {

@@ -8,7 +8,7 @@ mod common;
 
 use std::hint::black_box;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use brood::{Brood, FnError};
@@ -38,7 +38,7 @@ fn floor_transfers(iters: u64, size: u64, n: u64) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let (ours, theirs) = common::socketpair();
-        let (our_fd, their_fd) = (ours.as_raw_fd(), theirs.as_raw_fd());
+        let (our_fd, their_fd) = (ours.as_raw_fd(), theirs.as_fd());
         let msg: &[u8] = &message;
         // SAFETY: the child only closes, reads and writes raw descriptors, into a stack
         // byte and from memory allocated before the fork: all async-signal-safe.

@@ -8,9 +8,13 @@
 // Each bench target uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 
 use brood::{ActorOptions, Blob, Brood, FnError, Nursery, Portal, Registry, RootBuilder, StreamTx};
+use nix::errno::Errno;
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{self, ForkResult, close, fork, read, write};
 use tokio::runtime::Runtime;
 
 brood::call!(
@@ -109,28 +113,19 @@ pub fn with_child<R>(
 /// each process: on this machine a same-CPU and a cross-CPU wake-up differ by 4x.
 /// `None` on a machine with a single allowed CPU.
 pub fn cpus() -> Option<(usize, usize)> {
-    // SAFETY: an all-zero cpu_set_t is the empty set, a valid value.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a live, writable cpu_set_t of the size passed.
-    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if r != 0 {
-        return None;
-    }
-    // SAFETY: CPU_ISSET reads the set in bounds (cpu < CPU_SETSIZE).
-    let mut allowed =
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) });
+    // Pid 0: the calling thread.
+    let set = sched_getaffinity(unistd::Pid::from_raw(0)).ok()?;
+    let mut allowed = (0..CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false));
     Some((allowed.next()?, allowed.next()?))
 }
 
 /// Pin the calling thread to `cpu` (best effort: a bench on a machine that refuses it
 /// just runs unpinned).
 pub fn pin(cpu: usize) {
-    // SAFETY: an all-zero cpu_set_t is the empty set, a valid value.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET writes in bounds for cpu < CPU_SETSIZE, which `cpus` guarantees.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a live cpu_set_t of the size passed; 0 names the calling thread.
-    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    let mut set = CpuSet::new();
+    if set.set(cpu).is_ok() {
+        let _ = sched_setaffinity(unistd::Pid::from_raw(0), &set);
+    }
 }
 
 /// Pin this thread to the parent CPU (call once at the start of `main`).
@@ -178,62 +173,49 @@ pub fn socketpair() -> (
 /// The caller may be multi-threaded, so after `fork` the child may only do what is
 /// async-signal-safe: `child` must not allocate, free, lock, print or touch anything
 /// another thread could have held (raw `read`, `write`, `close` on descriptors and
-/// memory prepared before the fork are fine).
-pub unsafe fn fork_child(child: impl FnOnce() -> i32) -> libc::pid_t {
-    // SAFETY: fork has no memory-safety preconditions of its own; what the child may do
-    // afterwards is this function's contract with its caller.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        panic!("fork: {}", std::io::Error::last_os_error());
+/// memory prepared before the fork are fine: [`raw_read_exact`], [`raw_write_all`],
+/// [`raw_close`]).
+pub unsafe fn fork_child(child: impl FnOnce() -> i32) -> unistd::Pid {
+    // SAFETY: in the child, only `child` runs (async-signal-safe, by this function's
+    // contract with its caller) and then `_exit`.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { child }) => child,
+        Ok(ForkResult::Child) => {
+            let code = child();
+            // SAFETY: `_exit` (which nix does not wrap) is async-signal-safe and ends the
+            // child without running the parent's atexit handlers or flushing its copied
+            // stdio buffers; it takes no pointer.
+            unsafe { libc::_exit(code) }
+        }
+        Err(e) => panic!("fork: {e}"),
     }
-    if pid == 0 {
-        let code = child();
-        // SAFETY: `_exit` is async-signal-safe and ends the child without running the
-        // parent's atexit handlers or flushing its copied stdio buffers.
-        unsafe { libc::_exit(code) }
-    }
-    pid
 }
 
 /// Wait for the forked child `pid` and check that it exited with status 0.
-pub fn reap(pid: libc::pid_t) {
-    let mut status = 0;
-    loop {
-        // SAFETY: `status` is a live, writable int; `pid` is a child of this process
-        // that nothing else waits for.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
+pub fn reap(pid: unistd::Pid) {
+    let status = loop {
+        match waitpid(pid, None) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => panic!("waitpid({pid}): {e}"),
+            Ok(status) => break status,
         }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            panic!("waitpid({pid}): {err}");
-        }
-    }
+    };
     assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "forked child {pid} ended with wait status {status:#x}"
+        status == WaitStatus::Exited(pid, 0),
+        "forked child {pid} ended with {status:?}"
     );
 }
 
 /// In a forked child: `read` until `buf` is full. `false` on end of file or error.
-/// Only raw system calls: safe to use after `fork`.
-pub fn raw_read_exact(fd: RawFd, buf: &mut [u8]) -> bool {
+/// Only raw system calls (nix's wrappers allocate nothing): safe to use after `fork`.
+pub fn raw_read_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> bool {
     let mut done = 0;
     while done < buf.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of `buf`, which is
-        // live and writable for the duration of the call.
-        let r = unsafe {
-            libc::read(
-                fd,
-                buf[done..].as_mut_ptr().cast::<libc::c_void>(),
-                buf.len() - done,
-            )
-        };
-        if r > 0 {
-            done += r as usize;
-        } else if r == 0 || errno() != libc::EINTR {
-            return false;
+        match read(fd, &mut buf[done..]) {
+            Ok(0) => return false,
+            Ok(n) => done += n,
+            Err(Errno::EINTR) => {}
+            Err(_) => return false,
         }
     }
     true
@@ -241,40 +223,23 @@ pub fn raw_read_exact(fd: RawFd, buf: &mut [u8]) -> bool {
 
 /// In a forked child: `write` all of `buf`, looping on partial writes. `false` on
 /// error. Only raw system calls: safe to use after `fork`.
-pub fn raw_write_all(fd: RawFd, buf: &[u8]) -> bool {
+pub fn raw_write_all(fd: BorrowedFd<'_>, buf: &[u8]) -> bool {
     let mut done = 0;
     while done < buf.len() {
-        // SAFETY: the pointer and length describe the unwritten tail of `buf`, which is
-        // live for the duration of the call.
-        let r = unsafe {
-            libc::write(
-                fd,
-                buf[done..].as_ptr().cast::<libc::c_void>(),
-                buf.len() - done,
-            )
-        };
-        if r > 0 {
-            done += r as usize;
-        } else if r == 0 || errno() != libc::EINTR {
-            return false;
+        match write(fd, &buf[done..]) {
+            Ok(0) => return false,
+            Ok(n) => done += n,
+            Err(Errno::EINTR) => {}
+            Err(_) => return false,
         }
     }
     true
 }
 
-/// The calling thread's `errno`, read without allocating.
-fn errno() -> libc::c_int {
-    // SAFETY: `__errno_location` returns a valid pointer to this thread's errno.
-    unsafe { *libc::__errno_location() }
-}
-
-/// In a forked child: close `fd` (async-signal-safe).
+/// In a forked child: close the child's copy of `fd` (async-signal-safe). The parent's
+/// copy, and the parent's owner of it, are untouched.
 pub fn raw_close(fd: RawFd) {
-    // SAFETY: closing a descriptor number has no memory-safety preconditions; the caller
-    // owns `fd` in this process.
-    unsafe {
-        libc::close(fd);
-    }
+    let _ = close(fd);
 }
 
 /// The bench id `name`, suffixed with `-<variant>` when `BROOD_BENCH_VARIANT` is set (a

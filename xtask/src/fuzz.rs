@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::Error;
+use crate::error::Error;
 
 /// What to run.
 #[derive(Debug)]

@@ -6,42 +6,41 @@
 //!   the performance targets.
 //! - `cargo xtask fuzz`: the fuzz targets (nightly, cargo-fuzz), each for a while with its
 //!   corpus.
+//! - `cargo xtask circles`: the module circles inside each crate of the workspace.
 //!
-//! Kept to `std` and `clap` so that it builds fast and never pulls the workspace's
-//! dependency tree into a task runner.
+//! It depends on a few libraries (clap, serde_json, quick-xml, anstream, syn) and never
+//! on the workspace's own crates, so that it builds once and quickly.
+//!
+//! Its modules form layers, none using one above it: `error`, `run` (running cargo) and
+//! `metadata` at the bottom; `python`, `summary` and `nextest` (reading test results);
+//! then one module per command (`matrix`, `bench`, `fuzz`, `circles`), and this file,
+//! which only parses the command line and dispatches.
 
 mod bench;
-mod criterion;
+mod circles;
+mod error;
 mod fuzz;
-mod json;
 mod matrix;
+mod metadata;
+mod nextest;
 mod python;
 mod run;
 mod summary;
-mod targets;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::error::Error;
 use crate::python::PythonTier;
-
-/// Why a task stopped.
-#[derive(Debug)]
-pub enum Error {
-    /// The command line asked for something impossible (exit status 2, like clap's own
-    /// usage errors).
-    Usage(String),
-    /// Something needed to carry out the task failed (exit status 1).
-    Failed(String),
-}
 
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
-    about = "brood's developer tasks: the test matrix, the benchmark report and the fuzz targets"
+    about = "brood's developer tasks: the test matrix, the benchmark report, the fuzz targets \
+             and the module-circle check"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -52,9 +51,10 @@ struct Cli {
 enum Task {
     /// Run the workspace tests once per (backend, transport) cell and print a matrix.
     ///
-    /// Each cell runs `cargo nextest run --workspace --no-fail-fast` (or `cargo test`
-    /// without nextest) with BROOD_BACKEND, BROOD_TRANSPORT and BROOD_SKIP_REPORT set;
-    /// doctests run once, after the first cell. Exits non-zero if any cell fails.
+    /// Each cell runs `cargo nextest run --workspace --no-fail-fast --profile matrix` (or
+    /// `cargo test` without nextest) with BROOD_BACKEND, BROOD_TRANSPORT and
+    /// BROOD_SKIP_REPORT set, and reads nextest's JUnit report and test list; doctests run
+    /// once, after the first cell. Exits non-zero if any cell fails.
     Test(TestArgs),
     /// Run the benches, compare each with its floor and check the performance targets.
     ///
@@ -69,6 +69,22 @@ enum Task {
     /// input is saved under fuzz/artifacts/<target>/) or if nightly or cargo-fuzz is
     /// missing.
     Fuzz(FuzzArgs),
+    /// Find module circles: modules of one crate that use each other's items.
+    ///
+    /// Reads the module tree of every library and binary of every workspace member
+    /// (`cargo metadata`), test modules excluded, and prints each group of modules that
+    /// depend on each other in a circle, with the edges that close it. Fails if any.
+    Circles(CirclesArgs),
+}
+
+#[derive(Debug, Args)]
+struct CirclesArgs {
+    /// For each edge of a circle, print the path that makes it and its file.
+    #[arg(long, short)]
+    verbose: bool,
+    /// Packages to check (default: every workspace member).
+    #[arg(value_name = "PACKAGE")]
+    packages: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +179,13 @@ fn main() -> ExitCode {
             },
             &root,
         ),
+        Task::Circles(args) => circles::run(
+            &circles::CirclesOptions {
+                packages: args.packages,
+                verbose: args.verbose,
+            },
+            &root,
+        ),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -239,5 +262,15 @@ mod tests {
         };
         assert_eq!(args.time, 20);
         assert!(args.targets.is_empty());
+    }
+
+    #[test]
+    fn parses_circles_arguments() {
+        let cli = Cli::try_parse_from(["xtask", "circles", "-v", "spawn-api"]).unwrap();
+        let Task::Circles(args) = cli.command else {
+            panic!("not circles")
+        };
+        assert!(args.verbose);
+        assert_eq!(args.packages, ["spawn-api"]);
     }
 }

@@ -3,13 +3,20 @@
 //! brood's tests pick the spawn backend and the transport from `BROOD_BACKEND` and
 //! `BROOD_TRANSPORT`, so a full check means running the same suite once per combination.
 //! This module chooses the cells, runs them, and prints one matrix of results.
+//!
+//! A cell's results are read from nextest's structured output (its JUnit report and test
+//! list, see `nextest.rs`). Without nextest, a cell runs `cargo test`, whose only
+//! summary on stable Rust is the `test result:` line of each test binary (see
+//! `summary.rs`); doctests always run that way, once.
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::Error;
+use crate::error::Error;
+use crate::nextest::{self, Outcome, TestCase, ToolConfig};
 use crate::python::{self, PythonTier};
 use crate::run::{self, Captured};
 use crate::summary::{self, Counts, SkipReport};
@@ -128,6 +135,9 @@ pub struct CellResult {
     pub ok: bool,
     /// Why a cell is red when the counts do not say (e.g. "build failed").
     pub note: Option<String>,
+    /// The tests that failed, each with how (e.g. "test failure with exit code 101"):
+    /// known with nextest only.
+    pub failures: Vec<(String, String)>,
 }
 
 impl CellResult {
@@ -150,6 +160,7 @@ impl CellResult {
             ok: exit_ok && counts.is_some_and(|c| c.failed == 0),
             counts,
             note,
+            failures: Vec::new(),
         }
     }
 }
@@ -177,6 +188,13 @@ pub fn run(opts: &TestOptions, root: &Path) -> Result<bool, Error> {
         println!("note: cargo-nextest is not installed; running `cargo test` instead");
         Runner::CargoTest
     };
+    let tool_config = if runner == Runner::Nextest {
+        let config = ToolConfig::create()
+            .map_err(|e| Error::Failed(format!("cannot write nextest's tool config file: {e}")))?;
+        Some(config)
+    } else {
+        None
+    };
     let mut base_env = python::provision(opts.python, root)?;
     base_env.extend(run::color_env());
 
@@ -200,22 +218,36 @@ pub fn run(opts: &TestOptions, root: &Path) -> Result<bool, Error> {
             skip_file.to_string_lossy().into_owned(),
         ));
 
-        let args = runner_args(runner, &opts.extra);
+        let args = runner_args(runner, tool_config.as_ref(), &opts.extra);
         println!(
             "==> [{}/{}] backend={backend} transport={transport}: {}",
             index + 1,
             cells.len(),
             run::display_command("cargo", &args)
         );
-        let captured = run_cargo(&args, root, &env)?;
-        let counts = match runner {
-            Runner::Nextest => summary::parse_nextest(captured.lines()),
-            Runner::CargoTest => summary::parse_cargo_test(captured.lines()),
+        let cell = match &tool_config {
+            Some(config) => {
+                let cell = NextestCell {
+                    backend,
+                    transport,
+                    config,
+                    extra: &opts.extra,
+                };
+                cell.run(&args, root, &env)?
+            }
+            None => {
+                let captured = run_cargo(&args, root, &env)?;
+                let counts = summary::parse_cargo_test(captured.lines());
+                CellResult::from_run(backend, transport, counts, &captured)
+            }
         };
-        results.push(CellResult::from_run(backend, transport, counts, &captured));
+        results.push(cell);
         if first {
             // nextest cannot run doctests, and they do not depend on the cell: one run,
-            // with the first cell's environment, covers them in both modes.
+            // with the first cell's environment, covers them in both modes. Nothing
+            // structured reports doctests on stable Rust (libtest's JSON output needs
+            // `-Z unstable-options`): their counts come from libtest's `test result:`
+            // line, one per crate.
             let doc_args = ["test", "--workspace", "--doc", "--no-fail-fast"];
             println!("==> doctests: {}", run::display_command("cargo", &doc_args));
             let doc = run_cargo(&doc_args, root, &env)?;
@@ -277,9 +309,117 @@ fn nextest_installed(root: &Path) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The cargo arguments of a cell. Plain `cargo test` gets `--tests`, which leaves out
-/// doctests: they run once on their own, as with nextest.
-fn runner_args(runner: Runner, extra: &[String]) -> Vec<String> {
+/// One cell run with nextest.
+struct NextestCell<'a> {
+    backend: &'a str,
+    transport: &'a str,
+    config: &'a ToolConfig,
+    /// The user's extra arguments (`--`), also given to the test list when it takes them.
+    extra: &'a [String],
+}
+
+impl NextestCell<'_> {
+    /// Run the cell (`args`: the whole nextest command line) and read its results: the
+    /// JUnit report for what ran, the test list for what was skipped.
+    fn run(
+        &self,
+        args: &[String],
+        root: &Path,
+        env: &[(String, String)],
+    ) -> Result<CellResult, Error> {
+        let junit = self.config.junit_path();
+        // A report left by the previous cell would be read as this one's.
+        let _ = std::fs::remove_file(&junit);
+        let captured = run_cargo(args, root, env)?;
+        let mut notes = Vec::new();
+        let cases = match std::fs::read_to_string(&junit) {
+            Ok(text) => match nextest::parse_junit(&text) {
+                Ok(cases) => Some(cases),
+                Err(e) => {
+                    notes.push(e);
+                    None
+                }
+            },
+            // No report: nextest did not get as far as running tests (the build failed).
+            Err(_) => None,
+        };
+        let counts = cases.as_ref().map(|cases| {
+            let listed = match self.list(root, env) {
+                Ok(listed) => Some(listed),
+                Err(e) => {
+                    notes.push(format!("skipped tests not counted: {e}"));
+                    None
+                }
+            };
+            nextest::counts(cases, listed.as_ref())
+        });
+        let mut cell = CellResult::from_run(self.backend, self.transport, counts, &captured);
+        cell.failures = cases.iter().flatten().filter_map(failure).collect();
+        if !notes.is_empty() {
+            notes.extend(cell.note.take());
+            cell.note = Some(notes.join("; "));
+        }
+        Ok(cell)
+    }
+
+    /// Every test of the workspace, as `cargo nextest list` gives them in the cell's
+    /// environment (a test that skips itself in this cell is listed as ignored). The
+    /// build is the run's, so this only lists. With the user's extra arguments, so that
+    /// build options and filters match the run's; without them if nextest refuses them
+    /// (options only `run` has, such as `--test-threads`).
+    fn list(
+        &self,
+        root: &Path,
+        env: &[(String, String)],
+    ) -> Result<BTreeSet<nextest::TestId>, String> {
+        let with_extra = self.list_with(self.extra, root, env);
+        match with_extra {
+            Err(_) if !self.extra.is_empty() => self.list_with(&[], root, env),
+            listed => listed,
+        }
+    }
+
+    fn list_with(
+        &self,
+        extra: &[String],
+        root: &Path,
+        env: &[(String, String)],
+    ) -> Result<BTreeSet<nextest::TestId>, String> {
+        let output = Command::new(run::cargo())
+            .args(["nextest", "list", "--workspace", "--message-format", "json"])
+            .args(["--tool-config-file", &self.config.arg()])
+            .args(extra)
+            .current_dir(root)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run cargo nextest list: {e}"))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+            return Err(format!(
+                "cargo nextest list failed ({}){}",
+                output.status,
+                last.map(|l| format!(": {}", anstream::adapter::strip_str(l)))
+                    .unwrap_or_default()
+            ));
+        }
+        nextest::parse_list(&String::from_utf8_lossy(&output.stdout))
+    }
+}
+
+/// A failed test's name and how it failed.
+fn failure(case: &TestCase) -> Option<(String, String)> {
+    match &case.outcome {
+        Outcome::Failed(how) => Some((format!("{} {}", case.id.binary, case.id.name), how.clone())),
+        Outcome::Passed | Outcome::Skipped => None,
+    }
+}
+
+/// The cargo arguments of a cell. nextest runs with the matrix's profile, which writes
+/// the JUnit report into the tool config's store. Plain `cargo test` gets `--tests`,
+/// which leaves out doctests: they run once on their own, as with nextest.
+fn runner_args(runner: Runner, config: Option<&ToolConfig>, extra: &[String]) -> Vec<String> {
     let mut args: Vec<String> = match runner {
         Runner::Nextest => ["nextest", "run", "--workspace", "--no-fail-fast"]
             .map(String::from)
@@ -288,6 +428,12 @@ fn runner_args(runner: Runner, extra: &[String]) -> Vec<String> {
             .map(String::from)
             .into(),
     };
+    if runner == Runner::Nextest {
+        args.extend(["--profile".to_owned(), nextest::PROFILE.to_owned()]);
+        if let Some(config) = config {
+            args.extend(["--tool-config-file".to_owned(), config.arg()]);
+        }
+    }
     args.extend(extra.iter().cloned());
     args
 }
@@ -381,6 +527,17 @@ pub fn render(
             .collect();
         out.push_str(line.join(" | ").trim_end());
         out.push('\n');
+    }
+    let failures: Vec<_> = cells
+        .iter()
+        .chain(doctests)
+        .flat_map(|c| c.failures.iter().map(move |f| (c, f)))
+        .collect();
+    if !failures.is_empty() {
+        out.push_str("failed tests:\n");
+        for (cell, (test, how)) in failures {
+            let _ = writeln!(out, "  {}/{}  {test}: {how}", cell.backend, cell.transport);
+        }
     }
     out.push_str("skipped tests:\n");
     if skips.skips.is_empty() {
@@ -491,6 +648,7 @@ mod tests {
             counts,
             ok,
             note: None,
+            failures: Vec::new(),
         }
     }
 
@@ -505,7 +663,13 @@ mod tests {
         };
         let cells = [
             cell("proc", "uds", c(57, 0, 0), true),
-            cell("proc", "shm", c(50, 1, 6), false),
+            CellResult {
+                failures: vec![(
+                    "harness::suite teardown::reap".into(),
+                    "test failure with exit code 101".into(),
+                )],
+                ..cell("proc", "shm", c(50, 1, 6), false)
+            },
             CellResult {
                 note: Some("build failed".into()),
                 ..cell("fork", "uds", None, false)
@@ -527,6 +691,8 @@ backend \\ transport | uds                            | shm
 proc                | 57 passed, 0 failed, 0 skipped | 50 passed, 1 failed, 6 skipped  FAILED
 fork                | build failed  FAILED           |
 doctests            | 31 passed, 0 failed            |
+failed tests:
+  proc/shm  harness::suite teardown::reap: test failure with exit code 101
 skipped tests:
   proc/shm  portal::big: needs 2 GiB
 ";
@@ -570,7 +736,7 @@ skipped tests:
     fn runner_arguments() {
         let extra = vec!["--".to_owned(), "--test-threads=1".to_owned()];
         assert_eq!(
-            runner_args(Runner::CargoTest, &extra),
+            runner_args(Runner::CargoTest, None, &extra),
             [
                 "test",
                 "--workspace",
@@ -581,8 +747,15 @@ skipped tests:
             ]
         );
         assert_eq!(
-            runner_args(Runner::Nextest, &[]),
-            ["nextest", "run", "--workspace", "--no-fail-fast"]
+            runner_args(Runner::Nextest, None, &[]),
+            [
+                "nextest",
+                "run",
+                "--workspace",
+                "--no-fail-fast",
+                "--profile",
+                "matrix"
+            ]
         );
     }
 }

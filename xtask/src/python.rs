@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use clap::ValueEnum;
 
-use crate::Error;
+use crate::error::Error;
 
 /// Which CPython the tests build and run against.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

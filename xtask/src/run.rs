@@ -150,67 +150,9 @@ pub fn display_command<S: AsRef<str>>(program: &str, args: &[S]) -> String {
     out
 }
 
-/// Remove ANSI escape sequences (colours), which cargo and nextest emit when told to
-/// colour their output, so that the summary parsers see plain text.
-pub fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\u{1b}' {
-            out.push(c);
-            continue;
-        }
-        match chars.peek() {
-            // CSI: parameters and intermediates up to a final byte in '@'..='~'.
-            Some('[') => {
-                chars.next();
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            }
-            // OSC (e.g. hyperlinks): up to BEL or ESC '\'.
-            Some(']') => {
-                chars.next();
-                while let Some(c) = chars.next() {
-                    if c == '\u{7}' {
-                        break;
-                    }
-                    if c == '\u{1b}' {
-                        if chars.peek() == Some(&'\\') {
-                            chars.next();
-                        }
-                        break;
-                    }
-                }
-            }
-            Some(_) => {
-                chars.next();
-            }
-            None => {}
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strips_colours_and_links() {
-        assert_eq!(
-            strip_ansi("\u{1b}[32;1m     Summary\u{1b}[0m [ 1.0s] 3 tests run"),
-            "     Summary [ 1.0s] 3 tests run"
-        );
-        assert_eq!(
-            strip_ansi("a\u{1b}]8;;http://x\u{1b}\\link\u{1b}]8;;\u{7}b"),
-            "alinkb"
-        );
-        assert_eq!(strip_ansi("plain"), "plain");
-        assert_eq!(strip_ansi("trailing\u{1b}"), "trailing");
-    }
 
     #[test]
     fn quotes_odd_arguments() {

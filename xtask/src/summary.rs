@@ -1,7 +1,12 @@
-//! Reading what a test run printed: nextest's and libtest's summaries, and the harness's
-//! skip report.
-
-use crate::run::strip_ansi;
+//! A cell's counts, libtest's summary lines (read only where nothing structured exists),
+//! and the harness's skip report.
+//!
+//! With nextest, a cell's counts come from its JUnit report and test list (see
+//! `nextest.rs`). Two runs have nothing structured to read: plain `cargo test` (the
+//! fallback without nextest; libtest's `--format json` needs `-Z unstable-options`, so
+//! nightly) and the doctests (`cargo test --doc`, which nextest cannot run). For those the
+//! one line libtest prints per test binary, `test result: ok. 12 passed; 0 failed; ...`,
+//! is read: a stable format, and only its counts are taken.
 
 /// How many tests ended which way.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -22,59 +27,6 @@ impl Counts {
     }
 }
 
-/// Find nextest's final `Summary [ 1.2s] 45 tests run: 44 passed, 1 failed, 3 skipped`
-/// line and read its counts; `None` when there is none (the build failed, or nextest did
-/// not get as far as running tests).
-///
-/// When several summary lines appear, the last one wins: it is the one of the run that
-/// finished last.
-pub fn parse_nextest<'a>(lines: impl IntoIterator<Item = &'a str>) -> Option<Counts> {
-    lines
-        .into_iter()
-        .filter_map(|line| parse_nextest_line(&strip_ansi(line)))
-        .last()
-}
-
-fn parse_nextest_line(line: &str) -> Option<Counts> {
-    let rest = line.trim_start().strip_prefix("Summary")?;
-    let rest = rest.trim_start().strip_prefix('[')?;
-    let (_, rest) = rest.split_once(']')?;
-    let (head, tail) = rest.split_once(':')?;
-    // "45 tests run", "1 test run", or "3/45 tests run" when the run was cancelled.
-    let mut head_words = head.split_whitespace();
-    let total = head_words.next()?;
-    if !total.split('/').all(|n| n.parse::<u64>().is_ok()) {
-        return None;
-    }
-    if !matches!(head_words.next(), Some("test" | "tests")) || head_words.next() != Some("run") {
-        return None;
-    }
-    let mut counts = Counts::default();
-    for item in tail.split(',') {
-        // "44 passed (2 flaky)": the parenthesised part only qualifies the count.
-        let item = item.split('(').next().unwrap_or_default().trim();
-        let Some((number, label)) = item.split_once(char::is_whitespace) else {
-            continue;
-        };
-        let Ok(n) = number.parse::<u64>() else {
-            continue;
-        };
-        match label.trim() {
-            "passed" => counts.passed += n,
-            "skipped" => counts.skipped += n,
-            // Subsets of "passed", reported again on their own.
-            "flaky" | "leaky" => {}
-            // "failed", "timed out", "exec failed", "leaky failed", ...: anything else
-            // that ended a test badly.
-            other if other.contains("fail") || other.contains("timed out") => counts.failed += n,
-            // Unknown words (e.g. "not run" after a cancellation) are not test outcomes;
-            // the cell still fails through nextest's exit status.
-            _ => {}
-        }
-    }
-    Some(counts)
-}
-
 /// Sum libtest's `test result: ok. 12 passed; 0 failed; 3 ignored; ...` lines, one per
 /// test binary (or per crate's doctests); ignored tests count as skipped. `None` when no
 /// such line appears (the build failed).
@@ -85,7 +37,11 @@ fn parse_nextest_line(line: &str) -> Option<Counts> {
 pub fn parse_cargo_test<'a>(lines: impl IntoIterator<Item = &'a str>) -> Option<Counts> {
     lines
         .into_iter()
-        .filter_map(|line| parse_test_result_line(strip_ansi(line).trim()))
+        .filter_map(|line| {
+            // Colours (CARGO_TERM_COLOR=always) would split the words.
+            let plain = anstream::adapter::strip_str(line).to_string();
+            parse_test_result_line(plain.trim())
+        })
         .reduce(|mut total, counts| {
             total.add(counts);
             total
@@ -199,62 +155,6 @@ mod tests {
             failed,
             skipped,
         }
-    }
-
-    #[test]
-    fn nextest_summary_variants() {
-        let cases = [
-            (
-                "     Summary [  12.345s] 45 tests run: 44 passed, 1 failed, 3 skipped",
-                counts(44, 1, 3),
-            ),
-            (
-                "     Summary [   0.006s] 45 tests run: 45 passed, 0 skipped",
-                counts(45, 0, 0),
-            ),
-            (
-                "     Summary [   0.001s] 1 test run: 1 passed",
-                counts(1, 0, 0),
-            ),
-            (
-                "     Summary [   2.008s] 3 tests run: 1 passed, 1 failed, 1 timed out, 1 skipped",
-                counts(1, 2, 1),
-            ),
-            (
-                "     Summary [   1.000s] 5 tests run: 5 passed (2 flaky, 1 leaky), 0 skipped",
-                counts(5, 0, 0),
-            ),
-            (
-                "     Summary [   1.000s] 5 tests run: 4 passed, 2 flaky, 1 leaky, 1 timed out",
-                counts(4, 1, 0),
-            ),
-            (
-                "     Summary [   0.500s] 3/10 tests run: 2 passed, 1 failed, 0 skipped",
-                counts(2, 1, 0),
-            ),
-            (
-                "\u{1b}[32;1m     Summary\u{1b}[0m [   0.010s] \u{1b}[1m2\u{1b}[0m tests run: \
-                 \u{1b}[1m2\u{1b}[0m \u{1b}[32;1mpassed\u{1b}[0m, \u{1b}[1m0\u{1b}[0m skipped",
-                counts(2, 0, 0),
-            ),
-        ];
-        for (line, want) in cases {
-            let text = format!("    Starting 45 tests across 3 binaries\n{line}\nerror: x\n");
-            assert_eq!(parse_nextest(text.lines()), Some(want), "{line}");
-        }
-    }
-
-    #[test]
-    fn nextest_without_summary() {
-        let text = "   Compiling brood v0.1.0\nerror[E0425]: cannot find value `x`\n\
-                    error: could not compile `brood`\n";
-        assert_eq!(parse_nextest(text.lines()), None);
-        // Lookalikes that are not the final summary.
-        assert_eq!(parse_nextest(["Summary of changes: 3 passed"]), None);
-        assert_eq!(
-            parse_nextest(["  Summary [1s] many tests run: 3 passed"]),
-            None
-        );
     }
 
     #[test]

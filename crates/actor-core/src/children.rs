@@ -12,24 +12,8 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ChildError;
-use crate::teardown::Step;
-use spawn_api::{ActorId, ChildExit};
-
-/// What became of one child, recorded when it was reaped.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChildReport {
-    /// The child's tree path.
-    pub actor: String,
-    /// Its process id, if it had one.
-    pub pid: Option<u32>,
-    /// How it ended.
-    pub exit: ChildExit,
-    /// The ladder step that ended it ([`Step::Finished`] if it ended on its own).
-    pub step: Step,
-    /// How long its teardown took, from the order to the reap (zero if it ended on its
-    /// own).
-    pub teardown: Duration,
-}
+use crate::teardown::ChildReport;
+use spawn_api::ActorId;
 
 pub(crate) struct NurseryState {
     pub(crate) children: Mutex<Vec<Arc<ChildSlot>>>,

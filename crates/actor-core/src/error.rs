@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use crate::teardown::ChildReport;
 use spawn_api::{CodecError, ForeignError, ProtocolError, RemoteError, SpawnError, kinds};
 /// What an actor function (or a nursery body) returns as its error.
 ///
@@ -431,7 +432,7 @@ pub struct NurseryError {
     pub cancelled: bool,
     /// What became of every child, in the order they were reaped (the same records as
     /// [`crate::Nursery::reports`], which cannot be read once the body has ended).
-    pub reports: Vec<crate::ChildReport>,
+    pub reports: Vec<ChildReport>,
 }
 
 impl NurseryError {

@@ -65,14 +65,13 @@ mod unwind;
 
 pub use actor::ActorCx;
 pub use brood::{BACKEND_ENV, Brood, BroodBuilder, TRANSPORT_ENV};
-pub use children::ChildReport;
 pub use error::{ChildError, FnError, NurseryError, PortalError};
 pub use nursery::{ActorOptions, Nursery, RunHandle};
 pub use portal::Portal;
 pub use registry::Registry;
 pub use root::{Root, RootBuilder, RootError};
 pub use stream::{CalleeContext, CalleeStream, CallerContext, ReplyStream, StreamTx};
-pub use teardown::{Reaped, Step};
+pub use teardown::{ChildReport, Reaped, Step};
 
 // The contract's vocabulary that actor programs use, so they need not name `spawn-api`.
 pub use spawn_api::runtime_vars::{self, RuntimeVars, VarsOverride};

@@ -23,11 +23,12 @@ use runtime_vars::VarsOverride;
 use tokio::sync::{oneshot, watch};
 
 use crate::actor::{ActorCx, ActorInner};
-use crate::children::{ChildReport, ChildSlot, NurseryState};
+use crate::children::{ChildSlot, NurseryState};
 use crate::conn::{Conn, Peer, Side};
 use crate::error::{ChildError, FnError, NurseryError, PortalError};
 use crate::handshake::Handshaken;
 use crate::portal::Portal;
+use crate::teardown::ChildReport;
 use crate::teardown::{Step, run_ladder};
 use spawn_api::{
     ActorId, Addr, CallFn, Child, ChildBoot, ChildExit, ChildStdio, Frame, Msg, RemoteError,

@@ -74,6 +74,22 @@ pub struct Reaped {
     pub step: Step,
 }
 
+/// What became of one child, recorded when it was reaped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildReport {
+    /// The child's tree path.
+    pub actor: String,
+    /// Its process id, if it had one.
+    pub pid: Option<u32>,
+    /// How it ended.
+    pub exit: ChildExit,
+    /// The ladder step that ended it ([`Step::Finished`] if it ended on its own).
+    pub step: Step,
+    /// How long its teardown took, from the order to the reap (zero if it ended on its
+    /// own).
+    pub teardown: Duration,
+}
+
 /// What the ladder tells its caller about its progress: when it will be over at the
 /// latest (`None`: in a hook, unbounded).
 pub(crate) type Progress<'a> = &'a (dyn Fn(Option<Instant>) + Send + Sync);

@@ -36,8 +36,9 @@ use tokio::task::AbortHandle;
 
 use crate::check::{self, ChildCheck, ConnectError};
 use crate::proto::{self, FLAG_NULL_STDIO, Reply, Stage};
+use crate::server::SERVER_ENV;
 use crate::server::ServerArgs;
-use crate::{ForkService, SERVER_ENV, sys};
+use crate::{ForkService, sys};
 
 /// How long dropping the owner's client waits for the server to exit on its own before
 /// killing it.

@@ -79,6 +79,7 @@ pub use client::ForkChild;
 pub use service::{ForkService, ServiceError};
 
 use client::{Client, ClientError};
+pub use server::SERVER_ENV;
 
 /// The key of this backend (`BROOD_BACKEND=fork`, `ActorOptions::backend("fork")`).
 ///
@@ -86,18 +87,6 @@ use client::{Client, ClientError};
 /// assert_eq!(spawn_fork::KEY, "fork");
 /// ```
 pub const KEY: &str = "fork";
-
-/// Environment variable that starts this program as a forkserver (what it carries is
-/// private to this crate). [`Brood::enter`](actor_core::Brood::enter) removes it at once,
-/// so neither the server's children nor anything they start see it; in a process that
-/// already runs threads it is left alone and the server refuses to start (changing the
-/// environment is unsound then, and a forkserver must be single-threaded anyway).
-///
-/// ```
-/// // A program started normally is not a forkserver.
-/// assert!(std::env::var_os(spawn_fork::SERVER_ENV).is_none());
-/// ```
-pub const SERVER_ENV: &str = "BROOD_FORKSERVER";
 
 /// Key of the tree's forkserver in [`RuntimeVars::services`]: a [`ForkService`], the
 /// name of its abstract Unix socket and the pids a client checks before it trusts what

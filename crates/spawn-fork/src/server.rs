@@ -30,7 +30,6 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use spawn_api::{ActorEntry, ChildBoot, ChildExit, EXIT_PANIC, EXIT_SETUP};
 
-use crate::SERVER_ENV;
 use crate::proto::{self, FLAG_NULL_STDIO, Reply, Stage};
 use crate::sys::{self, Forked, SingleThreaded};
 
@@ -43,7 +42,19 @@ const MAX_REQUEST: usize = 16 * 1024;
 /// How long the server waits for killed children before exiting without reaping them.
 const EXIT_REAP_BOUND: Duration = Duration::from_secs(1);
 
-/// What the process that started the server passed in [`crate::SERVER_ENV`]:
+/// Environment variable that starts this program as a forkserver (what it carries is
+/// private to this crate). [`Brood::enter`](actor_core::Brood::enter) removes it at once,
+/// so neither the server's children nor anything they start see it; in a process that
+/// already runs threads it is left alone and the server refuses to start (changing the
+/// environment is unsound then, and a forkserver must be single-threaded anyway).
+///
+/// ```
+/// // A program started normally is not a forkserver.
+/// assert!(std::env::var_os(spawn_fork::SERVER_ENV).is_none());
+/// ```
+pub const SERVER_ENV: &str = "BROOD_FORKSERVER";
+
+/// What the process that started the server passed in [`SERVER_ENV`]:
 /// `<listener fd>,<owner connection fd>,<owner pid>`.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct ServerArgs {

@@ -3,74 +3,27 @@
 //!
 //! Criterion nests one directory per `/` in a benchmark id, and sanitises the names, so
 //! the tree is walked for `new/estimates.json` and each benchmark is identified by the
-//! ids recorded in its `benchmark.json`, not by its path.
+//! ids recorded in its `benchmark.json`, not by its path. Malformed files are reported as
+//! errors, not panics: a half-written results file must not abort a report.
 
-use std::cmp::Ordering;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::bench::BENCHES;
-use crate::json::{self, Value};
+use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
 
-/// Work per iteration, as declared by the bench with criterion's `Throughput`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Throughput {
-    /// Bytes per iteration (criterion's `Bytes`, `BytesDecimal`, and `Bits` / 8).
-    Bytes(f64),
-    /// Elements (messages) per iteration.
-    Elements(f64),
+use super::results::{BenchResult, Throughput, sort_results};
+
+/// The part of a criterion `estimates.json` read here.
+#[derive(Debug, Deserialize)]
+struct Estimates {
+    mean: Estimate,
 }
 
-/// One criterion measurement.
-#[derive(Clone, Debug, PartialEq)]
-pub struct BenchResult {
-    /// Criterion's group id (e.g. `rpc`).
-    pub group: String,
-    /// The function id within the group (e.g. `brood-uds`, `floor-socketpair`).
-    pub function: Option<String>,
-    /// The parameter, for `BenchmarkId::new(name, param)` (e.g. `64B`).
-    pub value: Option<String>,
-    /// Mean time per iteration, in nanoseconds.
-    pub mean_ns: f64,
-    /// The declared throughput, if any.
-    pub throughput: Option<Throughput>,
-    /// Whether the result predates this run (e.g. excluded by `--filter`).
-    pub stale: bool,
-}
-
-impl BenchResult {
-    /// Whether this is a floor: its function id starts with `floor`.
-    pub fn is_floor(&self) -> bool {
-        self.function
-            .as_deref()
-            .is_some_and(|f| f.starts_with("floor"))
-    }
-
-    /// The row label: function id and parameter.
-    pub fn label(&self) -> String {
-        match (&self.function, &self.value) {
-            (Some(f), Some(v)) => format!("{f}/{v}"),
-            (Some(f), None) => f.clone(),
-            (None, Some(v)) => v.clone(),
-            (None, None) => self.group.clone(),
-        }
-    }
-
-    /// Elements per second, if the bench declared an element throughput.
-    pub fn elements_per_sec(&self) -> Option<f64> {
-        match self.throughput {
-            Some(Throughput::Elements(n)) if self.mean_ns > 0.0 => Some(n * 1e9 / self.mean_ns),
-            _ => None,
-        }
-    }
-
-    /// Bytes per second, if the bench declared a byte throughput.
-    pub fn bytes_per_sec(&self) -> Option<f64> {
-        match self.throughput {
-            Some(Throughput::Bytes(n)) if self.mean_ns > 0.0 => Some(n * 1e9 / self.mean_ns),
-            _ => None,
-        }
-    }
+#[derive(Debug, Deserialize)]
+struct Estimate {
+    point_estimate: f64,
 }
 
 /// `mean.point_estimate` (nanoseconds) from a criterion `estimates.json`.
@@ -78,12 +31,8 @@ impl BenchResult {
 /// # Errors
 /// When the text is not JSON or has no finite, non-negative mean.
 pub fn parse_estimates(text: &str) -> Result<f64, String> {
-    let doc = json::parse(text).map_err(|e| e.to_string())?;
-    let mean = doc
-        .get("mean")
-        .and_then(|m| m.get("point_estimate"))
-        .and_then(Value::as_f64)
-        .ok_or("no mean.point_estimate")?;
+    let estimates: Estimates = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let mean = estimates.mean.point_estimate;
     if mean.is_finite() && mean >= 0.0 {
         Ok(mean)
     } else {
@@ -104,21 +53,29 @@ pub struct BenchMeta {
     pub throughput: Option<Throughput>,
 }
 
+/// The part of a criterion `benchmark.json` read here.
+#[derive(Debug, Deserialize)]
+struct BenchmarkFile {
+    group_id: String,
+    #[serde(default)]
+    function_id: Option<String>,
+    #[serde(default)]
+    value_str: Option<String>,
+    /// Criterion's `Throughput` enum, externally tagged: `{"Bytes": 1048576}`. Kept
+    /// loose, so that a kind this reader does not know reads as no throughput.
+    #[serde(default)]
+    throughput: Option<serde_json::Value>,
+}
+
 /// Read a criterion `benchmark.json`.
 ///
 /// # Errors
 /// When the text is not JSON or has no string `group_id`. An unknown throughput kind is
 /// not an error: it reads as no throughput.
 pub fn parse_benchmark(text: &str) -> Result<BenchMeta, String> {
-    let doc = json::parse(text).map_err(|e| e.to_string())?;
-    let group = doc
-        .get("group_id")
-        .and_then(Value::as_str)
-        .ok_or("no group_id")?
-        .to_owned();
-    let opt_str = |key: &str| doc.get(key).and_then(Value::as_str).map(str::to_owned);
-    let throughput = doc.get("throughput").and_then(|t| {
-        let (kind, n) = t.as_object()?.first()?;
+    let file: BenchmarkFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let throughput = file.throughput.as_ref().and_then(|t| {
+        let (kind, n) = t.as_object()?.iter().next()?;
         let n = n.as_f64()?;
         match kind.as_str() {
             "Bytes" | "BytesDecimal" => Some(Throughput::Bytes(n)),
@@ -128,24 +85,47 @@ pub fn parse_benchmark(text: &str) -> Result<BenchMeta, String> {
         }
     });
     Ok(BenchMeta {
-        group,
-        function: opt_str("function_id"),
-        value: opt_str("value_str"),
+        group: file.group_id,
+        function: file.function_id,
+        value: file.value_str,
         throughput,
     })
 }
 
-/// Read a footprint report: a flat object of `"name": bytes`. Members that are not
-/// numbers are ignored, so the bench may add notes such as `"unit": "bytes"`.
+/// A JSON object's members in file order (serde_json's own map sorts them by key).
+struct Members(Vec<(String, serde_json::Value)>);
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MembersVisitor;
+        impl<'de> Visitor<'de> for MembersVisitor {
+            type Value = Members;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(MembersVisitor)
+    }
+}
+
+/// Read a footprint report: a flat object of `"name": bytes`, in file order. Members
+/// that are not numbers are ignored, so the bench may add notes such as
+/// `"unit": "bytes"`.
 ///
 /// # Errors
 /// When the text is not JSON or not an object.
 pub fn parse_footprint(text: &str) -> Result<Vec<(String, f64)>, String> {
-    let doc = json::parse(text).map_err(|e| e.to_string())?;
-    let members = doc.as_object().ok_or("not a JSON object")?;
+    let Members(members) = serde_json::from_str(text).map_err(|e| e.to_string())?;
     Ok(members
-        .iter()
-        .filter_map(|(k, v)| v.as_f64().map(|n| (k.clone(), n)))
+        .into_iter()
+        .filter_map(|(k, v)| v.as_f64().map(|n| (k, n)))
         .collect())
 }
 
@@ -233,121 +213,6 @@ fn meta_from_path(root: &Path, new_dir: &Path) -> Option<BenchMeta> {
         value: None,
         throughput: None,
     })
-}
-
-/// Parse sizes such as `64B`, `1KiB`, `1MiB`, `4096` so parameters sort by magnitude.
-fn size_key(value: &str) -> Option<f64> {
-    let value = value.trim();
-    let split = value
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(value.len());
-    let number: f64 = value[..split].parse().ok()?;
-    let scale = match value[split..].trim() {
-        "" | "B" => 1.0,
-        "k" | "K" | "KB" | "kB" => 1e3,
-        "KiB" => 1024.0,
-        "M" | "MB" => 1e6,
-        "MiB" => 1024.0 * 1024.0,
-        "G" | "GB" => 1e9,
-        "GiB" => 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    Some(number * scale)
-}
-
-fn group_rank(group: &str) -> usize {
-    BENCHES
-        .iter()
-        .position(|b| *b == group)
-        .unwrap_or(BENCHES.len())
-}
-
-/// Sort for the report: groups in [`BENCHES`] order, then parameters by size, floors
-/// first.
-pub fn sort_results(results: &mut [BenchResult]) {
-    results.sort_by(|a, b| {
-        let value_key = |r: &BenchResult| {
-            let v = r.value.as_deref();
-            (v.is_some(), v.and_then(size_key))
-        };
-        group_rank(&a.group)
-            .cmp(&group_rank(&b.group))
-            .then_with(|| a.group.cmp(&b.group))
-            .then_with(|| {
-                let (ka, kb) = (value_key(a), value_key(b));
-                ka.0.cmp(&kb.0).then_with(|| match (ka.1, kb.1) {
-                    (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
-                    (Some(_), None) => Ordering::Less,
-                    (None, Some(_)) => Ordering::Greater,
-                    (None, None) => Ordering::Equal,
-                })
-            })
-            .then_with(|| a.value.cmp(&b.value))
-            .then_with(|| b.is_floor().cmp(&a.is_floor()))
-            .then_with(|| a.function.cmp(&b.function))
-    });
-}
-
-/// The floor a result is compared with: the fastest floor of the same group and
-/// parameter.
-pub fn floor_of<'a>(result: &BenchResult, all: &'a [BenchResult]) -> Option<&'a BenchResult> {
-    all.iter()
-        .filter(|f| f.group == result.group && f.value == result.value && f.is_floor())
-        .min_by(|a, b| a.mean_ns.partial_cmp(&b.mean_ns).unwrap_or(Ordering::Equal))
-}
-
-/// The result of `group`/`function` with parameter `value`.
-pub fn find<'a>(
-    results: &'a [BenchResult],
-    group: &str,
-    function: &str,
-    value: Option<&str>,
-) -> Option<&'a BenchResult> {
-    results.iter().find(|r| {
-        r.group == group && r.function.as_deref() == Some(function) && r.value.as_deref() == value
-    })
-}
-
-/// Results to test the report and the targets with.
-#[cfg(test)]
-pub(crate) mod test_support {
-    use super::*;
-
-    /// A result without throughput.
-    pub(crate) fn result(
-        group: &str,
-        function: &str,
-        value: Option<&str>,
-        mean_ns: f64,
-    ) -> BenchResult {
-        BenchResult {
-            group: group.into(),
-            function: Some(function.into()),
-            value: value.map(Into::into),
-            mean_ns,
-            throughput: None,
-            stale: false,
-        }
-    }
-
-    /// One result or more per target, meeting all but the rpc one.
-    pub(crate) fn sample() -> Vec<BenchResult> {
-        let mut stream64 = result("stream", "brood-uds", Some("64B"), 2_000.0);
-        stream64.throughput = Some(Throughput::Elements(1.0));
-        let mut stream1m = result("stream", "brood-uds", Some("1MiB"), 1_000_000.0);
-        stream1m.throughput = Some(Throughput::Bytes(1048576.0));
-        let mut floor1m = result("stream", "floor-uds", Some("1MiB"), 800_000.0);
-        floor1m.throughput = Some(Throughput::Bytes(1048576.0));
-        vec![
-            result("spawn", "brood-proc", None, 1_400_000.0),
-            result("spawn", "floor-exec", None, 1_000_000.0),
-            result("rpc", "brood-uds", None, 30_000.0),
-            result("rpc", "floor-socketpair", None, 10_000.0),
-            stream64,
-            stream1m,
-            floor1m,
-        ]
-    }
 }
 
 #[cfg(test)]
@@ -439,14 +304,5 @@ mod tests {
         assert_eq!(results[2].mean_ns, 48901.23);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("broken"));
-    }
-
-    #[test]
-    fn sizes_sort_by_magnitude() {
-        assert_eq!(size_key("1MiB"), Some(1048576.0));
-        assert_eq!(size_key("64B"), Some(64.0));
-        assert_eq!(size_key("4 KiB"), Some(4096.0));
-        assert_eq!(size_key("fast"), None);
-        assert_eq!(size_key(""), None);
     }
 }

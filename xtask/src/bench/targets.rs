@@ -3,8 +3,8 @@
 //! A const table rather than configuration: a target is a claim about brood that belongs
 //! in review, next to the code it constrains.
 
-use crate::bench::{FOOTPRINT_FILE, fmt_bytes_rate, fmt_msgs, fmt_size, fmt_time};
-use crate::criterion::{BenchResult, find};
+use super::results::{BenchResult, FOOTPRINT_FILE, find};
+use super::units::{fmt_bytes_rate, fmt_msgs, fmt_size, fmt_time};
 
 /// One performance target. `value: None` matches benchmarks without a parameter.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -347,7 +347,7 @@ impl Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::criterion::test_support::sample;
+    use crate::bench::results::test_support::sample;
 
     #[test]
     fn checks_targets() {
@@ -408,8 +408,6 @@ mod tests {
         assert_eq!(detail, "3.00x (30.00 µs vs 10.00 µs)");
         let (_, detail) = find("brood-uds", "").evaluate(&results, &footprint);
         assert_eq!(detail, "500.00 k msgs/s");
-        assert_eq!(fmt_msgs(12.0), "12.0 msgs/s");
-        assert_eq!(fmt_bytes_rate(2.5e9), "2.50 GB/s");
 
         let (status, detail) = find("idle-child-proc", "")
             .evaluate(&results, &[("idle-child-proc".into(), 4.0 * 1048576.0)]);
