@@ -45,7 +45,8 @@
 //! features = ["proc", "fork", "uds"]`). Authors of a backend or transport depend on
 //! `spawn-api` alone.
 
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
 
 pub use actor_core::{
     ActorCx, ActorId, ActorOptions, Addr, BACKEND_ENV, Blob, Brood, BroodBuilder, CallFn,

@@ -31,7 +31,7 @@ brood::stream!(
 );
 
 /// The functions every bench actor serves.
-pub fn registry() -> Registry {
+pub(crate) fn registry() -> Registry {
     Registry::new()
         .call(Ping, |_cx, ()| async move { Ok(()) })
         .call(Pid, |_cx, ()| async move { Ok(std::process::id()) })
@@ -52,14 +52,14 @@ pub fn registry() -> Registry {
 
 /// Build the benches' brood and, if this process was started as a child actor, run
 /// that actor and exit. Call it first thing in `main`.
-pub fn enter() -> Brood {
+pub(crate) fn enter() -> Brood {
     let actors = brood::setup(registry());
     actors.enter();
     actors
 }
 
 /// A current-thread runtime: the lowest-latency way to drive a root.
-pub fn current_thread_rt() -> Runtime {
+pub(crate) fn current_thread_rt() -> Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -67,7 +67,7 @@ pub fn current_thread_rt() -> Runtime {
 }
 
 /// A multi-thread runtime with `workers` worker threads.
-pub fn multi_thread_rt(workers: usize) -> Runtime {
+pub(crate) fn multi_thread_rt(workers: usize) -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
@@ -77,14 +77,14 @@ pub fn multi_thread_rt(workers: usize) -> Runtime {
 
 /// The benches' root: the default backend and transport (uds in the default runtime
 /// directory), named `bench`.
-pub fn root(actors: &Brood) -> RootBuilder {
+pub(crate) fn root(actors: &Brood) -> RootBuilder {
     actors.root().name("bench")
 }
 
 /// Open a root on `rt`, run `body` in its nursery, close the root (tearing down every
 /// child) and return what `body` returned. Panics if the tree fails: a bench that
 /// measured a failure must not report a number.
-pub fn in_root<R>(
+pub(crate) fn in_root<R>(
     rt: &Runtime,
     actors: &Brood,
     body: impl AsyncFnOnce(&Nursery) -> Result<R, FnError>,
@@ -95,7 +95,7 @@ pub fn in_root<R>(
 
 /// [`in_root`] with one child started and pinged before `body` runs, so `body` measures
 /// a warm channel only.
-pub fn with_child<R>(
+pub(crate) fn with_child<R>(
     rt: &Runtime,
     actors: &Brood,
     body: impl AsyncFnOnce(&Portal) -> Result<R, FnError>,
@@ -112,7 +112,7 @@ pub fn with_child<R>(
 /// (brood and floor alike), instead of depending on where the scheduler happened to put
 /// each process: on this machine a same-CPU and a cross-CPU wake-up differ by 4x.
 /// `None` on a machine with a single allowed CPU.
-pub fn cpus() -> Option<(usize, usize)> {
+pub(crate) fn cpus() -> Option<(usize, usize)> {
     // Pid 0: the calling thread.
     let set = sched_getaffinity(unistd::Pid::from_raw(0)).ok()?;
     let mut allowed = (0..CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false));
@@ -121,7 +121,7 @@ pub fn cpus() -> Option<(usize, usize)> {
 
 /// Pin the calling thread to `cpu` (best effort: a bench on a machine that refuses it
 /// just runs unpinned).
-pub fn pin(cpu: usize) {
+pub(crate) fn pin(cpu: usize) {
     let mut set = CpuSet::new();
     if set.set(cpu).is_ok() {
         let _ = sched_setaffinity(unistd::Pid::from_raw(0), &set);
@@ -129,7 +129,7 @@ pub fn pin(cpu: usize) {
 }
 
 /// Pin this thread to the parent CPU (call once at the start of `main`).
-pub fn pin_parent() {
+pub(crate) fn pin_parent() {
     if let Some((parent, _)) = cpus() {
         pin(parent);
     }
@@ -137,7 +137,7 @@ pub fn pin_parent() {
 
 /// Run `start` (which creates a process: a fork or an actor spawn) with this thread
 /// pinned to the child CPU, so the new process inherits that CPU; then move back.
-pub fn spawning_on_child_cpu<R>(start: impl FnOnce() -> R) -> R {
+pub(crate) fn spawning_on_child_cpu<R>(start: impl FnOnce() -> R) -> R {
     let Some((parent, child)) = cpus() else {
         return start();
     };
@@ -149,7 +149,7 @@ pub fn spawning_on_child_cpu<R>(start: impl FnOnce() -> R) -> R {
 
 /// [`spawning_on_child_cpu`] for an async spawn: the process is created during the
 /// first poll, on this thread (the benches drive roots from the thread that pinned).
-pub async fn on_child_cpu<F: std::future::Future>(spawn: F) -> F::Output {
+pub(crate) async fn on_child_cpu<F: std::future::Future>(spawn: F) -> F::Output {
     let Some((parent, child)) = cpus() else {
         return spawn.await;
     };
@@ -160,7 +160,7 @@ pub async fn on_child_cpu<F: std::future::Future>(spawn: F) -> F::Output {
 }
 
 /// A connected `socketpair(AF_UNIX, SOCK_STREAM)` (close-on-exec).
-pub fn socketpair() -> (
+pub(crate) fn socketpair() -> (
     std::os::unix::net::UnixStream,
     std::os::unix::net::UnixStream,
 ) {
@@ -175,7 +175,7 @@ pub fn socketpair() -> (
 /// another thread could have held (raw `read`, `write`, `close` on descriptors and
 /// memory prepared before the fork are fine: [`raw_read_exact`], [`raw_write_all`],
 /// [`raw_close`]).
-pub unsafe fn fork_child(child: impl FnOnce() -> i32) -> unistd::Pid {
+pub(crate) unsafe fn fork_child(child: impl FnOnce() -> i32) -> unistd::Pid {
     // SAFETY: in the child, only `child` runs (async-signal-safe, by this function's
     // contract with its caller) and then `_exit`.
     match unsafe { fork() } {
@@ -192,7 +192,7 @@ pub unsafe fn fork_child(child: impl FnOnce() -> i32) -> unistd::Pid {
 }
 
 /// Wait for the forked child `pid` and check that it exited with status 0.
-pub fn reap(pid: unistd::Pid) {
+pub(crate) fn reap(pid: unistd::Pid) {
     let status = loop {
         match waitpid(pid, None) {
             Err(Errno::EINTR) => continue,
@@ -208,7 +208,7 @@ pub fn reap(pid: unistd::Pid) {
 
 /// In a forked child: `read` until `buf` is full. `false` on end of file or error.
 /// Only raw system calls (nix's wrappers allocate nothing): safe to use after `fork`.
-pub fn raw_read_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> bool {
+pub(crate) fn raw_read_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> bool {
     let mut done = 0;
     while done < buf.len() {
         match read(fd, &mut buf[done..]) {
@@ -223,7 +223,7 @@ pub fn raw_read_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> bool {
 
 /// In a forked child: `write` all of `buf`, looping on partial writes. `false` on
 /// error. Only raw system calls: safe to use after `fork`.
-pub fn raw_write_all(fd: BorrowedFd<'_>, buf: &[u8]) -> bool {
+pub(crate) fn raw_write_all(fd: BorrowedFd<'_>, buf: &[u8]) -> bool {
     let mut done = 0;
     while done < buf.len() {
         match write(fd, &buf[done..]) {
@@ -238,13 +238,13 @@ pub fn raw_write_all(fd: BorrowedFd<'_>, buf: &[u8]) -> bool {
 
 /// In a forked child: close the child's copy of `fd` (async-signal-safe). The parent's
 /// copy, and the parent's owner of it, are untouched.
-pub fn raw_close(fd: RawFd) {
+pub(crate) fn raw_close(fd: RawFd) {
     let _ = close(fd);
 }
 
 /// The bench id `name`, suffixed with `-<variant>` when `BROOD_BENCH_VARIANT` is set (a
 /// second build of the same bench, static or on another Python, lands beside the first).
-pub fn variant_id(name: &str) -> String {
+pub(crate) fn variant_id(name: &str) -> String {
     match std::env::var("BROOD_BENCH_VARIANT") {
         Ok(v) if !v.is_empty() => format!("{name}-{v}"),
         _ => name.to_owned(),

@@ -51,7 +51,7 @@ const QUICK_ARGS: &[&str] = &[
 
 /// What `cargo xtask bench` was asked to do.
 #[derive(Clone, Debug, Default)]
-pub struct BenchOptions {
+pub(crate) struct BenchOptions {
     /// `--quick`.
     pub quick: bool,
     /// `--filter`: criterion's benchmark filter regex.
@@ -61,7 +61,7 @@ pub struct BenchOptions {
 }
 
 /// Arguments for the bench binaries (after cargo's `--`).
-pub fn criterion_args(opts: &BenchOptions) -> Vec<String> {
+pub(crate) fn criterion_args(opts: &BenchOptions) -> Vec<String> {
     let mut args: Vec<String> = Vec::new();
     if opts.quick {
         args.extend(QUICK_ARGS.iter().map(|s| (*s).to_owned()));
@@ -74,7 +74,7 @@ pub fn criterion_args(opts: &BenchOptions) -> Vec<String> {
 
 /// Where criterion keeps its results: `CRITERION_HOME` (criterion's own override), else
 /// `<target dir>/criterion`.
-pub fn criterion_dir(target: &Path) -> PathBuf {
+pub(crate) fn criterion_dir(target: &Path) -> PathBuf {
     match std::env::var_os("CRITERION_HOME").filter(|d| !d.is_empty()) {
         Some(dir) => PathBuf::from(dir),
         None => target.join("criterion"),
@@ -209,7 +209,7 @@ const STATIC_FEATURES: &str = "proc,fork,uds";
 ///
 /// # Errors
 /// [`Error::Failed`] when cargo cannot be started or the report cannot be written.
-pub fn run(opts: &BenchOptions, root: &Path) -> Result<bool, Error> {
+pub(crate) fn run(opts: &BenchOptions, root: &Path) -> Result<bool, Error> {
     let started = SystemTime::now();
     let runs = run_benches(opts, root)?;
     let target = target_dir(root);

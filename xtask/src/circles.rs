@@ -24,7 +24,7 @@ use crate::metadata::{Metadata, Package, Target};
 
 /// What `cargo xtask circles` was asked to do.
 #[derive(Clone, Debug, Default)]
-pub struct CirclesOptions {
+pub(crate) struct CirclesOptions {
     /// Only these packages (default: every workspace member).
     pub packages: Vec<String>,
     /// Print, for each edge of a circle, the path that makes it.
@@ -124,7 +124,7 @@ fn report(label: &str, tree: &ModuleTree, verbose: bool, root: &Path) -> (usize,
 /// # Errors
 /// [`Error::Usage`] for a package that is not a workspace member, [`Error::Failed`] when
 /// `cargo metadata` fails or a source file cannot be read or parsed.
-pub fn run(opts: &CirclesOptions, root: &Path) -> Result<bool, Error> {
+pub(crate) fn run(opts: &CirclesOptions, root: &Path) -> Result<bool, Error> {
     let metadata = Metadata::load(root).map_err(Error::Failed)?;
     let members = metadata.members();
     for wanted in &opts.packages {

@@ -2,7 +2,7 @@
 
 /// Why a task stopped.
 #[derive(Debug)]
-pub enum Error {
+pub(crate) enum Error {
     /// The command line asked for something impossible (exit status 2, like clap's own
     /// usage errors).
     Usage(String),

@@ -20,7 +20,7 @@ use crate::error::Error;
 
 /// What to run.
 #[derive(Debug)]
-pub struct FuzzOptions {
+pub(crate) struct FuzzOptions {
     /// Seconds of fuzzing per target.
     pub time: u64,
     /// Targets to run at once.
@@ -62,7 +62,7 @@ struct Outcome {
 /// # Errors
 /// [`Error::Usage`] for an unknown target, [`Error::Failed`] when the nightly toolchain or
 /// cargo-fuzz is missing, or the targets do not build.
-pub fn run(opts: &FuzzOptions, root: &Path) -> Result<bool, Error> {
+pub(crate) fn run(opts: &FuzzOptions, root: &Path) -> Result<bool, Error> {
     if opts.time == 0 {
         // libFuzzer reads -max_total_time=0 as "no limit".
         return Err(Error::Usage("--time must be at least 1 second".to_owned()));

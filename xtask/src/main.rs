@@ -16,6 +16,8 @@
 //! then one module per command (`matrix`, `bench`, `fuzz`, `circles`), and this file,
 //! which only parses the command line and dispatches.
 
+#![forbid(unsafe_code)]
+
 mod bench;
 mod circles;
 mod error;

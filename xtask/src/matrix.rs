@@ -23,7 +23,7 @@ use crate::summary::{self, Counts, SkipReport};
 
 /// A spawn backend or transport that the matrix knows about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Component {
+pub(crate) struct Component {
     /// Its key, as in `BROOD_BACKEND` / `BROOD_TRANSPORT`.
     pub name: &'static str,
     /// Whether it is implemented yet; unimplemented ones are known (so a typo and "not
@@ -32,7 +32,7 @@ pub struct Component {
 }
 
 /// The spawn backends, in matrix row order.
-pub const BACKENDS: &[Component] = &[
+pub(crate) const BACKENDS: &[Component] = &[
     Component {
         name: "proc",
         available: true,
@@ -48,7 +48,7 @@ pub const BACKENDS: &[Component] = &[
 ];
 
 /// The transports, in matrix column order.
-pub const TRANSPORTS: &[Component] = &[
+pub(crate) const TRANSPORTS: &[Component] = &[
     Component {
         name: "uds",
         available: true,
@@ -66,7 +66,7 @@ pub const TRANSPORTS: &[Component] = &[
 /// # Errors
 /// [`Error::Usage`] for an unknown name (listing the known ones), for a known name that
 /// is not available yet, or for a list that selects nothing.
-pub fn select(
+pub(crate) fn select(
     list: &str,
     table: &'static [Component],
     kind: &str,
@@ -109,7 +109,7 @@ pub fn select(
 
 /// What `cargo xtask test` was asked to do.
 #[derive(Clone, Debug)]
-pub struct TestOptions {
+pub(crate) struct TestOptions {
     /// `--backend`.
     pub backends: String,
     /// `--transport`.
@@ -124,7 +124,7 @@ pub struct TestOptions {
 
 /// The outcome of one cell (or of the doctest run).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CellResult {
+pub(crate) struct CellResult {
     /// Row key: the backend (or "doctests").
     pub backend: String,
     /// Column key: the transport.
@@ -177,7 +177,7 @@ enum Runner {
 /// # Errors
 /// [`Error::Usage`] for a bad selection, [`Error::Failed`] when the Python tier cannot be
 /// provisioned or cargo cannot be started.
-pub fn run(opts: &TestOptions, root: &Path) -> Result<bool, Error> {
+pub(crate) fn run(opts: &TestOptions, root: &Path) -> Result<bool, Error> {
     let backends = select(&opts.backends, BACKENDS, "backend")?;
     let transports = select(&opts.transports, TRANSPORTS, "transport")?;
     let runner = if opts.no_nextest {
@@ -480,7 +480,7 @@ fn cell_text(cell: &CellResult, with_skipped: bool) -> String {
 
 /// Lay out the matrix: rows are backends, columns transports, then a doctests row and the
 /// skip list. Cells that were not run are blank.
-pub fn render(
+pub(crate) fn render(
     title: &str,
     backends: &[&str],
     transports: &[&str],

@@ -10,7 +10,7 @@ use crate::run;
 
 /// The part of `cargo metadata --format-version 1 --no-deps` that xtask reads.
 #[derive(Clone, Debug, Deserialize)]
-pub struct Metadata {
+pub(crate) struct Metadata {
     /// Every package of the workspace (with `--no-deps`, only those).
     pub packages: Vec<Package>,
     /// The ids of the workspace's members (the root package included, if it has one).
@@ -21,7 +21,7 @@ pub struct Metadata {
 
 /// One package.
 #[derive(Clone, Debug, Deserialize)]
-pub struct Package {
+pub(crate) struct Package {
     /// Its name.
     pub name: String,
     /// Its id, as listed in [`Metadata::workspace_members`].
@@ -34,7 +34,7 @@ pub struct Package {
 
 /// One build target of a package.
 #[derive(Clone, Debug, Deserialize)]
-pub struct Target {
+pub(crate) struct Target {
     /// Its name.
     pub name: String,
     /// Its kinds: `lib`, `bin`, `proc-macro`, `test`, `bench`, `example`, `custom-build`, ...
@@ -48,7 +48,7 @@ impl Metadata {
     ///
     /// # Errors
     /// When the text is not the JSON cargo prints.
-    pub fn parse(text: &str) -> Result<Metadata, String> {
+    pub(crate) fn parse(text: &str) -> Result<Metadata, String> {
         serde_json::from_str(text).map_err(|e| format!("cargo metadata: {e}"))
     }
 
@@ -56,7 +56,7 @@ impl Metadata {
     ///
     /// # Errors
     /// When cargo cannot be run, fails, or prints something else than expected.
-    pub fn load(root: &Path) -> Result<Metadata, String> {
+    pub(crate) fn load(root: &Path) -> Result<Metadata, String> {
         let output = Command::new(run::cargo())
             .args(["metadata", "--format-version", "1", "--no-deps"])
             .current_dir(root)
@@ -71,7 +71,7 @@ impl Metadata {
     }
 
     /// The workspace's member packages, in `workspace_members` order.
-    pub fn members(&self) -> Vec<&Package> {
+    pub(crate) fn members(&self) -> Vec<&Package> {
         self.workspace_members
             .iter()
             .filter_map(|id| self.packages.iter().find(|p| &p.id == id))
@@ -81,7 +81,7 @@ impl Metadata {
 
 /// The cargo target directory: `CARGO_TARGET_DIR`, else what `cargo metadata` says (it
 /// knows about `build.target-dir` in config files), else `<root>/target`.
-pub fn target_dir(root: &Path) -> PathBuf {
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
         // cargo resolves a relative CARGO_TARGET_DIR against its working directory,
         // which is ours.

@@ -24,15 +24,15 @@ use crate::summary::Counts;
 
 /// The nextest profile of the matrix's cells, defined in `.config/nextest.toml` with its
 /// `junit.path`.
-pub const PROFILE: &str = "matrix";
+pub(crate) const PROFILE: &str = "matrix";
 
 /// The JUnit file name, as `[profile.matrix.junit] path` in `.config/nextest.toml`.
-pub const JUNIT_FILE: &str = "junit.xml";
+pub(crate) const JUNIT_FILE: &str = "junit.xml";
 
 /// A test, as nextest names it: the test binary's id (e.g. `harness::suite`,
 /// `spawn-api`) and the test's name within it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct TestId {
+pub(crate) struct TestId {
     /// The binary id: `<package>` for a library's unit tests, `<package>::<target>`
     /// for an integration test or a binary's.
     pub binary: String,
@@ -42,7 +42,7 @@ pub struct TestId {
 
 /// How a test that ran ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Passed (possibly after retries: a flaky test passed in the end).
     Passed,
     /// Failed, timed out, or could not be started; the report's `type` (or `message`)
@@ -54,7 +54,7 @@ pub enum Outcome {
 
 /// One `<testcase>` of a JUnit report.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TestCase {
+pub(crate) struct TestCase {
     /// Which test.
     pub id: TestId,
     /// How it ended.
@@ -67,7 +67,7 @@ pub struct TestCase {
 ///
 /// # Errors
 /// When the text is not well-formed XML, or a test case has no name.
-pub fn parse_junit(text: &str) -> Result<Vec<TestCase>, String> {
+pub(crate) fn parse_junit(text: &str) -> Result<Vec<TestCase>, String> {
     let mut reader = quick_xml::Reader::from_str(text);
     let mut suite = String::new();
     let mut cases: Vec<TestCase> = Vec::new();
@@ -152,7 +152,7 @@ struct ListedSuite {
 ///
 /// # Errors
 /// When the text is not nextest's test list.
-pub fn parse_list(text: &str) -> Result<BTreeSet<TestId>, String> {
+pub(crate) fn parse_list(text: &str) -> Result<BTreeSet<TestId>, String> {
     let list: TestList =
         serde_json::from_str(text).map_err(|e| format!("nextest test list: {e}"))?;
     Ok(list
@@ -171,7 +171,7 @@ pub fn parse_list(text: &str) -> Result<BTreeSet<TestId>, String> {
 /// A cell's counts: passed and failed from the report, skipped from the list (the
 /// listed tests that did not run). Without a list, only skips the report itself records
 /// are counted.
-pub fn counts(cases: &[TestCase], listed: Option<&BTreeSet<TestId>>) -> Counts {
+pub(crate) fn counts(cases: &[TestCase], listed: Option<&BTreeSet<TestId>>) -> Counts {
     let mut counts = Counts::default();
     for case in cases {
         match case.outcome {
@@ -191,7 +191,7 @@ pub fn counts(cases: &[TestCase], listed: Option<&BTreeSet<TestId>>) -> Counts {
 /// directory (where the [`PROFILE`]'s JUnit report is written) at a temporary directory.
 /// Removed with its directory when dropped.
 #[derive(Debug)]
-pub struct ToolConfig {
+pub(crate) struct ToolConfig {
     dir: PathBuf,
 }
 
@@ -200,7 +200,7 @@ impl ToolConfig {
     ///
     /// # Errors
     /// When the directory or the file cannot be written.
-    pub fn create() -> std::io::Result<ToolConfig> {
+    pub(crate) fn create() -> std::io::Result<ToolConfig> {
         let dir = std::env::temp_dir().join(format!("brood-nextest-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let config = ToolConfig { dir };
@@ -218,7 +218,7 @@ impl ToolConfig {
     }
 
     /// The argument for nextest's `--tool-config-file`.
-    pub fn arg(&self) -> String {
+    pub(crate) fn arg(&self) -> String {
         format!("xtask:{}", self.path().display())
     }
 
@@ -227,7 +227,7 @@ impl ToolConfig {
     }
 
     /// Where a run with [`PROFILE`] writes its JUnit report.
-    pub fn junit_path(&self) -> PathBuf {
+    pub(crate) fn junit_path(&self) -> PathBuf {
         junit_path(&self.dir.join("store"))
     }
 }

@@ -16,7 +16,7 @@ use crate::error::Error;
 
 /// Which CPython the tests build and run against.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum PythonTier {
+pub(crate) enum PythonTier {
     /// The system `python3` (3.11): the environment is left as it is.
     #[default]
     #[value(name = "3.11")]
@@ -28,7 +28,7 @@ pub enum PythonTier {
 
 impl PythonTier {
     /// The tier's version, as the user spells it.
-    pub fn version(self) -> &'static str {
+    pub(crate) fn version(self) -> &'static str {
         match self {
             PythonTier::Py311 => "3.11",
             PythonTier::Py314 => "3.14",
@@ -37,14 +37,14 @@ impl PythonTier {
 }
 
 /// Environment variable that overrides where the 3.14 sysroot script is.
-pub const SCRIPT_OVERRIDE_VAR: &str = "BROOD_PY314_SYSROOT_SCRIPT";
+pub(crate) const SCRIPT_OVERRIDE_VAR: &str = "BROOD_PY314_SYSROOT_SCRIPT";
 
 /// The variables the tier needs in the cargo commands' environment.
 ///
 /// # Errors
 /// [`Error::Failed`] when the 3.14 script is missing, fails, or prints something that is
 /// not an `export` line.
-pub fn provision(tier: PythonTier, root: &Path) -> Result<Vec<(String, String)>, Error> {
+pub(crate) fn provision(tier: PythonTier, root: &Path) -> Result<Vec<(String, String)>, Error> {
     match tier {
         PythonTier::Py311 => Ok(Vec::new()),
         PythonTier::Py314 => provision_314(root),
@@ -96,7 +96,7 @@ fn provision_314(root: &Path) -> Result<Vec<(String, String)>, Error> {
 ///
 /// # Errors
 /// A message naming the line that is not such an export.
-pub fn parse_exports(text: &str) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn parse_exports(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut vars = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();

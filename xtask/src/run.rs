@@ -13,7 +13,7 @@ use std::thread;
 
 /// What a finished child printed and how it ended.
 #[derive(Debug)]
-pub struct Captured {
+pub(crate) struct Captured {
     /// Its exit status.
     pub status: ExitStatus,
     /// Its standard output, one entry per line, without line endings.
@@ -25,7 +25,7 @@ pub struct Captured {
 impl Captured {
     /// Both streams' lines; the relative order between the two streams is lost, which the
     /// summary parsers do not need.
-    pub fn lines(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn lines(&self) -> impl Iterator<Item = &str> {
         self.stdout
             .iter()
             .chain(self.stderr.iter())
@@ -35,14 +35,14 @@ impl Captured {
 
 /// The cargo binary to run: the one that launched xtask (cargo sets `CARGO` for
 /// `cargo run`), so a pinned toolchain stays pinned for the nested builds.
-pub fn cargo() -> OsString {
+pub(crate) fn cargo() -> OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"))
 }
 
 /// Ask cargo (and nextest, which follows the same variable) for colours when xtask
 /// itself writes to a terminal: their output is piped through xtask, so they would
 /// otherwise turn colours off. An explicit `CARGO_TERM_COLOR` is respected.
-pub fn color_env() -> Vec<(String, String)> {
+pub(crate) fn color_env() -> Vec<(String, String)> {
     if std::env::var_os("CARGO_TERM_COLOR").is_none() && io::stdout().is_terminal() {
         vec![("CARGO_TERM_COLOR".to_owned(), "always".to_owned())]
     } else {
@@ -54,7 +54,7 @@ pub fn color_env() -> Vec<(String, String)> {
 ///
 /// # Errors
 /// When the program cannot be started or waited for.
-pub fn tee<I, S>(
+pub(crate) fn tee<I, S>(
     program: &OsStr,
     args: I,
     dir: &Path,
@@ -130,7 +130,7 @@ fn pump(src: impl Read, mut sink: Option<impl Write>) -> Vec<String> {
 }
 
 /// Render a command line for progress messages, quoting arguments that need it.
-pub fn display_command<S: AsRef<str>>(program: &str, args: &[S]) -> String {
+pub(crate) fn display_command<S: AsRef<str>>(program: &str, args: &[S]) -> String {
     let mut out = program.to_owned();
     for arg in args {
         let arg = arg.as_ref();

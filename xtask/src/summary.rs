@@ -10,7 +10,7 @@
 
 /// How many tests ended which way.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// Tests that passed (flaky and leaky ones included: they did pass in the end).
     pub passed: u64,
     /// Tests that failed, timed out or could not be started.
@@ -34,7 +34,7 @@ impl Counts {
 /// Sections are not told apart by cargo's `Running` / `Doc-tests` headers: those go to
 /// stderr and the results to stdout, so their relative order is not reliable once the two
 /// pipes are read separately. Callers run doctests as a separate command instead.
-pub fn parse_cargo_test<'a>(lines: impl IntoIterator<Item = &'a str>) -> Option<Counts> {
+pub(crate) fn parse_cargo_test<'a>(lines: impl IntoIterator<Item = &'a str>) -> Option<Counts> {
     lines
         .into_iter()
         .filter_map(|line| {
@@ -75,7 +75,7 @@ fn parse_test_result_line(line: &str) -> Option<Counts> {
 
 /// One line of the harness's skip report.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Skip {
+pub(crate) struct Skip {
     /// The backend the test was run for.
     pub backend: String,
     /// The transport the test was run for.
@@ -88,7 +88,7 @@ pub struct Skip {
 
 /// The skips reported by one or more cells.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SkipReport {
+pub(crate) struct SkipReport {
     /// Distinct skips, in the order first reported.
     pub skips: Vec<Skip>,
     /// Lines that were not `backend\ttransport\ttest[\treason]`, kept to be shown.
@@ -103,7 +103,7 @@ impl SkipReport {
     /// missing reason is empty. A line with fewer than three or more than four fields is
     /// kept as malformed rather than guessed at: it is typically two writers' lines
     /// interleaved.
-    pub fn add_text(&mut self, text: &str) {
+    pub(crate) fn add_text(&mut self, text: &str) {
         for line in text.lines() {
             let line = line.trim_end_matches('\r');
             if line.trim().is_empty() {

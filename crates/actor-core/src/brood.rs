@@ -158,6 +158,17 @@ pub struct BroodBuilder {
     default_transport: Option<String>,
 }
 
+impl std::fmt::Debug for BroodBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BroodBuilder")
+            .field("functions", &self.registry.names().count())
+            .field("backends", &self.backends.iter().map(|b| b.key()).collect::<Vec<_>>())
+            .field("transports", &self.transports.iter().map(|t| t.key()).collect::<Vec<_>>())
+            .field("hooks", &self.hooks.len())
+            .finish()
+    }
+}
+
 impl BroodBuilder {
     /// Serve these functions (replaces any registry set before).
     pub fn registry(mut self, registry: Registry) -> Self {

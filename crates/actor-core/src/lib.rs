@@ -43,7 +43,8 @@
 //! }
 //! ```
 
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
 
 mod actor;
 mod brood;

@@ -28,6 +28,7 @@ fn raw_fork(iters: usize) -> Vec<Duration> {
             // SAFETY: the child calls only `_exit`, which is async-signal-safe, so forking
             // this multi-threaded process is sound.
             match unsafe { libc::fork() } {
+                // SAFETY: in the forked child: `_exit` is async-signal-safe and ends it.
                 0 => unsafe { libc::_exit(0) },
                 -1 => panic!("fork: {}", std::io::Error::last_os_error()),
                 pid => {

@@ -17,7 +17,6 @@
 //! Works under `cargo test` (tests run one at a time in one process, so the leak checks
 //! see only their own test) and `cargo nextest run` (one process per test).
 
-#![warn(missing_docs)]
 
 pub mod chaos;
 pub mod functions;
@@ -229,7 +228,7 @@ pub async fn crash(portal: &Portal) -> PortalError {
 }
 
 /// One integration test.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct Test {
     /// Its name (module path style).
     pub name: &'static str,
@@ -238,7 +237,7 @@ pub struct Test {
 }
 
 /// A program a test can run as a separate root process: `BROOD_SCENARIO=<name>`.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct Scenario {
     /// Its name.
     pub name: &'static str,

@@ -59,7 +59,9 @@
 //! # Ok(()) }
 //! ```
 
-#![warn(missing_docs)]
+// The library has no unsafe code; only its tests call libc directly.
+#![cfg_attr(not(test), forbid(unsafe_code))]
+
 
 use std::collections::{HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};

@@ -15,7 +15,6 @@
 //! what it returns is std's vocabulary (`OwnedFd`, `ExitStatus`, `io::Error`). Programs
 //! never need it.
 
-#![warn(missing_docs)]
 
 pub mod pidfd;
 pub mod sigterm;

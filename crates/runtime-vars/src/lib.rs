@@ -24,6 +24,8 @@
 //! assert_eq!(runtime_vars::current().name(), "worker");
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;

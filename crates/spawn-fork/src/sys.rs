@@ -456,7 +456,7 @@ mod tests {
             if close_fds_except(&[k]).is_err() {
                 return 1;
             }
-            // SAFETY (test child): fcntl(F_GETFD) only reads flags.
+            // SAFETY: (in the test child) fcntl(F_GETFD) only reads flags.
             let open = |fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
             match (open(0), open(2), open(k), open(o)) {
                 (true, true, true, false) => 0,
@@ -470,13 +470,13 @@ mod tests {
     fn the_signal_mask_is_saved_and_restored() {
         let exit = in_child(|| {
             let Ok(old) = block_sigchld() else { return 1 };
-            // SAFETY (test child): reading the mask only.
+            // SAFETY: (in the test child) reading the mask only.
             let blocked = |sig| unsafe {
                 let mut set: libc::sigset_t = std::mem::zeroed();
                 libc::sigprocmask(libc::SIG_SETMASK, std::ptr::null(), &mut set);
                 libc::sigismember(&set, sig) == 1
             };
-            // SAFETY (test child): as above.
+            // SAFETY: (in the test child) as above.
             let was_blocked = unsafe { libc::sigismember(&old, libc::SIGCHLD) == 1 };
             if was_blocked || !blocked(libc::SIGCHLD) {
                 return 2;
@@ -507,7 +507,7 @@ mod tests {
                 if close_fds_except(&[theirs.as_raw_fd()]).is_err() {
                     exit_now(3);
                 }
-                // SAFETY (test child): setpgid and getpid take and return integers.
+                // SAFETY: (in the test child) setpgid and getpid take and return integers.
                 let me = unsafe {
                     libc::setpgid(0, 0);
                     libc::getpid()
@@ -515,10 +515,10 @@ mod tests {
                 if kill_group_on_input(theirs.as_fd(), me as u32).is_err() {
                     exit_now(1);
                 }
-                // SAFETY (test child): write reads one byte of a live static buffer.
+                // SAFETY: (in the test child) write reads one byte of a live static buffer.
                 unsafe { libc::write(theirs.as_raw_fd(), b"r".as_ptr().cast(), 1) };
                 loop {
-                    // SAFETY (test child): pause only waits for a signal.
+                    // SAFETY: (in the test child) pause only waits for a signal.
                     unsafe { libc::pause() };
                 }
             }
@@ -691,7 +691,7 @@ mod tests {
             if close_fds_except(&[d, b]).is_err() {
                 return 1;
             }
-            // SAFETY (test child): fcntl(F_GETFD) only reads flags.
+            // SAFETY: (in the test child) fcntl(F_GETFD) only reads flags.
             let open = |fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
             match (open(a), open(b), open(c), open(d), open(1)) {
                 (false, true, false, true, true) => 0,

@@ -31,7 +31,8 @@
 //! brood.enter();
 //! ```
 
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
 
 mod boot;
 mod spawner;

@@ -493,6 +493,12 @@ pub struct Python<'py> {
     _not_send: PhantomData<*mut ()>,
 }
 
+impl std::fmt::Debug for Python<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Python { .. }")
+    }
+}
+
 impl<'py> Python<'py> {
     pub(crate) fn new(_attached: &'py Attached<'py>) -> Python<'py> {
         Python {
@@ -628,19 +634,27 @@ impl<'py> Python<'py> {
         if matches!(v, PyValue::List(_) | PyValue::Dict(_)) && depth >= PyValue::MAX_DEPTH {
             return Err(PyError::new("RecursionError", too_deep()));
         }
-        // SAFETY (all arms): attached; every constructor returns a new reference or null
-        // with an exception set, which `check` turns into an error.
+        // In every arm the thread is attached, and every constructor returns a new
+        // reference or null with an exception set, which `check` turns into an error.
         let o = match v {
+            // SAFETY: attached; None is a live (immortal) object we take a new reference to.
             PyValue::None => unsafe { Owned::from_borrowed(py::Py_None()) },
+            // SAFETY: attached; a new reference or null.
             PyValue::Bool(b) => unsafe { Owned::from_new(py::PyBool_FromLong((*b).into())) },
+            // SAFETY: attached; a new reference or null.
             PyValue::Int(i) => unsafe { Owned::from_new(py::PyLong_FromLongLong(*i)) },
+            // SAFETY: attached; a new reference or null.
             PyValue::Float(f) => unsafe { Owned::from_new(py::PyFloat_FromDouble(*f)) },
+            // SAFETY: attached; the pointer and length describe the live UTF-8 of `s`,
+            // which CPython copies.
             PyValue::Str(s) => unsafe {
                 Owned::from_new(py::PyUnicode_FromStringAndSize(
                     s.as_ptr().cast::<c_char>(),
                     s.len() as py::Py_ssize_t,
                 ))
             },
+            // SAFETY: attached; the pointer and length describe the live bytes of `b`,
+            // which CPython copies.
             PyValue::Bytes(b) => unsafe {
                 Owned::from_new(py::PyBytes_FromStringAndSize(
                     b.as_ptr().cast::<c_char>(),
@@ -648,6 +662,7 @@ impl<'py> Python<'py> {
                 ))
             },
             PyValue::List(items) => {
+                // SAFETY: attached; a new list or null.
                 let list = self.check(unsafe {
                     Owned::from_new(py::PyList_New(items.len() as py::Py_ssize_t))
                 })?;
@@ -663,6 +678,7 @@ impl<'py> Python<'py> {
                 Some(list)
             }
             PyValue::Dict(entries) => {
+                // SAFETY: attached; a new dict or null.
                 let d = self.check(unsafe { Owned::from_new(py::PyDict_New()) })?;
                 for (k, v) in entries {
                     let (k, v) = (
@@ -710,7 +726,7 @@ impl<'py> Python<'py> {
             ));
         }
         walk.items_left -= 1;
-        // SAFETY (whole body): attached and `p` is live; the type checks read the object's
+        // SAFETY: for the whole body: attached and `p` is live; the type checks read the object's
         // type, and each accessor is used only on objects of its exact type.
         unsafe {
             if p == py::Py_None() {
@@ -894,7 +910,7 @@ impl<'py> Python<'py> {
     /// Take the pending exception and describe it. Never fails: if describing it raises
     /// in turn, the description says so.
     fn fetch_error(&self) -> PyError {
-        // SAFETY (whole body): attached; we take ownership of the pending exception and
+        // SAFETY: for the whole body: attached; we take ownership of the pending exception and
         // only call the C API on live objects.
         unsafe {
             if py::PyErr_Occurred().is_null() {
@@ -973,7 +989,7 @@ impl<'py> Python<'py> {
         tb: Option<&Owned<'py>>,
     ) -> Option<String> {
         let (ty, value) = (ty?, value?);
-        // SAFETY (whole body): attached; every object passed is live or None.
+        // SAFETY: for the whole body: attached; every object passed is live or None.
         unsafe {
             let module = Owned::from_new(py::PyImport_ImportModule(c"traceback".as_ptr()))?;
             let func = Owned::from_new(py::PyObject_GetAttrString(

@@ -30,7 +30,7 @@ struct Estimate {
 ///
 /// # Errors
 /// When the text is not JSON or has no finite, non-negative mean.
-pub fn parse_estimates(text: &str) -> Result<f64, String> {
+pub(super) fn parse_estimates(text: &str) -> Result<f64, String> {
     let estimates: Estimates = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let mean = estimates.mean.point_estimate;
     if mean.is_finite() && mean >= 0.0 {
@@ -42,7 +42,7 @@ pub fn parse_estimates(text: &str) -> Result<f64, String> {
 
 /// The identity and throughput of a criterion `benchmark.json`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct BenchMeta {
+pub(super) struct BenchMeta {
     /// `group_id`.
     pub group: String,
     /// `function_id`.
@@ -72,7 +72,7 @@ struct BenchmarkFile {
 /// # Errors
 /// When the text is not JSON or has no string `group_id`. An unknown throughput kind is
 /// not an error: it reads as no throughput.
-pub fn parse_benchmark(text: &str) -> Result<BenchMeta, String> {
+pub(super) fn parse_benchmark(text: &str) -> Result<BenchMeta, String> {
     let file: BenchmarkFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let throughput = file.throughput.as_ref().and_then(|t| {
         let (kind, n) = t.as_object()?.iter().next()?;
@@ -121,7 +121,7 @@ impl<'de> Deserialize<'de> for Members {
 ///
 /// # Errors
 /// When the text is not JSON or not an object.
-pub fn parse_footprint(text: &str) -> Result<Vec<(String, f64)>, String> {
+pub(super) fn parse_footprint(text: &str) -> Result<Vec<(String, f64)>, String> {
     let Members(members) = serde_json::from_str(text).map_err(|e| e.to_string())?;
     Ok(members
         .into_iter()
@@ -131,7 +131,7 @@ pub fn parse_footprint(text: &str) -> Result<Vec<(String, f64)>, String> {
 
 /// Every `…/new/estimates.json` under `criterion_dir`, with its `benchmark.json`.
 /// Results older than `since` are marked stale. Unreadable results become warnings.
-pub fn load_results(
+pub(super) fn load_results(
     criterion_dir: &Path,
     since: Option<SystemTime>,
 ) -> (Vec<BenchResult>, Vec<String>) {

@@ -8,11 +8,11 @@ use super::targets::{Status, TARGETS};
 use super::units::{fmt_bytes_rate, fmt_msgs, fmt_size, fmt_time};
 
 /// Name of the markdown copy of the report, in the target directory.
-pub const REPORT_FILE: &str = "brood-bench.md";
+pub(super) const REPORT_FILE: &str = "brood-bench.md";
 
 /// How one bench target's run went.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RunOutcome {
+pub(super) enum RunOutcome {
     /// It ran and exited successfully.
     Ran,
     /// The package has no such bench target yet.
@@ -23,7 +23,7 @@ pub enum RunOutcome {
 
 /// Everything the report shows.
 #[derive(Clone, Debug, Default)]
-pub struct Report {
+pub(super) struct Report {
     /// The bench runs, by target name.
     pub runs: Vec<(String, RunOutcome)>,
     /// The criterion results, sorted.
@@ -109,7 +109,7 @@ fn markdown<const N: usize>(rows: &[[String; N]], out: &mut String) {
 
 /// Which of the two layouts to render.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub(super) enum Format {
     /// Aligned columns for the terminal.
     Text,
     /// Markdown tables for notes.
@@ -118,7 +118,7 @@ pub enum Format {
 
 impl Report {
     /// The targets' verdicts, in [`TARGETS`] order.
-    pub fn verdicts(&self) -> Vec<(String, Status, String)> {
+    pub(super) fn verdicts(&self) -> Vec<(String, Status, String)> {
         TARGETS
             .iter()
             .map(|t| {
@@ -129,7 +129,7 @@ impl Report {
     }
 
     /// Render the whole report.
-    pub fn render(&self, format: Format) -> String {
+    pub(super) fn render(&self, format: Format) -> String {
         let md = format == Format::Markdown;
         let mut out = String::new();
         let heading = |out: &mut String, text: &str| {

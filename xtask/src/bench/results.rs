@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 
 /// The bench targets of the `brood` package, run in this order (a missing one is
 /// skipped); their criterion groups are reported in the same order.
-pub const BENCHES: &[&str] = &[
+pub(super) const BENCHES: &[&str] = &[
     "spawn",
     "spawn_subint",
     "rpc",
@@ -19,11 +19,11 @@ pub const BENCHES: &[&str] = &[
 
 /// The file the footprint bench writes into criterion's directory: a flat JSON object
 /// of `"name": bytes` pairs (unique set sizes).
-pub const FOOTPRINT_FILE: &str = "footprint-uss.json";
+pub(super) const FOOTPRINT_FILE: &str = "footprint-uss.json";
 
 /// Work per iteration, as declared by the bench with criterion's `Throughput`.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Throughput {
+pub(super) enum Throughput {
     /// Bytes per iteration (criterion's `Bytes`, `BytesDecimal`, and `Bits` / 8).
     Bytes(f64),
     /// Elements (messages) per iteration.
@@ -32,7 +32,7 @@ pub enum Throughput {
 
 /// One criterion measurement.
 #[derive(Clone, Debug, PartialEq)]
-pub struct BenchResult {
+pub(super) struct BenchResult {
     /// Criterion's group id (e.g. `rpc`).
     pub group: String,
     /// The function id within the group (e.g. `brood-uds`, `floor-socketpair`).
@@ -49,14 +49,14 @@ pub struct BenchResult {
 
 impl BenchResult {
     /// Whether this is a floor: its function id starts with `floor`.
-    pub fn is_floor(&self) -> bool {
+    pub(super) fn is_floor(&self) -> bool {
         self.function
             .as_deref()
             .is_some_and(|f| f.starts_with("floor"))
     }
 
     /// The row label: function id and parameter.
-    pub fn label(&self) -> String {
+    pub(super) fn label(&self) -> String {
         match (&self.function, &self.value) {
             (Some(f), Some(v)) => format!("{f}/{v}"),
             (Some(f), None) => f.clone(),
@@ -66,7 +66,7 @@ impl BenchResult {
     }
 
     /// Elements per second, if the bench declared an element throughput.
-    pub fn elements_per_sec(&self) -> Option<f64> {
+    pub(super) fn elements_per_sec(&self) -> Option<f64> {
         match self.throughput {
             Some(Throughput::Elements(n)) if self.mean_ns > 0.0 => Some(n * 1e9 / self.mean_ns),
             _ => None,
@@ -74,7 +74,7 @@ impl BenchResult {
     }
 
     /// Bytes per second, if the bench declared a byte throughput.
-    pub fn bytes_per_sec(&self) -> Option<f64> {
+    pub(super) fn bytes_per_sec(&self) -> Option<f64> {
         match self.throughput {
             Some(Throughput::Bytes(n)) if self.mean_ns > 0.0 => Some(n * 1e9 / self.mean_ns),
             _ => None,
@@ -111,7 +111,7 @@ fn group_rank(group: &str) -> usize {
 
 /// Sort for the report: groups in [`BENCHES`] order, then parameters by size, floors
 /// first.
-pub fn sort_results(results: &mut [BenchResult]) {
+pub(super) fn sort_results(results: &mut [BenchResult]) {
     results.sort_by(|a, b| {
         let value_key = |r: &BenchResult| {
             let v = r.value.as_deref();
@@ -137,14 +137,14 @@ pub fn sort_results(results: &mut [BenchResult]) {
 
 /// The floor a result is compared with: the fastest floor of the same group and
 /// parameter.
-pub fn floor_of<'a>(result: &BenchResult, all: &'a [BenchResult]) -> Option<&'a BenchResult> {
+pub(super) fn floor_of<'a>(result: &BenchResult, all: &'a [BenchResult]) -> Option<&'a BenchResult> {
     all.iter()
         .filter(|f| f.group == result.group && f.value == result.value && f.is_floor())
         .min_by(|a, b| a.mean_ns.partial_cmp(&b.mean_ns).unwrap_or(Ordering::Equal))
 }
 
 /// The result of `group`/`function` with parameter `value`.
-pub fn find<'a>(
+pub(super) fn find<'a>(
     results: &'a [BenchResult],
     group: &str,
     function: &str,

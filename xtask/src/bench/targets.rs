@@ -8,7 +8,7 @@ use super::units::{fmt_bytes_rate, fmt_msgs, fmt_size, fmt_time};
 
 /// One performance target. `value: None` matches benchmarks without a parameter.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Check {
+pub(super) enum Check {
     /// `bench` takes at most `max` times as long as `floor`.
     TimeRatioAtMost {
         /// Criterion group.
@@ -70,7 +70,7 @@ pub enum Check {
 }
 
 /// brood's performance targets; add a line to check one more.
-pub const TARGETS: &[Check] = &[
+pub(super) const TARGETS: &[Check] = &[
     // The default (dynamically linked) build: exec of the program itself already costs
     // more than 1.5x a trivial exec here, so this is reported beside the static build.
     Check::TimeRatioAtMost {
@@ -155,7 +155,7 @@ pub const TARGETS: &[Check] = &[
 
 /// A target's verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
+pub(super) enum Status {
     /// Met.
     Pass,
     /// Not met.
@@ -166,7 +166,7 @@ pub enum Status {
 
 impl Status {
     /// The word printed in the report.
-    pub fn word(self) -> &'static str {
+    pub(super) fn word(self) -> &'static str {
         match self {
             Status::Pass => "PASS",
             Status::Fail => "FAIL",
@@ -181,7 +181,7 @@ fn at(value: Option<&str>) -> String {
 
 impl Check {
     /// The target in words, e.g. `spawn: brood-proc / floor-exec <= 1.50x`.
-    pub fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         match *self {
             Check::TimeRatioAtMost {
                 group,
@@ -221,7 +221,7 @@ impl Check {
 
     /// Check the target against the results; the string gives the measured numbers or
     /// what is missing.
-    pub fn evaluate(
+    pub(super) fn evaluate(
         &self,
         results: &[BenchResult],
         footprint: &[(String, f64)],

@@ -1,7 +1,7 @@
 //! How the bench report writes numbers: times, rates and sizes.
 
 /// A duration given in nanoseconds, in the largest unit that keeps it >= 1.
-pub fn fmt_time(ns: f64) -> String {
+pub(super) fn fmt_time(ns: f64) -> String {
     if ns < 1e3 {
         format!("{ns:.1} ns")
     } else if ns < 1e6 {
@@ -27,7 +27,7 @@ fn si(n: f64) -> (f64, &'static str) {
 }
 
 /// A message rate, e.g. `512.3 k msgs/s`.
-pub fn fmt_msgs(per_sec: f64) -> String {
+pub(super) fn fmt_msgs(per_sec: f64) -> String {
     match si(per_sec) {
         (n, "") => format!("{n:.1} msgs/s"),
         (n, prefix) => format!("{n:.2} {prefix} msgs/s"),
@@ -35,13 +35,13 @@ pub fn fmt_msgs(per_sec: f64) -> String {
 }
 
 /// A byte rate, in decimal units (GB/s = 10^9 bytes per second).
-pub fn fmt_bytes_rate(per_sec: f64) -> String {
+pub(super) fn fmt_bytes_rate(per_sec: f64) -> String {
     let (n, prefix) = si(per_sec);
     format!("{n:.2} {prefix}B/s")
 }
 
 /// A size in binary units.
-pub fn fmt_size(bytes: f64) -> String {
+pub(super) fn fmt_size(bytes: f64) -> String {
     if bytes >= 1024.0 * 1024.0 * 1024.0 {
         format!("{:.2} GiB", bytes / (1024.0 * 1024.0 * 1024.0))
     } else if bytes >= 1024.0 * 1024.0 {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 /// A directed graph whose nodes have names; each edge keeps one label (for the module
 /// graph: an example of the path that made the edge).
 #[derive(Clone, Debug, Default)]
-pub struct Graph {
+pub(super) struct Graph {
     names: Vec<String>,
     /// For each node, its successors with the label of the edge.
     edges: Vec<BTreeMap<usize, String>>,
@@ -14,7 +14,7 @@ pub struct Graph {
 
 impl Graph {
     /// Add a node and return its index.
-    pub fn add_node(&mut self, name: impl Into<String>) -> usize {
+    pub(super) fn add_node(&mut self, name: impl Into<String>) -> usize {
         self.names.push(name.into());
         self.edges.push(BTreeMap::new());
         self.names.len() - 1
@@ -22,25 +22,25 @@ impl Graph {
 
     /// Add the edge `from -> to`, labelled `label` unless it already has a label. An edge
     /// from a node to itself is not added: a module using its own items is no circle.
-    pub fn add_edge(&mut self, from: usize, to: usize, label: impl Into<String>) {
+    pub(super) fn add_edge(&mut self, from: usize, to: usize, label: impl Into<String>) {
         if from != to {
             self.edges[from].entry(to).or_insert_with(|| label.into());
         }
     }
 
     /// The name of node `n`.
-    pub fn name(&self, n: usize) -> &str {
+    pub(super) fn name(&self, n: usize) -> &str {
         &self.names[n]
     }
 
     /// How many nodes there are.
     #[cfg(test)]
-    pub fn node_count(&self) -> usize {
+    pub(super) fn node_count(&self) -> usize {
         self.names.len()
     }
 
     /// The successors of `n`, with each edge's label.
-    pub fn successors(&self, n: usize) -> impl Iterator<Item = (usize, &str)> {
+    pub(super) fn successors(&self, n: usize) -> impl Iterator<Item = (usize, &str)> {
         self.edges[n]
             .iter()
             .map(|(&to, label)| (to, label.as_str()))
@@ -48,7 +48,7 @@ impl Graph {
 
     /// The strongly connected components with more than one node: the circles. Each is
     /// sorted by node name, and the list by its first name.
-    pub fn circles(&self) -> Vec<Vec<usize>> {
+    pub(super) fn circles(&self) -> Vec<Vec<usize>> {
         let mut circles: Vec<Vec<usize>> = self
             .components()
             .into_iter()

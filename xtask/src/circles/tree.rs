@@ -42,7 +42,7 @@ const MAX_DEPTH: usize = 32;
 
 /// A crate's modules.
 #[derive(Debug)]
-pub struct ModuleTree {
+pub(super) struct ModuleTree {
     modules: Vec<Module>,
     /// Names of the `#[macro_export]` macros (they live at the crate root).
     exported_macros: BTreeSet<String>,
@@ -115,7 +115,7 @@ impl ModuleTree {
     ///
     /// # Errors
     /// When a file of the tree cannot be read or is not valid Rust.
-    pub fn load(root_file: &Path) -> Result<ModuleTree, String> {
+    pub(super) fn load(root_file: &Path) -> Result<ModuleTree, String> {
         let mut tree = ModuleTree {
             modules: Vec::new(),
             exported_macros: BTreeSet::new(),
@@ -132,14 +132,14 @@ impl ModuleTree {
     }
 
     /// How many modules the tree has (test modules excluded).
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.modules.len()
     }
 
     /// The module dependency graph: one node per module, named by its path from the crate
     /// root (`crate` for the root itself), one edge per module whose items a module uses,
     /// labelled with the first path that does.
-    pub fn graph(&self) -> Graph {
+    pub(super) fn graph(&self) -> Graph {
         let mut graph = Graph::default();
         for m in 0..self.modules.len() {
             graph.add_node(self.display_name(m));
@@ -158,7 +158,7 @@ impl ModuleTree {
     }
 
     /// The file a module is written in.
-    pub fn file(&self, m: usize) -> &Path {
+    pub(super) fn file(&self, m: usize) -> &Path {
         &self.modules[m].file
     }
 
