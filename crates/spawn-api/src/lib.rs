@@ -8,7 +8,8 @@
 //!   hands the [`ChildBoot`] to an [`ActorEntry`] ("run this child actor") and never sees
 //!   the runtime itself. [`TeardownHook`]s run before a child is killed.
 //! - **moving bytes** ([`transport`]): a [`Transport`] binds [`Listener`]s and connects
-//!   [`Channel`]s that carry [`Frame`]s, checked and framed by the [`codec`].
+//!   [`Channel`]s that carry [`Frame`]s, checked and framed by the [`codec`]; [`mem`] is
+//!   an in-memory transport, for tests and as a reference for transport authors.
 //! - **the wire** ([`wire`], [`id`], [`auth`], [`limits`], [`policy`], [`function`]):
 //!   [`ActorId`], [`Addr`], the messages ([`Msg`]), what a child is told when it starts
 //!   ([`ChildBoot`], [`SpawnSpec`]), how values are encoded ([`Wire`]), and how a function
@@ -68,7 +69,7 @@
 //! assert_eq!(addr.transport(), "nowhere");
 //! ```
 
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod backend;
@@ -79,6 +80,7 @@ pub mod extensions;
 pub mod function;
 pub mod id;
 pub mod limits;
+pub mod mem;
 pub mod policy;
 pub mod transport;
 pub mod wire;
