@@ -747,8 +747,14 @@ impl Conn {
             _ => 0,
         };
         if route.inbound.send(frame).is_err() {
-            // The local end is gone: stop the remote side of our own calls.
             self.shared.recv_buffered.fetch_sub(len, Ordering::Relaxed);
+            if route.served {
+                // A served call's handler may drop its end and keep working (every one-shot
+                // call does): its route, its place under `max_calls` and the peer's power to
+                // cancel it last as long as its task, so the item is merely dropped.
+                return Ok(());
+            }
+            // The local end of our own call is gone: stop the remote side.
             let r = routes.remove(&cid);
             drop(routes);
             if let Some(r) = r {
@@ -1242,3 +1248,7 @@ mod budget_tests {
         assert!(!waiter.await.unwrap());
     }
 }
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+mod flow_tests;
