@@ -464,6 +464,20 @@ async fn next_msg(link: &mut CallLink) -> Msg {
 // (a) A sender keeps at most the receiver's window in flight, and resumes on credit.
 // ---------------------------------------------------------------------------------
 
+/// Open the scripted stream `count` of `n` items of `size` bytes as call 1 of `caller`
+/// and take its `StartAck`.
+async fn open_count(caller: &Conn, n: u64, size: u64) -> CallLink {
+    let mut link = caller
+        .open_call("count", CallKind::Stream, count_args(n, size))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_msg(&mut link).await,
+        Msg::StartAck { cid: 1, .. }
+    ));
+    link
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_sender_keeps_at_most_the_window_of_items_in_flight_and_resumes_exactly_on_credit() {
     let l = ChannelLimits::default();
@@ -519,14 +533,7 @@ async fn a_sender_keeps_at_most_the_window_of_bytes_in_flight_one_item_past_it()
 async fn a_receiver_credits_every_half_window_it_consumes() {
     let (caller, callee_owner, _callee) =
         two_conns(limits(|l| l.stream_window = 4), ChannelLimits::default());
-    let mut link = caller
-        .open_call("count", CallKind::Stream, count_args(20, 8))
-        .await
-        .unwrap();
-    assert!(matches!(
-        next_msg(&mut link).await,
-        Msg::StartAck { cid: 1, .. }
-    ));
+    let mut link = open_count(&caller, 20, 8).await;
     settle().await;
     assert_eq!(callee_owner.sent(1), 4, "the caller's window");
     assert_eq!(next_msg(&mut link).await, Msg::Yield { cid: 1 });
@@ -756,14 +763,7 @@ async fn dropping_the_callers_end_sends_cancel_and_frees_the_route() {
 async fn a_caller_dropping_its_stream_aborts_the_served_task() {
     let (caller, callee_owner, callee) =
         two_conns(limits(|l| l.stream_window = 4), ChannelLimits::default());
-    let mut link = caller
-        .open_call("count", CallKind::Stream, count_args(1000, 8))
-        .await
-        .unwrap();
-    assert!(matches!(
-        next_msg(&mut link).await,
-        Msg::StartAck { cid: 1, .. }
-    ));
+    let link = open_count(&caller, 1000, 8).await;
     settle().await;
     assert_eq!(callee_owner.sent(1), 4);
     assert_eq!(routes(&callee), vec![1]);
