@@ -162,6 +162,15 @@ impl SendCredit {
         None
     }
 
+    /// An item that took credit was not sent after all: it is not in flight.
+    fn refund(&self, len: usize) {
+        let mut st = self.state.lock().unwrap();
+        st.items_out = st.items_out.saturating_sub(1);
+        st.bytes_out = st.bytes_out.saturating_sub(len as u64);
+        drop(st);
+        self.changed.notify_waiters();
+    }
+
     fn announce(&self, window: Window) {
         let mut st = self.state.lock().unwrap();
         if st.window.is_none() {
@@ -188,6 +197,21 @@ impl SendCredit {
         }
         drop(st);
         self.changed.notify_waiters();
+    }
+}
+
+/// Credit taken for an item that is not queued yet; given back if it never is.
+struct Unsent<'a> {
+    credit: &'a SendCredit,
+    /// The item's length while it is unsent.
+    len: Option<usize>,
+}
+
+impl Drop for Unsent<'_> {
+    fn drop(&mut self) {
+        if let Some(len) = self.len {
+            self.credit.refund(len);
+        }
     }
 }
 
@@ -219,6 +243,22 @@ struct Queued {
     /// Bytes of the write budget a data frame holds until it is written; control frames
     /// hold none (they are counted instead).
     budget: Option<usize>,
+}
+
+/// One sender counted as waiting for room in a [`WriteBudget`], for as long as it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Waiting<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// How many bytes of data frames a channel has queued for writing, against its bound.
@@ -280,14 +320,14 @@ impl WriteBudget {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            self.waiting.fetch_add(1, Ordering::SeqCst);
+            // Counted while this sender waits, and no longer once it stops waiting, even
+            // by being dropped (a cancelled send): `give` wakes only when someone waits.
+            let _waiting = Waiting::enter(&self.waiting);
             let fits = self.try_take(n);
             if fits || self.closed.load(Ordering::Acquire) {
-                self.waiting.fetch_sub(1, Ordering::SeqCst);
                 return fits;
             }
             freed.await;
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -1117,10 +1157,22 @@ impl CallLink {
     /// Cancel safety: not cancel-safe once credit is taken (the item may be lost and the
     /// window shrinks by one until the call ends); dropping the call is what cancels it.
     pub(crate) async fn send_item(&self, payload: Bytes) -> Result<(), PortalError> {
-        self.send.acquire(payload.len()).await?;
-        self.conn
-            .send(Frame::with_payload(Msg::Yield { cid: self.cid }, payload))
-            .await
+        let frame = Frame::with_payload(Msg::Yield { cid: self.cid }, payload);
+        // A frame that can never go must not take window credit either.
+        self.conn.check_size(&frame)?;
+        let len = frame.payload.len();
+        self.send.acquire(len).await?;
+        // Until the frame is queued the credit is ours to give back: a send that fails,
+        // or is dropped while the write queue is full, puts nothing in flight.
+        let mut unsent = Unsent {
+            credit: &self.send,
+            len: Some(len),
+        };
+        let sent = self.conn.send(frame).await;
+        if sent.is_ok() {
+            unsent.len = None;
+        }
+        sent
     }
 
     pub(crate) async fn send_frame(&self, msg: Msg, payload: Bytes) -> Result<(), PortalError> {

@@ -1180,3 +1180,85 @@ async fn a_peer_that_stops_reading_is_cut_off_past_the_control_queue_bound() {
     settle().await;
     assert_eq!(owner.closed(), vec![Peer::Child]);
 }
+
+// ---------------------------------------------------------------------------------
+// Credit is taken only for items that go.
+// ---------------------------------------------------------------------------------
+
+/// Open a context as call 1 of `conn` (the connector) and grant it `w` from the raw
+/// peer, as a callee's `StartAck` does.
+async fn open_granted(conn: &Conn, raw: &mut Raw, w: Window) -> CallLink {
+    let link = conn
+        .open_call("ctx", CallKind::Context, Bytes::new())
+        .await
+        .unwrap();
+    assert!(matches!(raw.msgs().await[..], [Msg::Start { cid: 1, .. }]));
+    raw.control(Msg::StartAck { cid: 1, window: w }).await;
+    settle().await;
+    link
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_item_too_large_to_send_takes_no_window_credit() {
+    let (_owner, conn, mut raw) = with_raw(ChannelLimits::default(), Peer::Child, Side::Connector);
+    let link = open_granted(&conn, &mut raw, window(2, 1 << 20)).await;
+    let huge = Bytes::from(vec![0u8; DEFAULT_MAX_FRAME + 1]);
+    let refused = link.send_item(huge).await;
+    assert!(
+        matches!(
+            refused,
+            Err(PortalError::Protocol(ProtocolError::FrameTooLarge { .. }))
+        ),
+        "{refused:?}"
+    );
+    // Both items of the window are still there.
+    for _ in 0..2 {
+        within(
+            "a send within the window",
+            link.send_item(Bytes::from_static(b"ok")),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(raw.msgs().await, yields(1, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_dropped_while_the_write_queue_is_full_gives_its_credit_back() {
+    let l = limits(|l| l.send_buffer = 4096);
+    let t = MemTransport::new().with_buffer(1024);
+    let (_owner, conn, mut raw) = with_raw_on(&t, l, Peer::Child, Side::Connector);
+    let link = open_granted(&conn, &mut raw, window(8, 1 << 20)).await;
+    let item = || Bytes::from(vec![7u8; 1000]);
+    // The peer reads nothing: sends fill the write queue, then wait for room. Each of
+    // those waits is given up (dropped) after a while, as a `select!` would.
+    let mut queued = 0;
+    let mut dropped = 0;
+    while dropped < 8 {
+        match timeout(QUIET, link.send_item(item())).await {
+            Ok(r) => {
+                r.unwrap();
+                queued += 1;
+            }
+            Err(_) => dropped += 1,
+        }
+    }
+    assert!(queued < 8, "the write queue held {queued} items: not full");
+    // The peer reads what was queued and credits it back: the whole window is free
+    // again, whatever was dropped.
+    let got = raw.msgs().await;
+    assert_eq!(got, yields(1, queued));
+    raw.send(credit(1, queued as u32, queued as u64 * 1000))
+        .await;
+    // The peer now reads as they come.
+    let sends = async {
+        for _ in 0..8 {
+            link.send_item(item()).await.unwrap();
+        }
+    };
+    let ((), got) = within("8 sends within the window", async {
+        tokio::join!(sends, raw.msgs())
+    })
+    .await;
+    assert_eq!(got, yields(1, 8));
+}
