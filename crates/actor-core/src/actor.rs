@@ -755,7 +755,22 @@ impl ActorCx {
 
     /// Resolves once this actor is shutting down.
     ///
-    /// Cancel safety: cancel-safe.
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: it only watches the actor's cancellation token, so
+    /// dropping the future changes nothing, and a new call resolves at once if the actor
+    /// is already shutting down. It is meant for `select!`:
+    ///
+    /// ```no_run
+    /// # async fn demo(cx: actor_core::ActorCx) {
+    /// loop {
+    ///     tokio::select! {
+    ///         _ = cx.cancelled() => break,
+    ///         _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => println!("tick"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub async fn cancelled(&self) {
         self.inner.cancel.cancelled().await
     }

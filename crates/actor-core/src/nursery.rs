@@ -107,8 +107,15 @@ impl ActorCx {
     /// Open a nursery in this actor: `body` may spawn children, which are all finished,
     /// cancelled or reaped when this returns. See [`Nursery`].
     ///
-    /// Cancel safety: dropping the future tears every child down in the background
-    /// (through the whole ladder); their errors are reported when the actor ends.
+    /// # Cancel safety
+    ///
+    /// This method is not cancel safe: dropping the future drops `body` at its current
+    /// await point and, with it, the body's result. Nothing is orphaned: the nursery
+    /// closes and every child is torn down in the background by its supervisor, through
+    /// the whole ladder (hooks included), as when the body returns. What goes wrong with
+    /// those children is not lost either: it is reported when this actor ends, as the
+    /// actor's failure (its parent sees it as a [`ChildError`](crate::ChildError); a
+    /// root logs it).
     ///
     /// # Errors
     /// [`NurseryError`] with the body's error and every child's error.
@@ -137,7 +144,15 @@ impl Drop for DropGuard {
     }
 }
 
-/// A scope that owns child actors; see the [module docs](self) for its semantics.
+/// A scope that owns child actors.
+///
+/// Semantics (tractor's, with Rust's drop-cancellation):
+/// - the body runs; if a child fails meanwhile, the body is cancelled (dropped) and every
+///   other child is torn down (one-cancels-all);
+/// - when the body returns `Ok`, `run_in_actor` children are awaited (soft wait), then
+///   `start_actor` children are cancelled through the ladder;
+/// - if the nursery future itself is dropped, every child is still torn down by its
+///   supervisor: nothing is orphaned.
 ///
 /// Opened by [`RootBuilder::run`](crate::RootBuilder::run) and
 /// [`ActorCx::open_nursery`](crate::ActorCx::open_nursery), which pass it to their body
@@ -165,9 +180,44 @@ impl Nursery {
     /// Start a child actor called `name` that serves the program's registry until it is
     /// cancelled (at the latest when this nursery's body returns).
     ///
+    /// Returns once the child has connected back and proved itself: the [`Portal`] is
+    /// ready for calls.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe in that dropping the future never leaves a child
+    /// behind. While the backend is starting the child, the backend withdraws it (see
+    /// [`SpawnBackend::spawn`](spawn_api::SpawnBackend::spawn)) and the endpoint reserved
+    /// for it is removed. Once the backend has returned it, the child is torn down in the
+    /// background by its supervisor (killed if its handshake is not done, else through
+    /// the ladder) and appears in [`reports`](Nursery::reports). The child is not kept,
+    /// though: calling `start_actor` again starts a new one.
+    ///
     /// # Errors
     /// [`SpawnError`] if the backend could not start it, it exited before connecting
     /// back, did not connect within the spawn timeout, or the nursery is closing.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use actor_core::{ActorOptions, FnError, Nursery};
+    ///
+    /// actor_core::call!(Add: (i64, i64) => i64);
+    ///
+    /// async fn body(nursery: &Nursery) -> Result<i64, FnError> {
+    ///     let adder = nursery
+    ///         .start_actor("adder", ActorOptions::new().vars(|v| v.user("role", "math")))
+    ///         .await?;
+    ///     assert_eq!(adder.path(), format!("{}/adder", nursery.actor_path()));
+    ///     // The child serves calls until the body returns; then the nursery cancels it.
+    ///     let a = adder.run(Add, (1, 2)).await?;
+    ///     let b = adder.run(Add, (a, 39)).await?;
+    ///     Ok(b)
+    /// }
+    /// # async fn demo(brood: actor_core::Brood) -> Result<(), actor_core::RootError> {
+    /// assert_eq!(brood.root().run(body).await?, 42);
+    /// # Ok(()) }
+    /// ```
     pub async fn start_actor(&self, name: &str, opts: ActorOptions) -> Result<Portal, SpawnError> {
         let (slot, conn) = self.spawn_child(name, opts, false).await?;
         Ok(Portal::new(conn, Some(slot), self.actor.policy))
@@ -177,8 +227,37 @@ impl Nursery {
     /// function returns. The nursery waits for the result before its scope ends; an
     /// error of the function fails the nursery (and cancels the other children).
     ///
+    /// Returns once the child has connected back; the function then runs in the
+    /// background, and [`RunHandle::result`] waits for what it returned.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Nursery::start_actor`]: dropping the future before it completes never leaves
+    /// a child behind (one already started is torn down in the background), and the
+    /// function is not called. Once it has returned the function runs whatever becomes of
+    /// the [`RunHandle`].
+    ///
     /// # Errors
     /// As [`Nursery::start_actor`]; also [`SpawnError`] if `args` do not encode.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use actor_core::{ActorOptions, FnError, Nursery};
+    ///
+    /// actor_core::call!(Fib: u32 => u64);
+    ///
+    /// async fn body(nursery: &Nursery) -> Result<u64, FnError> {
+    ///     // Two children, each running one function and ending with it.
+    ///     let a = nursery.run_in_actor("fib-30", Fib, 30, ActorOptions::new()).await?;
+    ///     let b = nursery.run_in_actor("fib-31", Fib, 31, ActorOptions::new()).await?;
+    ///     assert_eq!(a.path(), format!("{}/fib-30", nursery.actor_path()));
+    ///     Ok(a.result().await? + b.result().await?)
+    /// }
+    /// # async fn demo(brood: actor_core::Brood) -> Result<(), actor_core::RootError> {
+    /// assert_eq!(brood.root().run(body).await?, 2_178_309);
+    /// # Ok(()) }
+    /// ```
     pub async fn run_in_actor<C: CallFn>(
         &self,
         name: &str,
@@ -217,6 +296,40 @@ impl Nursery {
 
     /// Cancel every child through the teardown ladder and wait until all are reaped.
     /// The nursery takes no new children afterwards; its body carries on.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. The nursery is closed and every child's teardown
+    /// ordered before the first await; dropping the future only stops the waiting: the
+    /// supervisors go on with their ladders, and calling `cancel` again (or the end of the
+    /// body) waits for the same teardowns, not new ones.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// use actor_core::{ActorOptions, FnError, Nursery, SpawnError};
+    ///
+    /// async fn body(nursery: &Nursery) -> Result<(), FnError> {
+    ///     let _a = nursery.start_actor("a", ActorOptions::new()).await?;
+    ///     let _b = nursery.start_actor("b", ActorOptions::new()).await?;
+    ///     // Bound the wait: the teardown goes on in the background if it takes longer.
+    ///     let _ = tokio::time::timeout(Duration::from_secs(10), nursery.cancel()).await;
+    ///     nursery.cancel().await; // waits for the same teardowns
+    ///     assert_eq!(nursery.live_children(), 0);
+    ///     assert_eq!(nursery.reports().len(), 2);
+    ///     // Closed for good: no new children.
+    ///     assert!(matches!(
+    ///         nursery.start_actor("c", ActorOptions::new()).await,
+    ///         Err(SpawnError::NurseryClosed)
+    ///     ));
+    ///     Ok(())
+    /// }
+    /// # async fn demo(brood: actor_core::Brood) -> Result<(), actor_core::RootError> {
+    /// brood.root().run(body).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn cancel(&self) {
         let slots = self.state.close_and_order();
         for s in slots {
@@ -344,8 +457,25 @@ impl Nursery {
             addr: listen_addr,
             spec,
         }));
-        let conn = ready_rx.await.map_err(|_| SpawnError::NurseryClosed)??;
+        // Until the child is handed over: dropping this future (the caller gave up
+        // waiting for its handshake) tears it down rather than leaving it running with no
+        // portal, and for `run_in_actor`, no function and a scope waiting for it.
+        let mut abandon = Abandon(Some(slot.clone()));
+        let ready = ready_rx.await;
+        abandon.0 = None;
+        let conn = ready.map_err(|_| SpawnError::NurseryClosed)??;
         Ok((slot, conn))
+    }
+}
+
+/// Orders the teardown of a started child whose spawn was given up before it completed.
+struct Abandon(Option<Arc<ChildSlot>>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            slot.order_teardown(None);
+        }
     }
 }
 
@@ -379,6 +509,30 @@ impl<T: Wire> RunHandle<T> {
     }
 
     /// Wait for the function's result.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is not cancel safe: it takes the handle, so dropping the future loses
+    /// the function's result (the value, or the error it returned). The child is not
+    /// affected: it finishes its function and is torn down as usual, and an error of the
+    /// function still fails the nursery. To wait for the result in a `select!` loop, pin
+    /// the future once and poll it by reference:
+    ///
+    /// ```no_run
+    /// # async fn demo(nursery: &actor_core::Nursery) -> Result<(), actor_core::FnError> {
+    /// # actor_core::call!(Fib: u32 => u64);
+    /// let handle = nursery.run_in_actor("fib", Fib, 40, Default::default()).await?;
+    /// let result = handle.result();
+    /// tokio::pin!(result);
+    /// let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    /// let value = loop {
+    ///     tokio::select! {
+    ///         r = &mut result => break r?,
+    ///         _ = ticks.tick() => println!("still computing"),
+    ///     }
+    /// };
+    /// # let _ = value; Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`PortalError::Remote`] if the function failed, [`PortalError::Disconnected`] if

@@ -70,7 +70,16 @@ impl Portal {
 
     /// Call the one-shot function `C` with `args` and wait for its reply.
     ///
-    /// Dropping the returned future cancels the call in the remote actor.
+    /// # Cancel safety
+    ///
+    /// This method is not cancel safe: dropping the future cancels the call. A
+    /// [`Msg::Cancel`] for it is queued behind its start, and the remote actor drops the
+    /// function at its next await point (a start still waiting for room in the write
+    /// queue is never sent). Nothing is left behind on either side, but the outcome is
+    /// lost: the function may not have run, may have run in part, or may have finished
+    /// (a reply already on its way is discarded). Calling again in a `select!` loop calls
+    /// the function again; to wait for one call across loop iterations, pin its future
+    /// once and poll it by reference.
     ///
     /// # Errors
     /// [`PortalError::Remote`] if the function failed or does not exist (its kind is
@@ -87,6 +96,10 @@ impl Portal {
 
     /// Call a one-shot function by name with encoded arguments, for callers that build
     /// payloads themselves (language bridges, tools).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Portal::run`]: dropping the future cancels the call, and its outcome is lost.
     ///
     /// # Errors
     /// As [`Portal::run`].
@@ -118,6 +131,13 @@ impl Portal {
     ///
     /// Dropping the stream before its end cancels the function in the remote actor.
     ///
+    /// # Cancel safety
+    ///
+    /// This method is not cancel safe: dropping the future cancels the call as
+    /// [`Portal::run`] does (a [`Msg::Cancel`] follows its start; the remote function,
+    /// which may already have started and sent items, is dropped, and items already
+    /// received are discarded). Calling again starts the function anew.
+    ///
     /// # Errors
     /// As [`Portal::run`], for the start of the call.
     pub async fn open_stream<S: StreamFn>(
@@ -145,6 +165,13 @@ impl Portal {
 
     /// Open the context `C`: waits until the callee sends its `started` value, then
     /// returns the caller's end of the context and that value.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is not cancel safe: dropping the future cancels the context as
+    /// [`Portal::run`] cancels a call (a [`Msg::Cancel`] follows its start and the
+    /// remote function is dropped). A `started` value already received is lost with it.
+    /// Calling again opens a new context.
     ///
     /// # Errors
     /// As [`Portal::run`], for the start of the context.
@@ -186,6 +213,14 @@ impl Portal {
     /// nursery). For any other actor it sends the cancel request and waits for the
     /// acknowledgement or the channel's end, at most the cancel timeout. Returns whether
     /// the actor is known to be gone or to have acknowledged.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. The request is made before the first await (the
+    /// child's teardown ordered, or the cancel request queued); dropping the future only
+    /// stops the waiting. The teardown or the cancel goes on, and calling again waits
+    /// for the same teardown (for a child) or sends the request once more (otherwise,
+    /// which the remote actor answers like the first).
     pub async fn cancel_actor(&self) -> bool {
         if let Some(slot) = &self.slot {
             slot.order_teardown(None);

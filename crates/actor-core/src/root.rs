@@ -207,6 +207,19 @@ impl RootBuilder {
     /// [`backend`](Self::backend), else `BROOD_BACKEND`, else the brood's default; the
     /// transport likewise (`BROOD_TRANSPORT`).
     ///
+    /// # Cancel safety
+    ///
+    /// This method is not cancel safe: dropping the future drops `body` at its current
+    /// await point, and the body's result with it. Nothing is orphaned, though: the root
+    /// actor shuts down in the background, on the runtime the future was dropped in.
+    /// Every child is torn down by its supervisor through the whole ladder (hooks
+    /// included), the root stops listening, and what the tree left behind is removed
+    /// ([`Transport::cleanup_tree`]). What goes wrong with those children can no longer
+    /// reach the caller: it is logged (at `error` level) instead. Dropped outside a
+    /// runtime (the runtime itself is going away), only the clean-up runs; the
+    /// supervisors go with the runtime, and each backend's child handle stops its child
+    /// when dropped, without the ladder.
+    ///
     /// # Errors
     /// [`RootError::Config`] for an unknown backend or transport,
     /// [`RootError::Listen`] if the root cannot listen, [`RootError::Nursery`] if the
@@ -253,8 +266,10 @@ impl RootBuilder {
         let result = runtime_vars::scope(inner.vars.clone(), run_nursery(&inner, body))
             .instrument(span)
             .await;
-        guard.inner = None;
+        // Still armed while the actor shuts down: dropped meanwhile, the guard finishes
+        // the shutdown (and the clean-up) in the background.
         inner.shutdown().await;
+        guard.inner = None;
         transport.cleanup_tree(&addr);
         result.map_err(RootError::Nursery)
     }

@@ -14,6 +14,15 @@
 //! returns it too, and a `send` after the other side ended fails with
 //! [`PortalError::CallEnded`] (or the error it ended with). Nothing waits on a call that
 //! can no longer progress.
+//!
+//! ## Cancel safety
+//!
+//! | method | cancel safe | if the future is dropped |
+//! |---|---|---|
+//! | [`ReplyStream::recv`], [`CallerContext::recv`], [`CalleeStream::recv`] | yes | nothing is lost: the next `recv` returns the next item |
+//! | [`StreamTx::send`], [`CallerContext::send`], [`CalleeStream::send`] | no | the item is lost; its place in the window is given back (see [`StreamTx::send`]) |
+//! | [`ReplyStream::collect`], [`CallerContext::result`] | no | they own the end: dropping them drops it, which cancels the call |
+//! | [`CalleeContext::started`] | no | it owns the end: the context can no longer start |
 
 use std::marker::PhantomData;
 
@@ -22,6 +31,36 @@ use crate::error::PortalError;
 use spawn_api::{ContextFn, Msg, Wire};
 
 /// The callee's sending end of a server stream.
+///
+/// A stream function gets one; each [`send`](StreamTx::send) becomes one item of the
+/// caller's [`ReplyStream`], in order. Returning `Ok(())` ends the stream (the caller's
+/// `recv` then returns `Ok(None)`), returning an error fails it with that error.
+///
+/// ```no_run
+/// use actor_core::{ActorCx, FnError, Portal, PortalError, Registry, StreamTx};
+///
+/// actor_core::stream!(Countdown: u32 => u32);
+///
+/// // The callee: sends `n`, `n - 1`, ..., `1`.
+/// async fn countdown(cx: ActorCx, n: u32, tx: StreamTx<u32>) -> Result<(), FnError> {
+///     for i in (1..=n).rev() {
+///         if cx.is_cancelled() {
+///             break;
+///         }
+///         // Waits while the caller's window is full: a slow caller slows this loop.
+///         tx.send(i).await?;
+///     }
+///     Ok(())
+/// }
+///
+/// // The caller.
+/// async fn caller(portal: &Portal) -> Result<Vec<u32>, PortalError> {
+///     portal.open_stream(Countdown, 3).await?.collect().await
+/// }
+///
+/// let registry = Registry::new().stream(Countdown, countdown);
+/// # let _ = (registry, caller);
+/// ```
 pub struct StreamTx<T> {
     link: CallLink,
     _item: PhantomData<fn(T)>,
@@ -37,9 +76,16 @@ impl<T: Wire> StreamTx<T> {
 
     /// Send one item; waits while the caller's window is full.
     ///
-    /// Cancel safety: not cancel-safe once it waits for the channel's write queue (the
-    /// item may have taken a place in the window without being sent); cancel the whole
-    /// stream instead.
+    /// # Cancel safety
+    ///
+    /// This method is not cancel safe: `item` was moved into the future, so dropping it
+    /// loses the item. Nothing else is lost. It may wait at two points, for room in the
+    /// caller's window and then, if the channel's write queue is full (the peer reads
+    /// slower than this actor writes), for room there; dropped at either, the item was
+    /// not sent and the place it took in the window is given back, so a later `send`
+    /// (or ending the stream) works as if the dropped one never happened. To wait for a
+    /// send in a `select!` loop without losing the item, keep the future (pinned)
+    /// across iterations instead of making a new one.
     ///
     /// # Errors
     /// [`PortalError::Disconnected`] if the caller went away,
@@ -81,6 +127,9 @@ enum Ended {
 
 /// The caller's receiving end of a server stream.
 ///
+/// Dropping it (or calling [`cancel`](ReplyStream::cancel)) before the stream ended
+/// cancels the function in the callee.
+///
 /// ```no_run
 /// # async fn demo(portal: actor_core::Portal) -> Result<(), actor_core::PortalError> {
 /// actor_core::stream!(Count: u64 => u64);
@@ -90,6 +139,30 @@ enum Ended {
 /// }
 /// assert_eq!(items.recv().await?, None, "ended streams stay ended");
 /// # Ok(()) }
+/// ```
+///
+/// [`recv`](ReplyStream::recv) is cancel safe, so it can wait in a `select!` loop beside
+/// other events; here the stream is cancelled if it goes quiet for a second:
+///
+/// ```no_run
+/// # async fn demo(portal: actor_core::Portal) -> Result<(), actor_core::PortalError> {
+/// use std::time::Duration;
+/// actor_core::stream!(Events: () => String);
+/// let mut events = portal.open_stream(Events, ()).await?;
+/// let mut seen = Vec::new();
+/// loop {
+///     tokio::select! {
+///         item = events.recv() => match item? {
+///             Some(e) => seen.push(e),
+///             None => break, // the callee finished the stream
+///         },
+///         _ = tokio::time::sleep(Duration::from_secs(1)) => {
+///             events.cancel(); // the callee's function is cancelled
+///             break;
+///         }
+///     }
+/// }
+/// # let _ = seen; Ok(()) }
 /// ```
 pub struct ReplyStream<T> {
     link: CallLink,
@@ -118,7 +191,12 @@ impl<T: Wire> ReplyStream<T> {
     /// The next item, or `Ok(None)` once the callee finished the stream. After the
     /// stream ended, answers at once with how it ended (the same error every time).
     ///
-    /// Cancel safety: cancel-safe; no item is lost if the future is dropped.
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: an item is taken from the call's queue (and counted
+    /// as consumed) only in the poll that returns it, so dropping the future loses
+    /// nothing and the next `recv` returns the next item. Use it in a `select!` loop
+    /// freely.
     ///
     /// # Errors
     /// [`PortalError::Remote`] if the callee failed, [`PortalError::Disconnected`] if it
@@ -154,6 +232,13 @@ impl<T: Wire> ReplyStream<T> {
     }
 
     /// Collect every remaining item.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is not cancel safe: it takes the stream, so dropping the future drops
+    /// the items collected so far and the stream itself, which cancels the callee's
+    /// function if the stream had not ended (a `Cancel` is sent). Use
+    /// [`recv`](ReplyStream::recv) in a loop to keep what arrived.
     ///
     /// # Errors
     /// As [`ReplyStream::recv`].
@@ -205,7 +290,12 @@ impl<C: ContextFn> CalleeContext<C> {
 
     /// Send the started value; the caller's `open_context` returns with it.
     ///
-    /// Cancel safety: not cancel-safe (the value may or may not have been sent).
+    /// # Cancel safety
+    ///
+    /// This method is not cancel safe: it takes the context's end. It waits only while
+    /// the channel's write queue is full; dropped then, the value was not sent and the
+    /// end is gone: the context can no longer start, and the caller's `open_context`
+    /// fails once the function ends.
     ///
     /// # Errors
     /// [`PortalError::Disconnected`] if the caller went away, [`PortalError::Codec`] if
@@ -247,7 +337,10 @@ impl<C: ContextFn> std::fmt::Debug for CalleeStream<C> {
 impl<C: ContextFn> CalleeStream<C> {
     /// Send one item to the caller; waits while the caller's window is full.
     ///
-    /// Cancel safety: as [`StreamTx::send`].
+    /// # Cancel safety
+    ///
+    /// This method is not cancel safe, as [`StreamTx::send`]: the item is lost (nothing
+    /// else; its place in the caller's window is given back).
     ///
     /// # Errors
     /// As [`StreamTx::send`].
@@ -258,7 +351,10 @@ impl<C: ContextFn> CalleeStream<C> {
     /// The caller's next item, or `Ok(None)` once the caller closed its side (every time
     /// after that, too).
     ///
-    /// Cancel safety: cancel-safe.
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: an item is taken from the call's queue only in the
+    /// poll that returns it; dropping the future loses nothing.
     ///
     /// # Errors
     /// [`PortalError::Disconnected`] if the caller went away, [`PortalError::Codec`] for
@@ -293,14 +389,40 @@ impl<C: ContextFn> CalleeStream<C> {
 
 /// The caller's end of an open context.
 ///
+/// Both sides send and receive items until each closes its sending side; the callee's
+/// function then returns a value, which [`result`](CallerContext::result) waits for.
+/// Dropping this end (or calling [`cancel`](CallerContext::cancel)) before that
+/// cancels the function in the callee.
+///
 /// ```no_run
-/// # async fn demo(portal: actor_core::Portal) -> Result<(), actor_core::PortalError> {
+/// use actor_core::{ActorCx, CalleeContext, FnError, Portal, PortalError, Registry};
+///
 /// actor_core::context!(Echo: String => started String, in String, out String, return u64);
-/// let (mut ctx, greeting) = portal.open_context(Echo, "hi".into()).await?;
-/// ctx.send("a".into()).await?;
-/// let echoed = ctx.recv().await?;
-/// let count = ctx.result().await?;
-/// # let _ = (greeting, echoed, count); Ok(()) }
+///
+/// // The callee: greets, echoes every item it receives, returns how many.
+/// async fn echo(_cx: ActorCx, name: String, ctx: CalleeContext<Echo>) -> Result<u64, FnError> {
+///     let mut stream = ctx.started(format!("hello {name}")).await?;
+///     let mut n = 0;
+///     while let Some(line) = stream.recv().await? {
+///         stream.send(line).await?;
+///         n += 1;
+///     }
+///     Ok(n)
+/// }
+///
+/// // The caller.
+/// async fn caller(portal: &Portal) -> Result<(), PortalError> {
+///     let (mut ctx, greeting) = portal.open_context(Echo, "ada".into()).await?;
+///     assert_eq!(greeting, "hello ada");
+///     ctx.send("a".into()).await?;
+///     assert_eq!(ctx.recv().await?.as_deref(), Some("a"));
+///     ctx.close_send()?; // the callee's `recv` returns `None`
+///     assert_eq!(ctx.result().await?, 1);
+///     Ok(())
+/// }
+///
+/// let registry = Registry::new().context(Echo, echo);
+/// # let _ = (registry, caller);
 /// ```
 pub struct CallerContext<C: ContextFn> {
     link: CallLink,
@@ -344,7 +466,10 @@ impl<C: ContextFn> CallerContext<C> {
 
     /// Send one item to the callee; waits while the callee's window is full.
     ///
-    /// Cancel safety: as [`StreamTx::send`].
+    /// # Cancel safety
+    ///
+    /// This method is not cancel safe, as [`StreamTx::send`]: the item is lost (nothing
+    /// else; its place in the callee's window is given back).
     ///
     /// # Errors
     /// The error the context ended with, or [`PortalError::CallEnded`] if the callee
@@ -367,7 +492,12 @@ impl<C: ContextFn> CallerContext<C> {
     /// The callee's next item, or `Ok(None)` once it stopped sending. After the context
     /// failed, returns that error every time.
     ///
-    /// Cancel safety: cancel-safe.
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: each frame it takes from the call's queue is handled
+    /// in the same poll (an item returned, the callee's stop, return value or error
+    /// recorded), so dropping the future loses nothing; the next `recv` or
+    /// [`result`](CallerContext::result) carries on from there.
     ///
     /// # Errors
     /// [`PortalError::Remote`] if the callee failed, [`PortalError::Disconnected`] if it
@@ -444,7 +574,12 @@ impl<C: ContextFn> CallerContext<C> {
     /// yet received. Answers at once if the context already ended (with the same error
     /// `recv` returned).
     ///
-    /// Cancel safety: not cancel-safe: dropping it drops (and so cancels) the context.
+    /// # Cancel safety
+    ///
+    /// This method is not cancel safe: it takes the context, so dropping the future drops
+    /// it. Unless the callee had already returned, a `Cancel` is sent and its function is
+    /// dropped; either way the return value is lost (one already received included). The
+    /// sending side was closed at the first poll.
     ///
     /// # Errors
     /// [`PortalError::Remote`] if the callee failed, [`PortalError::Disconnected`] if it

@@ -134,6 +134,11 @@ impl SlowAccept {
 
     /// Resolves when a listener of this transport accepts its next channel (its peer
     /// then waits for the handshake's answer for `delay`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an accept that happens while nobody waits, or that wakes a future
+    /// which is then dropped, is kept for the next call (one at most: a `Notify` permit).
     pub async fn accepted(&self) {
         self.accepted.notified().await
     }

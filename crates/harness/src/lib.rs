@@ -1,6 +1,6 @@
 //! # harness: brood's test support
 //!
-//! - The test program's [`brood`]: every backend and transport, serving
+//! - The test program's [`brood()`]: every backend and transport, serving
 //!   [`functions::registry`]. The test binary's `main` is [`main`], which calls
 //!   [`Brood::enter`] first, so the test binary is also every child's entry point.
 //! - The cell under test comes from `BROOD_BACKEND` / `BROOD_TRANSPORT` (defaults `proc` /
@@ -16,7 +16,15 @@
 //!
 //! Works under `cargo test` (tests run one at a time in one process, so the leak checks
 //! see only their own test) and `cargo nextest run` (one process per test).
-
+//!
+//! ## Who should depend on this crate
+//!
+//! Nothing outside this workspace's tests: it is test support for brood itself, not
+//! published (`publish = false`), and its API changes with the suite, which lives in this
+//! crate's own `tests/`. It depends on every crate of the workspace (the `brood` facade
+//! and each crate by name), so no crate of the workspace may depend on it in turn.
+//! Programs that want a test fixture of their own should build it on the `brood`
+//! facade.
 
 pub mod chaos;
 pub mod functions;
@@ -108,7 +116,7 @@ fn uds() -> UdsTransport {
     }
 }
 
-/// The backend of the cell under test, as configured in [`brood`].
+/// The backend of the cell under test, as configured in [`brood()`].
 ///
 /// # Panics
 /// If the cell names a backend the harness does not configure.
@@ -217,6 +225,11 @@ pub fn wait_gone(who: &functions::Who, bound: Duration) -> bool {
 /// Crash the actor behind `portal` as a kill would ([`functions::Crash`]: a process actor
 /// SIGKILLs itself, an in-process one aborts its runtime) and return the error the call
 /// ended with (a crashed actor never replies).
+///
+/// # Cancel safety
+///
+/// Not cancel safe, as [`Portal::run`]: dropping the future cancels the call, and the
+/// actor may or may not have crashed.
 ///
 /// # Panics
 /// If the call succeeds.

@@ -47,6 +47,16 @@
 //!   child calls [`Transport::cleanup`], and a root removes its tree directory at the end
 //!   ([`Transport::cleanup_tree`]).
 //!
+//! ## Who should depend on this crate
+//!
+//! Programs that pick their crates by hand, to add the `uds` transport to a `Brood`:
+//! `actor-core` + `spawn-proc` + `ipc-uds` is a complete tree of process actors without
+//! Python. Other programs use the `brood` facade (feature `uds`, on by default), which
+//! wires this transport in. Tools that speak brood's frames over a socket may use it
+//! alone, through [`Transport`]. It depends only on the contract (`spawn-api`), never on
+//! the actor runtime or on a backend (`actor-core` appears only among its
+//! dev-dependencies, for examples and tests).
+//!
 //! ```no_run
 //! use ipc_uds::UdsTransport;
 //! use spawn_api::{ActorId, Transport};
@@ -61,7 +71,6 @@
 
 // The library has no unsafe code; only its tests call libc directly.
 #![cfg_attr(not(test), forbid(unsafe_code))]
-
 
 use std::collections::{HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};

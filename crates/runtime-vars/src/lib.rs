@@ -11,6 +11,15 @@
 //! ([`enter`]), the way a tokio task-local is, so two actors in one process each see
 //! their own vars.
 //!
+//! ## Who should depend on this crate
+//!
+//! Nobody needs to name it: the contract re-exports it (`spawn_api::runtime_vars`), the
+//! actor runtime too (`actor_core::runtime_vars`), and the `brood` facade as
+//! `brood::vars`. Backends and transports use it through `spawn-api`; programs through
+//! the facade. It depends on `serde` alone, so that the contract can carry it without
+//! anything else; a crate that only reads an actor's vars ([`current`]) and wants no
+//! other part of brood may depend on it directly.
+//!
 //! ```
 //! use runtime_vars::{RuntimeVars, VarsOverride};
 //!

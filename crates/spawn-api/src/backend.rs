@@ -36,6 +36,23 @@ pub trait SpawnBackend: Send + Sync + fmt::Debug + 'static {
     /// child and its descendants inherit them. Once a child exists the backend must not
     /// await anything that could be cancelled without cleaning the child up.
     ///
+    /// # Cancel safety
+    ///
+    /// Implementations must be cancel safe in this sense: the runtime awaits `spawn`
+    /// inside the caller's `start_actor` or `run_in_actor`, and drops the future when
+    /// its caller gives up (a cancelled call, a `select!`, a timeout). Dropped at any
+    /// await point, the future must leave no child running unsupervised: either nothing
+    /// was started, or what was started is killed and reaped without anyone's help
+    /// (`spawn-proc`'s spawner thread kills a child whose request was abandoned,
+    /// `spawn-fork`'s connection kills the child of a reply nobody waits for,
+    /// `spawn-subint` starts its thread without awaiting). Tree-wide services it started
+    /// may stay (a retry uses them).
+    ///
+    /// The runtime never retries a dropped spawn by itself. Once `spawn` has returned,
+    /// the runtime hands the [`Child`] to a supervisor without awaiting in between; the
+    /// handle is dropped unreaped only if the runtime itself is torn down, and the
+    /// backends of this workspace stop their child when that happens.
+    ///
     /// # Errors
     /// [`SpawnError::Launch`] or [`SpawnError::Unavailable`] when nothing was started.
     async fn spawn(&self, req: &mut SpawnRequest) -> Result<Box<dyn Child>, SpawnError>;
@@ -86,8 +103,16 @@ pub trait Child: Send + Sync + fmt::Debug {
     /// The child's process id, if it is a process.
     fn pid(&self) -> Option<u32>;
 
-    /// Wait for the child to end and collect its status. Cancel-safe: dropping the
-    /// future and calling again loses nothing.
+    /// Wait for the child to end and collect its status.
+    ///
+    /// # Cancel safety
+    ///
+    /// Implementations must be cancel safe: the runtime polls `wait` in `select!`
+    /// against teardown orders and under timeouts at every step of the teardown ladder,
+    /// drops the future whenever another branch wins, and calls again later. Dropping the
+    /// future must lose nothing: a status collected in a poll that did not return is kept
+    /// for the next call. Once `wait` has returned, later calls should return the same
+    /// status at once (every backend of this workspace does).
     async fn wait(&mut self) -> ChildExit;
 
     /// Ask the child to stop now (SIGTERM to a process and its group; an interrupt for
@@ -108,6 +133,16 @@ pub trait Child: Send + Sync + fmt::Debug {
 #[async_trait]
 pub trait TeardownHook: Send + Sync + fmt::Debug + 'static {
     /// Runs once per child, right before the hard step of its teardown.
+    ///
+    /// # Cancel safety
+    ///
+    /// The runtime awaits the future to completion, with no timeout of its own: the
+    /// ladder, and the actor's shutdown, wait for it as long as it takes (a person may be
+    /// debugging the child). It is dropped unfinished only when the actor's runtime goes
+    /// away (its process ends, its own parent having killed it, say; an in-process actor
+    /// is aborted); the child's handle, dropped with it, then stops the child.
+    /// Implementations need not be cancel safe, but must release what they hold (a
+    /// lock, say) when dropped, not only at the end of the future.
     async fn before_hard_reap(&self, child: &ActorId, vars: &RuntimeVars);
 }
 
@@ -175,9 +210,15 @@ impl ActorEntry {
     /// See [`ActorMain::serve`].
     ///
     /// # Cancel safety
-    /// Dropping the future drops the actor abruptly: its connections close, so its parent
-    /// sees it gone, but its own children get no orderly teardown. Backends run it to
-    /// completion.
+    ///
+    /// This method is not cancel safe: the future carries the actor's orderly shutdown
+    /// (its children torn down through the ladder, its failure reported to its parent).
+    /// Dropped, that shutdown never happens, and the tasks the actor started on the
+    /// runtime (its channels, the calls it serves, its children's supervisors) run on
+    /// until that runtime is shut down. Backends run it to completion, or drop it only
+    /// together with the runtime it runs on (as `spawn-subint` does when it aborts an
+    /// actor): then the actor's channels close, so its parent sees it gone, and its
+    /// children get no orderly teardown (their handles stop them when dropped).
     pub async fn serve(&self, boot: ChildBoot, extensions: Extensions) -> ChildOutcome {
         self.0.serve(boot, extensions).await
     }

@@ -131,6 +131,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// The next frame; `Ok(None)` at a clean end of stream (between frames).
     ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe only for frames smaller than 64 KiB (length prefix
+    /// included). Such a frame is read into the reader's own buffer, so dropping the
+    /// future loses nothing: the bytes read so far stay there and the next call carries
+    /// on. A frame of 64 KiB or more that was not already buffered whole is read into a
+    /// buffer of its own, which belongs to the future: dropped while it waits for the
+    /// rest of such a frame, the bytes of the frame read so far are lost, and the stream
+    /// is no longer at a frame boundary: the next call parses the rest of that frame as
+    /// new frames (usually a protocol error, possibly a bogus frame). Drop the reader,
+    /// not only the future, once a read has been given up.
+    ///
     /// # Errors
     /// [`ProtocolError::FrameTooLarge`] for a length above the maximum (checked before
     /// anything is allocated), [`ProtocolError::Truncated`] if the stream ends inside a
@@ -288,6 +300,13 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 
     /// Write everything queued.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: each write takes only what the stream accepted off
+    /// the queue, so dropping the future loses and repeats nothing. What was not written
+    /// stays queued for the next `flush`, which carries on from there. (Until it does, the
+    /// peer may have received part of a frame.)
     pub async fn flush(&mut self) -> io::Result<()> {
         if !self.current.is_empty() {
             let tail = self.current.split().freeze();
@@ -324,6 +343,12 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 
     /// Flush, then shut down the write side.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe, as [`flush`](FrameWriter::flush): dropped, it may have
+    /// written part of what was queued (the rest stays queued) and the write side may or
+    /// may not be shut down yet; calling it again finishes the job.
     pub async fn shutdown(&mut self) -> io::Result<()> {
         self.flush().await?;
         self.io.shutdown().await

@@ -38,9 +38,23 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     fn address_for(&self, id: &ActorId, near: Option<&Addr>) -> Result<Addr, TransportError>;
 
     /// Listen at `addr`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Implementations must be cancel safe: the runtime awaits `bind` as a root or a
+    /// child actor starts, and drops the future if that start is abandoned (the root's
+    /// future dropped, an in-process child aborted). Dropped, it must leave nothing
+    /// listening and no endpoint behind, as a dropped [`Listener`] does.
     async fn bind(&self, addr: &Addr) -> Result<Box<dyn Listener>, TransportError>;
 
     /// Open a channel to the actor listening at `addr`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Implementations must be cancel safe: the runtime awaits `connect` as a child
+    /// reaches its parent and drops the future if that start is abandoned. Dropped, it
+    /// must close whatever it opened; the peer's listener may then have accepted a
+    /// channel that ends at once, which the runtime treats as a failed handshake.
     async fn connect(&self, addr: &Addr) -> Result<Box<dyn Channel>, TransportError>;
 
     /// Remove whatever an actor that listened at `addr` left behind (a socket file, a
@@ -67,6 +81,14 @@ pub trait Listener: Send + Sync + fmt::Debug {
     fn local_addr(&self) -> &Addr;
 
     /// The next incoming channel.
+    ///
+    /// # Cancel safety
+    ///
+    /// The runtime's accept loop drops an `accept` future only when the actor stops
+    /// listening, and drops the listener with it: a channel lost that way has no one to
+    /// serve it anyway. Implementations therefore need not be cancel safe, but should
+    /// say so if they are not; one that is (`ipc-uds`'s is) loses no incoming channel
+    /// when the future is dropped, so callers may use it in a `select!` loop.
     ///
     /// # Errors
     /// Per-connection failures (a refused peer, a failed setup) return an error and the
@@ -104,9 +126,25 @@ pub trait FrameSink: Send {
     fn feed(&mut self, frame: &Frame) -> Result<(), ChannelError>;
 
     /// Send everything queued.
+    ///
+    /// # Cancel safety
+    ///
+    /// The runtime drops a `flush` future only when it gives up the channel (closing, it
+    /// waits a bounded time for a peer that does not read), and then drops the sink
+    /// without calling it again. Implementations therefore need not be cancel safe: a
+    /// dropped flush may leave part of a frame written and the rest lost. They must not
+    /// block or panic when dropped mid-flush. (The codec's
+    /// [`FrameWriter::flush`](crate::codec::FrameWriter::flush) is cancel safe: what it
+    /// did not write stays queued.)
     async fn flush(&mut self) -> Result<(), ChannelError>;
 
     /// Flush and close the sending direction; the peer's source then ends.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`flush`](FrameSink::flush): the runtime bounds `close` with a timeout and, if
+    /// it passes, drops the sink; the peer then sees the channel end without a clean
+    /// close.
     async fn close(&mut self) -> Result<(), ChannelError>;
 }
 
@@ -114,6 +152,16 @@ pub trait FrameSink: Send {
 #[async_trait]
 pub trait FrameSource: Send {
     /// The next frame, or `Ok(None)` once the peer closed cleanly.
+    ///
+    /// # Cancel safety
+    ///
+    /// The runtime drops a `recv` future only when it gives up the channel: the channel
+    /// closed, it sat idle past the idle timeout, or a handshake timed out. It never calls
+    /// `recv` again on that source. Implementations therefore need not be cancel safe (a
+    /// frame partly read when the future is dropped may be lost), but should say so if
+    /// they are not: `ipc-uds`'s, built on
+    /// [`FrameReader::read_frame`](crate::codec::FrameReader::read_frame), is not for
+    /// large frames.
     ///
     /// # Errors
     /// A broken frame is a [`ChannelError::Protocol`]; the channel is unusable after any

@@ -7,7 +7,7 @@
 //! never starts a thread.
 //!
 //! - **The server** is this same program re-executed once per tree, in forkserver mode:
-//!   [`Brood::enter`](actor_core::Brood::enter) at the top of `main` finds
+//!   the runtime's `Brood::enter` at the top of `main` finds
 //!   [`SERVER_ENV`] and runs the server loop instead of the program. It is
 //!   single-threaded (no runtime, no threads), so a forked child may run ordinary Rust
 //!   code at once: it builds its own runtime and connects back to its parent exactly as
@@ -48,6 +48,15 @@
 //! actor's, passed with each request); it has one more descriptor, its link, and none of
 //! the descriptors an exec'd child would inherit without close-on-exec.
 //!
+//! ## Who should depend on this crate
+//!
+//! Programs that pick their crates by hand, to add the `fork` backend to a `Brood`
+//! (beside `actor-core` and a transport such as `ipc-uds`). Other programs use the
+//! `brood` facade (feature `fork`, on by default), which wires this backend in. This
+//! crate depends only on the contract (`spawn-api`) and on `os-wrappers` for its system
+//! calls, never on the actor runtime or on another backend or transport (`actor-core`
+//! appears only among its dev-dependencies, for examples and tests).
+//!
 //! ```no_run
 //! use actor_core::{Brood, Registry};
 //! let brood = Brood::builder()
@@ -56,7 +65,6 @@
 //!     .build();
 //! brood.enter(); // the forkserver (and every forked child) never returns from here
 //! ```
-
 
 mod check;
 mod client;

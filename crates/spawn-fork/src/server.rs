@@ -43,7 +43,7 @@ const MAX_REQUEST: usize = 16 * 1024;
 const EXIT_REAP_BOUND: Duration = Duration::from_secs(1);
 
 /// Environment variable that starts this program as a forkserver (what it carries is
-/// private to this crate). [`Brood::enter`](actor_core::Brood::enter) removes it at once,
+/// private to this crate). The runtime's `Brood::enter` removes it at once,
 /// so neither the server's children nor anything they start see it; in a process that
 /// already runs threads it is left alone and the server refuses to start (changing the
 /// environment is unsound then, and a forkserver must be single-threaded anyway).

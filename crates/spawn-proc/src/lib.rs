@@ -1,9 +1,9 @@
 //! # spawn-proc: child actors as processes
 //!
 //! [`ProcBackend`] starts each child actor by executing this same program again with
-//! the child's boot information in its environment; the program's `main` calls
-//! [`Brood::enter`](actor_core::Brood::enter) first thing, which finds it and runs the
-//! actor instead of the program.
+//! the child's boot information in its environment; the program's `main` calls the
+//! runtime's `Brood::enter` first thing, which finds it and runs the actor instead of
+//! the program.
 //!
 //! - **Supervision** through a pidfd: the parent waits for the exit without a `SIGCHLD`
 //!   handler and signals the child without racing pid reuse.
@@ -15,12 +15,22 @@
 //!   because the thread that asked for it ended.
 //! - **The boot travels over stdin**, not the command line or the environment: it holds
 //!   the tree's secret. The environment only carries a marker ([`BOOT_ENV`]), so
-//!   [`Brood::enter`](actor_core::Brood::enter) needs no unsound `remove_var`.
+//!   `Brood::enter` needs no unsound `remove_var`.
 //! - **Process groups:** each child leads its own group, so terminate and kill reach any
 //!   subprocess it started (actors it spawned have groups of their own and are stopped by
 //!   their own parent, or die with it).
 //! - **Stdio:** children share the parent's stdout and stderr unless told otherwise; their
 //!   log lines carry their tree path.
+//!
+//! ## Who should depend on this crate
+//!
+//! Programs that pick their crates by hand, to add the `proc` backend to a `Brood`:
+//! `actor-core` + `spawn-proc` + `ipc-uds` is a complete tree of process actors without
+//! Python. Other programs use the `brood` facade (feature `proc`, on by default), which
+//! wires this backend in. This crate depends only on the contract (`spawn-api`) and on
+//! `os-wrappers` for its system calls, never on the actor runtime or on another backend
+//! or transport (`actor-core` appears only among its dev-dependencies, for examples and
+//! tests); new backends should keep to the same rule.
 //!
 //! ```no_run
 //! use actor_core::{Brood, Registry};
@@ -32,7 +42,6 @@
 //! ```
 
 #![forbid(unsafe_code)]
-
 
 mod boot;
 mod spawner;

@@ -21,8 +21,8 @@ use crate::service::NoPython;
 /// The key of this backend.
 pub const KEY: &str = "subint";
 
-/// The spawn option ([`ActorOptions::backend_option`](actor_core::ActorOptions::backend_option))
-/// that says when an actor gets its interpreter: `eager`, `lazy` or `none`.
+/// The spawn option (the runtime's `ActorOptions::backend_option`) that says when an
+/// actor gets its interpreter: `eager`, `lazy` or `none`.
 pub const PYTHON_OPTION: &str = "python";
 
 /// How long an ending actor waits for its interpreter to end before abandoning it (its

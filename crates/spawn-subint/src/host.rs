@@ -198,9 +198,14 @@ impl Interp {
 
     /// Run `f` in this interpreter, on its host thread, and return what it returns.
     ///
-    /// Dropping the returned future before it completes cancels the job: if it has not
-    /// started it never runs; if it is running, `KeyboardInterrupt` is raised in its
-    /// Python code (code stuck in a native call notices only when that call returns).
+    /// # Cancel safety
+    ///
+    /// This method is not cancel safe: dropping the future before it completes cancels
+    /// the job. A job still queued never runs. A running job gets `KeyboardInterrupt`
+    /// raised in its Python code (code stuck in a native call notices only when that call
+    /// returns; Rust code in `f` runs to its end). Either way its result is lost,
+    /// including one computed just before the drop and not yet received, and what the
+    /// job did before it was interrupted stays done. Calling `run` again runs a new job.
     ///
     /// # Errors
     /// [`InterpError::Setup`] if a lazily created interpreter cannot be created,

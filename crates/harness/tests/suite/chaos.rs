@@ -22,6 +22,8 @@ crate::tests!(
     killed_mid_call,
     killed_during_its_teardown,
     a_killed_middle_actor_takes_its_subtree,
+    a_start_actor_given_up_during_its_handshake_leaves_no_child,
+    a_run_in_actor_given_up_during_its_handshake_does_not_hold_the_nursery,
 );
 
 /// How a killed child ends: SIGKILL for a process; an aborted in-process actor reports
@@ -100,6 +102,56 @@ fn killed_during_its_handshake() -> Result<(), Failed> {
                 Ok(())
             }),
     )?;
+    Ok(())
+}
+
+/// A `start_actor` whose future is dropped while its child waits in its handshake
+/// leaves no child behind: the child is torn down at once (not kept, with no portal,
+/// until the nursery ends); the nursery spawns normally after.
+fn a_start_actor_given_up_during_its_handshake_leaves_no_child() -> Result<(), Failed> {
+    let slow = SlowAccept::new(harness::cell_transport(), Duration::from_millis(300));
+    let s2 = slow.clone();
+    within_deadline(harness::root().transport(slow).run(async move |n| {
+        {
+            let spawn = n.start_actor("given-up", ActorOptions::new());
+            tokio::select! {
+                _ = s2.accepted() => {}
+                r = spawn => panic!("the spawn ended before the handshake: {r:?}"),
+            }
+        }
+        // Given up before the backend returned it (a fork child may connect before its
+        // reply is read), the backend kills it; after, its supervisor tears it down. The
+        // harness checks that no process or thread is left.
+        poll_until_async(
+            Duration::from_secs(5),
+            "the given-up child to be reaped",
+            async || n.live_children() == 0 && n.spawning() == 0,
+        )
+        .await;
+        let next = n.start_actor("next", ActorOptions::new()).await?;
+        assert_eq!(next.run(Add, (1, 2)).await?, 3);
+        Ok(())
+    }))?;
+    Ok(())
+}
+
+/// A `run_in_actor` whose future is dropped while its child waits in its handshake:
+/// the function is never called, and the child that would have run it does not hold
+/// the nursery's end (the scope waits for `run_in_actor` children to finish).
+fn a_run_in_actor_given_up_during_its_handshake_does_not_hold_the_nursery() -> Result<(), Failed> {
+    let slow = SlowAccept::new(harness::cell_transport(), Duration::from_millis(300));
+    let s2 = slow.clone();
+    let root = harness::root().transport(slow).run(async move |n| {
+        let spawn = n.run_in_actor("never-run", Add, (1, 2), ActorOptions::new());
+        tokio::select! {
+            _ = s2.accepted() => {}
+            r = spawn => panic!("the spawn ended before the handshake: {r:?}"),
+        }
+        Ok(())
+    });
+    let bound = scaled(Duration::from_secs(10));
+    within_deadline(async { tokio::time::timeout(bound, root).await })
+        .map_err(|_| format!("the nursery did not end within {bound:?}"))??;
     Ok(())
 }
 
