@@ -47,7 +47,6 @@
 
 #![forbid(unsafe_code)]
 
-
 pub use actor_core::{
     ActorCx, ActorId, ActorOptions, Addr, BACKEND_ENV, Blob, Brood, BroodBuilder, CallFn,
     CalleeContext, CalleeStream, CallerContext, ChannelLimits, ChildError, ChildExit, ChildReport,

@@ -162,8 +162,14 @@ impl std::fmt::Debug for BroodBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BroodBuilder")
             .field("functions", &self.registry.names().count())
-            .field("backends", &self.backends.iter().map(|b| b.key()).collect::<Vec<_>>())
-            .field("transports", &self.transports.iter().map(|t| t.key()).collect::<Vec<_>>())
+            .field(
+                "backends",
+                &self.backends.iter().map(|b| b.key()).collect::<Vec<_>>(),
+            )
+            .field(
+                "transports",
+                &self.transports.iter().map(|t| t.key()).collect::<Vec<_>>(),
+            )
             .field("hooks", &self.hooks.len())
             .finish()
     }

@@ -45,7 +45,6 @@
 
 #![forbid(unsafe_code)]
 
-
 mod actor;
 mod brood;
 mod child;

@@ -15,7 +15,6 @@
 //! what it returns is std's vocabulary (`OwnedFd`, `ExitStatus`, `io::Error`). Programs
 //! never need it.
 
-
 pub mod pidfd;
 pub mod sigterm;
 

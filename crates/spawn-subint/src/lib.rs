@@ -41,7 +41,6 @@
 //! abandoned and reported, never waited on. Python is never finalised while a
 //! sub-interpreter may be stuck; the main interpreter lives until the process exits.
 
-
 mod backend;
 mod ffi;
 #[doc(hidden)]

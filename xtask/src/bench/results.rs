@@ -137,7 +137,10 @@ pub(super) fn sort_results(results: &mut [BenchResult]) {
 
 /// The floor a result is compared with: the fastest floor of the same group and
 /// parameter.
-pub(super) fn floor_of<'a>(result: &BenchResult, all: &'a [BenchResult]) -> Option<&'a BenchResult> {
+pub(super) fn floor_of<'a>(
+    result: &BenchResult,
+    all: &'a [BenchResult],
+) -> Option<&'a BenchResult> {
     all.iter()
         .filter(|f| f.group == result.group && f.value == result.value && f.is_floor())
         .min_by(|a, b| a.mean_ns.partial_cmp(&b.mean_ns).unwrap_or(Ordering::Equal))

@@ -157,7 +157,10 @@ fn runtime_vars_derive_and_override() -> Result<(), Failed> {
         let root = runtime_vars::current();
         assert!(root.is_root && !root.debug_mode);
         let plain = n
-            .start_actor("plain", ActorOptions::new().vars(|v| v.user("team", "blue")))
+            .start_actor(
+                "plain",
+                ActorOptions::new().vars(|v| v.user("team", "blue")),
+            )
             .await?;
         let debug = n
             .start_actor("dbg", ActorOptions::new().vars(|v| v.debug_mode(true)))
@@ -202,17 +205,22 @@ fn runtime_vars_derive_and_override() -> Result<(), Failed> {
 fn two_roots_on_two_threads_see_their_own_vars() -> Result<(), Failed> {
     let run = |name: &'static str| {
         std::thread::spawn(move || {
-            within_deadline(harness::root().name(name).vars(|v| v.user("who", name)).run(async |n| {
-                let c = n.start_actor("kid", ActorOptions::new()).await?;
-                for _ in 0..20 {
-                    assert_eq!(runtime_vars::current().name(), name);
-                    let v = c.run(Vars, ()).await?;
-                    assert_eq!(v.tree_path, [name, "kid"]);
-                    assert_eq!(v.user["who"], name);
-                    tokio::task::yield_now().await;
-                }
-                Ok(())
-            }))
+            within_deadline(
+                harness::root()
+                    .name(name)
+                    .vars(|v| v.user("who", name))
+                    .run(async |n| {
+                        let c = n.start_actor("kid", ActorOptions::new()).await?;
+                        for _ in 0..20 {
+                            assert_eq!(runtime_vars::current().name(), name);
+                            let v = c.run(Vars, ()).await?;
+                            assert_eq!(v.tree_path, [name, "kid"]);
+                            assert_eq!(v.user["who"], name);
+                            tokio::task::yield_now().await;
+                        }
+                        Ok(())
+                    }),
+            )
         })
     };
     let (l, r) = (run("left"), run("right"));
