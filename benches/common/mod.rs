@@ -8,6 +8,8 @@
 // Each bench target uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub(crate) mod shm_floor;
+
 use std::os::fd::{BorrowedFd, RawFd};
 
 use brood::{ActorOptions, Blob, Brood, FnError, Nursery, Portal, Registry, RootBuilder, StreamTx};
@@ -89,7 +91,21 @@ pub(crate) fn in_root<R>(
     actors: &Brood,
     body: impl AsyncFnOnce(&Nursery) -> Result<R, FnError>,
 ) -> R {
-    rt.block_on(root(actors).run(body))
+    in_root_on(rt, actors, None, body)
+}
+
+/// [`in_root`] over the transport with key `transport` (`None`: the default).
+pub(crate) fn in_root_on<R>(
+    rt: &Runtime,
+    actors: &Brood,
+    transport: Option<&str>,
+    body: impl AsyncFnOnce(&Nursery) -> Result<R, FnError>,
+) -> R {
+    let mut root = root(actors);
+    if let Some(t) = transport {
+        root = root.use_transport(t);
+    }
+    rt.block_on(root.run(body))
         .unwrap_or_else(|e| panic!("bench root failed: {e}"))
 }
 
@@ -100,7 +116,17 @@ pub(crate) fn with_child<R>(
     actors: &Brood,
     body: impl AsyncFnOnce(&Portal) -> Result<R, FnError>,
 ) -> R {
-    in_root(rt, actors, async |n| {
+    with_child_on(rt, actors, None, body)
+}
+
+/// [`with_child`] over the transport with key `transport` (`None`: the default).
+pub(crate) fn with_child_on<R>(
+    rt: &Runtime,
+    actors: &Brood,
+    transport: Option<&str>,
+    body: impl AsyncFnOnce(&Portal) -> Result<R, FnError>,
+) -> R {
+    in_root_on(rt, actors, transport, async |n| {
         let p = on_child_cpu(n.start_actor("b", ActorOptions::new())).await?;
         p.run(Ping, ()).await?;
         body(&p).await
