@@ -37,12 +37,13 @@
 //! | `fork` (feature `fork`) | `spawn-fork` | children forked from a single-threaded forkserver |
 //! | `subint` (feature `subint`) | `spawn-subint` | children on threads with their own CPython sub-interpreter |
 //! | `python` (feature `subint`) | — | the `python` service: run Python in any actor |
-//! | `uds` (feature `uds`) | `ipc-uds` | frames over Unix sockets |
+//! | `uds` (feature `uds`) | `ipc-uds` | frames over Unix sockets (the default transport) |
+//! | `shm` (feature `shm`) | `ipc-shm` | frames through shared-memory rings, set up over a Unix control socket |
 //!
 //! ## Who should depend on this crate
 //!
 //! Programs. To leave Python out, turn the `subint` feature off (`default-features = false,
-//! features = ["proc", "fork", "uds"]`). Authors of a backend or transport depend on
+//! features = ["proc", "fork", "uds", "shm"]`). Authors of a backend or transport depend on
 //! `spawn-api` alone.
 
 #![forbid(unsafe_code)]
@@ -63,6 +64,8 @@ pub use actor_core as runtime;
 pub use runtime_vars as vars;
 pub use spawn_api as api;
 
+#[cfg(feature = "shm")]
+pub use ipc_shm::{self as shm, ShmTransport};
 #[cfg(feature = "uds")]
 pub use ipc_uds::{self as uds, UdsTransport};
 #[cfg(feature = "fork")]
@@ -76,8 +79,9 @@ pub use spawn_subint::{self as subint, SubintBackend};
 pub mod python;
 
 /// A [`BroodBuilder`] serving `registry` with every backend and transport compiled into
-/// this build (features `proc`, `fork`, `subint`, `uds`), the first of each being the
-/// default. With `subint`, the `python` service (`python.exec`, `python.eval`,
+/// this build (features `proc`, `fork`, `subint`, `uds`, `shm`), the first of each being
+/// the default: `proc`, and `uds` (a root picks `shm` with `BROOD_TRANSPORT=shm` or
+/// [`RootBuilder::use_transport`], a child with [`ActorOptions::transport`]). With `subint`, the `python` service (`python.exec`, `python.eval`,
 /// `python.call`) is added to the registry, so every actor can run Python.
 ///
 /// # Panics
@@ -102,6 +106,10 @@ pub fn builder(registry: Registry) -> BroodBuilder {
     #[cfg(feature = "uds")]
     {
         b = b.transport(UdsTransport::new());
+    }
+    #[cfg(feature = "shm")]
+    {
+        b = b.transport(ShmTransport::new());
     }
     b
 }

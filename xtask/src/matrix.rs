@@ -55,7 +55,7 @@ pub(crate) const TRANSPORTS: &[Component] = &[
     },
     Component {
         name: "shm",
-        available: false,
+        available: true,
     },
 ];
 
@@ -595,16 +595,11 @@ mod tests {
 
     #[test]
     fn unavailable_component_is_not_built_yet() {
-        let msg = err_text(select("shm", TRANSPORTS, "transport"));
-        assert!(msg.contains("\"shm\" is not built yet"), "{msg}");
-        assert!(msg.contains("available transports: uds"), "{msg}");
-        // Also when listed beside available ones.
-        let msg = err_text(select("uds,shm", TRANSPORTS, "transport"));
-        assert!(msg.contains("\"shm\" is not built yet"), "{msg}");
-        // A table with an unavailable backend says so in the same words.
+        // A table with a component that is known but not built yet says so in the same
+        // words, alone or listed beside available ones, and `all` leaves it out.
         const TABLE: &[Component] = &[
             Component {
-                name: "proc",
+                name: "uds",
                 available: true,
             },
             Component {
@@ -612,10 +607,23 @@ mod tests {
                 available: false,
             },
         ];
+        let msg = err_text(select("later", TABLE, "transport"));
+        assert!(
+            msg.contains("transport \"later\" is not built yet"),
+            "{msg}"
+        );
+        assert!(msg.contains("available transports: uds"), "{msg}");
+        let msg = err_text(select("uds,later", TABLE, "transport"));
+        assert!(msg.contains("\"later\" is not built yet"), "{msg}");
         let msg = err_text(select("later", TABLE, "backend"));
         assert!(msg.contains("backend \"later\" is not built yet"), "{msg}");
-        assert!(msg.contains("available backends: proc"), "{msg}");
-        assert_eq!(names(select("all", TABLE, "backend")), ["proc"]);
+        assert_eq!(names(select("all", TABLE, "backend")), ["uds"]);
+    }
+
+    #[test]
+    fn every_backend_and_transport_is_built() {
+        assert!(BACKENDS.iter().all(|c| c.available));
+        assert!(TRANSPORTS.iter().all(|c| c.available));
     }
 
     #[test]
@@ -637,7 +645,15 @@ mod tests {
             names(select(" proc , proc,", BACKENDS, "backend")),
             ["proc"]
         );
-        assert_eq!(names(select("all", TRANSPORTS, "transport")), ["uds"]);
+        assert_eq!(
+            names(select("all", TRANSPORTS, "transport")),
+            ["uds", "shm"]
+        );
+        assert_eq!(
+            names(select("shm,uds", TRANSPORTS, "transport")),
+            ["uds", "shm"]
+        );
+        assert_eq!(names(select("shm", TRANSPORTS, "transport")), ["shm"]);
         assert!(err_text(select(",", BACKENDS, "backend")).contains("no backend"));
     }
 

@@ -116,10 +116,37 @@ pub(crate) trait Program: Send + Sync + 'static {
     fn handler(&self, name: &str) -> Option<Handler>;
     /// The backend with key `key`.
     fn backend(&self, key: &str) -> Result<Arc<dyn SpawnBackend>, SpawnError>;
+    /// The transport with key `key`.
+    fn transport(&self, key: &str) -> Result<Arc<dyn Transport>, SpawnError>;
     /// The teardown hooks, in order.
     fn hooks(&self) -> Vec<Arc<dyn TeardownHook>>;
     /// How a backend runs a child actor of this program in this process.
     fn entry(&self) -> ActorEntry;
+}
+
+/// The prefix of the [`RuntimeVars::services`] entries that say where the tree listens
+/// on a transport: `transport.<key>` is the address of an actor on this actor's path from
+/// the root that listens on `<key>` (its parent, or a nearer ancestor). A new endpoint on
+/// that transport is placed next to it ([`Transport::address_for`]'s `near`), so every
+/// endpoint of a tree shares the location its first actor on that transport chose.
+pub(crate) const TRANSPORT_SERVICE: &str = "transport.";
+
+/// The [`RuntimeVars::services`] key of the tree's location on transport `key`.
+pub(crate) fn transport_service(key: &str) -> String {
+    format!("{TRANSPORT_SERVICE}{key}")
+}
+
+/// A listener an actor opened on a transport other than its own, for children on that
+/// transport (see [`ActorInner::listen_on`]).
+struct ExtraListener {
+    transport: Arc<dyn Transport>,
+    addr: Addr,
+    /// Whether `addr` was placed as a tree of its own (no actor on this actor's path
+    /// listened on that transport): the actor removes that whole tree when it ends.
+    own_tree: bool,
+    /// Whether the listener is bound (a bind that was dropped or failed leaves only the
+    /// reserved address, bound again by the next spawn that needs it).
+    bound: bool,
 }
 
 /// Everything one actor is. Shared by its tasks; never stored in a static.
@@ -128,8 +155,14 @@ pub(crate) struct ActorInner {
     pub(crate) vars: Arc<RuntimeVars>,
     pub(crate) path: String,
     pub(crate) program: Arc<dyn Program>,
+    /// The actor's own transport: where it listens (at `addr`), and its children's
+    /// unless they choose another ([`ActorOptions::transport`](crate::ActorOptions)).
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) addr: Addr,
+    /// Listeners on other transports, opened for children that chose them.
+    extra_listeners: Mutex<Vec<ExtraListener>>,
+    /// Held while one of `extra_listeners` is being bound: one bind per transport.
+    binding: tokio::sync::Mutex<()>,
     pub(crate) policy: TeardownPolicy,
     pub(crate) limits: ChannelLimits,
     /// The tree's secret, proved by both ends of every channel.
@@ -174,7 +207,6 @@ impl ConnOwner for ActorInner {
         ConnEnv {
             limits: self.limits,
             stop: self.io_stop.clone(),
-            max_frame: self.transport.max_frame(),
             span: self.span.clone(),
             tasks: self.io_tasks.clone(),
         }
@@ -255,6 +287,8 @@ impl ActorInner {
             program,
             transport,
             addr,
+            extra_listeners: Mutex::new(Vec::new()),
+            binding: tokio::sync::Mutex::new(()),
             policy,
             limits,
             secret,
@@ -297,9 +331,100 @@ impl ActorInner {
             .spawn(runtime_vars::scope(self.vars.clone(), fut).instrument(self.span.clone()));
     }
 
+    /// Where this actor listens on `transport`: its own address on its own transport;
+    /// on another, a listener opened on first use and kept until the actor ends (the
+    /// channel to a child that chose that transport runs over it, so the child connects
+    /// back to it).
+    ///
+    /// The listener is placed next to the tree's location on that transport (the
+    /// `transport.<key>` service of the actor's vars, see [`TRANSPORT_SERVICE`]); with
+    /// none, as a tree of its own, which the actor removes when it ends.
+    ///
+    /// Cancel safe: a bind dropped midway leaves its address reserved (and removed when
+    /// the actor ends); the next call binds it again.
+    pub(crate) async fn listen_on(
+        self: &Arc<Self>,
+        transport: &Arc<dyn Transport>,
+    ) -> Result<Addr, TransportError> {
+        let key = transport.key();
+        if key == self.transport.key() {
+            return Ok(self.addr.clone());
+        }
+        let find = |me: &Self| {
+            me.extra_listeners
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.transport.key() == key)
+                .map(|l| (l.addr.clone(), l.bound))
+        };
+        if let Some((addr, true)) = find(self) {
+            return Ok(addr);
+        }
+        let _one_bind = self.binding.lock().await;
+        let addr = match find(self) {
+            Some((addr, true)) => return Ok(addr),
+            Some((addr, false)) => addr,
+            None => {
+                let near = self
+                    .vars
+                    .services
+                    .get(&transport_service(key))
+                    .and_then(|a| a.parse::<Addr>().ok())
+                    .filter(|a| a.transport() == key);
+                let addr = transport.address_for(&self.id, near.as_ref())?;
+                self.extra_listeners.lock().unwrap().push(ExtraListener {
+                    transport: transport.clone(),
+                    addr: addr.clone(),
+                    own_tree: near.is_none(),
+                    bound: false,
+                });
+                addr
+            }
+        };
+        let listener = transport.bind(&addr).await?;
+        for l in self.extra_listeners.lock().unwrap().iter_mut() {
+            if l.transport.key() == key {
+                l.bound = true;
+            }
+        }
+        tracing::debug!(%addr, "listening on another transport for a child");
+        self.spawn_accept_loop(listener, transport.max_frame());
+        Ok(addr)
+    }
+
+    /// Where this actor listens on each transport, its own first: what its children
+    /// inherit as the tree's locations (see [`TRANSPORT_SERVICE`]).
+    pub(crate) fn listening(&self) -> Vec<(String, Addr)> {
+        let mut out = vec![(self.transport.key().to_owned(), self.addr.clone())];
+        for l in self.extra_listeners.lock().unwrap().iter() {
+            if l.bound {
+                out.push((l.transport.key().to_owned(), l.addr.clone()));
+            }
+        }
+        out
+    }
+
+    /// Remove what this actor's listeners on other transports left behind: their
+    /// endpoints, and the trees it started on transports nobody on its path used. Called
+    /// once its children are reaped and its listeners closed.
+    pub(crate) fn remove_extra_endpoints(&self) {
+        for l in self.extra_listeners.lock().unwrap().drain(..) {
+            if l.own_tree {
+                l.transport.cleanup_tree(&l.addr);
+            } else {
+                l.transport.cleanup(&l.addr);
+            }
+        }
+    }
+
     /// Serve incoming channels until the actor's I/O stops; the listener (and its
-    /// endpoint) goes away with the loop.
-    pub(crate) fn spawn_accept_loop(self: &Arc<Self>, mut listener: Box<dyn Listener>) {
+    /// endpoint) goes away with the loop. `max_frame` is the listener's transport's.
+    pub(crate) fn spawn_accept_loop(
+        self: &Arc<Self>,
+        mut listener: Box<dyn Listener>,
+        max_frame: usize,
+    ) {
         let me = self.clone();
         self.spawn_io(async move {
             loop {
@@ -322,7 +447,7 @@ impl ActorInner {
                         }
                         let me2 = me.clone();
                         me.spawn_io(async move {
-                            me2.clone().handshake_incoming(ch).await;
+                            me2.clone().handshake_incoming(ch, max_frame).await;
                             me2.handshakes.fetch_sub(1, Ordering::Relaxed);
                         });
                     }
@@ -337,7 +462,7 @@ impl ActorInner {
         });
     }
 
-    async fn handshake_incoming(self: Arc<Self>, ch: Box<dyn Channel>) {
+    async fn handshake_incoming(self: Arc<Self>, ch: Box<dyn Channel>, max_frame: usize) {
         let expected = |id: &ActorId| self.pending.lock().unwrap().get(id).map(|p| p.nonce);
         let accepted = tokio::select! {
             _ = self.io_stop.cancelled() => return,
@@ -389,6 +514,7 @@ impl ActorInner {
             sink,
             source,
             Side::Acceptor,
+            max_frame,
         );
     }
 
@@ -638,6 +764,7 @@ impl ActorInner {
         {
             tracing::warn!("channels did not close in time");
         }
+        self.remove_extra_endpoints();
         failure
     }
 }

@@ -231,6 +231,10 @@ impl Program for Brood {
         Brood::backend(self, key)
     }
 
+    fn transport(&self, key: &str) -> Result<Arc<dyn Transport>, SpawnError> {
+        Brood::transport(self, key)
+    }
+
     fn hooks(&self) -> Vec<Arc<dyn TeardownHook>> {
         self.inner.hooks.clone()
     }

@@ -83,10 +83,20 @@ async fn connect(
     live_children: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
     extensions: Extensions,
 ) -> Result<(std::sync::Arc<ActorInner>, Conn), String> {
-    let transport = brood
+    // The parent listens on our transport (see `ActorOptions::transport`); the two
+    // addresses are looked up separately all the same, so a parent that placed us on
+    // another transport than its channel's is served too.
+    let parent_transport = brood
         .transport(boot.parent_addr.transport())
         .map_err(|e| e.to_string())?;
-    let ch = transport
+    let transport = if boot.listen_addr.transport() == parent_transport.key() {
+        parent_transport.clone()
+    } else {
+        brood
+            .transport(boot.listen_addr.transport())
+            .map_err(|e| e.to_string())?
+    };
+    let ch = parent_transport
         .connect(&boot.parent_addr)
         .await
         .map_err(|e| format!("cannot reach the parent: {e}"))?;
@@ -116,6 +126,7 @@ async fn connect(
         .await
         .map_err(|e| format!("handshake with the parent failed: {e}"))?;
     let parent_path = spec.vars.tree_path[..spec.vars.tree_path.len().saturating_sub(1)].join("/");
+    let max_frame = transport.max_frame();
     let inner = ActorInner::new(ActorSetup {
         id: boot.id.clone(),
         vars: spec.vars,
@@ -137,8 +148,9 @@ async fn connect(
         sink,
         source,
         Side::Connector,
+        parent_transport.max_frame(),
     );
-    inner.spawn_accept_loop(listener);
+    inner.spawn_accept_loop(listener, max_frame);
     Ok((inner, conn))
 }
 

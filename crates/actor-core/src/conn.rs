@@ -81,8 +81,6 @@ pub(crate) struct ConnEnv {
     pub(crate) limits: ChannelLimits,
     /// Cancelled when the actor's I/O stops; the channel closes with it.
     pub(crate) stop: CancellationToken,
-    /// The largest frame the transport carries.
-    pub(crate) max_frame: usize,
     /// The actor's span, for the channel's tasks.
     pub(crate) span: tracing::Span,
     /// Where the reader and writer tasks run (they outlive the actor's other tasks).
@@ -401,6 +399,7 @@ pub(crate) enum Side {
 
 impl Conn {
     /// Start the reader and writer tasks of a channel whose handshake is done.
+    /// `max_frame` is the largest frame the channel's transport carries.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         owner: Arc<dyn ConnOwner>,
@@ -411,6 +410,7 @@ impl Conn {
         sink: Box<dyn FrameSink>,
         source: Box<dyn FrameSource>,
         side: Side,
+        max_frame: usize,
     ) -> Conn {
         let (out, rx) = mpsc::unbounded_channel();
         let env = owner.conn_env();
@@ -430,7 +430,7 @@ impl Conn {
             fault: Mutex::new(None),
             cancel_acked: CancellationToken::new(),
             stopping: watch::Sender::new(None),
-            max_frame: env.max_frame,
+            max_frame,
             limits,
             send_budget: WriteBudget::new(limits.send_buffer),
             control_queued: AtomicUsize::new(0),

@@ -139,7 +139,6 @@ impl ConnOwner for Fake {
         ConnEnv {
             limits: self.limits,
             stop: self.stop.clone(),
-            max_frame: DEFAULT_MAX_FRAME,
             span: tracing::Span::none(),
             tasks: self.tasks.clone(),
         }
@@ -266,6 +265,7 @@ fn start(owner: &Arc<Fake>, channel: Box<dyn Channel>, kind: Peer, side: Side) -
         sink,
         source,
         side,
+        DEFAULT_MAX_FRAME,
     )
 }
 

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use runtime_vars::VarsOverride;
+use runtime_vars::{RuntimeVars, VarsOverride};
 use tokio::sync::{oneshot, watch};
 
 use crate::actor::{ActorCx, ActorInner};
@@ -32,7 +32,7 @@ use crate::teardown::ChildReport;
 use crate::teardown::{Step, run_ladder};
 use spawn_api::{
     ActorId, Addr, CallFn, Child, ChildBoot, ChildExit, ChildStdio, Frame, Msg, RemoteError,
-    RuntimeFlavor, SpawnError, SpawnRequest, SpawnSpec, Wire, kinds, signal_name,
+    RuntimeFlavor, SpawnError, SpawnRequest, SpawnSpec, Transport, Wire, kinds, signal_name,
 };
 
 /// How to start one child actor.
@@ -41,13 +41,18 @@ use spawn_api::{
 /// use actor_core::ActorOptions;
 /// let opts = ActorOptions::new()
 ///     .vars(|v| v.debug_mode(true).user("shard", "3"))
-///     .backend_option("python", "eager");
+///     .backend_option("python", "eager")
+///     .transport("shm");
 /// assert_eq!(opts.vars.debug_mode, Some(true));
+/// assert_eq!(opts.transport.as_deref(), Some("shm"));
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct ActorOptions {
     /// The backend key; `None` uses the parent's backend.
     pub backend: Option<String>,
+    /// The transport key; `None` uses the parent's transport. See
+    /// [`ActorOptions::transport`].
+    pub transport: Option<String>,
     /// Changes to the vars the child inherits.
     pub vars: VarsOverride,
     /// Options only the backend understands.
@@ -68,6 +73,34 @@ impl ActorOptions {
     /// Spawn through the backend with key `key`.
     pub fn backend(mut self, key: impl Into<String>) -> Self {
         self.backend = Some(key.into());
+        self
+    }
+
+    /// Talk to the child over the transport with key `key` (`"uds"`, `"shm"`): the child
+    /// listens on it, its own children use it unless they choose another, and the
+    /// channel between it and this actor runs over it. Any transport the program
+    /// configured may be chosen, whatever its parent uses; an unknown key fails the spawn
+    /// with [`SpawnError::UnknownTransport`].
+    ///
+    /// The child connects back to its parent on the child's transport: a parent whose
+    /// own transport is another opens a listener on this one when its first child asks
+    /// for it, keeps it until the parent ends, and accepts its children on that
+    /// transport there. Nothing else changes: peers reach an actor at the address it
+    /// listens on ([`ActorCx::addr`]), over that address's transport.
+    ///
+    /// The child's [`RuntimeVars::enabled_transports`](runtime_vars::RuntimeVars) lists
+    /// its own transport first, then those of its ancestors (nearest first, no key
+    /// twice); its `services` map `transport.<key>` to where its parent (or the nearest
+    /// ancestor that does) listens on `<key>`, the location new endpoints on that
+    /// transport are placed next to.
+    ///
+    /// ```
+    /// use actor_core::ActorOptions;
+    /// let opts = ActorOptions::new().transport("shm");
+    /// assert_eq!(opts.transport.as_deref(), Some("shm"));
+    /// ```
+    pub fn transport(mut self, key: impl Into<String>) -> Self {
+        self.transport = Some(key.into());
         self
     }
 
@@ -374,18 +407,25 @@ impl Nursery {
             .clone()
             .unwrap_or_else(|| actor.vars.backend.clone());
         let backend = actor.program.backend(&key)?;
+        let transport = match &opts.transport {
+            Some(t) => actor.program.transport(t)?,
+            None => actor.transport.clone(),
+        };
+        // The child connects back to us on its own transport: listen there first.
+        let parent_addr = actor.listen_on(&transport).await?;
         let id = ActorId::new(name);
-        let listen_addr = actor.transport.address_for(&id, Some(&actor.addr))?;
+        let listen_addr = transport.address_for(&id, Some(&parent_addr))?;
         let mut vars = actor.vars.for_child(name, actor.id.to_string());
         opts.vars.apply(&mut vars);
         vars.backend = key;
+        child_transports(&mut vars, transport.key(), &actor.listening());
         let path = vars.path();
         // Good for this child's first handshake only (see `crate::handshake`).
         let nonce = spawn_api::auth::Nonce::random();
         let boot = ChildBoot {
             id: id.clone(),
             parent: actor.id.clone(),
-            parent_addr: actor.addr.clone(),
+            parent_addr,
             listen_addr: listen_addr.clone(),
             path: path.clone(),
             log_level: vars.log_level.clone(),
@@ -405,6 +445,7 @@ impl Nursery {
         let mut reserved = Reserved {
             actor,
             id: Some(id.clone()),
+            transport: transport.clone(),
             addr: listen_addr.clone(),
         };
         let mut req = SpawnRequest {
@@ -454,6 +495,7 @@ impl Nursery {
             handshake: hs_rx,
             ready: ready_tx,
             order: order_rx,
+            transport,
             addr: listen_addr,
             spec,
         }));
@@ -483,6 +525,7 @@ impl Drop for Abandon {
 struct Reserved<'a> {
     actor: &'a ActorInner,
     id: Option<ActorId>,
+    transport: Arc<dyn Transport>,
     addr: Addr,
 }
 
@@ -490,8 +533,21 @@ impl Drop for Reserved<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
             self.actor.pending.lock().unwrap().remove(&id);
-            self.actor.transport.cleanup(&self.addr);
+            self.transport.cleanup(&self.addr);
         }
+    }
+}
+
+/// Set the transports of a child's `vars` (inherited from its parent's): its own
+/// (`key`) first in `enabled_transports`, then the inherited ones; and, in `services`,
+/// where its parent listens on each transport (`listening`, see
+/// [`crate::actor::TRANSPORT_SERVICE`]).
+fn child_transports(vars: &mut RuntimeVars, key: &str, listening: &[(String, Addr)]) {
+    vars.enabled_transports.retain(|k| k != key);
+    vars.enabled_transports.insert(0, key.to_owned());
+    for (k, addr) in listening {
+        vars.services
+            .insert(crate::actor::transport_service(k), addr.to_string());
     }
 }
 
@@ -562,6 +618,8 @@ struct Supervisor {
     handshake: oneshot::Receiver<Handshaken>,
     ready: oneshot::Sender<Result<Conn, SpawnError>>,
     order: oneshot::Receiver<Option<Duration>>,
+    /// The child's transport: the channel to it runs over it, and its endpoint is there.
+    transport: Arc<dyn Transport>,
     addr: Addr,
     spec: SpawnSpec,
 }
@@ -576,6 +634,7 @@ async fn supervise(s: Supervisor) {
         handshake,
         ready,
         mut order,
+        transport,
         addr,
         spec,
     } = s;
@@ -628,6 +687,7 @@ async fn supervise(s: Supervisor) {
                 sink,
                 source,
                 Side::Acceptor,
+                transport.max_frame(),
             );
             let _ = ready.send(Ok(conn.clone()));
             conn
@@ -662,7 +722,7 @@ async fn supervise(s: Supervisor) {
                 }
                 Start::Connected(_) => unreachable!(),
             };
-            actor.transport.cleanup(&addr);
+            transport.cleanup(&addr);
             state.reports.lock().unwrap().push(ChildReport {
                 actor: path.clone(),
                 pid,
@@ -708,7 +768,7 @@ async fn supervise(s: Supervisor) {
         let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
     }
     conn.close(&format!("actor {path} {exit}"));
-    actor.transport.cleanup(&addr);
+    transport.cleanup(&addr);
     tracing::debug!(child = %path, %exit, ?step, ?took, "reaped");
     let error = classify(&path, &exit, ordered, step, conn.fault());
     // Filed before the error is reported: the error cancels the nursery's body, which
@@ -893,3 +953,7 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+#[path = "transport_tests.rs"]
+mod transport_tests;

@@ -257,7 +257,7 @@ impl RootBuilder {
             extensions: spawn_api::extensions::Extensions::default(),
             live_children: None,
         });
-        inner.spawn_accept_loop(listener);
+        inner.spawn_accept_loop(listener, transport.max_frame());
         let mut guard = ShutdownOnDrop {
             inner: Some(inner.clone()),
             transport: transport.clone(),
@@ -299,6 +299,7 @@ impl Drop for ShutdownOnDrop {
                     transport.cleanup_tree(&inner.addr);
                 });
             } else {
+                inner.remove_extra_endpoints();
                 transport.cleanup_tree(&inner.addr);
             }
         }

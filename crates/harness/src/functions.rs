@@ -80,6 +80,11 @@ brood::call!(
     pub AddViaChild = "t.add_via_child": (String, i64, i64) => i64
 );
 brood::call!(
+    /// Spawns a child called `grandchild` with the given options and returns where it
+    /// is, its vars and its `Add(20, 22)`.
+    pub AskViaChild = "t.ask_via_child": ActorOptionsWire => (Who, RuntimeVars, i64)
+);
+brood::call!(
     /// Spawns a child and relays its `Fail(kind, message)`.
     pub FailViaChild = "t.fail_via_child": (String, String) => ()
 );
@@ -210,6 +215,25 @@ pub struct ActorOptionsWire {
     pub backend: Option<String>,
     /// Debug mode for the grandchild.
     pub debug_mode: Option<bool>,
+    /// The transport key, if not the parent's.
+    pub transport: Option<String>,
+}
+
+impl ActorOptionsWire {
+    /// These options on top of `base`.
+    pub fn apply(&self, base: ActorOptions) -> ActorOptions {
+        let mut o = base;
+        if let Some(b) = &self.backend {
+            o = o.backend(b.clone());
+        }
+        if let Some(t) = &self.transport {
+            o = o.transport(t.clone());
+        }
+        if let Some(d) = self.debug_mode {
+            o = o.vars(|v| v.debug_mode(d));
+        }
+        o
+    }
 }
 
 /// The abort switch of an in-process (sub-interpreter) actor; `None` in a process actor
@@ -321,6 +345,20 @@ pub fn registry() -> Registry {
                 .await?;
             Ok(sum)
         })
+        .call(AskViaChild, |cx, opts: ActorOptionsWire| async move {
+            let answer = cx
+                .open_nursery(async |n| {
+                    let gc = n
+                        .start_actor("grandchild", opts.apply(ActorOptions::new()))
+                        .await?;
+                    let who = gc.run(WhoAmI, ()).await?;
+                    let vars = gc.run(Vars, ()).await?;
+                    let sum = gc.run(Add, (20, 22)).await?;
+                    Ok((who, vars, sum))
+                })
+                .await?;
+            Ok(answer)
+        })
         .call(FailViaChild, |cx, (kind, message)| async move {
             cx.open_nursery(async |n| {
                 let child = n.start_actor("grandchild", ActorOptions::new()).await?;
@@ -411,13 +449,7 @@ async fn hold_stuck_grandchild(
     ctx: CalleeContext<HoldStuckGrandchild>,
 ) -> Result<(), FnError> {
     cx.open_nursery(async |n| {
-        let mut o = ActorOptions::new().runtime(brood::RuntimeFlavor::MultiThread(2));
-        if let Some(b) = opts.backend {
-            o = o.backend(b);
-        }
-        if let Some(d) = opts.debug_mode {
-            o = o.vars(|v| v.debug_mode(d));
-        }
+        let o = opts.apply(ActorOptions::new().runtime(brood::RuntimeFlavor::MultiThread(2)));
         let gc = n.start_actor("grandchild", o).await?;
         let who = gc.run(WhoAmI, ()).await?;
         // Kept open for good: the grandchild is stuck in it.
@@ -567,13 +599,7 @@ async fn hold_grandchild(
     ctx: CalleeContext<HoldGrandchild>,
 ) -> Result<(), FnError> {
     cx.open_nursery(async |n| {
-        let mut o = ActorOptions::new();
-        if let Some(b) = opts.backend {
-            o = o.backend(b);
-        }
-        if let Some(d) = opts.debug_mode {
-            o = o.vars(|v| v.debug_mode(d));
-        }
+        let o = opts.apply(ActorOptions::new());
         let gc = n.start_actor("grandchild", o).await?;
         let who = gc.run(WhoAmI, ()).await?;
         let _stream = ctx.started(who).await?;

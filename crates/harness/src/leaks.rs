@@ -1,5 +1,5 @@
 //! What a test may leave behind, and how to find it: descendant processes, open file
-//! descriptors, socket files.
+//! descriptors, socket files, shared-memory mappings.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -242,6 +242,35 @@ pub fn new_fds(before: &BTreeMap<i32, String>) -> Vec<(i32, String)> {
         .collect()
 }
 
+/// The name prefix of the memory files brood's shared memory is made of, as
+/// `/proc/self/maps` shows them (`/memfd:<name> (deleted)`): `ipc-shm` names each of its
+/// `memfd`s starting with it.
+pub const MEMFD_PREFIX: &str = "memfd:brood";
+
+/// This process's mappings of brood's memory files ([`MEMFD_PREFIX`]), one per line of
+/// `/proc/self/maps`: the address range and the file.
+pub fn memfd_mappings() -> std::collections::BTreeSet<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    maps.lines()
+        .filter_map(|line| {
+            // address perms offset dev inode path (which may hold spaces: " (deleted)")
+            let mut fields = line.split_whitespace();
+            let range = fields.next()?;
+            let first = fields.nth(4)?;
+            let path = line[line.find(first)?..].trim_end();
+            let named = first
+                .strip_prefix('/')
+                .is_some_and(|p| p.starts_with(MEMFD_PREFIX));
+            named.then(|| format!("{range} {path}"))
+        })
+        .collect()
+}
+
+/// Mappings of brood's memory files present now that were not in `before`.
+pub fn new_memfd_mappings(before: &std::collections::BTreeSet<String>) -> Vec<String> {
+    memfd_mappings().difference(before).cloned().collect()
+}
+
 /// Every file (not directory) below `dir`.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -311,6 +340,37 @@ mod tests {
         }
         assert!(!thread_ids().contains(&tid));
         assert!(!thread_alive(me, tid) && thread_gone(tid));
+    }
+
+    #[test]
+    fn a_mapped_memfd_is_seen_until_it_is_unmapped() {
+        use std::os::fd::AsRawFd;
+        let before = memfd_mappings();
+        let name = format!("{}-leak-probe", &MEMFD_PREFIX["memfd:".len()..]);
+        let fd =
+            nix::sys::memfd::memfd_create(name.as_str(), nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+                .unwrap();
+        nix::unistd::ftruncate(&fd, 4096).unwrap();
+        // SAFETY: a fresh shared mapping of a 4096-byte file we own, nothing else aliases
+        // it; it is unmapped below, and never dereferenced.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        drop(fd);
+        let new = new_memfd_mappings(&before);
+        assert_eq!(new.len(), 1, "{new:?}");
+        assert!(new[0].contains("/memfd:brood-leak-probe"), "{new:?}");
+        // SAFETY: the mapping made above, of that length, unused since.
+        assert_eq!(unsafe { libc::munmap(p, 4096) }, 0);
+        assert!(new_memfd_mappings(&before).is_empty());
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! - [`run`] drives a future with a deadline.
 //! - After every test, [`main`] checks that it leaked nothing: no descendant process, no
 //!   thread or sub-interpreter, no file left in its runtime directory, no new open
-//!   descriptor.
+//!   descriptor, no new mapping of brood's shared memory (`memfd`s named
+//!   [`leaks::MEMFD_PREFIX`]).
 //! - In-process (`subint`) actors share the test's pid: [`in_process`], [`is_gone`] and
 //!   [`crash`] let tests check and do what they would with a child's pid.
 //! - Skips are explicit, per cell, with a reason ([`SKIPS`]); they print in the summary
@@ -40,6 +41,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use brood::{Brood, FnError, Nursery, Portal, PortalError, RootBuilder, RootError};
+use ipc_shm::ShmTransport;
 use ipc_uds::UdsTransport;
 use spawn_fork::ForkBackend;
 use spawn_proc::ProcBackend;
@@ -64,7 +66,11 @@ pub const TEST_DIR_ENV: &str = "BROOD_TEST_DIR";
 /// matches any backend or transport. The goal is for this list to be empty.
 pub const SKIPS: &[(&str, &str, &str, &str)] = &[];
 
-/// The test program's actors: every backend and transport, serving the test functions.
+/// The transports the harness knows, by key: every one the test program configures.
+pub const TRANSPORTS: &[&str] = &[ipc_uds::KEY, ipc_shm::KEY];
+
+/// The test program's actors: every backend and transport (`uds` first, the default),
+/// serving the test functions.
 pub fn brood() -> Brood {
     Brood::builder()
         .registry(functions::registry().merge(brood::python::service()))
@@ -72,6 +78,7 @@ pub fn brood() -> Brood {
         .backend(ForkBackend::new())
         .backend(SubintBackend::new())
         .transport(UdsTransport::new())
+        .transport(ShmTransport::new())
         .hook(functions::HookLog)
         .build()
 }
@@ -116,6 +123,14 @@ fn uds() -> UdsTransport {
     }
 }
 
+/// The shared-memory transport, its control sockets placed as [`uds`]'s sockets.
+fn shm() -> ShmTransport {
+    match configured_test_dir() {
+        Some(d) => ShmTransport::new().with_dir(d),
+        None => ShmTransport::new(),
+    }
+}
+
 /// The backend of the cell under test, as configured in [`brood()`].
 ///
 /// # Panics
@@ -132,7 +147,8 @@ pub fn cell_backend() -> std::sync::Arc<dyn spawn_api::SpawnBackend> {
 /// If the cell names a transport the harness does not know.
 pub fn cell_transport() -> std::sync::Arc<dyn spawn_api::Transport> {
     match transport().as_str() {
-        "uds" => std::sync::Arc::new(uds()),
+        ipc_uds::KEY => std::sync::Arc::new(uds()),
+        ipc_shm::KEY => std::sync::Arc::new(shm()),
         other => panic!(
             "harness: unknown transport {other:?} in {}",
             brood::TRANSPORT_ENV
@@ -140,19 +156,24 @@ pub fn cell_transport() -> std::sync::Arc<dyn spawn_api::Transport> {
     }
 }
 
-/// A root builder on the cell under test, in the test's runtime directory.
+/// A root builder on the cell under test, with every transport in the test's runtime
+/// directory (a child may choose another transport than the root's).
 ///
 /// # Panics
 /// If the cell names a transport the harness does not know.
 pub fn root() -> RootBuilder {
-    let b = brood().root().use_backend(backend());
-    match transport().as_str() {
-        "uds" => b.transport(uds()),
-        other => panic!(
-            "harness: unknown transport {other:?} in {}",
-            brood::TRANSPORT_ENV
-        ),
-    }
+    let cell = transport();
+    assert!(
+        TRANSPORTS.contains(&cell.as_str()),
+        "harness: unknown transport {cell:?} in {}; known: {TRANSPORTS:?}",
+        brood::TRANSPORT_ENV
+    );
+    brood()
+        .root()
+        .use_backend(backend())
+        .transport(uds())
+        .transport(shm())
+        .use_transport(cell)
 }
 
 /// Run `fut` on a fresh two-worker runtime, failing the test if it takes longer than
@@ -300,6 +321,7 @@ fn run_checked(test: Test) -> Result<(), Failed> {
     *TEST_DIR.lock().unwrap() = Some(dir.clone());
     leaks::reap_zombies();
     let fds = leaks::open_fds();
+    let mappings = leaks::memfd_mappings();
     let threads = leaks::thread_count();
     let interpreters = spawn_subint::live_interpreters();
     let outcome = catch_unwind(AssertUnwindSafe(test.run));
@@ -340,6 +362,16 @@ fn run_checked(test: Test) -> Result<(), Failed> {
     let fds = leaks::new_fds(&fds);
     if !fds.is_empty() {
         problems.push(format!("leaked descriptors: {fds:?}"));
+    }
+    // An in-process actor's channels are unmapped as its runtime ends, which may be a
+    // moment after its reap: allow the same grace as for threads.
+    let deadline = std::time::Instant::now() + REAP_GRACE;
+    while !leaks::new_memfd_mappings(&mappings).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mapped = leaks::new_memfd_mappings(&mappings);
+    if !mapped.is_empty() {
+        problems.push(format!("leaked shared-memory mappings: {mapped:?}"));
     }
     if problems.is_empty() {
         Ok(())

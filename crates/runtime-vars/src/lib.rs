@@ -60,7 +60,11 @@ pub struct RuntimeVars {
     pub root_addr: Option<String>,
     /// Addresses of the tree's registrars (the root is the first one).
     pub registry_addrs: Vec<String>,
-    /// The transports this actor may use, by key (`"uds"`, `"shm"`), preferred first.
+    /// The transports this actor may use, by key (`"uds"`, `"shm"`), preferred first:
+    /// its own (where it listens, and its children's unless they choose another) first,
+    /// then those of its ancestors, nearest first, no key twice. A root lists only its
+    /// own. (A child may be given any transport its program configured; see the
+    /// runtime's `ActorOptions::transport`.)
     pub enabled_transports: Vec<String>,
     /// Whether the actor runs in debug mode (it may take the tree's stdio lock).
     pub debug_mode: bool,

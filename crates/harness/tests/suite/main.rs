@@ -72,6 +72,7 @@ mod security;
 mod spawn;
 mod streams;
 mod teardown;
+mod transports;
 
 const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -125,6 +126,7 @@ fn main() {
         hardening::TESTS,
         chaos::TESTS,
         security::TESTS,
+        transports::TESTS,
     ]
     .concat()
     .into_iter()

@@ -250,7 +250,7 @@ fn a_stuck_grandchild_of_an_aborted_subint_child_is_reported() -> Result<(), Fai
                         HoldStuckGrandchild,
                         ActorOptionsWire {
                             backend: Some("subint".into()),
-                            debug_mode: None,
+                            ..ActorOptionsWire::default()
                         },
                     )
                     .await?;
@@ -304,7 +304,7 @@ fn a_stuck_subint_grandchild_is_reported_when_the_root_cancels() -> Result<(), F
                         HoldStuckGrandchild,
                         ActorOptionsWire {
                             backend: Some("subint".into()),
-                            debug_mode: None,
+                            ..ActorOptionsWire::default()
                         },
                     )
                     .await?;

@@ -25,21 +25,19 @@ crate::tests!(
 );
 
 /// Open a root with `secret` and `limits`, start one child, and run `attack` on a
-/// blocking thread with the child's socket path; then check the child still serves.
+/// blocking thread with the child's address (on the cell's transport: the raw peer speaks
+/// both); then check the child still serves.
 fn attack<R: Send + 'static>(
     secret: &TreeSecret,
     limits: ChannelLimits,
     attack: impl FnOnce(String, Who) -> R + Send + 'static,
     after: impl AsyncFnOnce(&Portal, &Who, R) -> Result<(), Failed>,
 ) -> Result<(), Failed> {
-    if harness::transport() != "uds" {
-        return Err("these tests speak raw Unix-socket frames".into());
-    }
     let result = within_deadline(harness::root().secret(secret.clone()).limits(limits).run(
         async |n| {
             let p = n.start_actor("target", ActorOptions::new()).await?;
             let who = p.run(WhoAmI, ()).await?;
-            let path = who.addr.strip_prefix("uds:").unwrap().to_owned();
+            let path = who.addr.clone();
             let w2 = who.clone();
             let r = tokio::task::spawn_blocking(move || attack(path, w2)).await?;
             after(&p, &who, r)
@@ -213,26 +211,17 @@ fn a_lying_window_and_a_credit_flood_cannot_grow_an_actor() -> Result<(), Failed
                 peak = peak.max(rss(who.pid));
                 std::thread::sleep(Duration::from_millis(10));
             }
-            peer.stream
-                .set_write_timeout(Some(Duration::from_millis(50)))
+            peer.set_write_timeout(Some(Duration::from_millis(50)))
                 .unwrap();
-            let credit = spawn_api::codec::encode_frame(
-                &Frame::control(Msg::Credit {
-                    cid: 1,
-                    items: u32::MAX,
-                    bytes: u64::MAX,
-                }),
-                1 << 20,
-            )
-            .unwrap();
-            let mut batch = Vec::new();
-            for _ in 0..1000 {
-                batch.extend_from_slice(&credit);
-            }
+            let credit = Frame::control(Msg::Credit {
+                cid: 1,
+                items: u32::MAX,
+                bytes: u64::MAX,
+            });
             let until = Instant::now() + Duration::from_secs(2);
             let mut sent = 0u64;
             while Instant::now() < until {
-                if std::io::Write::write_all(&mut peer.stream, &batch).is_ok() {
+                if peer.send_many(&credit, 1000).is_ok() {
                     sent += 1000;
                 }
                 peak = peak.max(rss(who.pid));
@@ -276,8 +265,7 @@ fn a_peer_that_does_not_read_cannot_grow_an_actor() -> Result<(), Failed> {
             let mut peer = RawPeer::connect(&path);
             assert!(matches!(peer.handshake(&s2), RawHandshake::Accepted { .. }));
             let before = rss(who.pid);
-            peer.stream
-                .set_write_timeout(Some(Duration::from_millis(200)))
+            peer.set_write_timeout(Some(Duration::from_millis(200)))
                 .unwrap();
             let mut cid = 1;
             let mut closed = false;
