@@ -147,6 +147,50 @@ pub(super) const TARGETS: &[Check] = &[
         value: Some("1MiB"),
         min: 0.70,
     },
+    // The shared-memory transport (issue 10): a round trip within 5x of two processes
+    // spinning on shared memory, and no slower than uds; 64 B messages at 3 M/s; big
+    // messages at 60% of one memcpy and twice uds.
+    Check::TimeRatioAtMost {
+        group: "shm-rpc",
+        bench: "brood-shm",
+        floor: "floor-spin",
+        value: None,
+        max: 5.0,
+    },
+    Check::TimeRatioAtMost {
+        group: "shm-rpc",
+        bench: "brood-shm",
+        floor: "brood-uds",
+        value: None,
+        max: 1.0,
+    },
+    Check::ElementsRateAtLeast {
+        group: "shm-stream",
+        bench: "brood-shm",
+        value: Some("64B"),
+        min: 3_000_000.0,
+    },
+    Check::ThroughputRatioAtLeast {
+        group: "shm-stream",
+        bench: "brood-shm",
+        floor: "floor-memcpy",
+        value: Some("1MiB"),
+        min: 0.60,
+    },
+    Check::ThroughputRatioAtLeast {
+        group: "shm-stream",
+        bench: "brood-shm",
+        floor: "brood-uds",
+        value: Some("64KiB"),
+        min: 2.0,
+    },
+    Check::ThroughputRatioAtLeast {
+        group: "shm-stream",
+        bench: "brood-shm",
+        floor: "brood-uds",
+        value: Some("1MiB"),
+        min: 2.0,
+    },
     Check::FootprintBelow {
         name: "idle-child-proc",
         bytes: 4.0 * 1024.0 * 1024.0,
