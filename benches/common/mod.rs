@@ -139,10 +139,15 @@ pub(crate) fn with_child_on<R>(
 /// each process: on this machine a same-CPU and a cross-CPU wake-up differ by 4x.
 /// `None` on a machine with a single allowed CPU.
 pub(crate) fn cpus() -> Option<(usize, usize)> {
-    // Pid 0: the calling thread.
-    let set = sched_getaffinity(unistd::Pid::from_raw(0)).ok()?;
-    let mut allowed = (0..CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false));
-    Some((allowed.next()?, allowed.next()?))
+    // Read once, before anything is pinned: afterwards the calling thread's own mask
+    // holds one CPU only, and every "child CPU" would silently be the parent's.
+    static CPUS: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| {
+        // Pid 0: the calling thread (the first caller is `main`, before `pin_parent`).
+        let set = sched_getaffinity(unistd::Pid::from_raw(0)).ok()?;
+        let mut allowed = (0..CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false));
+        Some((allowed.next()?, allowed.next()?))
+    })
 }
 
 /// Pin the calling thread to `cpu` (best effort: a bench on a machine that refuses it
