@@ -2,8 +2,9 @@
 //! frame codec (`spawn_api::codec`) reads and writes, so that a frame larger than the
 //! ring streams through it in pieces and the codec enforces the maximum frame.
 //!
-//! An empty ring (for the reader) or a full one (for the writer) is first polled for up
-//! to the configured spin time; then the half *parks*: reads the bell's generation,
+//! An empty ring (for the reader) or a full one (for the writer) is first looked at again
+//! for up to the configured spin time, without blocking the executor (the task asks to
+//! be polled again, so other tasks run in between); then the half *parks*: reads the bell's generation,
 //! sets its park flag in the ring (with a `SeqCst` fence), checks the ring again, and
 //! only then sleeps on the doorbell (see [`crate::ring`] for why no wake-up is lost).
 //! The other side rings the doorbell only when it sees the flag, so a busy channel makes
@@ -33,8 +34,23 @@ fn control_violation() -> io::Error {
     ))
 }
 
-/// How many spin iterations between two looks at the clock.
-const SPIN_CHECK: u32 = 64;
+/// Whether a half that found nothing to do should look again rather than park: while
+/// its spin time lasts, it asks to be polled again and returns `Pending`, so the
+/// executor runs this actor's other tasks (the one about to answer, say) in between and
+/// no system call is made. The spin starts at the first empty look and ends at the next
+/// transfer.
+fn spin_again(until: &mut Option<Instant>, spin: Duration, cx: &mut Context<'_>) -> bool {
+    if spin.is_zero() {
+        return false;
+    }
+    let now = Instant::now();
+    if now < *until.get_or_insert(now + spin) {
+        std::hint::spin_loop();
+        cx.waker().wake_by_ref();
+        return true;
+    }
+    false
+}
 
 /// Reads the peer's ring.
 #[derive(Debug)]
@@ -42,6 +58,8 @@ pub(crate) struct RingReader {
     cons: Consumer,
     bell: Arc<Bell>,
     spin: Duration,
+    /// When the current spin ends (`None`: not spinning).
+    spin_until: Option<Instant>,
     parked: bool,
 }
 
@@ -51,6 +69,7 @@ impl RingReader {
             cons,
             bell,
             spin,
+            spin_until: None,
             parked: false,
         }
     }
@@ -58,6 +77,7 @@ impl RingReader {
     fn try_read(&mut self, buf: &mut ReadBuf<'_>) -> io::Result<usize> {
         let n = self.cons.read_buf(buf).map_err(protocol_io)?;
         if n > 0 {
+            self.spin_until = None;
             if self.parked {
                 self.cons.unpark();
                 self.parked = false;
@@ -67,23 +87,6 @@ impl RingReader {
             }
         }
         Ok(n)
-    }
-
-    /// Poll the ring for up to the spin time; whether something turned up (bytes, the
-    /// close, or an error for the next read to report).
-    fn spin(&mut self) -> bool {
-        let deadline = Instant::now() + self.spin;
-        let mut i = 0u32;
-        loop {
-            if !matches!(self.cons.available(), Ok(0)) || self.cons.peer_closed() {
-                return true;
-            }
-            std::hint::spin_loop();
-            i = i.wrapping_add(1);
-            if i.is_multiple_of(SPIN_CHECK) && Instant::now() >= deadline {
-                return false;
-            }
-        }
     }
 }
 
@@ -97,7 +100,6 @@ impl AsyncRead for RingReader {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        let mut spun = this.spin.is_zero();
         loop {
             if this.try_read(buf)? > 0 {
                 return Poll::Ready(Ok(()));
@@ -111,11 +113,8 @@ impl AsyncRead for RingReader {
                 this.try_read(buf)?;
                 return Poll::Ready(Ok(()));
             }
-            if !spun {
-                spun = true;
-                if this.spin() {
-                    continue;
-                }
+            if spin_again(&mut this.spin_until, this.spin, cx) {
+                return Poll::Pending;
             }
             let seen = this.bell.generation();
             this.cons.park();
@@ -150,6 +149,8 @@ pub(crate) struct RingWriter {
     prod: Producer,
     bell: Arc<Bell>,
     spin: Duration,
+    /// When the current spin ends (`None`: not spinning).
+    spin_until: Option<Instant>,
     parked: bool,
     shut: bool,
 }
@@ -160,6 +161,7 @@ impl RingWriter {
             prod,
             bell,
             spin,
+            spin_until: None,
             parked: false,
             shut: false,
         }
@@ -168,22 +170,6 @@ impl RingWriter {
     fn notify(&self) {
         if self.prod.wake_needed() {
             self.bell.ring_peer();
-        }
-    }
-
-    /// Poll the ring for space for up to the spin time; whether something turned up.
-    fn spin(&mut self) -> bool {
-        let deadline = Instant::now() + self.spin;
-        let mut i = 0u32;
-        loop {
-            if !matches!(self.prod.free(), Ok(0)) || self.prod.peer_closed() {
-                return true;
-            }
-            std::hint::spin_loop();
-            i = i.wrapping_add(1);
-            if i.is_multiple_of(SPIN_CHECK) && Instant::now() >= deadline {
-                return false;
-            }
         }
     }
 
@@ -217,7 +203,6 @@ impl AsyncWrite for RingWriter {
         if bufs.iter().all(|b| b.is_empty()) {
             return Poll::Ready(Ok(0));
         }
-        let mut spun = this.spin.is_zero();
         loop {
             if this.bell.is_broken() {
                 return Poll::Ready(Err(control_violation()));
@@ -227,6 +212,7 @@ impl AsyncWrite for RingWriter {
             }
             let n = this.prod.write(bufs).map_err(protocol_io)?;
             if n > 0 {
+                this.spin_until = None;
                 if this.parked {
                     this.prod.unpark();
                     this.parked = false;
@@ -234,11 +220,8 @@ impl AsyncWrite for RingWriter {
                 this.notify();
                 return Poll::Ready(Ok(n));
             }
-            if !spun {
-                spun = true;
-                if this.spin() {
-                    continue;
-                }
+            if spin_again(&mut this.spin_until, this.spin, cx) {
+                return Poll::Pending;
             }
             let seen = this.bell.generation();
             this.prod.park();
