@@ -143,9 +143,6 @@ pub const DEFAULT_RING_SIZE: usize = 256 << 10;
 /// does); short enough that an idle actor costs nothing after it.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
-/// The longest socket path the kernel accepts (`sun_path` less its terminating NUL).
-const MAX_PATH: usize = 107;
-
 /// Connections whose setup message has not arrived yet that a listener keeps; the
 /// oldest is dropped to make room.
 const MAX_PENDING_SETUPS: usize = 64;
@@ -310,38 +307,11 @@ fn dir_error(e: DirError) -> TransportError {
 }
 
 fn socket_path(addr: &Addr) -> Result<PathBuf, TransportError> {
-    if addr.transport() != KEY {
-        return Err(TransportError::BadAddr {
-            addr: addr.to_string(),
-            reason: format!("not a {KEY} address"),
-        });
-    }
-    let p = PathBuf::from(addr.endpoint());
-    if !p.is_absolute() {
-        return Err(TransportError::BadAddr {
-            addr: addr.to_string(),
-            reason: "control socket path is not absolute".to_owned(),
-        });
-    }
-    Ok(p)
+    spawn_api::transport::socket_path(addr, KEY)
 }
 
 fn make_addr(path: &Path) -> Result<Addr, TransportError> {
-    let s = path.to_str().ok_or_else(|| TransportError::BadAddr {
-        addr: path.display().to_string(),
-        reason: "control socket path is not UTF-8".to_owned(),
-    })?;
-    if s.len() > MAX_PATH {
-        return Err(TransportError::BadAddr {
-            addr: s.to_owned(),
-            reason: format!(
-                "control socket path is {} bytes, the kernel takes at most {MAX_PATH}; use a \
-                 shorter runtime directory",
-                s.len()
-            ),
-        });
-    }
-    Ok(Addr::new(KEY, s))
+    spawn_api::transport::socket_addr(KEY, path)
 }
 
 fn check_peer(stream: &UnixStream) -> Result<PeerInfo, TransportError> {

@@ -100,9 +100,6 @@ pub const RUNTIME_DIR_ENV: &str = runtime_dir::RUNTIME_DIR_ENV;
 /// Kernel memory is only used while data waits for the peer.
 pub const DEFAULT_SEND_BUFFER: usize = 0;
 
-/// The longest socket path the kernel accepts (`sun_path` less its terminating NUL).
-const MAX_PATH: usize = 107;
-
 /// Unix-socket transport. Cheap to clone (clones share what they know); keeps no
 /// per-actor state.
 #[derive(Clone, Debug)]
@@ -202,37 +199,11 @@ fn dir_error(e: DirError) -> TransportError {
 }
 
 fn socket_path(addr: &Addr) -> Result<PathBuf, TransportError> {
-    if addr.transport() != KEY {
-        return Err(TransportError::BadAddr {
-            addr: addr.to_string(),
-            reason: format!("not a {KEY} address"),
-        });
-    }
-    let p = PathBuf::from(addr.endpoint());
-    if !p.is_absolute() {
-        return Err(TransportError::BadAddr {
-            addr: addr.to_string(),
-            reason: "socket path is not absolute".to_owned(),
-        });
-    }
-    Ok(p)
+    spawn_api::transport::socket_path(addr, KEY)
 }
 
 fn make_addr(path: &Path) -> Result<Addr, TransportError> {
-    let s = path.to_str().ok_or_else(|| TransportError::BadAddr {
-        addr: path.display().to_string(),
-        reason: "socket path is not UTF-8".to_owned(),
-    })?;
-    if s.len() > MAX_PATH {
-        return Err(TransportError::BadAddr {
-            addr: s.to_owned(),
-            reason: format!(
-                "socket path is {} bytes, the kernel takes at most {MAX_PATH}; use a shorter runtime directory",
-                s.len()
-            ),
-        });
-    }
-    Ok(Addr::new(KEY, s))
+    spawn_api::transport::socket_addr(KEY, path)
 }
 
 #[cfg(test)]

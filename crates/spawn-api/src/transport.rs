@@ -11,6 +11,7 @@
 //! ([`Transport::cleanup`]) if the child dies without cleaning up.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
@@ -167,4 +168,68 @@ pub trait FrameSource: Send {
     /// A broken frame is a [`ChannelError::Protocol`]; the channel is unusable after any
     /// error.
     async fn recv(&mut self) -> Result<Option<Frame>, ChannelError>;
+}
+
+/// The longest path a Unix socket address takes: `sun_path` holds 108 bytes, one of them
+/// the terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// For transports whose endpoints are Unix socket paths (`uds`, `shm`'s control
+/// sockets): the address of transport `key` for the socket at `path`.
+///
+/// ```
+/// use std::path::Path;
+/// let a = spawn_api::transport::socket_addr("uds", Path::new("/run/b/x.sock")).unwrap();
+/// assert_eq!(a.to_string(), "uds:/run/b/x.sock");
+/// let long = format!("/{}", "d".repeat(200));
+/// assert!(spawn_api::transport::socket_addr("uds", Path::new(&long)).is_err());
+/// ```
+///
+/// # Errors
+/// [`TransportError::BadAddr`] if the path is not UTF-8 or longer than
+/// [`MAX_SOCKET_PATH`] bytes.
+pub fn socket_addr(key: &str, path: &Path) -> Result<Addr, TransportError> {
+    let s = path.to_str().ok_or_else(|| TransportError::BadAddr {
+        addr: path.display().to_string(),
+        reason: "socket path is not UTF-8".to_owned(),
+    })?;
+    if s.len() > MAX_SOCKET_PATH {
+        return Err(TransportError::BadAddr {
+            addr: s.to_owned(),
+            reason: format!(
+                "socket path is {} bytes, the kernel takes at most {MAX_SOCKET_PATH}; use a \
+                 shorter runtime directory",
+                s.len()
+            ),
+        });
+    }
+    Ok(Addr::new(key, s))
+}
+
+/// The socket path an address of transport `key` names; the inverse of [`socket_addr`].
+///
+/// ```
+/// let a: spawn_api::Addr = "uds:/run/b/x.sock".parse().unwrap();
+/// assert_eq!(spawn_api::transport::socket_path(&a, "uds").unwrap().to_str(), Some("/run/b/x.sock"));
+/// assert!(spawn_api::transport::socket_path(&a, "shm").is_err());
+/// ```
+///
+/// # Errors
+/// [`TransportError::BadAddr`] if the address is another transport's or its path is
+/// not absolute.
+pub fn socket_path(addr: &Addr, key: &str) -> Result<PathBuf, TransportError> {
+    if addr.transport() != key {
+        return Err(TransportError::BadAddr {
+            addr: addr.to_string(),
+            reason: format!("not a {key} address"),
+        });
+    }
+    let p = PathBuf::from(addr.endpoint());
+    if !p.is_absolute() {
+        return Err(TransportError::BadAddr {
+            addr: addr.to_string(),
+            reason: "socket path is not absolute".to_owned(),
+        });
+    }
+    Ok(p)
 }
