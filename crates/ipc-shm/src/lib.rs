@@ -112,14 +112,13 @@ pub use channel::ShmChannel;
 pub use setup::{MAX_RING_SIZE, MIN_RING_SIZE};
 
 use std::collections::VecDeque;
-use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use os_wrappers::peercred::{self, PeerCheckError};
 use os_wrappers::runtime_dir::{self, DirError, Location, TreeDirs};
+use os_wrappers::socket_file::{self, SocketFile};
 use spawn_api::codec::DEFAULT_MAX_FRAME;
 use spawn_api::{
     ActorId, Addr, Channel, Listener, PeerInfo, Transport, TransportError, async_trait,
@@ -259,29 +258,8 @@ impl ShmTransport {
     /// [`Transport::bind`], with the concrete listener.
     fn listen(&self, addr: &Addr) -> Result<ShmListener, TransportError> {
         let path = socket_path(addr)?;
-        if fs::symlink_metadata(&path).is_ok() {
-            // A socket file is left over: reuse the name only if nobody listens there.
-            match std::os::unix::net::UnixStream::connect(&path) {
-                Ok(_) => {
-                    return Err(TransportError::io(
-                        format!("binding {}", path.display()),
-                        io::Error::from(io::ErrorKind::AddrInUse),
-                    ));
-                }
-                Err(_) => {
-                    let _ = fs::remove_file(&path);
-                }
-            }
-        }
-        let std_listener = std::os::unix::net::UnixListener::bind(&path)
+        let (listener, guard) = socket_file::bind(&path)
             .map_err(|e| TransportError::io(format!("binding {}", path.display()), e))?;
-        // No chmod: the socket sits in a private (0700) directory.
-        let guard = Unlink(path);
-        std_listener
-            .set_nonblocking(true)
-            .map_err(|e| TransportError::io("setting the listener non-blocking", e))?;
-        let listener = tokio::net::UnixListener::from_std(std_listener)
-            .map_err(|e| TransportError::io("registering the listener", e))?;
         Ok(ShmListener {
             listener,
             addr: addr.clone(),
@@ -335,19 +313,10 @@ impl Transport for ShmTransport {
 
     fn address_for(&self, id: &ActorId, near: Option<&Addr>) -> Result<Addr, TransportError> {
         let file = format!("{:016x}.shm.sock", id.uid());
-        let tree = match near {
-            Some(parent) => {
-                let p = socket_path(parent)?;
-                p.parent()
-                    .map(Path::to_path_buf)
-                    .ok_or_else(|| TransportError::BadAddr {
-                        addr: parent.to_string(),
-                        reason: "control socket path has no directory".to_owned(),
-                    })?
-            }
-            None => return self.root_address(&file, id),
-        };
-        make_addr(&tree.join(file))
+        match near {
+            Some(parent) => spawn_api::transport::socket_beside(parent, KEY, &file),
+            None => self.root_address(&file, id),
+        }
     }
 
     async fn bind(&self, addr: &Addr) -> Result<Box<dyn Listener>, TransportError> {
@@ -359,11 +328,8 @@ impl Transport for ShmTransport {
     }
 
     fn cleanup(&self, addr: &Addr) {
-        if let Ok(path) = socket_path(addr)
-            && let Ok(meta) = fs::symlink_metadata(&path)
-            && std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
-        {
-            let _ = fs::remove_file(&path);
+        if let Ok(path) = socket_path(addr) {
+            socket_file::remove(&path);
         }
     }
 
@@ -382,16 +348,6 @@ impl Transport for ShmTransport {
     }
 }
 
-/// Removes a socket file when dropped.
-#[derive(Debug)]
-struct Unlink(PathBuf);
-
-impl Drop for Unlink {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
-}
-
 /// A connection whose setup message has not arrived yet.
 #[derive(Debug)]
 struct PendingSetup {
@@ -407,7 +363,7 @@ struct PendingSetup {
 pub struct ShmListener {
     listener: tokio::net::UnixListener,
     addr: Addr,
-    _unlink: Unlink,
+    _unlink: SocketFile,
     cfg: Config,
     pending: VecDeque<PendingSetup>,
 }

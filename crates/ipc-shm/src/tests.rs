@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
+use std::{fs, io};
 
 /// A fresh directory path under /tmp (not created), removed when dropped.
 struct TempDir(PathBuf);

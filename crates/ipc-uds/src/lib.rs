@@ -75,12 +75,12 @@
 // The library has no unsafe code; only its tests call libc directly.
 #![cfg_attr(not(test), forbid(unsafe_code))]
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use os_wrappers::peercred::{self, PeerCheckError};
 use os_wrappers::runtime_dir::{self, DirError, Location, Resolved, TreeDirs};
+use os_wrappers::socket_file::{self, SocketFile};
 
 use spawn_api::codec::{DEFAULT_MAX_FRAME, FrameReader, FrameWriter};
 use spawn_api::{
@@ -246,47 +246,16 @@ impl Transport for UdsTransport {
 
     fn address_for(&self, id: &ActorId, near: Option<&Addr>) -> Result<Addr, TransportError> {
         let file = format!("{:016x}.sock", id.uid());
-        let tree = match near {
-            Some(parent) => {
-                let p = socket_path(parent)?;
-                p.parent()
-                    .map(Path::to_path_buf)
-                    .ok_or_else(|| TransportError::BadAddr {
-                        addr: parent.to_string(),
-                        reason: "socket path has no directory".to_owned(),
-                    })?
-            }
-            None => return self.root_address(&file, id),
-        };
-        make_addr(&tree.join(file))
+        match near {
+            Some(parent) => spawn_api::transport::socket_beside(parent, KEY, &file),
+            None => self.root_address(&file, id),
+        }
     }
 
     async fn bind(&self, addr: &Addr) -> Result<Box<dyn Listener>, TransportError> {
         let path = socket_path(addr)?;
-        if fs::symlink_metadata(&path).is_ok() {
-            // A socket file is left over: reuse the name only if nobody listens there.
-            match std::os::unix::net::UnixStream::connect(&path) {
-                Ok(_) => {
-                    return Err(TransportError::io(
-                        format!("binding {}", path.display()),
-                        io::Error::from(io::ErrorKind::AddrInUse),
-                    ));
-                }
-                Err(_) => {
-                    let _ = fs::remove_file(&path);
-                }
-            }
-        }
-        let std_listener = std::os::unix::net::UnixListener::bind(&path)
+        let (listener, guard) = socket_file::bind(&path)
             .map_err(|e| TransportError::io(format!("binding {}", path.display()), e))?;
-        // No chmod: the socket sits in a 0700 directory checked above (every actor pays
-        // for a chmod at start-up, and the directory already keeps others out).
-        let guard = Unlink(path.clone());
-        std_listener
-            .set_nonblocking(true)
-            .map_err(|e| TransportError::io("setting the listener non-blocking", e))?;
-        let listener = tokio::net::UnixListener::from_std(std_listener)
-            .map_err(|e| TransportError::io("registering the listener", e))?;
         Ok(Box::new(UdsListener {
             listener,
             addr: addr.clone(),
@@ -311,11 +280,8 @@ impl Transport for UdsTransport {
     }
 
     fn cleanup(&self, addr: &Addr) {
-        if let Ok(path) = socket_path(addr)
-            && let Ok(meta) = fs::symlink_metadata(&path)
-            && std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
-        {
-            let _ = fs::remove_file(&path);
+        if let Ok(path) = socket_path(addr) {
+            socket_file::remove(&path);
         }
     }
 
@@ -345,22 +311,12 @@ impl UdsTransport {
     }
 }
 
-/// Removes a socket file when dropped.
-#[derive(Debug)]
-struct Unlink(PathBuf);
-
-impl Drop for Unlink {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
-}
-
 /// A listening Unix socket; unlinks its file when dropped.
 #[derive(Debug)]
 pub struct UdsListener {
     listener: tokio::net::UnixListener,
     addr: Addr,
-    _unlink: Unlink,
+    _unlink: SocketFile,
     max_frame: usize,
     send_buffer: usize,
 }

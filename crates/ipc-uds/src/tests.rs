@@ -2,6 +2,7 @@ use super::*;
 use bytes::Bytes;
 use os_wrappers::runtime_dir::in_memory;
 use spawn_api::{Msg, ProtocolError};
+use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -12,6 +12,7 @@
 //!   squatted) and the per-tree directories below it;
 //! - [`peercred`]: a Unix socket peer's credentials (`SO_PEERCRED`) and the same-user
 //!   check;
+//! - [`socket_file`]: a Unix listener at a path, its socket file removed with it;
 //! - [`fdpass`]: passing descriptors over a Unix socket (`SCM_RIGHTS`);
 //! - [`memfd`], [`mmap`], [`eventfd`]: anonymous sealed memory files, shared mappings of
 //!   them, and event counters used as doorbells (the shared-memory transport's pieces).
@@ -32,5 +33,6 @@ pub mod peercred;
 pub mod pidfd;
 pub mod runtime_dir;
 pub mod sigterm;
+pub mod socket_file;
 
 pub use pidfd::Pidfd;

@@ -233,3 +233,25 @@ pub fn socket_path(addr: &Addr, key: &str) -> Result<PathBuf, TransportError> {
     }
     Ok(p)
 }
+
+/// The address of transport `key` for a socket named `file` in the directory of the
+/// socket `near` names: where a socket-based transport places a child next to its parent,
+/// so a whole tree shares one directory.
+///
+/// ```
+/// let parent: spawn_api::Addr = "uds:/run/b/t1/p.sock".parse().unwrap();
+/// let child = spawn_api::transport::socket_beside(&parent, "uds", "c.sock").unwrap();
+/// assert_eq!(child.to_string(), "uds:/run/b/t1/c.sock");
+/// ```
+///
+/// # Errors
+/// As [`socket_path`] and [`socket_addr`], and [`TransportError::BadAddr`] if `near`'s
+/// path has no directory.
+pub fn socket_beside(near: &Addr, key: &str, file: &str) -> Result<Addr, TransportError> {
+    let path = socket_path(near, key)?;
+    let dir = path.parent().ok_or_else(|| TransportError::BadAddr {
+        addr: near.to_string(),
+        reason: "socket path has no directory".to_owned(),
+    })?;
+    socket_addr(key, &dir.join(file))
+}
