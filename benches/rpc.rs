@@ -7,7 +7,6 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
-use common::Ping;
 use criterion::Criterion;
 
 /// Size of the floor's request and reply.
@@ -58,27 +57,11 @@ fn main() {
 
     let mut group = c.benchmark_group("rpc");
     group.bench_function("brood-uds", |b| {
-        b.iter_custom(|iters| {
-            common::with_child(&rt, &actors, async |p| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    p.run(Ping, ()).await?;
-                }
-                Ok(start.elapsed())
-            })
-        })
+        b.iter_custom(|iters| common::ping_round_trips(&rt, &actors, None, iters))
     });
     // Informational: the same round trip with the root on a two-worker runtime.
     group.bench_function("brood-uds-mt", |b| {
-        b.iter_custom(|iters| {
-            common::with_child(&rt_mt, &actors, async |p| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    p.run(Ping, ()).await?;
-                }
-                Ok(start.elapsed())
-            })
-        })
+        b.iter_custom(|iters| common::ping_round_trips(&rt_mt, &actors, None, iters))
     });
     group.bench_function("floor-socketpair", |b| {
         b.iter_custom(socketpair_round_trips)

@@ -10,13 +10,7 @@
 
 mod common;
 
-use std::hint::black_box;
-use std::time::{Duration, Instant};
-
-use brood::{Brood, FnError};
-use common::{Blobs, Ping};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
-use tokio::runtime::Runtime;
 
 /// (parameter, message size in bytes, messages per iteration).
 const SIZES: [(&str, u64, u64); 3] = [
@@ -24,43 +18,6 @@ const SIZES: [(&str, u64, u64); 3] = [
     ("64KiB", 64 << 10, 2_000),
     ("1MiB", 1 << 20, 200),
 ];
-
-fn round_trips(rt: &Runtime, actors: &Brood, transport: &str, iters: u64) -> Duration {
-    common::with_child_on(rt, actors, Some(transport), async |p| {
-        let start = Instant::now();
-        for _ in 0..iters {
-            p.run(Ping, ()).await?;
-        }
-        Ok(start.elapsed())
-    })
-}
-
-fn transfers(
-    rt: &Runtime,
-    actors: &Brood,
-    transport: &str,
-    iters: u64,
-    size: u64,
-    n: u64,
-) -> Duration {
-    common::with_child_on(rt, actors, Some(transport), async |p| {
-        let start = Instant::now();
-        for _ in 0..iters {
-            let mut s = p.open_stream(Blobs, (n, size)).await?;
-            let mut count = 0u64;
-            while let Some(b) = s.recv().await? {
-                black_box(b.len());
-                count += 1;
-            }
-            if count != n {
-                return Err(FnError::msg(format!(
-                    "stream ended after {count} of {n} blobs"
-                )));
-            }
-        }
-        Ok(start.elapsed())
-    })
-}
 
 fn main() {
     let actors = common::enter();
@@ -71,7 +28,7 @@ fn main() {
     let mut rpc = c.benchmark_group("shm-rpc");
     for transport in ["shm", "uds"] {
         rpc.bench_function(format!("brood-{transport}"), |b| {
-            b.iter_custom(|iters| round_trips(&rt, &actors, transport, iters))
+            b.iter_custom(|iters| common::ping_round_trips(&rt, &actors, Some(transport), iters))
         });
     }
     rpc.bench_function("floor-spin", |b| {
@@ -88,7 +45,9 @@ fn main() {
         stream.throughput(Throughput::Elements(n));
         for transport in ["shm", "uds"] {
             stream.bench_function(BenchmarkId::new(format!("brood-{transport}"), label), |b| {
-                b.iter_custom(|iters| transfers(&rt, &actors, transport, iters, size, n))
+                b.iter_custom(|iters| {
+                    common::stream_blobs(&rt, &actors, Some(transport), iters, (size, n))
+                })
             });
         }
         let src = vec![0xa5u8; usize::try_from(size).expect("size")];

@@ -6,13 +6,11 @@
 
 mod common;
 
-use std::hint::black_box;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
-use brood::{Brood, FnError};
-use common::Blobs;
+use brood::Brood;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
 use tokio::runtime::Runtime;
@@ -74,27 +72,6 @@ fn floor_transfers(iters: u64, size: u64, n: u64) -> Duration {
     total
 }
 
-/// `iters` streams of `n` blobs of `size` bytes from one child, started before timing.
-fn brood_transfers(rt: &Runtime, actors: &Brood, iters: u64, size: u64, n: u64) -> Duration {
-    common::with_child(rt, actors, async |p| {
-        let start = Instant::now();
-        for _ in 0..iters {
-            let mut s = p.open_stream(Blobs, (n, size)).await?;
-            let mut count = 0u64;
-            while let Some(b) = s.recv().await? {
-                black_box(b.len());
-                count += 1;
-            }
-            if count != n {
-                return Err(FnError::msg(format!(
-                    "stream ended after {count} of {n} blobs"
-                )));
-            }
-        }
-        Ok(start.elapsed())
-    })
-}
-
 fn bench_size(
     group: &mut BenchmarkGroup<'_, WallTime>,
     (actors, rt, rt_mt): (&Brood, &Runtime, &Runtime),
@@ -102,11 +79,11 @@ fn bench_size(
 ) {
     group.throughput(Throughput::Elements(n));
     group.bench_function(BenchmarkId::new("brood-uds", label), |b| {
-        b.iter_custom(|iters| brood_transfers(rt, actors, iters, size, n))
+        b.iter_custom(|iters| common::stream_blobs(rt, actors, None, iters, (size, n)))
     });
     // Informational: the root on a two-worker runtime.
     group.bench_function(BenchmarkId::new("brood-uds-mt", label), |b| {
-        b.iter_custom(|iters| brood_transfers(rt_mt, actors, iters, size, n))
+        b.iter_custom(|iters| common::stream_blobs(rt_mt, actors, None, iters, (size, n)))
     });
     group.bench_function(BenchmarkId::new("floor-uds", label), |b| {
         b.iter_custom(|iters| floor_transfers(iters, size, n))

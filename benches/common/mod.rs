@@ -281,3 +281,48 @@ pub(crate) fn variant_id(name: &str) -> String {
         _ => name.to_owned(),
     }
 }
+
+/// `iters` round trips of [`Ping`] to one child, on the transport with key `transport`
+/// (`None`: the default); the child is started and warmed before timing.
+pub(crate) fn ping_round_trips(
+    rt: &Runtime,
+    actors: &Brood,
+    transport: Option<&str>,
+    iters: u64,
+) -> std::time::Duration {
+    with_child_on(rt, actors, transport, async |p| {
+        let start = std::time::Instant::now();
+        for _ in 0..iters {
+            p.run(Ping, ()).await?;
+        }
+        Ok(start.elapsed())
+    })
+}
+
+/// `iters` streams of `n` [`Blobs`] of `size` bytes from one child, on the transport with
+/// key `transport` (`None`: the default); the child is started before timing.
+pub(crate) fn stream_blobs(
+    rt: &Runtime,
+    actors: &Brood,
+    transport: Option<&str>,
+    iters: u64,
+    (size, n): (u64, u64),
+) -> std::time::Duration {
+    with_child_on(rt, actors, transport, async |p| {
+        let start = std::time::Instant::now();
+        for _ in 0..iters {
+            let mut s = p.open_stream(Blobs, (n, size)).await?;
+            let mut count = 0u64;
+            while let Some(b) = s.recv().await? {
+                std::hint::black_box(b.len());
+                count += 1;
+            }
+            if count != n {
+                return Err(FnError::msg(format!(
+                    "stream ended after {count} of {n} blobs"
+                )));
+            }
+        }
+        Ok(start.elapsed())
+    })
+}
