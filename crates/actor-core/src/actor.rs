@@ -194,7 +194,7 @@ pub(crate) struct ActorInner {
     /// their children are still torn down, and what went wrong with them is reported when
     /// the actor ends.
     orphans: Mutex<Vec<Arc<NurseryState>>>,
-    /// Children alive, for the process's SIGTERM policy (see `crate::sigterm`).
+    /// Children alive, for the process's SIGTERM policy (see `os_wrappers::sigterm`).
     pub(crate) live_children: Arc<AtomicUsize>,
 }
 
@@ -221,7 +221,115 @@ impl ConnOwner for ActorInner {
         peer_window: Window,
         args: Bytes,
     ) {
-        self.start_served(conn, cid, func, kind, peer_window, args);
+        let refuse = |kind: &str, message: String| {
+            let error = RemoteError::new(kind, message, self.path.clone());
+            conn.send_control(Msg::Error {
+                cid: Some(cid),
+                error,
+            });
+        };
+        let handler = match self.program.handler(func) {
+            Some(h) if h.kind() == kind => h.clone(),
+            Some(h) => {
+                return refuse(
+                    kinds::WRONG_KIND,
+                    format!("{func} is a {:?} function, called as a {kind:?}", h.kind()),
+                );
+            }
+            None => {
+                // A name we do not know comes from the peer: quote only a bounded part
+                // of it back.
+                let shown: String = func.chars().take(120).collect();
+                return refuse(
+                    kinds::NO_SUCH_FUNCTION,
+                    format!("actor {} serves no function named {shown:?}", self.path),
+                );
+            }
+        };
+        let Some(link) = conn.accept_call(cid, peer_window) else {
+            return refuse(
+                kinds::TOO_MANY_CALLS,
+                format!(
+                    "actor {} already serves {} calls on this channel",
+                    self.path,
+                    conn.limits().max_calls
+                ),
+            );
+        };
+        tracing::debug!(cid, func, ?kind, caller = %conn.peer_path(), "serving a call");
+        let window = self.limits.window();
+        let cx = ActorCx {
+            inner: self.clone(),
+            caller: Some(conn.peer().clone()),
+        };
+        let me = self.clone();
+        let conn2 = conn.clone();
+        let fut = async move {
+            // Acknowledged from the serving task rather than the reader: a quick reply is
+            // then queued before the writer runs, and both leave in one write.
+            conn2.send_control(Msg::StartAck { cid, window });
+            enum Done {
+                Reply(Bytes),
+                Stop,
+                Return(Bytes),
+            }
+            let work = async move {
+                match handler {
+                    Handler::Call(f) => {
+                        drop(link);
+                        f(cx, args).await.map(Done::Reply)
+                    }
+                    Handler::Stream(f) => f(cx, args, link).await.map(|()| Done::Stop),
+                    Handler::Context(f) => f(cx, args, link).await.map(Done::Return),
+                }
+            };
+            let outcome = tokio::select! {
+                biased;
+                r = CatchUnwind::new(work) => r,
+                _ = me.cancel.cancelled() => Ok(Err(FnError::new(kinds::CANCELLED, format!("actor {} is shutting down", me.path)))),
+            };
+            let frames = match outcome {
+                Ok(Ok(Done::Reply(b))) => vec![Frame::with_payload(Msg::Return { cid }, b)],
+                Ok(Ok(Done::Stop)) => vec![Frame::control(Msg::Stop { cid })],
+                Ok(Ok(Done::Return(b))) => vec![
+                    Frame::control(Msg::Stop { cid }),
+                    Frame::with_payload(Msg::Return { cid }, b),
+                ],
+                Ok(Err(e)) => vec![Frame::control(Msg::Error {
+                    cid: Some(cid),
+                    error: e.into_remote(&me.path),
+                })],
+                Err(panic) => {
+                    let mut error = RemoteError::new(kinds::PANIC, panic.message, me.path.clone());
+                    error.traceback = panic.location;
+                    tracing::error!(%error, "handler panicked; the actor ends");
+                    me.fail(error.clone());
+                    vec![Frame::control(Msg::Error {
+                        cid: Some(cid),
+                        error,
+                    })]
+                }
+            };
+            tracing::debug!(cid, "call done");
+            for f in frames {
+                match conn2.send(f).await {
+                    Err(crate::PortalError::Protocol(e)) => {
+                        // A reply too large for the channel becomes an error reply.
+                        let error =
+                            RemoteError::new(kinds::PROTOCOL, e.to_string(), me.path.clone());
+                        conn2.send_control(Msg::Error {
+                            cid: Some(cid),
+                            error,
+                        });
+                    }
+                    Err(_) => break,
+                    Ok(()) => {}
+                }
+            }
+            conn2.remove_route(cid);
+        };
+        let handle = self.spawn_task(fut);
+        conn.set_task(cid, handle.abort_handle());
     }
 
     /// A peer sent `Cancel { cid: None }`.
@@ -516,127 +624,6 @@ impl ActorInner {
             Side::Acceptor,
             max_frame,
         );
-    }
-
-    /// Start serving a call the peer on `conn` asked for.
-    pub(crate) fn start_served(
-        self: &Arc<Self>,
-        conn: &Conn,
-        cid: Cid,
-        func: &str,
-        kind: CallKind,
-        peer_window: Window,
-        args: Bytes,
-    ) {
-        let refuse = |kind: &str, message: String| {
-            let error = RemoteError::new(kind, message, self.path.clone());
-            conn.send_control(Msg::Error {
-                cid: Some(cid),
-                error,
-            });
-        };
-        let handler = match self.program.handler(func) {
-            Some(h) if h.kind() == kind => h.clone(),
-            Some(h) => {
-                return refuse(
-                    kinds::WRONG_KIND,
-                    format!("{func} is a {:?} function, called as a {kind:?}", h.kind()),
-                );
-            }
-            None => {
-                // A name we do not know comes from the peer: quote only a bounded part
-                // of it back.
-                let shown: String = func.chars().take(120).collect();
-                return refuse(
-                    kinds::NO_SUCH_FUNCTION,
-                    format!("actor {} serves no function named {shown:?}", self.path),
-                );
-            }
-        };
-        let Some(link) = conn.accept_call(cid, peer_window) else {
-            return refuse(
-                kinds::TOO_MANY_CALLS,
-                format!(
-                    "actor {} already serves {} calls on this channel",
-                    self.path,
-                    conn.limits().max_calls
-                ),
-            );
-        };
-        tracing::debug!(cid, func, ?kind, caller = %conn.peer_path(), "serving a call");
-        let window = self.limits.window();
-        let cx = ActorCx {
-            inner: self.clone(),
-            caller: Some(conn.peer().clone()),
-        };
-        let me = self.clone();
-        let conn2 = conn.clone();
-        let fut = async move {
-            // Acknowledged from the serving task rather than the reader: a quick reply is
-            // then queued before the writer runs, and both leave in one write.
-            conn2.send_control(Msg::StartAck { cid, window });
-            enum Done {
-                Reply(Bytes),
-                Stop,
-                Return(Bytes),
-            }
-            let work = async move {
-                match handler {
-                    Handler::Call(f) => {
-                        drop(link);
-                        f(cx, args).await.map(Done::Reply)
-                    }
-                    Handler::Stream(f) => f(cx, args, link).await.map(|()| Done::Stop),
-                    Handler::Context(f) => f(cx, args, link).await.map(Done::Return),
-                }
-            };
-            let outcome = tokio::select! {
-                biased;
-                r = CatchUnwind::new(work) => r,
-                _ = me.cancel.cancelled() => Ok(Err(FnError::new(kinds::CANCELLED, format!("actor {} is shutting down", me.path)))),
-            };
-            let frames = match outcome {
-                Ok(Ok(Done::Reply(b))) => vec![Frame::with_payload(Msg::Return { cid }, b)],
-                Ok(Ok(Done::Stop)) => vec![Frame::control(Msg::Stop { cid })],
-                Ok(Ok(Done::Return(b))) => vec![
-                    Frame::control(Msg::Stop { cid }),
-                    Frame::with_payload(Msg::Return { cid }, b),
-                ],
-                Ok(Err(e)) => vec![Frame::control(Msg::Error {
-                    cid: Some(cid),
-                    error: e.into_remote(&me.path),
-                })],
-                Err(panic) => {
-                    let mut error = RemoteError::new(kinds::PANIC, panic.message, me.path.clone());
-                    error.traceback = panic.location;
-                    tracing::error!(%error, "handler panicked; the actor ends");
-                    me.fail(error.clone());
-                    vec![Frame::control(Msg::Error {
-                        cid: Some(cid),
-                        error,
-                    })]
-                }
-            };
-            tracing::debug!(cid, "call done");
-            for f in frames {
-                match conn2.send(f).await {
-                    Err(crate::PortalError::Protocol(e)) => {
-                        // A reply too large for the channel becomes an error reply.
-                        let error =
-                            RemoteError::new(kinds::PROTOCOL, e.to_string(), me.path.clone());
-                        conn2.send_control(Msg::Error {
-                            cid: Some(cid),
-                            error,
-                        });
-                    }
-                    Err(_) => break,
-                    Ok(()) => {}
-                }
-            }
-            conn2.remove_route(cid);
-        };
-        let handle = self.spawn_task(fut);
-        conn.set_task(cid, handle.abort_handle());
     }
 
     /// The actor cannot go on (a handler panicked): remember why and shut down.

@@ -641,7 +641,7 @@ async fn supervise(s: Supervisor) {
     let pid = child.pid();
     let path = slot.path.clone();
     // A process actor that receives SIGTERM while it has live children keeps tearing
-    // them down instead of dying (see `crate::sigterm`).
+    // them down instead of dying (see `os_wrappers::sigterm`).
     actor
         .live_children
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
