@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use runtime_vars::RuntimeVars;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -25,8 +24,8 @@ use crate::portal::Portal;
 use crate::unwind::CatchUnwind;
 use spawn_api::{
     ActorEntry, ActorId, Addr, CallKind, Channel, ChannelLimits, Cid, Extensions, Frame, Listener,
-    Msg, Nonce, RemoteError, SpawnBackend, SpawnError, TeardownHook, TeardownPolicy, Transport,
-    TransportError, TreeSecret, Window, kinds,
+    Msg, Nonce, Payload, RemoteError, SpawnBackend, SpawnError, TeardownHook, TeardownPolicy,
+    Transport, TransportError, TreeSecret, Window, kinds,
 };
 
 /// How long an incoming channel may take to complete its handshake.
@@ -82,11 +81,11 @@ pub(crate) struct Pending {
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 pub(crate) type CallHandler =
-    Arc<dyn Fn(ActorCx, Bytes) -> BoxFuture<Result<Bytes, FnError>> + Send + Sync>;
+    Arc<dyn Fn(ActorCx, Payload) -> BoxFuture<Result<Payload, FnError>> + Send + Sync>;
 pub(crate) type StreamHandler =
-    Arc<dyn Fn(ActorCx, Bytes, CallLink) -> BoxFuture<Result<(), FnError>> + Send + Sync>;
+    Arc<dyn Fn(ActorCx, Payload, CallLink) -> BoxFuture<Result<(), FnError>> + Send + Sync>;
 pub(crate) type ContextHandler =
-    Arc<dyn Fn(ActorCx, Bytes, CallLink) -> BoxFuture<Result<Bytes, FnError>> + Send + Sync>;
+    Arc<dyn Fn(ActorCx, Payload, CallLink) -> BoxFuture<Result<Payload, FnError>> + Send + Sync>;
 
 /// A registered handler with its types erased.
 #[derive(Clone)]
@@ -219,7 +218,7 @@ impl ConnOwner for ActorInner {
         func: &str,
         kind: CallKind,
         peer_window: Window,
-        args: Bytes,
+        args: Payload,
     ) {
         let refuse = |kind: &str, message: String| {
             let error = RemoteError::new(kind, message, self.path.clone());
@@ -269,9 +268,9 @@ impl ConnOwner for ActorInner {
             // then queued before the writer runs, and both leave in one write.
             conn2.send_control(Msg::StartAck { cid, window });
             enum Done {
-                Reply(Bytes),
+                Reply(Payload),
                 Stop,
-                Return(Bytes),
+                Return(Payload),
             }
             let work = async move {
                 match handler {
@@ -289,11 +288,11 @@ impl ConnOwner for ActorInner {
                 _ = me.cancel.cancelled() => Ok(Err(FnError::new(kinds::CANCELLED, format!("actor {} is shutting down", me.path)))),
             };
             let frames = match outcome {
-                Ok(Ok(Done::Reply(b))) => vec![Frame::with_payload(Msg::Return { cid }, b)],
+                Ok(Ok(Done::Reply(b))) => vec![Frame::with_parts(Msg::Return { cid }, b)],
                 Ok(Ok(Done::Stop)) => vec![Frame::control(Msg::Stop { cid })],
                 Ok(Ok(Done::Return(b))) => vec![
                     Frame::control(Msg::Stop { cid }),
-                    Frame::with_payload(Msg::Return { cid }, b),
+                    Frame::with_parts(Msg::Return { cid }, b),
                 ],
                 Ok(Err(e)) => vec![Frame::control(Msg::Error {
                     cid: Some(cid),

@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +32,7 @@ use tracing::Instrument;
 use crate::error::PortalError;
 use spawn_api::{
     ActorId, CallKind, ChannelError, ChannelLimits, Cid, Frame, FrameSink, FrameSource, Msg,
-    PeerInfo, ProtocolError, RemoteError, Window, kinds,
+    Payload, PeerInfo, ProtocolError, RemoteError, Window, kinds,
 };
 
 /// Stop batching a flush once this much is queued, so one flush does not hold a huge
@@ -67,7 +66,7 @@ pub(crate) trait ConnOwner: Send + Sync + 'static {
         func: &str,
         kind: CallKind,
         peer_window: Window,
-        args: Bytes,
+        args: Payload,
     );
     /// The peer sent `Cancel { cid: None }`: it wants the whole actor to stop.
     fn cancel_requested_by(&self, conn: &Conn);
@@ -621,14 +620,14 @@ impl Conn {
         &self,
         func: &str,
         kind: CallKind,
-        args: Bytes,
+        args: Payload,
     ) -> Result<CallLink, PortalError> {
         let cid = self.next_cid();
         // Registered before the frame is queued: dropped with the future, the link
         // withdraws the call (and cancels it remotely once started).
         let link = self.register(cid, None, false);
         let window = link.window;
-        self.send(Frame::with_payload(
+        self.send(Frame::with_parts(
             Msg::Start {
                 cid,
                 func: func.to_owned(),
@@ -1027,7 +1026,7 @@ async fn reader(conn: Conn, actor: Arc<dyn ConnOwner>, mut source: Box<dyn Frame
                     })
                 } else {
                     let func = func.clone();
-                    Arc::clone(&actor).serve(&conn, cid, &func, kind, window, frame.payload);
+                    Arc::clone(&actor).serve(&conn, cid, &func, kind, window, frame.into_payload());
                     Ok(())
                 }
             }
@@ -1156,8 +1155,8 @@ impl CallLink {
     ///
     /// Cancel safety: not cancel-safe once credit is taken (the item may be lost and the
     /// window shrinks by one until the call ends); dropping the call is what cancels it.
-    pub(crate) async fn send_item(&self, payload: Bytes) -> Result<(), PortalError> {
-        let frame = Frame::with_payload(Msg::Yield { cid: self.cid }, payload);
+    pub(crate) async fn send_item(&self, payload: Payload) -> Result<(), PortalError> {
+        let frame = Frame::with_parts(Msg::Yield { cid: self.cid }, payload);
         // A frame that can never go must not take window credit either.
         self.conn.check_size(&frame)?;
         let len = frame.payload.len();
@@ -1175,8 +1174,8 @@ impl CallLink {
         sent
     }
 
-    pub(crate) async fn send_frame(&self, msg: Msg, payload: Bytes) -> Result<(), PortalError> {
-        self.conn.send(Frame::with_payload(msg, payload)).await
+    pub(crate) async fn send_frame(&self, msg: Msg, payload: Payload) -> Result<(), PortalError> {
+        self.conn.send(Frame::with_parts(msg, payload)).await
     }
 
     pub(crate) fn send_stop(&self) -> Result<(), PortalError> {

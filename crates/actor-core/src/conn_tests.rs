@@ -10,6 +10,7 @@
 //! arrives" ([`Raw::msgs`]) means nothing arrived before every task went idle and the
 //! clock jumped [`QUIET`] ahead.
 
+use bytes::Bytes;
 use std::future::Future;
 
 use spawn_api::codec::DEFAULT_MAX_FRAME;
@@ -153,7 +154,7 @@ impl ConnOwner for Fake {
         func: &str,
         _kind: CallKind,
         peer_window: Window,
-        args: Bytes,
+        args: Payload,
     ) {
         self.rec
             .lock()
@@ -168,7 +169,7 @@ impl ConnOwner for Fake {
             });
         };
         let script = match func {
-            "count" => match <(u64, u64)>::decode(args.clone()) {
+            "count" => match <(u64, u64)>::decode(args.bytes.clone()) {
                 Ok((n, size)) => Script::Count {
                     n,
                     size: size as usize,
@@ -202,7 +203,7 @@ impl ConnOwner for Fake {
                 Script::Count { n, size } => {
                     for i in 0..n {
                         if link
-                            .send_item(Bytes::from(vec![i as u8; size]))
+                            .send_item(Bytes::from(vec![i as u8; size]).into())
                             .await
                             .is_err()
                         {
@@ -219,7 +220,7 @@ impl ConnOwner for Fake {
                 Script::Echo => {
                     drop(link);
                     let _ = conn2
-                        .send(Frame::with_payload(Msg::Return { cid }, args))
+                        .send(Frame::with_parts(Msg::Return { cid }, args))
                         .await;
                 }
                 Script::Wait => {
@@ -468,7 +469,7 @@ async fn next_msg(link: &mut CallLink) -> Msg {
 /// and take its `StartAck`.
 async fn open_count(caller: &Conn, n: u64, size: u64) -> CallLink {
     let mut link = caller
-        .open_call("count", CallKind::Stream, count_args(n, size))
+        .open_call("count", CallKind::Stream, count_args(n, size).into())
         .await
         .unwrap();
     assert!(matches!(
@@ -609,7 +610,7 @@ async fn a_callees_larger_window_is_capped_at_the_callers_own_and_nothing_goes_b
     });
     let (_owner, conn, mut raw) = with_raw(l, Peer::Child, Side::Connector);
     let link = conn
-        .open_call("ctx", CallKind::Context, Bytes::new())
+        .open_call("ctx", CallKind::Context, Bytes::new().into())
         .await
         .unwrap();
     let sent = Arc::new(AtomicU64::new(0));
@@ -617,7 +618,7 @@ async fn a_callees_larger_window_is_capped_at_the_callers_own_and_nothing_goes_b
         let sent = sent.clone();
         async move {
             for _ in 0..10 {
-                link.send_item(Bytes::from(vec![1u8; 400])).await?;
+                link.send_item(Bytes::from(vec![1u8; 400]).into()).await?;
                 sent.fetch_add(1, Ordering::Relaxed);
             }
             Ok::<_, PortalError>(link)
@@ -653,7 +654,7 @@ async fn a_stalled_stream_does_not_block_other_calls_on_the_channel() {
         two_conns(limits(|l| l.stream_window = 4), ChannelLimits::default());
     // Opened, acknowledged, and then not read.
     let mut stalled = caller
-        .open_call("count", CallKind::Stream, count_args(1000, 64))
+        .open_call("count", CallKind::Stream, count_args(1000, 64).into())
         .await
         .unwrap();
     assert!(matches!(
@@ -662,7 +663,7 @@ async fn a_stalled_stream_does_not_block_other_calls_on_the_channel() {
     ));
 
     let mut other = caller
-        .open_call("count", CallKind::Stream, count_args(100, 64))
+        .open_call("count", CallKind::Stream, count_args(100, 64).into())
         .await
         .unwrap();
     let mut items = 0;
@@ -676,7 +677,7 @@ async fn a_stalled_stream_does_not_block_other_calls_on_the_channel() {
     }
     assert_eq!(items, 100, "the second stream ran to its end");
     let mut call = caller
-        .open_call("echo", CallKind::Call, Bytes::from_static(b"ping"))
+        .open_call("echo", CallKind::Call, Bytes::from_static(b"ping").into())
         .await
         .unwrap();
     assert!(matches!(
@@ -716,7 +717,7 @@ async fn dropping_the_callers_end_sends_cancel_and_frees_the_route() {
     let l = ChannelLimits::default();
     let (_owner, conn, mut raw) = with_raw(l, Peer::Child, Side::Connector);
     let link = conn
-        .open_call("count", CallKind::Stream, Bytes::new())
+        .open_call("count", CallKind::Stream, Bytes::new().into())
         .await
         .unwrap();
     assert!(matches!(raw.msgs().await[..], [Msg::Start { cid: 1, .. }]));
@@ -747,7 +748,7 @@ async fn dropping_the_callers_end_sends_cancel_and_frees_the_route() {
 
     // A call that reached its end is not cancelled when dropped.
     let mut done = conn
-        .open_call("echo", CallKind::Call, Bytes::new())
+        .open_call("echo", CallKind::Call, Bytes::new().into())
         .await
         .unwrap();
     assert!(matches!(raw.msgs().await[..], [Msg::Start { cid: 3, .. }]));
@@ -916,11 +917,11 @@ async fn a_call_whose_items_pass_the_receive_buffer_fails_alone_with_overloaded(
     let l = limits(|l| l.recv_buffer = 1000);
     let (_owner, conn, mut raw) = with_raw(l, Peer::Child, Side::Connector);
     let mut a = conn
-        .open_call("count", CallKind::Stream, Bytes::new())
+        .open_call("count", CallKind::Stream, Bytes::new().into())
         .await
         .unwrap();
     let mut b = conn
-        .open_call("count", CallKind::Stream, Bytes::new())
+        .open_call("count", CallKind::Stream, Bytes::new().into())
         .await
         .unwrap();
     let starts = raw.msgs().await;
@@ -1189,7 +1190,7 @@ async fn a_peer_that_stops_reading_is_cut_off_past_the_control_queue_bound() {
 /// peer, as a callee's `StartAck` does.
 async fn open_granted(conn: &Conn, raw: &mut Raw, w: Window) -> CallLink {
     let link = conn
-        .open_call("ctx", CallKind::Context, Bytes::new())
+        .open_call("ctx", CallKind::Context, Bytes::new().into())
         .await
         .unwrap();
     assert!(matches!(raw.msgs().await[..], [Msg::Start { cid: 1, .. }]));
@@ -1203,7 +1204,7 @@ async fn an_item_too_large_to_send_takes_no_window_credit() {
     let (_owner, conn, mut raw) = with_raw(ChannelLimits::default(), Peer::Child, Side::Connector);
     let link = open_granted(&conn, &mut raw, window(2, 1 << 20)).await;
     let huge = Bytes::from(vec![0u8; DEFAULT_MAX_FRAME + 1]);
-    let refused = link.send_item(huge).await;
+    let refused = link.send_item(huge.into()).await;
     assert!(
         matches!(
             refused,
@@ -1215,7 +1216,7 @@ async fn an_item_too_large_to_send_takes_no_window_credit() {
     for _ in 0..2 {
         within(
             "a send within the window",
-            link.send_item(Bytes::from_static(b"ok")),
+            link.send_item(Bytes::from_static(b"ok").into()),
         )
         .await
         .unwrap();
@@ -1235,7 +1236,7 @@ async fn a_send_dropped_while_the_write_queue_is_full_gives_its_credit_back() {
     let mut queued = 0;
     let mut dropped = 0;
     while dropped < 8 {
-        match timeout(QUIET, link.send_item(item())).await {
+        match timeout(QUIET, link.send_item(item().into())).await {
             Ok(r) => {
                 r.unwrap();
                 queued += 1;
@@ -1253,7 +1254,7 @@ async fn a_send_dropped_while_the_write_queue_is_full_gives_its_credit_back() {
     // The peer now reads as they come.
     let sends = async {
         for _ in 0..8 {
-            link.send_item(item()).await.unwrap();
+            link.send_item(item().into()).await.unwrap();
         }
     };
     let ((), got) = within("8 sends within the window", async {

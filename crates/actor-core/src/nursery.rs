@@ -31,8 +31,9 @@ use crate::portal::Portal;
 use crate::teardown::ChildReport;
 use crate::teardown::{Step, run_ladder};
 use spawn_api::{
-    ActorId, Addr, CallFn, Child, ChildBoot, ChildExit, ChildStdio, Frame, Msg, RemoteError,
-    RuntimeFlavor, SpawnError, SpawnRequest, SpawnSpec, Transport, Wire, kinds, signal_name,
+    ActorId, Addr, CallFn, Child, ChildBoot, ChildExit, ChildStdio, Frame, Msg, Payload,
+    RemoteError, RuntimeFlavor, SpawnError, SpawnRequest, SpawnSpec, Transport, Wire, kinds,
+    signal_name,
 };
 
 /// How to start one child actor.
@@ -298,14 +299,14 @@ impl Nursery {
         args: C::Args,
         opts: ActorOptions,
     ) -> Result<RunHandle<C::Reply>, SpawnError> {
-        let args = args.encode()?;
+        let args = Payload::encode(&args)?;
         let (slot, conn) = self.spawn_child(name, opts, true).await?;
         let portal = Portal::new(conn, None, self.actor.policy);
         let (tx, rx) = oneshot::channel();
         let state = self.state.clone();
         let path = slot.path.clone();
         self.actor.spawn_task(async move {
-            let r = portal.run_raw(C::NAME, args).await;
+            let r = portal.run_payload(C::NAME, args).await;
             if let Err(PortalError::Remote(e)) = &r
                 && !(e.kind == kinds::PANIC && e.origin == slot.path)
             {
@@ -553,7 +554,7 @@ fn child_transports(vars: &mut RuntimeVars, key: &str, listening: &[(String, Add
 
 /// The result of a [`Nursery::run_in_actor`] child.
 pub struct RunHandle<T> {
-    rx: oneshot::Receiver<Result<bytes::Bytes, PortalError>>,
+    rx: oneshot::Receiver<Result<Payload, PortalError>>,
     path: String,
     _t: PhantomData<fn() -> T>,
 }
@@ -595,7 +596,7 @@ impl<T: Wire> RunHandle<T> {
     /// the child died, [`PortalError::Cancelled`] if the nursery was torn down first.
     pub async fn result(self) -> Result<T, PortalError> {
         match self.rx.await {
-            Ok(Ok(bytes)) => Ok(T::decode(bytes)?),
+            Ok(Ok(payload)) => Ok(payload.decode::<T>()?),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(PortalError::Cancelled),
         }

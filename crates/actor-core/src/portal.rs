@@ -9,7 +9,7 @@ use crate::children::ChildSlot;
 use crate::conn::Conn;
 use crate::error::PortalError;
 use crate::stream::{CallerContext, ReplyStream};
-use spawn_api::{ActorId, CallFn, CallKind, ContextFn, Msg, StreamFn, TeardownPolicy, Wire};
+use spawn_api::{ActorId, CallFn, CallKind, ContextFn, Msg, Payload, StreamFn, TeardownPolicy};
 
 /// A handle for calling functions in another actor (tractor's `Portal`).
 ///
@@ -90,8 +90,8 @@ impl Portal {
         _function: C,
         args: C::Args,
     ) -> Result<C::Reply, PortalError> {
-        let reply = self.run_raw(C::NAME, args.encode()?).await?;
-        Ok(C::Reply::decode(reply)?)
+        let reply = self.run_payload(C::NAME, Payload::encode(&args)?).await?;
+        Ok(reply.decode::<C::Reply>()?)
     }
 
     /// Call a one-shot function by name with encoded arguments, for callers that build
@@ -104,6 +104,15 @@ impl Portal {
     /// # Errors
     /// As [`Portal::run`].
     pub async fn run_raw(&self, name: &str, args: Bytes) -> Result<Bytes, PortalError> {
+        Ok(self.run_payload(name, Payload::from(args)).await?.bytes)
+    }
+
+    /// As [`Portal::run_raw`], with descriptors beside the bytes both ways (see
+    /// [`spawn_api::fds`]).
+    ///
+    /// # Errors
+    /// As [`Portal::run`].
+    pub async fn run_payload(&self, name: &str, args: Payload) -> Result<Payload, PortalError> {
         let mut link = self.conn.open_call(name, CallKind::Call, args).await?;
         loop {
             let f = link.next().await?;
@@ -111,7 +120,7 @@ impl Portal {
                 Msg::StartAck { .. } => continue,
                 Msg::Return { .. } => {
                     link.finish();
-                    return Ok(f.payload);
+                    return Ok(f.into_payload());
                 }
                 Msg::Error { error, .. } => {
                     link.finish();
@@ -147,7 +156,7 @@ impl Portal {
     ) -> Result<ReplyStream<S::Item>, PortalError> {
         let mut link = self
             .conn
-            .open_call(S::NAME, CallKind::Stream, args.encode()?)
+            .open_call(S::NAME, CallKind::Stream, Payload::encode(&args)?)
             .await?;
         let f = link.next().await?;
         match f.msg {
@@ -182,14 +191,14 @@ impl Portal {
     ) -> Result<(CallerContext<C>, C::Started), PortalError> {
         let mut link = self
             .conn
-            .open_call(C::NAME, CallKind::Context, args.encode()?)
+            .open_call(C::NAME, CallKind::Context, Payload::encode(&args)?)
             .await?;
         loop {
             let f = link.next().await?;
             match f.msg {
                 Msg::StartAck { .. } => continue,
                 Msg::Started { .. } => {
-                    let started = C::Started::decode(f.payload)?;
+                    let started = f.into_payload().decode::<C::Started>()?;
                     return Ok((CallerContext::new(link), started));
                 }
                 Msg::Error { error, .. } => {

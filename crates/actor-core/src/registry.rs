@@ -34,7 +34,7 @@ use std::sync::Arc;
 use crate::actor::{ActorCx, CallHandler, ContextHandler, Handler, StreamHandler};
 use crate::error::FnError;
 use crate::stream::{CalleeContext, StreamTx};
-use spawn_api::{CallFn, ContextFn, StreamFn, Wire, kinds};
+use spawn_api::{CallFn, ContextFn, Payload, StreamFn, kinds};
 
 fn bad_args(e: spawn_api::CodecError) -> FnError {
     FnError::new(kinds::BAD_ARGS, e.to_string())
@@ -77,9 +77,9 @@ impl Registry {
         let erased: CallHandler = Arc::new(move |cx, args| {
             let handler = handler.clone();
             Box::pin(async move {
-                let args = C::Args::decode(args).map_err(bad_args)?;
+                let args = args.decode::<C::Args>().map_err(bad_args)?;
                 let reply = handler(cx, args).await?;
-                reply.encode().map_err(FnError::from)
+                Payload::encode(&reply).map_err(FnError::from)
             })
         });
         self.insert(C::NAME, Handler::Call(erased))
@@ -100,7 +100,7 @@ impl Registry {
         let erased: StreamHandler = Arc::new(move |cx, args, link| {
             let handler = handler.clone();
             Box::pin(async move {
-                let args = S::Args::decode(args).map_err(bad_args)?;
+                let args = args.decode::<S::Args>().map_err(bad_args)?;
                 handler(cx, args, StreamTx::new(link)).await
             })
         });
@@ -122,9 +122,9 @@ impl Registry {
         let erased: ContextHandler = Arc::new(move |cx, args, link| {
             let handler = handler.clone();
             Box::pin(async move {
-                let args = C::Args::decode(args).map_err(bad_args)?;
+                let args = args.decode::<C::Args>().map_err(bad_args)?;
                 let ret = handler(cx, args, CalleeContext::new(link)).await?;
-                ret.encode().map_err(FnError::from)
+                Payload::encode(&ret).map_err(FnError::from)
             })
         });
         self.insert(C::NAME, Handler::Context(erased))

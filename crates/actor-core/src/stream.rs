@@ -28,7 +28,7 @@ use std::marker::PhantomData;
 
 use crate::conn::CallLink;
 use crate::error::PortalError;
-use spawn_api::{ContextFn, Msg, Wire};
+use spawn_api::{ContextFn, Msg, Payload, Wire};
 
 /// The callee's sending end of a server stream.
 ///
@@ -104,7 +104,7 @@ impl<T: Wire> StreamTx<T> {
     /// let _registry = Registry::new().stream(Squares, squares);
     /// ```
     pub async fn send(&self, item: T) -> Result<(), PortalError> {
-        self.link.send_item(item.encode()?).await
+        self.link.send_item(Payload::encode(&item)?).await
     }
 }
 
@@ -216,7 +216,7 @@ impl<T: Wire> ReplyStream<T> {
             };
             match f.msg {
                 Msg::StartAck { .. } => continue,
-                Msg::Yield { .. } => return Ok(Some(T::decode(f.payload)?)),
+                Msg::Yield { .. } => return Ok(Some(f.into_payload().decode::<T>()?)),
                 Msg::Stop { .. } | Msg::Return { .. } => return self.end(Ended::Clean),
                 Msg::Error { error, .. } => {
                     return self.end(Ended::Failed(PortalError::Remote(Box::new(error))));
@@ -307,7 +307,7 @@ impl<C: ContextFn> CalleeContext<C> {
                 Msg::Started {
                     cid: self.link.cid(),
                 },
-                value.encode()?,
+                Payload::encode(&value)?,
             )
             .await?;
         Ok(CalleeStream {
@@ -345,7 +345,7 @@ impl<C: ContextFn> CalleeStream<C> {
     /// # Errors
     /// As [`StreamTx::send`].
     pub async fn send(&self, item: C::Out) -> Result<(), PortalError> {
-        self.link.send_item(item.encode()?).await
+        self.link.send_item(Payload::encode(&item)?).await
     }
 
     /// The caller's next item, or `Ok(None)` once the caller closed its side (every time
@@ -365,7 +365,7 @@ impl<C: ContextFn> CalleeStream<C> {
         }
         let f = self.link.next().await?;
         match f.msg {
-            Msg::Yield { .. } => Ok(Some(C::In::decode(f.payload)?)),
+            Msg::Yield { .. } => Ok(Some(f.into_payload().decode::<C::In>()?)),
             Msg::Stop { .. } => {
                 self.in_done = true;
                 Ok(None)
@@ -486,7 +486,7 @@ impl<C: ContextFn> CallerContext<C> {
             }
             None => {}
         }
-        self.link.send_item(item.encode()?).await
+        self.link.send_item(Payload::encode(&item)?).await
     }
 
     /// The callee's next item, or `Ok(None)` once it stopped sending. After the context
@@ -524,7 +524,7 @@ impl<C: ContextFn> CallerContext<C> {
             }
         };
         match f.msg {
-            Msg::Yield { .. } => Ok(Some(C::Out::decode(f.payload)?)),
+            Msg::Yield { .. } => Ok(Some(f.into_payload().decode::<C::Out>()?)),
             Msg::Stop { .. } => {
                 self.out_done = true;
                 Ok(None)
@@ -532,7 +532,7 @@ impl<C: ContextFn> CallerContext<C> {
             Msg::Return { .. } => {
                 self.out_done = true;
                 self.link.finish();
-                match C::Return::decode(f.payload) {
+                match f.into_payload().decode::<C::Return>() {
                     Ok(v) => {
                         self.value = Some(v);
                         self.ended = Some(Ended::Clean);

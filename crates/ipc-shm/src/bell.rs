@@ -9,15 +9,30 @@
 //! generation is unchanged: a ring drained by the other half after that point is seen,
 //! so no wake-up is lost between two local waiters either.
 
+use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
-use os_wrappers::eventfd;
+use os_wrappers::{eventfd, fdpass};
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
+
+/// The byte of a control message that carries descriptors.
+const FDS_MARK: u8 = b'F';
+
+/// What one look at the control socket found.
+enum Control {
+    /// Descriptors, now queued.
+    Fds,
+    /// Nothing (yet).
+    Nothing,
+    /// The channel's end.
+    Ended,
+}
 
 /// Which half of the channel waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +113,8 @@ pub(crate) struct Bell {
     /// The peer wrote on the control socket after the setup, which the protocol does
     /// not allow.
     broken: AtomicBool,
+    /// Descriptors the peer sent ahead of the frames that carry them, in order.
+    fds: Mutex<VecDeque<OwnedFd>>,
     /// Serialises polling, draining and clearing readiness between the two halves.
     poll_lock: Mutex<()>,
     fanout: Arc<Fanout>,
@@ -119,6 +136,7 @@ impl Bell {
             generation: AtomicU64::new(0),
             gone: AtomicBool::new(false),
             broken: AtomicBool::new(false),
+            fds: Mutex::new(VecDeque::new()),
             poll_lock: Mutex::new(()),
             fanout_waker: Waker::from(fanout.clone()),
             fanout,
@@ -158,6 +176,114 @@ impl Bell {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// One message from the control socket, without blocking: descriptors (kept, in
+    /// order), nothing, or the channel's end (the peer's close, an error, or a message
+    /// the protocol does not allow, which also marks the channel broken).
+    ///
+    /// `direct` reads the socket whatever tokio last heard of its readiness (the
+    /// descriptors of a frame already read are there even if the reactor has not said
+    /// so yet); otherwise a `WouldBlock` also clears the stale readiness, so the next
+    /// poll registers for a wake-up.
+    fn receive_control(&self, direct: bool) -> Control {
+        let mut byte = [0u8; 16];
+        let got = if direct {
+            fdpass::recv_with_fds(&self.control, &mut byte)
+        } else {
+            self.control.try_io(Interest::READABLE, || {
+                fdpass::recv_with_fds(&self.control, &mut byte)
+            })
+        };
+        match got {
+            Ok(r) if r.len == 0 => {
+                self.mark_gone();
+                Control::Ended
+            }
+            Ok(r) => {
+                let mut queue = self.fds.lock().unwrap_or_else(PoisonError::into_inner);
+                let well_formed = !r.truncated
+                    && r.len == 1
+                    && byte[0] == FDS_MARK
+                    && !r.fds.is_empty()
+                    && queue.len() + r.fds.len() <= fdpass::MAX_QUEUED_FDS;
+                if well_formed {
+                    queue.extend(r.fds);
+                    Control::Fds
+                } else {
+                    tracing::debug!(
+                        bytes = r.len,
+                        fds = r.fds.len(),
+                        "the peer sent the control socket something other than descriptors"
+                    );
+                    self.broken.store(true, Ordering::SeqCst);
+                    self.mark_gone();
+                    Control::Ended
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Control::Nothing,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Control::Nothing,
+            Err(e) => {
+                tracing::debug!(error = %e, "control socket failed: the peer is gone");
+                self.mark_gone();
+                Control::Ended
+            }
+        }
+    }
+
+    /// Send `fds` to the peer ahead of the frame that carries them: one message, the
+    /// byte [`FDS_MARK`] with the descriptors attached.
+    pub(crate) fn poll_send_fds(
+        &self,
+        cx: &mut Context<'_>,
+        fds: &[BorrowedFd<'_>],
+    ) -> Poll<io::Result<()>> {
+        loop {
+            std::task::ready!(self.control.poll_write_ready(cx))?;
+            match self.control.try_io(Interest::WRITABLE, || {
+                fdpass::send_with_fds(&self.control, &[FDS_MARK], fds)
+            }) {
+                Ok(_) => return Poll::Ready(Ok(())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// The next `n` descriptors the peer sent. The peer sends them before it writes the
+    /// frame that announces them, so they are in the control socket by the time that
+    /// frame is read: nothing is waited for.
+    ///
+    /// # Errors
+    /// `InvalidData` if they are not there (the peer's frame lies, or the peer broke
+    /// the control protocol).
+    pub(crate) fn take_fds(&self, n: usize) -> io::Result<Vec<OwnedFd>> {
+        let _serial = self
+            .poll_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let have = self
+                .fds
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len();
+            if have >= n {
+                break;
+            }
+            match self.receive_control(true) {
+                Control::Fds => continue,
+                Control::Nothing | Control::Ended => break,
+            }
+        }
+        let mut queue = self.fds.lock().unwrap_or_else(PoisonError::into_inner);
+        if queue.len() < n {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} descriptors arrived, {n} expected", queue.len()),
+            ));
+        }
+        Ok(queue.drain(..n).collect())
+    }
+
     /// Sleep until something happened since generation `seen`: a ring, the peer's end.
     /// `Ready` means "check again", not that the awaited condition holds.
     pub(crate) fn poll_wait(&self, role: Role, seen: u64, cx: &mut Context<'_>) -> Poll<()> {
@@ -171,35 +297,18 @@ impl Bell {
             if self.generation() != seen || self.is_gone() {
                 return Poll::Ready(());
             }
-            // The control socket: readable at its end, or if the peer wrote on it, which
-            // the protocol does not allow after the setup.
+            // The control socket: readable at its end, or with descriptors the peer
+            // sends ahead of a frame that carries them.
             match self.control.poll_read_ready(&mut fcx) {
-                Poll::Ready(Ok(())) => {
-                    let mut sink = [0u8; 64];
-                    match self.control.try_read(&mut sink) {
-                        Ok(0) => {
-                            self.mark_gone();
-                            self.fanout.wake_one(role.other());
-                            return Poll::Ready(());
-                        }
-                        Ok(_) => {
-                            tracing::debug!("the peer wrote on the control socket after the setup");
-                            self.broken.store(true, Ordering::SeqCst);
-                            self.mark_gone();
-                            self.fanout.wake_one(role.other());
-                            return Poll::Ready(());
-                        }
-                        // Readiness was stale and is cleared now: poll again to register.
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "control socket failed: the peer is gone");
-                            self.mark_gone();
-                            self.fanout.wake_one(role.other());
-                            return Poll::Ready(());
-                        }
+                Poll::Ready(Ok(())) => match self.receive_control(false) {
+                    Control::Fds => continue,
+                    // Readiness was stale and is cleared now: poll again to register.
+                    Control::Nothing => continue,
+                    Control::Ended => {
+                        self.fanout.wake_one(role.other());
+                        return Poll::Ready(());
                     }
-                }
+                },
                 Poll::Ready(Err(e)) => {
                     tracing::debug!(error = %e, "control socket failed: the peer is gone");
                     self.mark_gone();

@@ -20,9 +20,14 @@
 //!    its size (`fstat`, exactly the layout's); that both doorbells are eventfds, which it
 //!    makes non-blocking. Then it maps the memfd and checks the segment header once.
 //!
-//! After the setup the control socket carries nothing; it stays open as the liveness
-//! signal. Either side's end (exit, crash, SIGKILL, the channel dropped) makes it
-//! readable at end-of-file on the other side, which ends the channel.
+//! After the setup the control socket carries only the descriptors of frames that carry
+//! some (a `ShmRegion`): one message per such frame, the byte `F` with the descriptors
+//! attached, sent *before* the frame's bytes go into the ring, so they are waiting in
+//! the socket by the time the reader parses that frame. Anything else on it (another
+//! byte, the mark without descriptors, more than 64 descriptors no frame has claimed)
+//! is a protocol error that ends the channel. It stays open as the liveness signal:
+//! either side's end (exit, crash, SIGKILL, the channel dropped) makes it readable at
+//! end-of-file on the other side, which ends the channel.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};

@@ -11,12 +11,14 @@
 //! no system call at all.
 
 use std::io::{self, IoSlice};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use spawn_api::ProtocolError;
+use spawn_api::codec::{FdRead, FdWrite};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::bell::{Bell, Role};
@@ -30,7 +32,9 @@ pub(crate) fn protocol_io(e: impl Into<ProtocolError>) -> io::Error {
 
 fn control_violation() -> io::Error {
     protocol_io(ProtocolError::Decode(
-        "shared-memory channel: the peer wrote on the control socket after the setup".into(),
+        "shared-memory channel: the peer sent the control socket something other than \
+         descriptors"
+            .into(),
     ))
 }
 
@@ -133,6 +137,12 @@ impl AsyncRead for RingReader {
     }
 }
 
+impl FdRead for RingReader {
+    fn take_fds(&mut self, n: usize) -> io::Result<Vec<OwnedFd>> {
+        self.bell.take_fds(n)
+    }
+}
+
 impl Drop for RingReader {
     fn drop(&mut self) {
         self.cons.close();
@@ -153,6 +163,10 @@ pub(crate) struct RingWriter {
     spin_until: Option<Instant>,
     parked: bool,
     shut: bool,
+    /// The descriptors of the frame being written went over the control socket; its
+    /// bytes have not all gone yet (kept here, not in a future, so a retried write does
+    /// not send them twice).
+    fds_sent: bool,
 }
 
 impl RingWriter {
@@ -164,6 +178,7 @@ impl RingWriter {
             spin_until: None,
             parked: false,
             shut: false,
+            fds_sent: false,
         }
     }
 
@@ -249,6 +264,28 @@ impl AsyncWrite for RingWriter {
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_mut().close();
         Poll::Ready(Ok(()))
+    }
+}
+
+impl FdWrite for RingWriter {
+    fn poll_write_fds(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if !self.fds_sent {
+            if self.shut || self.bell.is_gone() {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            std::task::ready!(self.bell.poll_send_fds(cx, fds))?;
+            self.fds_sent = true;
+        }
+        let n = std::task::ready!(self.as_mut().poll_write(cx, buf))?;
+        if n > 0 {
+            self.fds_sent = false;
+        }
+        Poll::Ready(Ok(n))
     }
 }
 

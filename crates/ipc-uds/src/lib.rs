@@ -75,20 +75,24 @@
 // The library has no unsafe code; only its tests call libc directly.
 #![cfg_attr(not(test), forbid(unsafe_code))]
 
-use std::io;
+use std::io::{self, IoSlice};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use os_wrappers::peercred::{self, PeerCheckError};
 use os_wrappers::runtime_dir::{self, DirError, Location, Resolved, TreeDirs};
 use os_wrappers::socket_file::{self, SocketFile};
 
-use spawn_api::codec::{DEFAULT_MAX_FRAME, FrameReader, FrameWriter};
+use os_wrappers::fdpass::{FdReadHalf, FdWriteHalf};
+use spawn_api::codec::{DEFAULT_MAX_FRAME, FdRead, FdWrite, FrameReader, FrameWriter};
 use spawn_api::{
     ActorId, Addr, Channel, ChannelError, Frame, FrameSink, FrameSource, Listener, PeerInfo,
     Transport, TransportError, async_trait,
 };
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 /// The key of this transport in addresses and configuration.
 pub const KEY: &str = "uds";
@@ -359,13 +363,84 @@ impl Channel for UdsChannel {
     fn split(self: Box<Self>) -> (Box<dyn FrameSink>, Box<dyn FrameSource>) {
         let (r, w) = self.stream.into_split();
         (
-            Box::new(UdsSink(FrameWriter::new(w, self.max_frame))),
-            Box::new(UdsSource(FrameReader::new(r, self.max_frame))),
+            Box::new(UdsSink(FrameWriter::new(
+                Writer(FdWriteHalf::new(w)),
+                self.max_frame,
+            ))),
+            Box::new(UdsSource(FrameReader::new(
+                Reader(FdReadHalf::new(r)),
+                self.max_frame,
+            ))),
         )
     }
 }
 
-struct UdsSink(FrameWriter<OwnedWriteHalf>);
+/// The socket's read half: every read keeps the descriptors that arrive with it, for
+/// the frames that announce them.
+struct Reader(FdReadHalf);
+
+impl AsyncRead for Reader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl FdRead for Reader {
+    fn take_fds(&mut self, n: usize) -> io::Result<Vec<OwnedFd>> {
+        self.0.take_fds(n)
+    }
+}
+
+/// The socket's write half: a frame's descriptors ride on its first byte
+/// (`SCM_RIGHTS`).
+struct Writer(FdWriteHalf);
+
+impl AsyncWrite for Writer {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl FdWrite for Writer {
+    fn poll_write_fds(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().0.poll_write_fds(cx, buf, fds)
+    }
+}
+
+struct UdsSink(FrameWriter<Writer>);
 
 #[async_trait]
 impl FrameSink for UdsSink {
@@ -387,7 +462,7 @@ impl FrameSink for UdsSink {
     }
 }
 
-struct UdsSource(FrameReader<OwnedReadHalf>);
+struct UdsSource(FrameReader<Reader>);
 
 #[async_trait]
 impl FrameSource for UdsSource {

@@ -3,6 +3,7 @@ use bytes::Bytes;
 use os_wrappers::runtime_dir::in_memory;
 use spawn_api::{Msg, ProtocolError};
 use std::fs;
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -167,6 +168,139 @@ fn frames_flow_both_ways_and_the_socket_is_private_and_removed() {
         assert!(!path.exists(), "listener drop unlinks the socket");
         t.cleanup_tree(&addr);
         assert!(!path.parent().unwrap().exists(), "tree directory removed");
+    });
+}
+
+fn ino(fd: impl std::os::fd::AsFd) -> (u64, u64) {
+    let st = nix::sys::stat::fstat(fd.as_fd()).unwrap();
+    (st.st_dev, st.st_ino)
+}
+
+/// A channel pair over a fresh listener: (client, server).
+async fn pair(t: &UdsTransport) -> (Box<dyn Channel>, Box<dyn Channel>, Box<dyn Listener>) {
+    let addr = t.address_for(&ActorId::new("root"), None).unwrap();
+    let mut listener = t.bind(&addr).await.unwrap();
+    let client = t.connect(&addr).await.unwrap();
+    let server = listener.accept().await.unwrap();
+    (client, server, listener)
+}
+
+#[test]
+fn descriptors_cross_with_their_frames_among_ordinary_ones() {
+    let tmp = TempDir::new();
+    rt().block_on(async {
+        let t = UdsTransport::new().with_dir(&tmp.0);
+        let (client, server, _l) = pair(&t).await;
+        let (mut ctx, _crx) = client.split();
+        let (_stx, mut srx) = server.split();
+        let f1 = std::fs::File::open("/proc/self/status").unwrap();
+        let f2 = std::fs::File::open("/proc/self/stat").unwrap();
+        let plain = Frame::with_payload(Msg::Yield { cid: 1 }, Bytes::from_static(b"a"));
+        let mut with = Frame::with_payload(Msg::Yield { cid: 1 }, Bytes::from(vec![9u8; 100_000]));
+        with.fds = spawn_api::Fds::from(vec![
+            std::os::fd::OwnedFd::from(f1.try_clone().unwrap()),
+            std::os::fd::OwnedFd::from(f2.try_clone().unwrap()),
+        ]);
+        // Batched: plain, with, plain, with (one flush), then more after.
+        for f in [&plain, &with, &plain, &with] {
+            ctx.feed(f).unwrap();
+        }
+        let send = async { ctx.flush().await.unwrap() };
+        let recv = async {
+            for i in 0..4 {
+                let got = srx.recv().await.unwrap().unwrap();
+                assert_eq!(got.msg, plain.msg);
+                if i % 2 == 0 {
+                    assert_eq!(got.payload, plain.payload);
+                    assert!(got.fds.is_empty());
+                } else {
+                    assert_eq!(got.payload.len(), 100_000);
+                    let fds = got.fds.borrowed();
+                    assert_eq!(fds.len(), 2);
+                    assert_eq!(ino(fds[0]), ino(&f1), "the same open file, in order");
+                    assert_eq!(ino(fds[1]), ino(&f2));
+                }
+            }
+        };
+        tokio::join!(send, recv);
+    });
+}
+
+/// A raw peer on the data socket: the handshake is the runtime's business, frames are
+/// the transport's, so a connected raw socket is a full peer here.
+async fn raw_peer(t: &UdsTransport) -> (std::os::unix::net::UnixStream, Box<dyn FrameSource>) {
+    let addr = t.address_for(&ActorId::new("root"), None).unwrap();
+    let mut listener = t.bind(&addr).await.unwrap();
+    let raw = std::os::unix::net::UnixStream::connect(addr.endpoint()).unwrap();
+    let server = listener.accept().await.unwrap();
+    let (_stx, srx) = server.split();
+    std::mem::forget(_stx);
+    (raw, srx)
+}
+
+/// A frame whose prefix says "descriptors" in this format: flag, count byte, header.
+fn lying_frame(count: u8) -> Vec<u8> {
+    let mut header = bytes::BytesMut::new();
+    spawn_api::codec::encode_header(&Msg::Yield { cid: 1 }, &mut header).unwrap();
+    let body = 1 + header.len();
+    let mut out = (body as u32 | spawn_api::codec::FDS_FLAG)
+        .to_le_bytes()
+        .to_vec();
+    out.push(count);
+    out.extend_from_slice(&header);
+    out
+}
+
+#[test]
+fn a_frame_announcing_descriptors_that_did_not_come_is_a_protocol_error() {
+    let tmp = TempDir::new();
+    rt().block_on(async {
+        let t = UdsTransport::new().with_dir(&tmp.0);
+        for (count, attach) in [(2u8, 1usize), (1, 0), (0, 0), (200, 1)] {
+            let (raw, mut srx) = raw_peer(&t).await;
+            let f = std::fs::File::open("/proc/self/status").unwrap();
+            let fds: Vec<_> = (0..attach).map(|_| f.as_fd()).collect();
+            let bytes = lying_frame(count);
+            os_wrappers::fdpass::send_with_fds(&raw, &bytes, &fds).unwrap();
+            match tokio::time::timeout(std::time::Duration::from_secs(5), srx.recv()).await {
+                Ok(Err(ChannelError::Protocol(ProtocolError::Decode(m)))) => {
+                    assert!(m.contains("descriptors"), "{count}/{attach}: {m}")
+                }
+                other => panic!("{count} announced, {attach} sent: {other:?}"),
+            }
+        }
+    });
+}
+
+#[test]
+fn a_peer_flooding_descriptors_no_frame_claims_is_cut_off() {
+    let tmp = TempDir::new();
+    rt().block_on(async {
+        let t = UdsTransport::new().with_dir(&tmp.0);
+        let (raw, mut srx) = raw_peer(&t).await;
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        let eight: Vec<_> = (0..8).map(|_| f.as_fd()).collect();
+        // One byte at a time of a 1000-byte frame that never completes, each byte with
+        // eight descriptors: the reader keeps reading (and keeping descriptors) until
+        // the bound trips.
+        let prefix = 1000u32.to_le_bytes();
+        let mut sent = 0;
+        for i in 0..10 {
+            let byte = prefix.get(i).copied().unwrap_or(0);
+            if os_wrappers::fdpass::send_with_fds(&raw, &[byte], &eight).is_ok() {
+                sent += 1;
+            }
+        }
+        assert!(sent >= 9, "the socket took the messages");
+        match tokio::time::timeout(std::time::Duration::from_secs(5), srx.recv()).await {
+            Ok(Err(ChannelError::Io(e))) => {
+                assert!(
+                    e.to_string().contains("descriptors nobody asked for"),
+                    "{e}"
+                )
+            }
+            other => panic!("expected the reader to give up: {other:?}"),
+        }
     });
 }
 

@@ -1,4 +1,5 @@
-//! Shared, writable mappings of a file ([`SharedMapping`]), unmapped when dropped.
+//! Shared mappings of a file, writable ([`SharedMapping`]) or read-only
+//! ([`ReadOnlyMapping`]), unmapped when dropped.
 //!
 //! The mapping hands out a raw pointer and nothing else: its memory is shared with every
 //! other process that maps the same file, which may write any byte at any time, so Rust
@@ -8,7 +9,7 @@
 //! faults with `SIGBUS` when touched.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 
 /// A `MAP_SHARED`, readable and writable mapping of the first `len` bytes of a file.
@@ -35,25 +36,7 @@ impl SharedMapping {
     /// not open for reading and writing, `EPERM` for a write-sealed memfd, `ENODEV` for a
     /// file that cannot be mapped).
     pub fn map(fd: impl AsFd, len: usize) -> io::Result<SharedMapping> {
-        if len == 0 {
-            return Err(io::ErrorKind::InvalidInput.into());
-        }
-        // SAFETY: a null hint lets the kernel choose fresh address space, so no existing
-        // mapping (memory of ours) is replaced; the descriptor is live for the call.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave null"))?;
+        let ptr = map_shared(fd.as_fd(), len, libc::PROT_READ | libc::PROT_WRITE)?;
         Ok(SharedMapping { ptr, len })
     }
 
@@ -86,6 +69,82 @@ impl SharedMapping {
     /// Whether the mapping is empty (never: `map` refuses 0).
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+/// `mmap` of the first `len` bytes of `fd`, `MAP_SHARED`, with protection `prot`.
+fn map_shared(fd: BorrowedFd<'_>, len: usize, prot: libc::c_int) -> io::Result<NonNull<u8>> {
+    if len == 0 {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    // SAFETY: a null hint lets the kernel choose fresh address space, so no existing
+    // mapping (memory of ours) is replaced; the descriptor is live for the call.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave null"))
+}
+
+/// A `MAP_SHARED`, read-only mapping of the first `len` bytes of a file. Whether its
+/// bytes can change under it is the file's business: a memfd sealed with
+/// [`crate::memfd::SEAL_WRITE`] (and against shrinking) never changes, and only then may
+/// a caller treat the mapping as an immutable `&[u8]`.
+#[derive(Debug)]
+pub struct ReadOnlyMapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: as for SharedMapping: a region of address space that this type only gives
+// the address of.
+unsafe impl Send for ReadOnlyMapping {}
+// SAFETY: as for Send.
+unsafe impl Sync for ReadOnlyMapping {}
+
+impl ReadOnlyMapping {
+    /// Map the first `len` bytes of the file behind `fd`, shared and read-only.
+    ///
+    /// # Errors
+    /// `InvalidInput` for `len == 0`; the OS error of `mmap`.
+    pub fn map(fd: impl AsFd, len: usize) -> io::Result<ReadOnlyMapping> {
+        let ptr = map_shared(fd.as_fd(), len, libc::PROT_READ)?;
+        Ok(ReadOnlyMapping { ptr, len })
+    }
+
+    /// The first byte (page aligned). Valid for reads of `len()` bytes while `self`
+    /// lives.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never: `map` refuses 0).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for ReadOnlyMapping {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len are what mmap returned, unmapped only here. Callers that made
+        // slices of it tied them to a borrow of `self`, which has ended.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
     }
 }
 
@@ -167,6 +226,37 @@ mod tests {
         );
         assert_eq!(maps_of(name), 2, "both here");
         drop((kept, hidden));
+    }
+
+    #[test]
+    fn a_read_only_mapping_sees_writes_and_cannot_be_made_writable_on_a_sealed_file() {
+        let fd = memfd::create("os-wrappers-ro-test").unwrap();
+        memfd::set_len(&fd, 4096).unwrap();
+        {
+            let w = SharedMapping::map(&fd, 4096).unwrap();
+            // SAFETY: valid for 4096 bytes while `w` lives; only this test uses it.
+            unsafe { w.as_ptr().add(7).write_volatile(9) };
+        }
+        memfd::add_seals(&fd, memfd::SEAL_WRITE).unwrap();
+        let r = ReadOnlyMapping::map(&fd, 4096).unwrap();
+        // SAFETY: valid for reads of 4096 bytes while `r` lives.
+        assert_eq!(unsafe { r.as_ptr().add(7).read() }, 9);
+        assert!(!r.is_empty());
+        // Nobody gets a writable mapping of a write-sealed file any more.
+        assert!(SharedMapping::map(&fd, 4096).is_err());
+        // SAFETY: asks the kernel to make our own read-only mapping writable; it must
+        // refuse (VM_MAYWRITE was dropped for the sealed file), so memory is unchanged.
+        let r2 = unsafe {
+            libc::mprotect(
+                r.as_ptr() as *mut _,
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        };
+        assert_eq!(
+            r2, -1,
+            "mprotect to writable must fail on a write-sealed memfd"
+        );
     }
 
     #[test]

@@ -1,6 +1,13 @@
 //! The frame codec: a 4-byte little-endian length, then a postcard-encoded [`Msg`]
 //! header, then the payload bytes.
 //!
+//! A frame that carries descriptors ([`Frame::fds`], see [`crate::fds`]) sets the
+//! length's top bit ([`FDS_FLAG`]) and its body starts with one byte, the number of
+//! descriptors (1 to [`MAX_FRAME_FDS`]). The descriptors themselves travel out of band,
+//! so that the reader has them by the time it reads the frame's first byte: how is the
+//! stream's business ([`FdWrite`], [`FdRead`]). Frames without descriptors, nearly all of
+//! them, are unchanged by this.
+//!
 //! [`FrameReader`] and [`FrameWriter`] apply it to any tokio byte stream; a stream
 //! transport (Unix sockets) is little more than these two over a socket. Every way a
 //! peer can break the format is a typed [`ProtocolError`]; nothing here panics on input.
@@ -16,12 +23,68 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{ChannelError, ProtocolError};
+use crate::fds::{Fds, MAX_FRAME_FDS};
 use crate::wire::{Frame, Msg};
+
+/// The length prefix's top bit: the frame carries descriptors, and its body starts with
+/// their number.
+pub const FDS_FLAG: u32 = 1 << 31;
+
+/// A byte stream that can carry descriptors beside its bytes, for [`FrameWriter`].
+///
+/// The default refuses: a stream that cannot carry descriptors (an in-memory pipe, a
+/// file) still carries every frame without them.
+pub trait FdWrite: AsyncWrite + Unpin {
+    /// Write from `buf` (at least one byte of it, or fail) such that the peer's
+    /// [`FdRead::take_fds`] has `fds`, in order, once it has read the first byte
+    /// written. Returns how many bytes of `buf` went.
+    ///
+    /// # Errors
+    /// `Unsupported` by default; the stream's I/O error.
+    fn poll_write_fds(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let _ = (cx, buf, fds);
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this channel cannot carry descriptors",
+        )))
+    }
+}
+
+/// A byte stream that can carry descriptors beside its bytes, for [`FrameReader`].
+pub trait FdRead: AsyncRead + Unpin {
+    /// The next `n` descriptors the peer sent, in order. Called once the first byte of a
+    /// frame that announces them was read, so they must have arrived: a stream that does
+    /// not have them fails rather than waits.
+    ///
+    /// # Errors
+    /// `Unsupported` by default; `InvalidData` if fewer than `n` arrived (the peer's
+    /// frame lies); the stream's I/O error.
+    fn take_fds(&mut self, n: usize) -> io::Result<Vec<OwnedFd>> {
+        let _ = n;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this channel cannot carry descriptors",
+        ))
+    }
+}
+
+impl FdWrite for tokio::io::DuplexStream {}
+impl FdRead for tokio::io::DuplexStream {}
+impl FdRead for &[u8] {}
+impl<T: AsRef<[u8]> + Unpin> FdRead for io::Cursor<T> {}
 
 /// Bytes in the length prefix.
 pub const LEN_PREFIX: usize = 4;
@@ -72,6 +135,11 @@ pub fn encode_header(msg: &Msg, out: &mut BytesMut) -> Result<(), ProtocolError>
 /// # Errors
 /// [`ProtocolError::FrameTooLarge`] if the frame exceeds `max_frame`.
 pub fn encode_frame(frame: &Frame, max_frame: usize) -> Result<Bytes, ProtocolError> {
+    if !frame.fds.is_empty() {
+        return Err(ProtocolError::Encode(
+            "a frame with descriptors needs a channel that carries them".to_owned(),
+        ));
+    }
     let mut out = BytesMut::with_capacity(LEN_PREFIX + 64 + frame.payload.len());
     out.put_u32_le(0);
     encode_header(&frame.msg, &mut out)?;
@@ -99,7 +167,44 @@ pub fn decode_frame(body: Bytes) -> Result<Frame, ProtocolError> {
     Ok(Frame {
         msg,
         payload: body.slice(offset..),
+        fds: Fds::new(),
     })
+}
+
+/// The length a prefix announces and whether the frame carries descriptors.
+fn split_prefix(raw: [u8; LEN_PREFIX]) -> (usize, bool) {
+    let raw = u32::from_le_bytes(raw);
+    ((raw & !FDS_FLAG) as usize, raw & FDS_FLAG != 0)
+}
+
+/// A frame body whose prefix announced descriptors: its count byte, checked, then the
+/// frame with the descriptors `take` gives.
+fn decode_with_fds(
+    mut body: Bytes,
+    take: impl FnOnce(usize) -> io::Result<Vec<OwnedFd>>,
+) -> Result<Frame, ChannelError> {
+    if body.is_empty() {
+        return Err(
+            ProtocolError::Decode("a descriptor frame without its count".to_owned()).into(),
+        );
+    }
+    let n = usize::from(body[0]);
+    if n == 0 || n > MAX_FRAME_FDS {
+        return Err(ProtocolError::Decode(format!(
+            "a frame announces {n} descriptors; 1 to {MAX_FRAME_FDS} may travel"
+        ))
+        .into());
+    }
+    body.advance(1);
+    let fds = take(n).map_err(|e| match e.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::Unsupported => ChannelError::Protocol(
+            ProtocolError::Decode(format!("a frame announces {n} descriptors: {e}")),
+        ),
+        _ => ChannelError::Io(e),
+    })?;
+    let mut frame = decode_frame(body)?;
+    frame.fds = Fds::from(fds);
+    Ok(frame)
 }
 
 /// Reads frames from a byte stream.
@@ -118,7 +223,7 @@ pub struct FrameReader<R> {
     spare: VecDeque<BytesMut>,
 }
 
-impl<R: AsyncRead + Unpin> FrameReader<R> {
+impl<R: FdRead> FrameReader<R> {
     /// A reader over `io` that refuses frames above `max_frame` bytes.
     pub fn new(io: R, max_frame: usize) -> Self {
         FrameReader {
@@ -152,7 +257,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, ChannelError> {
         loop {
             if self.buf.len() >= LEN_PREFIX {
-                let len = u32::from_le_bytes(self.buf[..LEN_PREFIX].try_into().unwrap()) as usize;
+                let (len, fds) = split_prefix(self.buf[..LEN_PREFIX].try_into().unwrap());
                 if len > self.max_frame {
                     return Err(ProtocolError::FrameTooLarge {
                         len,
@@ -164,10 +269,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 if self.buf.len() >= total {
                     let mut whole = self.buf.split_to(total);
                     whole.advance(LEN_PREFIX);
-                    return Ok(Some(decode_frame(whole.freeze())?));
+                    return self.finish(whole.freeze(), fds).map(Some);
                 }
                 if total >= BIG_FRAME {
-                    return self.read_big(total).await.map(Some);
+                    return self.read_big(total, fds).await.map(Some);
                 }
                 // Make room for the rest of this frame (and, for small frames, a full
                 // chunk more so the next read can pick up the frames behind it).
@@ -184,8 +289,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     return Ok(None);
                 }
                 let expected = if self.buf.len() >= LEN_PREFIX {
-                    LEN_PREFIX
-                        + u32::from_le_bytes(self.buf[..LEN_PREFIX].try_into().unwrap()) as usize
+                    LEN_PREFIX + split_prefix(self.buf[..LEN_PREFIX].try_into().unwrap()).0
                 } else {
                     LEN_PREFIX
                 };
@@ -200,7 +304,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Read the rest of a large frame straight into a buffer of its size (a reused one
     /// when possible), so the payload needs no further copy.
-    async fn read_big(&mut self, total: usize) -> Result<Frame, ChannelError> {
+    async fn read_big(&mut self, total: usize, fds: bool) -> Result<Frame, ChannelError> {
         // A spare is reusable once the payload cut from it is gone (it is then the only
         // owner of its allocation); otherwise it stays a spare and we allocate.
         let mut big = match self.spare.iter_mut().position(|b| b.try_reclaim(total)) {
@@ -226,7 +330,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             self.spare.pop_front();
         }
         self.spare.push_back(big);
-        decode_frame(whole.freeze()).map_err(Into::into)
+        self.finish(whole.freeze(), fds)
+    }
+
+    /// A whole frame body: decoded, with its descriptors if its prefix announced some.
+    fn finish(&mut self, body: Bytes, fds: bool) -> Result<Frame, ChannelError> {
+        if fds {
+            decode_with_fds(body, |n| self.io.take_fds(n))
+        } else {
+            Ok(decode_frame(body)?)
+        }
     }
 
     /// The underlying stream.
@@ -239,17 +352,25 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 /// [`flush`](FrameWriter::flush) writes everything queued with vectored writes.
 ///
 /// Headers and small payloads are copied into one contiguous buffer; large payloads are
-/// written from their own [`Bytes`] so they are never copied in user space.
+/// written from their own [`Bytes`] so they are never copied in user space. A frame with
+/// descriptors starts a write of its own ([`FdWrite::poll_write_fds`]).
 #[derive(Debug)]
 pub struct FrameWriter<W> {
     io: W,
     max_frame: usize,
     current: BytesMut,
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<Chunk>,
     queued: usize,
 }
 
-impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+/// Queued bytes, and the descriptors that go with their first byte.
+#[derive(Debug)]
+struct Chunk {
+    bytes: Bytes,
+    fds: Option<Fds>,
+}
+
+impl<W: FdWrite> FrameWriter<W> {
     /// A writer over `io` that refuses to send frames above `max_frame` bytes.
     pub fn new(io: W, max_frame: usize) -> Self {
         FrameWriter {
@@ -261,33 +382,59 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         }
     }
 
+    fn push(&mut self, bytes: Bytes, fds: Option<Fds>) {
+        self.queued += bytes.len();
+        self.queue.push_back(Chunk { bytes, fds });
+    }
+
     /// Queue `frame`.
     ///
     /// # Errors
-    /// [`ProtocolError::FrameTooLarge`] if it exceeds the maximum; nothing is queued then
-    /// and the channel stays usable.
+    /// [`ProtocolError::FrameTooLarge`] if it exceeds the maximum, and
+    /// [`ProtocolError::Encode`] if it carries more than [`MAX_FRAME_FDS`] descriptors;
+    /// nothing is queued then and the channel stays usable.
     pub fn feed(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
+        let nfds = frame.fds.len();
+        if nfds > MAX_FRAME_FDS {
+            return Err(ProtocolError::Encode(format!(
+                "a frame carries at most {MAX_FRAME_FDS} descriptors, not {nfds}"
+            )));
+        }
+        if nfds > 0 && !self.current.is_empty() {
+            // The descriptors go with this frame's first byte: it starts a chunk.
+            let before = self.current.split().freeze();
+            self.push(before, None);
+        }
         let mark = self.current.len();
         self.current.put_u32_le(0);
+        if nfds > 0 {
+            self.current.put_u8(nfds as u8);
+        }
         if let Err(e) = encode_header(&frame.msg, &mut self.current) {
             self.current.truncate(mark);
             return Err(e);
         }
         let header = self.current.len() - mark - LEN_PREFIX;
         let body = header + frame.payload.len();
-        if body > self.max_frame {
+        if body > self.max_frame || body as u64 >= u64::from(FDS_FLAG) {
             self.current.truncate(mark);
             return Err(ProtocolError::FrameTooLarge {
                 len: body,
                 max: self.max_frame,
             });
         }
-        self.current[mark..mark + LEN_PREFIX].copy_from_slice(&(body as u32).to_le_bytes());
-        if frame.payload.len() >= COPY_THRESHOLD {
+        let prefix = body as u32 | if nfds > 0 { FDS_FLAG } else { 0 };
+        self.current[mark..mark + LEN_PREFIX].copy_from_slice(&prefix.to_le_bytes());
+        if nfds > 0 {
             let head = self.current.split().freeze();
-            self.queued += head.len() + frame.payload.len();
-            self.queue.push_back(head);
-            self.queue.push_back(frame.payload.clone());
+            self.push(head, Some(frame.fds.clone()));
+            if !frame.payload.is_empty() {
+                self.push(frame.payload.clone(), None);
+            }
+        } else if frame.payload.len() >= COPY_THRESHOLD {
+            let head = self.current.split().freeze();
+            self.push(head, None);
+            self.push(frame.payload.clone(), None);
         } else {
             self.current.extend_from_slice(&frame.payload);
         }
@@ -310,16 +457,25 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub async fn flush(&mut self) -> io::Result<()> {
         if !self.current.is_empty() {
             let tail = self.current.split().freeze();
-            self.queued += tail.len();
-            self.queue.push_back(tail);
+            self.push(tail, None);
         }
-        while !self.queue.is_empty() {
-            let n = {
+        while let Some(front) = self.queue.front() {
+            let n = if let Some(fds) = &front.fds {
+                let bytes = front.bytes.clone();
+                let fds = fds.clone();
+                let io = &mut self.io;
+                std::future::poll_fn(|cx| {
+                    Pin::new(&mut *io).poll_write_fds(cx, &bytes, &fds.borrowed())
+                })
+                .await?
+            } else {
                 let slices: Vec<IoSlice<'_>> = self
                     .queue
                     .iter()
                     .take(64)
-                    .map(|b| IoSlice::new(b))
+                    .enumerate()
+                    .take_while(|(i, c)| *i == 0 || c.fds.is_none())
+                    .map(|(_, c)| IoSlice::new(&c.bytes))
                     .collect();
                 self.io.write_vectored(&slices).await?
             };
@@ -330,11 +486,13 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             let mut left = n;
             while left > 0 {
                 let front = self.queue.front_mut().expect("wrote more than was queued");
-                if front.len() <= left {
-                    left -= front.len();
+                // Whatever part of it went, its descriptors went with the first byte.
+                front.fds = None;
+                if front.bytes.len() <= left {
+                    left -= front.bytes.len();
                     self.queue.pop_front();
                 } else {
-                    front.advance(left);
+                    front.bytes.advance(left);
                     left = 0;
                 }
             }
@@ -382,7 +540,13 @@ pub fn read_frame_blocking(
         }
         got += n;
     }
-    let len = u32::from_le_bytes(len) as usize;
+    let (len, fds) = split_prefix(len);
+    if fds {
+        return Err(ProtocolError::Decode(
+            "a frame with descriptors on a stream that cannot carry them".to_owned(),
+        )
+        .into());
+    }
     if len > max_frame {
         return Err(ProtocolError::FrameTooLarge {
             len,
@@ -500,7 +664,7 @@ mod tests {
             let mut r = FrameReader::new(b, 1024);
             match r.read_frame().await {
                 Err(ChannelError::Protocol(ProtocolError::FrameTooLarge { len, max })) => {
-                    assert_eq!(len, u32::MAX as usize);
+                    assert_eq!(len, !FDS_FLAG as usize);
                     assert_eq!(max, 1024);
                 }
                 other => panic!("expected FrameTooLarge, got {other:?}"),
@@ -555,6 +719,46 @@ mod tests {
             w.flush().await.unwrap();
             let mut r = FrameReader::new(b, 100);
             assert_eq!(r.read_frame().await.unwrap().unwrap(), ok);
+        });
+    }
+
+    fn fds(n: usize) -> Fds {
+        Fds::from(
+            (0..n)
+                .map(|_| OwnedFd::from(std::fs::File::open("/proc/self/status").unwrap()))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn descriptors_need_a_stream_that_carries_them_and_are_bounded() {
+        rt().block_on(async {
+            let (a, b) = duplex(1 << 12);
+            let mut w = FrameWriter::new(a, 1024);
+            let mut f = Frame::control(Msg::Stop { cid: 1 });
+            f.fds = fds(MAX_FRAME_FDS + 1);
+            assert!(matches!(w.feed(&f), Err(ProtocolError::Encode(_))));
+            assert_eq!(w.pending(), 0, "nothing queued");
+            f.fds = fds(1);
+            w.feed(&f).unwrap();
+            let e = w.flush().await.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+            assert!(encode_frame(&f, 1024).is_err());
+            // A reader over a stream without descriptors refuses a frame announcing some.
+            let mut header = BytesMut::new();
+            encode_header(&Msg::Stop { cid: 1 }, &mut header).unwrap();
+            let mut wire = ((header.len() + 1) as u32 | FDS_FLAG)
+                .to_le_bytes()
+                .to_vec();
+            wire.push(1);
+            wire.extend_from_slice(&header);
+            drop(b);
+            let mut r = FrameReader::new(&wire[..], 1024);
+            assert!(matches!(
+                r.read_frame().await,
+                Err(ChannelError::Protocol(ProtocolError::Decode(_)))
+            ));
+            assert!(read_frame_blocking(&mut io::Cursor::new(wire), 1024).is_err());
         });
     }
 

@@ -77,6 +77,7 @@ pub mod codec;
 pub mod error;
 pub mod exit;
 pub mod extensions;
+pub mod fds;
 pub mod function;
 pub mod id;
 pub mod limits;
@@ -96,13 +97,15 @@ pub use error::{
 };
 pub use exit::{ChildExit, EXIT_FAILED, EXIT_PANIC, EXIT_SETUP, panic_message, signal_name};
 pub use extensions::Extensions;
+pub use fds::{FdError, Fds};
 pub use function::{CallFn, ContextFn, StreamFn};
 pub use id::{ActorId, Addr, BadActorId, BadAddr};
 pub use limits::{ChannelLimits, Window};
 pub use policy::TeardownPolicy;
 pub use transport::{Channel, FrameSink, FrameSource, Listener, PeerInfo, Transport};
 pub use wire::{
-    Blob, CallKind, ChildBoot, Cid, Frame, Msg, PROTOCOL_VERSION, RuntimeFlavor, SpawnSpec, Wire,
+    Blob, CallKind, ChildBoot, Cid, Frame, Msg, PROTOCOL_VERSION, Payload, RuntimeFlavor,
+    SpawnSpec, Wire,
 };
 
 pub use runtime_vars::{self, RuntimeVars, VarsOverride};

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{Nonce, Proof, TreeSecret};
 use crate::error::{CodecError, RemoteError};
+use crate::fds::Fds;
 use crate::id::{ActorId, Addr};
 use crate::limits::{ChannelLimits, Window};
 use crate::policy::TeardownPolicy;
@@ -204,6 +205,9 @@ pub struct Frame {
     pub msg: Msg,
     /// User data that belongs to `msg` (empty for control messages).
     pub payload: Bytes,
+    /// Descriptors that belong to the payload (see [`crate::fds`]); almost always
+    /// empty.
+    pub fds: Fds,
 }
 
 impl Frame {
@@ -212,12 +216,89 @@ impl Frame {
         Frame {
             msg,
             payload: Bytes::new(),
+            fds: Fds::new(),
         }
     }
 
     /// A frame carrying `payload`.
     pub fn with_payload(msg: Msg, payload: Bytes) -> Frame {
-        Frame { msg, payload }
+        Frame {
+            msg,
+            payload,
+            fds: Fds::new(),
+        }
+    }
+
+    /// A frame carrying an encoded value, descriptors included.
+    pub fn with_parts(msg: Msg, payload: Payload) -> Frame {
+        Frame {
+            msg,
+            payload: payload.bytes,
+            fds: payload.fds,
+        }
+    }
+
+    /// The payload and its descriptors, taken out of the frame.
+    pub fn into_payload(self) -> Payload {
+        Payload {
+            bytes: self.payload,
+            fds: self.fds,
+        }
+    }
+}
+
+/// An encoded value: its bytes and the descriptors it carries ([`crate::fds`]).
+///
+/// ```
+/// use spawn_api::wire::Payload;
+/// let p = Payload::encode(&(1u8, "two".to_owned())).unwrap();
+/// assert!(p.fds.is_empty());
+/// assert_eq!(p.decode::<(u8, String)>().unwrap(), (1, "two".to_owned()));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Payload {
+    /// The encoded bytes.
+    pub bytes: Bytes,
+    /// The descriptors the bytes refer to by index.
+    pub fds: Fds,
+}
+
+impl Payload {
+    /// Encode `value` with [`Wire::encode_with`].
+    ///
+    /// # Errors
+    /// The value's [`CodecError::Encode`].
+    pub fn encode<T: Wire>(value: &T) -> Result<Payload, CodecError> {
+        let mut fds = Fds::new();
+        let bytes = value.encode_with(&mut fds)?;
+        Ok(Payload { bytes, fds })
+    }
+
+    /// Decode a `T` with [`Wire::decode_with`].
+    ///
+    /// # Errors
+    /// [`CodecError::Decode`] for bytes (or descriptors) that are not a `T`.
+    pub fn decode<T: Wire>(self) -> Result<T, CodecError> {
+        T::decode_with(self.bytes, self.fds)
+    }
+
+    /// Bytes in the payload (descriptors not counted).
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether there are no bytes and no descriptors.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty() && self.fds.is_empty()
+    }
+}
+
+impl From<Bytes> for Payload {
+    fn from(bytes: Bytes) -> Payload {
+        Payload {
+            bytes,
+            fds: Fds::new(),
+        }
     }
 }
 
@@ -355,6 +436,22 @@ pub trait Wire: Sized + Send + 'static {
     fn encode(&self) -> Result<Bytes, CodecError>;
     /// Decode from payload bytes.
     fn decode(bytes: Bytes) -> Result<Self, CodecError>;
+
+    /// Encode to payload bytes, adding the descriptors the value carries to `fds`
+    /// (see [`crate::fds`]). What the runtime calls; the default is
+    /// [`encode`](Wire::encode), for values that are only bytes.
+    fn encode_with(&self, fds: &mut Fds) -> Result<Bytes, CodecError> {
+        let _ = fds;
+        self.encode()
+    }
+
+    /// Decode from payload bytes and the descriptors that came with them. What the
+    /// runtime calls; the default is [`decode`](Wire::decode), and descriptors the value
+    /// does not claim are closed.
+    fn decode_with(bytes: Bytes, fds: Fds) -> Result<Self, CodecError> {
+        drop(fds);
+        Self::decode(bytes)
+    }
 }
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Wire for T {
@@ -372,6 +469,24 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Wire for T {
             ty: std::any::type_name::<T>(),
             message: e.to_string(),
         })
+    }
+
+    fn encode_with(&self, fds: &mut Fds) -> Result<Bytes, CodecError> {
+        match crate::fds::encoding(fds, || self.encode()) {
+            (Err(CodecError::Encode { ty, .. }), Some(why)) => {
+                Err(CodecError::Encode { ty, message: why })
+            }
+            (r, _) => r,
+        }
+    }
+
+    fn decode_with(bytes: Bytes, fds: Fds) -> Result<Self, CodecError> {
+        match crate::fds::decoding(fds, || Self::decode(bytes)) {
+            (Err(CodecError::Decode { ty, .. }), Some(why)) => {
+                Err(CodecError::Decode { ty, message: why })
+            }
+            (r, _) => r,
+        }
     }
 }
 
