@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use brood::shm::{FrozenRegion, ShmRegion};
 use brood::{
     ActorCx, ActorOptions, Blob, CalleeContext, FnError, Registry, RuntimeVars, StreamTx, kinds,
 };
@@ -251,9 +252,118 @@ fn who(cx: &ActorCx) -> Who {
     }
 }
 
+/// A job over shared memory: regions nested in an ordinary serde struct.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RegionJob {
+    /// A label, to show the bytes around the regions survive.
+    pub label: String,
+    /// Read by the job.
+    pub input: ShmRegion,
+    /// Written by the job: `input` reversed.
+    pub output: ShmRegion,
+}
+
+brood::call!(
+    /// Fills the region with the byte and returns the region's length.
+    pub RegionFill = "t.region_fill": (ShmRegion, u8) => u64
+);
+brood::call!(
+    /// Makes a region of the length filled with the byte and returns it.
+    pub RegionMake = "t.region_make": (usize, u8) => ShmRegion
+);
+brood::call!(
+    /// Makes a region of the length filled with the byte, freezes it and returns it.
+    pub FrozenMake = "t.frozen_make": (usize, u8) => FrozenRegion
+);
+brood::call!(
+    /// The sum of the bytes of a frozen region.
+    pub FrozenSum = "t.frozen_sum": FrozenRegion => u64
+);
+brood::call!(
+    /// Writes `input` reversed into `output`; returns the label.
+    pub RegionReverse = "t.region_reverse": RegionJob => String
+);
+brood::stream!(
+    /// Streams `n` fresh regions of `len` bytes, the i-th filled with byte `i`.
+    pub RegionStream = "t.region_stream": (u32, usize) => ShmRegion
+);
+brood::call!(
+    /// Claims the receiving end of a `u64` ring in the region and returns the sum and
+    /// count of everything received until the sender is gone.
+    pub RingSum = "t.ring_sum": ShmRegion => (u64, u64)
+);
+
+brood::call!(
+    /// Starts a grandchild and has it fill the region with the byte ([`RegionFill`]);
+    /// `true` once it did.
+    pub SpawnAndFill = "t.spawn_and_fill": (ShmRegion, u8) => bool
+);
+
+fn region_error(e: impl std::fmt::Display) -> FnError {
+    FnError::new("RegionError", e.to_string())
+}
+
+fn filled(len: usize, byte: u8) -> Result<ShmRegion, FnError> {
+    let r = ShmRegion::new(len).map_err(region_error)?;
+    r.write(0, &vec![byte; len]).map_err(region_error)?;
+    Ok(r)
+}
+
 /// The registry every test actor serves.
 pub fn registry() -> Registry {
     Registry::new()
+        .call(RegionFill, |_cx, (r, byte): (ShmRegion, u8)| async move {
+            r.write(0, &vec![byte; r.len()]).map_err(region_error)?;
+            Ok(r.len() as u64)
+        })
+        .call(
+            RegionMake,
+            |_cx, (len, byte)| async move { filled(len, byte) },
+        )
+        .call(FrozenMake, |_cx, (len, byte)| async move {
+            filled(len, byte)?.freeze().map_err(region_error)
+        })
+        .call(FrozenSum, |_cx, r: FrozenRegion| async move {
+            Ok(r.iter().map(|&b| u64::from(b)).sum())
+        })
+        .call(RegionReverse, |_cx, job: RegionJob| async move {
+            let mut bytes = vec![0u8; job.input.len()];
+            job.input.read(0, &mut bytes).map_err(region_error)?;
+            bytes.reverse();
+            job.output.write(0, &bytes).map_err(region_error)?;
+            Ok(job.label)
+        })
+        .stream(
+            RegionStream,
+            |_cx, (n, len): (u32, usize), tx: StreamTx<ShmRegion>| async move {
+                for i in 0..n {
+                    tx.send(filled(len, i as u8)?).await?;
+                }
+                Ok(())
+            },
+        )
+        .call(SpawnAndFill, |cx, (r, byte): (ShmRegion, u8)| async move {
+            Ok(cx
+                .open_nursery(async |n| {
+                    let leaf = n.start_actor("leaf", ActorOptions::new()).await?;
+                    leaf.run(RegionFill, (r, byte)).await?;
+                    Ok(true)
+                })
+                .await?)
+        })
+        .call(RingSum, |_cx, r: ShmRegion| async move {
+            let mut rx = r.ring_receiver::<u64>().map_err(region_error)?;
+            let (mut sum, mut count) = (0u64, 0u64);
+            let mut buf = [0u64; 256];
+            loop {
+                let n = rx.recv_slice(&mut buf).await.map_err(region_error)?;
+                if n == 0 {
+                    return Ok((sum, count));
+                }
+                sum += buf[..n].iter().sum::<u64>();
+                count += n as u64;
+            }
+        })
         .call(Add, |_cx, (a, b)| async move { Ok(a + b) })
         .call(Fail, |_cx, (kind, message)| async move {
             Err(FnError::new(kind, message))

@@ -37,6 +37,33 @@
 //! - **In-process.** Two actors of one process (a `subint` child and its parent) use
 //!   the same rings and doorbells; nothing here is process-global.
 //!
+//! ## Explicit shared memory
+//!
+//! The transport copies every frame into a ring and out again. For data that should
+//! not be copied at all, [`ShmRegion`] is a memory file that one actor creates and
+//! hands to others as (part of) any call argument, reply or stream item, over *any*
+//! transport (the descriptor rides with the frame: `SCM_RIGHTS` on `uds`, this
+//! transport's control socket, the value itself in process). A region is read and
+//! written by copies at checked offsets, or through its atomics; [`ShmRegion::freeze`]
+//! seals it against writes for good, after which every holder reads it as a plain
+//! `&[u8]` ([`FrozenRegion`]); and [`ShmRegion::new_ring`] lays a typed
+//! single-producer/single-consumer ring of plain-old-data items over one
+//! ([`RingSender`], [`RingReceiver`]). The [`region`] module says what a peer holding a
+//! region can and cannot do to you.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use ipc_shm::ShmRegion;
+//! // In one actor: a ring of 4 KiB chunks, handed to another actor as a call argument.
+//! let region = ShmRegion::new_ring::<[u8; 4096]>(64)?;
+//! let mut tx = region.ring_sender::<[u8; 4096]>()?;
+//! // (In the other actor, after receiving `region`:)
+//! let mut rx = region.ring_receiver::<[u8; 4096]>()?;
+//! tx.send(&[7u8; 4096]).await?;
+//! assert_eq!(rx.recv().await?.map(|c| c[0]), Some(7));
+//! # Ok::<(), ipc_shm::RegionError>(()) }).unwrap();
+//! ```
+//!
 //! ## Who should depend on this crate
 //!
 //! Programs that pick their crates by hand, to add the `shm` transport to a `Brood`
@@ -88,7 +115,9 @@
 //! before anything is allocated (at most the transport's maximum frame), the segment's
 //! size is sealed so a mapping cannot fault, and a doorbell that is not an eventfd is
 //! refused. An impossible index is a typed [`ProtocolError`](spawn_api::ProtocolError) on that channel (the actor
-//! and its other channels go on); so is a byte on the control socket after the setup.
+//! and its other channels go on); so is anything on the control socket after the setup
+//! but the descriptors of a frame, and a frame that announces descriptors that were not
+//! sent.
 //!
 //! It **can**: send wrong bytes (exactly as over a socket: the codec and the handshake
 //! above it judge them); stall the channel by not reading or not writing (as over a
@@ -103,12 +132,16 @@
 
 mod bell;
 mod channel;
+mod pod_ring;
+pub mod region;
 #[allow(unsafe_code)]
 mod ring;
 mod setup;
 mod stream;
 
 pub use channel::ShmChannel;
+pub use pod_ring::{MAX_RING_ITEMS, RingReceiver, RingSender};
+pub use region::{FreezeError, FrozenRegion, RegionError, ShmRegion};
 pub use setup::{MAX_RING_SIZE, MIN_RING_SIZE};
 
 use std::collections::VecDeque;
@@ -142,6 +175,28 @@ pub const DEFAULT_RING_SIZE: usize = 256 << 10;
 /// does); short enough that an idle actor costs nothing after it.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
+/// Environment variable that sets the spin time, in microseconds, of every
+/// [`ShmTransport::new`] in the process and in the actors it spawns (they inherit the
+/// environment): `0` never spins (every wait sleeps on the doorbell: least CPU, the
+/// latency of a socket), larger values trade CPU for latency. An invalid value is
+/// ignored with a warning.
+pub const SPIN_ENV: &str = "BROOD_SHM_SPIN_US";
+
+/// The spin time [`SPIN_ENV`] asks for, if it is set and valid.
+fn spin_from_env() -> Option<Duration> {
+    let v = std::env::var(SPIN_ENV).ok()?;
+    match v.trim().parse::<u64>() {
+        Ok(us) if us <= 1_000_000 => Some(Duration::from_micros(us)),
+        _ => {
+            tracing::warn!(
+                value = %v,
+                "{SPIN_ENV} is not a number of microseconds up to 1000000; spinning {DEFAULT_SPIN:?}"
+            );
+            None
+        }
+    }
+}
+
 /// Connections whose setup message has not arrived yet that a listener keeps; the
 /// oldest is dropped to make room.
 const MAX_PENDING_SETUPS: usize = 64;
@@ -166,13 +221,18 @@ impl Default for ShmTransport {
 
 impl ShmTransport {
     /// The transport with the default runtime directory, a 64 MiB frame limit, rings of
-    /// 256 KiB and 50 µs of spinning.
+    /// 256 KiB and 50 µs of spinning (or what [`SPIN_ENV`] says).
+    ///
+    /// ```
+    /// let shm = ipc_shm::ShmTransport::new();
+    /// assert_eq!(shm.ring_size(), ipc_shm::DEFAULT_RING_SIZE);
+    /// ```
     pub fn new() -> ShmTransport {
         ShmTransport {
             dirs: TreeDirs::new(),
             max_frame: DEFAULT_MAX_FRAME,
             ring_size: DEFAULT_RING_SIZE,
-            spin: DEFAULT_SPIN,
+            spin: spin_from_env().unwrap_or(DEFAULT_SPIN),
         }
     }
 
@@ -205,6 +265,11 @@ impl ShmTransport {
     pub fn with_spin(mut self, spin: Duration) -> ShmTransport {
         self.spin = spin;
         self
+    }
+
+    /// How long an idle side of this transport's channels spins before it sleeps.
+    pub fn spin(&self) -> Duration {
+        self.spin
     }
 
     /// The ring size of channels this side opens.

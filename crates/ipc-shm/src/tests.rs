@@ -561,6 +561,197 @@ async fn a_byte_on_the_control_socket_after_the_setup_is_a_protocol_error() {
     .await;
 }
 
+fn ino(fd: impl AsFd) -> (u64, u64) {
+    let st = nix_fstat(fd);
+    (st.0, st.1)
+}
+
+fn nix_fstat(fd: impl AsFd) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let f = std::fs::File::from(fd.as_fd().try_clone_to_owned().unwrap());
+    let m = f.metadata().unwrap();
+    (m.dev(), m.ino())
+}
+
+#[tokio::test]
+async fn descriptors_cross_with_their_frames_through_the_control_socket() {
+    let tmp = TempDir::new();
+    deadline(async {
+        let t = ShmTransport::new()
+            .with_dir(&tmp.0)
+            .with_ring_size(MIN_RING_SIZE);
+        let (client, server, _l, _a) = pair(&t).await;
+        let (mut ctx, _crx) = split(client);
+        let (_stx, mut srx) = split(server);
+        let f1 = std::fs::File::open("/proc/self/status").unwrap();
+        let plain = frame(1, 10);
+        // Larger than the ring: its bytes stream through in pieces after its descriptor.
+        let mut with = frame(2, 3 * MIN_RING_SIZE);
+        with.fds = spawn_api::Fds::from(vec![OwnedFd::from(f1.try_clone().unwrap())]);
+        let send = async {
+            for _ in 0..20 {
+                for f in [&plain, &with] {
+                    ctx.feed(f).unwrap();
+                }
+                ctx.flush().await.unwrap();
+            }
+        };
+        let recv = async {
+            for i in 0..40 {
+                let got = srx.recv().await.unwrap().unwrap();
+                if i % 2 == 0 {
+                    assert_eq!(got, plain);
+                } else {
+                    assert_eq!(got.payload, with.payload);
+                    let fds = got.fds.borrowed();
+                    assert_eq!(fds.len(), 1);
+                    assert_eq!(ino(fds[0]), ino(&f1));
+                }
+            }
+        };
+        tokio::join!(send, recv);
+    })
+    .await;
+}
+
+/// A hand-made peer with an honest setup whose ring we write raw bytes into, and whose
+/// control socket we send raw messages on.
+struct HandPeer {
+    peer: RawPeer,
+    prod: ring::Producer,
+    _seg: ring::Segment,
+}
+
+async fn hand_peer(listener: &mut ShmListener, addr: &Addr) -> (HandPeer, Box<dyn FrameSource>) {
+    let cap = MIN_RING_SIZE;
+    let len = ring::segment_len(cap).unwrap();
+    let fd = memfd_with(len, 0);
+    let map = os_wrappers::mmap::SharedMapping::map(&fd, len).unwrap();
+    let seg = ring::Segment::init(Arc::new(map), cap).unwrap();
+    os_wrappers::memfd::add_seals(
+        &fd,
+        os_wrappers::memfd::SEAL_SHRINK
+            | os_wrappers::memfd::SEAL_GROW
+            | os_wrappers::memfd::SEAL_SEAL,
+    )
+    .unwrap();
+    let (a, c) = (
+        os_wrappers::eventfd::new().unwrap(),
+        os_wrappers::eventfd::new().unwrap(),
+    );
+    let peer = RawPeer::connect(addr);
+    peer.send(&setup_msg(cap), &[fd.as_fd(), a.as_fd(), c.as_fd()]);
+    let server = listener.accept_shm().await.unwrap();
+    let (stx, srx) = split(server);
+    std::mem::forget(stx);
+    let (prod, _cons) = seg.ends(ring::Side::Connector);
+    (
+        HandPeer {
+            peer,
+            prod,
+            _seg: seg,
+        },
+        srx,
+    )
+}
+
+/// A frame whose prefix announces `count` descriptors.
+fn lying_frame(count: u8) -> Vec<u8> {
+    let mut header = bytes::BytesMut::new();
+    spawn_api::codec::encode_header(&Msg::Yield { cid: 1 }, &mut header).unwrap();
+    let body = 1 + header.len();
+    let mut out = (body as u32 | spawn_api::codec::FDS_FLAG)
+        .to_le_bytes()
+        .to_vec();
+    out.push(count);
+    out.extend_from_slice(&header);
+    out
+}
+
+#[tokio::test]
+async fn a_frame_announcing_descriptors_that_were_not_sent_is_a_protocol_error() {
+    let tmp = TempDir::new();
+    deadline(async {
+        let t = ShmTransport::new().with_dir(&tmp.0);
+        let addr = t.address_for(&ActorId::new("root"), None).unwrap();
+        let mut listener = t.listen(&addr).unwrap();
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        for (count, sent) in [(1u8, 0usize), (3, 2), (0, 0), (99, 1)] {
+            let (mut hp, mut srx) = hand_peer(&mut listener, &addr).await;
+            if sent > 0 {
+                let fds: Vec<_> = (0..sent).map(|_| f.as_fd()).collect();
+                hp.peer.send(b"F", &fds);
+            }
+            let bytes = lying_frame(count);
+            assert_eq!(
+                hp.prod.write(&[std::io::IoSlice::new(&bytes)]).unwrap(),
+                bytes.len()
+            );
+            match srx.recv().await {
+                Err(ChannelError::Protocol(ProtocolError::Decode(m))) => {
+                    assert!(m.contains("descriptors"), "{count}/{sent}: {m}")
+                }
+                other => panic!("{count} announced, {sent} sent: {other:?}"),
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn control_messages_other_than_descriptors_or_too_many_of_them_end_the_channel() {
+    let tmp = TempDir::new();
+    deadline(async {
+        let t = ShmTransport::new().with_dir(&tmp.0);
+        let addr = t.address_for(&ActorId::new("root"), None).unwrap();
+        let mut listener = t.listen(&addr).unwrap();
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        // The mark without descriptors; descriptors without the mark; a flood.
+        let eight: Vec<_> = (0..8).map(|_| f.as_fd()).collect();
+        let cases: [&dyn Fn(&RawPeer); 3] = [
+            &|p: &RawPeer| p.send(b"F", &[]),
+            &|p: &RawPeer| p.send(b"x", &[f.as_fd()]),
+            &|p: &RawPeer| {
+                for _ in 0..9 {
+                    p.send(b"F", &eight);
+                }
+            },
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            let (hp, mut srx) = hand_peer(&mut listener, &addr).await;
+            case(&hp.peer);
+            match srx.recv().await {
+                Err(ChannelError::Protocol(ProtocolError::Decode(m))) => {
+                    assert!(m.contains("control socket"), "case {i}: {m}")
+                }
+                other => panic!("case {i}: expected a protocol error, got {other:?}"),
+            }
+        }
+    })
+    .await;
+}
+
+/// nextest runs each test in a process of its own, so setting the variable here touches
+/// no other test.
+#[test]
+#[allow(unsafe_code)]
+fn the_spin_time_comes_from_the_environment_when_valid() {
+    let set = |v: &str| {
+        // SAFETY: no other thread of this test process reads the environment while it
+        // changes (nextest gives the test a process of its own).
+        unsafe { std::env::set_var(SPIN_ENV, v) }
+    };
+    set("0");
+    assert_eq!(ShmTransport::new().spin(), Duration::ZERO);
+    set(" 7 ");
+    assert_eq!(ShmTransport::new().spin(), Duration::from_micros(7));
+    set("lots");
+    assert_eq!(ShmTransport::new().spin(), DEFAULT_SPIN);
+    // SAFETY: as above.
+    unsafe { std::env::remove_var(SPIN_ENV) };
+    assert_eq!(ShmTransport::new().spin(), DEFAULT_SPIN);
+}
+
 #[tokio::test]
 async fn accept_is_cancel_safe() {
     let tmp = TempDir::new();

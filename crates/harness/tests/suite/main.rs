@@ -68,6 +68,7 @@ mod hardening;
 mod protocol;
 mod python;
 mod python_limits;
+mod regions;
 mod security;
 mod spawn;
 mod streams;
@@ -127,6 +128,7 @@ fn main() {
         chaos::TESTS,
         security::TESTS,
         transports::TESTS,
+        regions::TESTS,
     ]
     .concat()
     .into_iter()
