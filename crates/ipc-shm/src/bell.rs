@@ -326,6 +326,11 @@ impl Bell {
                     });
                     match drained {
                         Ok(Ok(())) => {
+                            // A read resets the counter, so the eventfd is empty now:
+                            // forget the readiness instead of learning it from a read
+                            // that fails (tokio keeps a ring that came after this guard
+                            // was made).
+                            guard.clear_ready();
                             self.generation.fetch_add(1, Ordering::SeqCst);
                             // The ring may have been for the other half.
                             self.fanout.wake_one(role.other());
