@@ -12,6 +12,7 @@ pub(crate) mod shm_floor;
 
 use std::os::fd::{BorrowedFd, RawFd};
 
+use brood::shm::ShmRegion;
 use brood::{ActorOptions, Blob, Brood, FnError, Nursery, Portal, Registry, RootBuilder, StreamTx};
 use nix::errno::Errno;
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
@@ -32,9 +33,37 @@ brood::stream!(
     pub Blobs = "bench.blobs": (u64, u64) => Blob
 );
 
+brood::call!(
+    /// Claims the receiving end of a ring of [`RingChunk`]s in the region and takes
+    /// chunks until the sender is gone; returns how many.
+    pub RingDrain = "bench.ring_drain": ShmRegion => u64
+);
+
+/// The item of the region-ring benchmark.
+pub(crate) type RingChunk = [u8; 64 << 10];
+
 /// The functions every bench actor serves.
 pub(crate) fn registry() -> Registry {
     Registry::new()
+        .call(RingDrain, |_cx, region: ShmRegion| async move {
+            let bad = |e: brood::shm::RegionError| FnError::new("RegionError", e.to_string());
+            let mut rx = region.ring_receiver::<RingChunk>().map_err(bad)?;
+            let mut chunk: Box<RingChunk> = vec![0u8; 64 << 10]
+                .into_boxed_slice()
+                .try_into()
+                .expect("64 KiB");
+            let mut n = 0u64;
+            while rx
+                .recv_slice(std::slice::from_mut(&mut *chunk))
+                .await
+                .map_err(bad)?
+                == 1
+            {
+                std::hint::black_box(&chunk[..]);
+                n += 1;
+            }
+            Ok(n)
+        })
         .call(Ping, |_cx, ()| async move { Ok(()) })
         .call(Pid, |_cx, ()| async move { Ok(std::process::id()) })
         .stream(
@@ -178,6 +207,22 @@ pub(crate) fn spawning_on_child_cpu<R>(start: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Run `start` (which creates a process that pins itself, another bench program) with
+/// this thread allowed on both bench CPUs, so the new process sees both (its own
+/// [`cpus`] reads them from its mask); then pin back to the parent CPU.
+pub(crate) fn spawning_unpinned<R>(start: impl FnOnce() -> R) -> R {
+    let Some((parent, child)) = cpus() else {
+        return start();
+    };
+    let mut both = CpuSet::new();
+    let _ = both.set(parent);
+    let _ = both.set(child);
+    let _ = sched_setaffinity(unistd::Pid::from_raw(0), &both);
+    let r = start();
+    pin(parent);
+    r
+}
+
 /// [`spawning_on_child_cpu`] for an async spawn: the process is created during the
 /// first poll, on this thread (the benches drive roots from the thread that pinned).
 pub(crate) async fn on_child_cpu<F: std::future::Future>(spawn: F) -> F::Output {
@@ -294,6 +339,44 @@ pub(crate) fn ping_round_trips(
         let start = std::time::Instant::now();
         for _ in 0..iters {
             p.run(Ping, ()).await?;
+        }
+        Ok(start.elapsed())
+    })
+}
+
+/// `iters` times `n` messages of `size` bytes (a multiple of 64 KiB) from this actor to
+/// a child through a ring of 64 KiB chunks in a [`ShmRegion`] (1 MiB of slots), the child
+/// draining it with [`RingDrain`]; the child is started before timing.
+pub(crate) fn region_ring(
+    rt: &Runtime,
+    actors: &Brood,
+    iters: u64,
+    (size, n): (u64, u64),
+) -> std::time::Duration {
+    let chunks_per_msg = size / (64 << 10);
+    let bad = |e: brood::shm::RegionError| FnError::new("RegionError", e.to_string());
+    with_child_on(rt, actors, None, async |p| {
+        let chunk: Box<RingChunk> = vec![0xa5u8; 64 << 10]
+            .into_boxed_slice()
+            .try_into()
+            .expect("64 KiB");
+        let start = std::time::Instant::now();
+        for _ in 0..iters {
+            let region = ShmRegion::new_ring::<RingChunk>(16).map_err(bad)?;
+            let mut tx = region.ring_sender::<RingChunk>().map_err(bad)?;
+            let total = n * chunks_per_msg;
+            let chunk = &chunk;
+            let feed = async move {
+                for _ in 0..total {
+                    tx.send(chunk).await.map_err(bad)?;
+                }
+                Ok::<(), FnError>(())
+            };
+            let (fed, got) = tokio::join!(feed, p.run(RingDrain, region));
+            fed?;
+            if got? != total {
+                return Err(FnError::msg("the ring lost chunks"));
+            }
         }
         Ok(start.elapsed())
     })

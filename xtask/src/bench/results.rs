@@ -14,6 +14,7 @@ pub(super) const BENCHES: &[&str] = &[
     "rpc",
     "stream",
     "shm",
+    "shm_peers",
     "footprint",
     "parallel",
 ];

@@ -191,6 +191,88 @@ pub(super) const TARGETS: &[Check] = &[
         value: Some("1MiB"),
         min: 2.0,
     },
+    // The parked path (spinning off in both processes) no slower than uds, and a ring of
+    // 64 KiB chunks in a ShmRegion moving 1 MiB messages at 80% of one memcpy (the
+    // issue's target) and at 80% of the same handoff between two CPUs without brood.
+    Check::TimeRatioAtMost {
+        group: "shm-rpc",
+        bench: "brood-shm-parked",
+        floor: "brood-uds",
+        value: None,
+        max: 1.0,
+    },
+    Check::ThroughputRatioAtLeast {
+        group: "shm-region",
+        bench: "brood-region-ring",
+        floor: "floor-memcpy",
+        value: Some("1MiB"),
+        min: 0.80,
+    },
+    Check::ThroughputRatioAtLeast {
+        group: "shm-region",
+        bench: "brood-region-ring",
+        floor: "floor-handoff",
+        value: Some("1MiB"),
+        min: 0.80,
+    },
+    // Its peers, in the same run (`shm_peers`): ahead of ipc-channel on every row, and a
+    // round trip within 2x of iceoryx2's request-response.
+    Check::TimeRatioAtMost {
+        group: "peers-rpc",
+        bench: "brood-shm",
+        floor: "ipc-channel",
+        value: None,
+        max: 1.0,
+    },
+    Check::TimeRatioAtMost {
+        group: "peers-rpc",
+        bench: "brood-shm",
+        floor: "iceoryx2-reqres",
+        value: None,
+        max: 2.0,
+    },
+    Check::ThroughputRatioAtLeast {
+        group: "peers-stream",
+        bench: "brood-shm",
+        floor: "ipc-channel-bytes",
+        value: Some("64B"),
+        min: 1.0,
+    },
+    Check::ThroughputRatioAtLeast {
+        group: "peers-stream",
+        bench: "brood-shm",
+        floor: "ipc-channel-bytes",
+        value: Some("64KiB"),
+        min: 1.0,
+    },
+    Check::ThroughputRatioAtLeast {
+        group: "peers-stream",
+        bench: "brood-shm",
+        floor: "ipc-channel-bytes",
+        value: Some("1MiB"),
+        min: 1.0,
+    },
+    Check::ThroughputRatioAtLeast {
+        group: "peers-stream",
+        bench: "brood-shm",
+        floor: "ipc-channel-shmem",
+        value: Some("64B"),
+        min: 1.0,
+    },
+    Check::ThroughputRatioAtLeast {
+        group: "peers-stream",
+        bench: "brood-shm",
+        floor: "ipc-channel-shmem",
+        value: Some("64KiB"),
+        min: 1.0,
+    },
+    Check::ThroughputRatioAtLeast {
+        group: "peers-stream",
+        bench: "brood-shm",
+        floor: "ipc-channel-shmem",
+        value: Some("1MiB"),
+        min: 1.0,
+    },
     Check::FootprintBelow {
         name: "idle-child-proc",
         bytes: 4.0 * 1024.0 * 1024.0,
