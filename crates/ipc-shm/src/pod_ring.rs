@@ -471,7 +471,8 @@ impl<T> Drop for RingReceiver<T> {
     }
 }
 
-#[cfg(test)]
+// Real memory files and mappings: not under Miri (which has no `memfd_create`).
+#[cfg(all(test, not(miri)))]
 mod tests {
     use super::*;
     use proptest::prelude::*;

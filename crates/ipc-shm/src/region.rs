@@ -543,7 +543,8 @@ mod raw {
     }
 }
 
-#[cfg(test)]
+// Real memory files and mappings: not under Miri (which has no `memfd_create`).
+#[cfg(all(test, not(miri)))]
 mod tests {
     use super::*;
     use spawn_api::{Fds, Wire};
