@@ -749,6 +749,9 @@ async fn supervise(s: Supervisor) {
             let reaped = run_ladder(
                 &mut *child,
                 &slot.id,
+                // The vars this actor built for the child's spawn spec, never its own
+                // (`runtime_vars::current()`): the hooks judge whether *the child* may be
+                // in a debugger, and a tree may mix debug modes.
                 &slot.vars,
                 &actor.policy,
                 &hooks,

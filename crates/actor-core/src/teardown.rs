@@ -9,7 +9,8 @@
 //!    announced ([`Msg::Stopping`](spawn_api::Msg::Stopping)) that it is tearing down children
 //!    of its own: each level of a tree tears down its own subtree, hooks included, before
 //!    its parent ever signals it;
-//! 3. **terminate** (SIGTERM to the child's process group, or an interrupt for an
+//! 3. every [`TeardownHook::before_terminate`] with the *child's* runtime vars, then
+//!    **terminate** (SIGTERM to the child's process group, or an interrupt for an
 //!    in-process child), then wait [`TeardownPolicy::kill_after`] (default 1.6 s);
 //! 4. every [`TeardownHook::before_hard_reap`] with the *child's* runtime vars;
 //! 5. **hard kill** (SIGKILL; an in-process child stuck in native code is abandoned),
@@ -38,7 +39,12 @@
 //! is blocked cannot announce or run ladders: its parent terminates and kills it after
 //! the usual bounds, and its children die with it (parent-death signal) without hooks.
 //!
+//! Hooks get the vars the parent built for the child (its spawn spec), never the parent's
+//! own (`runtime_vars::current()`): whether a child may be sitting in a debugger is that
+//! child's mode, and a tree may mix modes.
+//!
 //! [`TeardownHook::before_hard_reap`]: spawn_api::TeardownHook::before_hard_reap
+//! [`TeardownHook::before_terminate`]: spawn_api::TeardownHook::before_terminate
 
 use std::future::Future;
 use std::sync::Arc;
@@ -161,6 +167,21 @@ where
         }
     }
 
+    // The child's own vars (from its spawn spec), not this actor's: see the module docs.
+    if !hooks.is_empty() {
+        progress(None);
+        for hook in hooks {
+            hook.before_terminate(id, vars).await;
+        }
+        // A hook may have waited a long time: the child may have ended meanwhile.
+        if let Ok(exit) = tokio::time::timeout(Duration::ZERO, child.wait()).await {
+            return Reaped {
+                exit,
+                step: Step::Cancelled,
+            };
+        }
+    }
+
     tracing::warn!(actor = %id, after = ?policy.cancel_timeout, "teardown: child ignored the cancel request; terminating");
     if let Err(e) = child.terminate() {
         tracing::debug!(actor = %id, error = %e, "terminate failed");
@@ -174,6 +195,7 @@ where
     }
 
     progress(None);
+    // The child's own vars, as for the terminate step.
     for hook in hooks {
         hook.before_hard_reap(id, vars).await;
     }
@@ -228,11 +250,12 @@ mod tests {
         }
     }
 
-    /// A fake child that dies at a chosen ladder step.
+    /// A fake child that dies at a chosen ladder step, logging the signals it gets.
     #[derive(Debug)]
     struct Fake {
         dies_on: Step,
         shared: Arc<Shared>,
+        log: Arc<Recorder>,
     }
 
     #[async_trait]
@@ -252,6 +275,7 @@ mod tests {
             }
         }
         fn terminate(&mut self) -> io::Result<()> {
+            self.log.log("SIGTERM".into());
             if self.dies_on == Step::Terminated {
                 self.shared.die(ChildExit::Signaled {
                     signal: 15,
@@ -261,6 +285,7 @@ mod tests {
             Ok(())
         }
         fn kill(&mut self) -> io::Result<()> {
+            self.log.log("SIGKILL".into());
             if self.dies_on == Step::Killed {
                 self.shared.die(ChildExit::Signaled {
                     signal: 9,
@@ -271,16 +296,33 @@ mod tests {
         }
     }
 
+    /// What happened to the child, in order: hook calls (`hook:<point>:<child>:<its
+    /// debug mode>`) and signals (`SIGTERM`, `SIGKILL`).
     #[derive(Debug, Default)]
-    struct Recorder(Mutex<Vec<(String, bool)>>);
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Recorder {
+        fn log(&self, what: String) {
+            self.0.lock().unwrap().push(what);
+        }
+
+        fn events(&self) -> Vec<String> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
 
     #[async_trait]
     impl TeardownHook for Recorder {
+        async fn before_terminate(&self, child: &ActorId, vars: &RuntimeVars) {
+            self.log(format!(
+                "hook:terminate:{}:{}",
+                child.name(),
+                vars.debug_mode
+            ));
+        }
+
         async fn before_hard_reap(&self, child: &ActorId, vars: &RuntimeVars) {
-            self.0
-                .lock()
-                .unwrap()
-                .push((child.name().to_owned(), vars.debug_mode));
+            self.log(format!("hook:kill:{}:{}", child.name(), vars.debug_mode));
         }
     }
 
@@ -297,9 +339,13 @@ mod tests {
         let mut child = Fake {
             dies_on,
             shared: shared.clone(),
+            log: hook.clone(),
         };
         let id = ActorId::new("kid");
-        let mut vars = RuntimeVars::root("root", "proc").for_child("kid", "root@1");
+        // The parent (this actor) is not in debug mode; the child it built vars for is.
+        let parent = RuntimeVars::root("root", "proc");
+        assert!(!parent.debug_mode);
+        let mut vars = parent.for_child("kid", "root@1");
         vars.debug_mode = true;
         let hooks: Vec<Arc<dyn TeardownHook>> = vec![hook];
         let policy = TeardownPolicy {
@@ -334,27 +380,98 @@ mod tests {
         assert_eq!((r.step, t), (Step::Cancelled, Duration::ZERO));
         assert_eq!(r.exit, ChildExit::Exited(0));
 
+        assert!(hook.events().is_empty(), "no hook for a child that obeyed");
+
         let (r, t) = ladder(Step::Terminated, hook.clone()).await;
         assert_eq!(r.step, Step::Terminated);
         assert_eq!(t, Duration::from_millis(500));
-        assert!(
-            hook.0.lock().unwrap().is_empty(),
-            "hooks run only before a kill"
+        assert_eq!(
+            hook.events(),
+            ["hook:terminate:kid:true", "SIGTERM"],
+            "the terminate hook runs before any signal, with the child's vars"
         );
 
         let (r, t) = ladder(Step::Killed, hook.clone()).await;
         assert_eq!(r.step, Step::Killed);
         assert_eq!(t, Duration::from_millis(2100));
         assert_eq!(
-            hook.0.lock().unwrap().as_slice(),
-            [("kid".to_owned(), true)],
-            "the hook sees the child's vars"
+            hook.events(),
+            [
+                "hook:terminate:kid:true",
+                "SIGTERM",
+                "hook:kill:kid:true",
+                "SIGKILL"
+            ],
+            "each hook point before its signal, with the child's vars"
         );
 
         let (r, t) = ladder(Step::Abandoned, hook.clone()).await;
         assert_eq!(r.step, Step::Abandoned);
         assert!(matches!(r.exit, ChildExit::Abandoned { .. }));
         assert_eq!(t, Duration::from_millis(2400));
+    }
+
+    /// A hook that waits (a person in the debugger) holds the terminate: the child is
+    /// signalled only once the hook returns, and a child that ends meanwhile is reaped as
+    /// cancelled without any signal.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_terminate_hook_holds_every_signal() {
+        #[derive(Debug)]
+        struct Debugger {
+            log: Arc<Recorder>,
+            shared: Arc<Shared>,
+            exit_while_waiting: bool,
+        }
+        #[async_trait]
+        impl TeardownHook for Debugger {
+            async fn before_terminate(&self, _child: &ActorId, vars: &RuntimeVars) {
+                if vars.debug_mode {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    if self.exit_while_waiting {
+                        self.shared.die(ChildExit::Exited(0));
+                    }
+                }
+                self.log.log("released".into());
+            }
+            async fn before_hard_reap(&self, _child: &ActorId, _vars: &RuntimeVars) {}
+        }
+        for exit_while_waiting in [false, true] {
+            let log = Arc::new(Recorder::default());
+            let shared = Arc::new(Shared::default());
+            let mut child = Fake {
+                dies_on: Step::Terminated,
+                shared: shared.clone(),
+                log: log.clone(),
+            };
+            let mut vars = RuntimeVars::root("root", "proc").for_child("kid", "root@1");
+            vars.debug_mode = true;
+            let hooks: Vec<Arc<dyn TeardownHook>> = vec![Arc::new(Debugger {
+                log: log.clone(),
+                shared,
+                exit_while_waiting,
+            })];
+            let start = Instant::now();
+            let r = run_ladder(
+                &mut child,
+                &ActorId::new("kid"),
+                &vars,
+                &TeardownPolicy::default(),
+                &hooks,
+                None,
+                async {},
+                None,
+                &|_| {},
+            )
+            .await;
+            assert!(start.elapsed() >= Duration::from_secs(30));
+            if exit_while_waiting {
+                assert_eq!(r.step, Step::Cancelled);
+                assert_eq!(log.events(), ["released"], "never signalled");
+            } else {
+                assert_eq!(r.step, Step::Terminated);
+                assert_eq!(log.events(), ["released", "SIGTERM"]);
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -125,13 +125,28 @@ pub trait Child: Send + Sync + fmt::Debug {
     fn kill(&mut self) -> io::Result<()>;
 }
 
-/// Called by the teardown ladder before it hard-kills a child.
+/// Called by the teardown ladder before it signals a child: once before the terminate
+/// step ([`before_terminate`](TeardownHook::before_terminate)) and once before the hard
+/// kill ([`before_hard_reap`](TeardownHook::before_hard_reap)).
 ///
 /// `vars` are the vars the parent built for *that child* (from its spawn spec), not the
-/// parent's own: a debugger lock, for example, delays the kill only while that child may
-/// hold the tree's stdio lock. The ladder waits for the returned future.
+/// parent's own: a debugger lock, for example, delays the teardown only while that child
+/// may hold the tree's stdio lock, whatever the parent's own debug mode. The ladder waits
+/// for the returned futures.
 #[async_trait]
 pub trait TeardownHook: Send + Sync + fmt::Debug + 'static {
+    /// Runs once per child that ignored the cancel request, before any signal reaches
+    /// it (SIGTERM, or an interrupt for an in-process child): the place to wait while a
+    /// person is debugging that child, which a terminate would end. The default does
+    /// nothing.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`before_hard_reap`](TeardownHook::before_hard_reap).
+    async fn before_terminate(&self, child: &ActorId, vars: &RuntimeVars) {
+        let _ = (child, vars);
+    }
+
     /// Runs once per child, right before the hard step of its teardown.
     ///
     /// # Cancel safety
