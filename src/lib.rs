@@ -51,9 +51,9 @@
 pub use actor_core::{
     ActorCx, ActorId, ActorOptions, Addr, BACKEND_ENV, Blob, Brood, BroodBuilder, CallFn,
     CalleeContext, CalleeStream, CallerContext, ChannelLimits, ChildError, ChildExit, ChildReport,
-    ChildStdio, ContextFn, FnError, ForeignError, Nursery, NurseryError, Portal, PortalError,
-    Reaped, Registry, RemoteError, ReplyStream, Root, RootBuilder, RootError, RunHandle,
-    RuntimeFlavor, RuntimeVars, SpawnError, Step, StreamFn, StreamTx, TRANSPORT_ENV,
+    ChildStdio, ConnectError, ContextFn, FnError, ForeignError, Nursery, NurseryError, Portal,
+    PortalError, Reaped, Registry, RemoteError, ReplyStream, Root, RootBuilder, RootError,
+    RunHandle, RuntimeFlavor, RuntimeVars, SpawnError, Step, StreamFn, StreamTx, TRANSPORT_ENV,
     TeardownPolicy, TransportError, TreeSecret, VarsOverride, Wire, call, context, kinds, stream,
 };
 pub use spawn_api::TeardownHook;

@@ -185,7 +185,7 @@ pub(crate) struct ActorInner {
     pub(crate) extensions: Extensions,
     pub(crate) span: tracing::Span,
     /// Connections from peers that are neither the parent nor a child.
-    peer_conns: AtomicUsize,
+    pub(crate) peer_conns: AtomicUsize,
     /// Incoming connections in their handshake.
     handshakes: AtomicUsize,
     pub(crate) board: TeardownBoard,

@@ -582,6 +582,11 @@ impl Conn {
         }
     }
 
+    /// Whether this is a channel with an actor that is neither parent nor child.
+    pub(crate) fn is_peer(&self) -> bool {
+        self.shared.kind == Peer::Other
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.shared.closed.is_cancelled()
     }

@@ -50,6 +50,7 @@ mod brood;
 mod child;
 mod children;
 mod conn;
+mod direct;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -65,6 +66,7 @@ mod unwind;
 
 pub use actor::ActorCx;
 pub use brood::{BACKEND_ENV, Brood, BroodBuilder, TRANSPORT_ENV};
+pub use direct::ConnectError;
 pub use error::{ChildError, FnError, NurseryError, PortalError};
 pub use nursery::{ActorOptions, Nursery, RunHandle};
 pub use portal::Portal;

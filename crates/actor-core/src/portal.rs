@@ -215,6 +215,24 @@ impl Portal {
         }
     }
 
+    /// Close the channel of a portal opened with
+    /// [`ActorCx::connect`](crate::ActorCx::connect): frames already queued are written,
+    /// then the channel ends on both sides, the peer's slot is freed, and every call
+    /// still open on it ends with [`PortalError::Disconnected`]. Returns once it is
+    /// closed. A portal to a child or to the parent is not closed (their channels live as
+    /// long as the relationship); this returns at once for them.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the close is ordered before the first await.
+    pub async fn close(&self) {
+        if self.slot.is_some() || !self.conn.is_peer() {
+            return;
+        }
+        self.conn.close("closed by this side");
+        self.conn.closed().await;
+    }
+
     /// Cancel the remote actor.
     ///
     /// For a child of one of this actor's nurseries this runs the whole teardown ladder

@@ -264,6 +264,35 @@ pub struct RegionJob {
 }
 
 brood::call!(
+    /// The id of the actor that made this call.
+    pub CallerName = "t.caller_name": () => String
+);
+brood::call!(
+    /// Opens a direct portal to the actor at the address, adds the two numbers there, and
+    /// returns the sum with the name that actor saw as its caller.
+    pub AddVia = "t.add_via": (String, i64, i64) => (i64, String)
+);
+brood::call!(
+    /// Starts a child of the given name and has it run [`AddVia`] with the rest.
+    pub RelayAddVia = "t.relay_add_via": (String, String, i64, i64) => (i64, String)
+);
+brood::call!(
+    /// Opens `n` direct portals to the actor at the address one after another, one call
+    /// each; returns how many answered.
+    pub ConnectMany = "t.connect_many": (String, u32) => u32
+);
+brood::call!(
+    /// Tries a direct portal to the address; the error's display, or `""` if it opened
+    /// and a call through it worked.
+    pub TryConnect = "t.try_connect": String => String
+);
+
+fn parse_addr(a: &str) -> Result<brood::Addr, FnError> {
+    a.parse()
+        .map_err(|e| FnError::new("ValueError", format!("not an address {a:?}: {e}")))
+}
+
+brood::call!(
     /// Fills the region with the byte and returns the region's length.
     pub RegionFill = "t.region_fill": (ShmRegion, u8) => u64
 );
@@ -342,6 +371,52 @@ pub fn registry() -> Registry {
                 Ok(())
             },
         )
+        .call(CallerName, |cx, ()| async move {
+            Ok(cx.caller().map(|c| c.name().to_owned()).unwrap_or_default())
+        })
+        .call(AddVia, |cx, (addr, a, b): (String, i64, i64)| async move {
+            let portal = cx
+                .connect(&parse_addr(&addr)?)
+                .await
+                .map_err(|e| FnError::new("ConnectError", e.to_string()))?;
+            let sum = portal.run(Add, (a, b)).await?;
+            Ok((sum, portal.run(CallerName, ()).await?))
+        })
+        .call(
+            RelayAddVia,
+            |cx, (name, addr, a, b): (String, String, i64, i64)| async move {
+                Ok(cx
+                    .open_nursery(async |n| {
+                        let child = n.start_actor(&name, ActorOptions::new()).await?;
+                        Ok(child.run(AddVia, (addr, a, b)).await?)
+                    })
+                    .await?)
+            },
+        )
+        .call(ConnectMany, |cx, (addr, n): (String, u32)| async move {
+            let addr = parse_addr(&addr)?;
+            let mut ok = 0;
+            for i in 0..n {
+                let portal = cx
+                    .connect(&addr)
+                    .await
+                    .map_err(|e| FnError::new("ConnectError", e.to_string()))?;
+                if portal.run(Add, (i64::from(i), 1)).await? == i64::from(i) + 1 {
+                    ok += 1;
+                }
+                portal.close().await;
+            }
+            Ok(ok)
+        })
+        .call(TryConnect, |cx, addr: String| async move {
+            match cx.connect(&parse_addr(&addr)?).await {
+                Ok(p) => match p.run(Add, (1, 1)).await {
+                    Ok(_) => Ok(String::new()),
+                    Err(e) => Ok(e.to_string()),
+                },
+                Err(e) => Ok(e.to_string()),
+            }
+        })
         .call(SpawnAndFill, |cx, (r, byte): (ShmRegion, u8)| async move {
             Ok(cx
                 .open_nursery(async |n| {

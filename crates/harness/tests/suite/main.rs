@@ -62,6 +62,7 @@ pub(crate) struct Entry {
 mod calls;
 mod chaos;
 mod common;
+mod direct;
 mod fork;
 mod fork_security;
 mod hardening;
@@ -129,6 +130,7 @@ fn main() {
         security::TESTS,
         transports::TESTS,
         regions::TESTS,
+        direct::TESTS,
     ]
     .concat()
     .into_iter()
