@@ -76,6 +76,7 @@ pub use spawn_proc::{self as proc, ProcBackend};
 pub use spawn_subint::{self as subint, SubintBackend};
 
 #[cfg(feature = "subint")]
+pub mod debug;
 pub mod python;
 
 /// A [`BroodBuilder`] serving `registry` with every backend and transport compiled into
@@ -87,10 +88,13 @@ pub mod python;
 /// # Panics
 /// With `subint`, if `registry` already has functions named like the `python` service.
 pub fn builder(registry: Registry) -> BroodBuilder {
+    let registry = registry.merge(debug::service());
     #[cfg(feature = "subint")]
     let registry = registry.merge(python::service());
     #[allow(unused_mut)]
-    let mut b = Brood::builder().registry(registry);
+    let mut b = Brood::builder()
+        .registry(registry)
+        .hook(debug::DebugHook::default());
     #[cfg(feature = "proc")]
     {
         b = b.backend(ProcBackend::new());

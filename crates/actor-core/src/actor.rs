@@ -774,7 +774,24 @@ impl std::fmt::Debug for ActorCx {
     }
 }
 
+tokio::task_local! {
+    /// The actor whose teardown ladder is running (see [`ActorCx::current`]).
+    pub(crate) static LADDER_ACTOR: ActorCx;
+}
+
 impl ActorCx {
+    /// The actor running the current teardown ladder, inside a
+    /// [`TeardownHook`](spawn_api::TeardownHook)'s methods (`None` elsewhere): what a hook
+    /// needs to reach other actors (the root's debugger lock, say) as that actor.
+    ///
+    /// ```
+    /// // Outside a hook there is none.
+    /// assert!(actor_core::ActorCx::current().is_none());
+    /// ```
+    pub fn current() -> Option<ActorCx> {
+        LADDER_ACTOR.try_with(Clone::clone).ok()
+    }
+
     /// This actor's id.
     pub fn id(&self) -> &ActorId {
         &self.inner.id

@@ -746,7 +746,11 @@ async fn supervise(s: Supervisor) {
             let hooks = actor.program.hooks();
             let key = slot.id.uid();
             let board = &actor.board;
-            let reaped = run_ladder(
+            let me = ActorCx {
+                inner: actor.clone(),
+                caller: None,
+            };
+            let reaped = crate::actor::LADDER_ACTOR.scope(me, run_ladder(
                 &mut *child,
                 &slot.id,
                 // The vars this actor built for the child's spawn spec, never its own
@@ -759,7 +763,7 @@ async fn supervise(s: Supervisor) {
                 async move { c2.send_control(Msg::Cancel { cid: None }) },
                 Some(conn.stopping()),
                 &|until| board.set(key, until),
-            )
+            ))
             .await;
             board.clear(key);
             (reaped.exit, true, reaped.step, started.elapsed())

@@ -263,6 +263,19 @@ pub struct RegionJob {
     pub output: ShmRegion,
 }
 
+brood::context!(
+    /// Takes the tree's debugger lock, sends `started`, then blocks its thread as a
+    /// person in a debugger would (nothing reaches it: no cancel, no call) until the file
+    /// at the path exists; then releases the lock and returns.
+    pub HoldDebugLock = "t.hold_debug_lock": String => started (), in (), out (), return ()
+);
+brood::context!(
+    /// Starts a child of the given name in debug mode (whatever this actor's mode) and
+    /// has it hold the debugger lock ([`HoldDebugLock`] with the file); sends `started`
+    /// once it holds it, then waits for ever.
+    pub ChildHoldsDebugLock = "t.child_holds_debug_lock": (String, String) => started (), in (), out (), return ()
+);
+
 brood::call!(
     /// The id of the actor that made this call.
     pub CallerName = "t.caller_name": () => String
@@ -368,6 +381,38 @@ pub fn registry() -> Registry {
                 for i in 0..n {
                     tx.send(filled(len, i as u8)?).await?;
                 }
+                Ok(())
+            },
+        )
+        .context(
+            HoldDebugLock,
+            |cx, file: String, ctx: CalleeContext<HoldDebugLock>| async move {
+                let lock = brood::debug::lock(&cx)
+                    .await
+                    .map_err(|e| FnError::new("DebugLockError", e.to_string()))?;
+                let _stream = ctx.started(()).await?;
+                // Let `started` leave before the thread stops.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                while !std::path::Path::new(&file).exists() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                lock.release().await;
+                Ok(())
+            },
+        )
+        .context(
+            ChildHoldsDebugLock,
+            |cx, (name, file): (String, String), ctx: CalleeContext<ChildHoldsDebugLock>| async move {
+                cx.open_nursery(async |n| {
+                    let leaf = n
+                        .start_actor(&name, ActorOptions::new().vars(|v| v.debug_mode(true)))
+                        .await?;
+                    let (_held, ()) = leaf.open_context(HoldDebugLock, file).await?;
+                    let _stream = ctx.started(()).await?;
+                    std::future::pending::<()>().await;
+                    Ok(())
+                })
+                .await?;
                 Ok(())
             },
         )

@@ -73,13 +73,18 @@ pub const TRANSPORTS: &[&str] = &[ipc_uds::KEY, ipc_shm::KEY];
 /// serving the test functions.
 pub fn brood() -> Brood {
     Brood::builder()
-        .registry(functions::registry().merge(brood::python::service()))
+        .registry(
+            functions::registry()
+                .merge(brood::python::service())
+                .merge(brood::debug::service()),
+        )
         .backend(ProcBackend::new())
         .backend(ForkBackend::new())
         .backend(SubintBackend::new())
         .transport(UdsTransport::new())
         .transport(ShmTransport::new())
         .hook(functions::HookLog)
+        .hook(brood::debug::DebugHook::default())
         .build()
 }
 

@@ -62,6 +62,7 @@ pub(crate) struct Entry {
 mod calls;
 mod chaos;
 mod common;
+mod debug;
 mod direct;
 mod fork;
 mod fork_security;
@@ -131,6 +132,7 @@ fn main() {
         transports::TESTS,
         regions::TESTS,
         direct::TESTS,
+        debug::TESTS,
     ]
     .concat()
     .into_iter()

@@ -1,0 +1,211 @@
+//! Debug mode: the tree-wide debugger lock ([`lock`]) and the teardown that honours it
+//! ([`DebugHook`], installed by [`crate::setup`]).
+//!
+//! The root of a tree keeps the lock (a [`debug_lock::LockTable`] in its extensions) and
+//! serves it to every actor of its tree over a direct channel ([`debug_lock::Acquire`],
+//! [`debug_lock::Busy`]). While an actor holds it or waits for it, its ancestors'
+//! teardown ladders do not signal it (nor any actor above it): each ladder asks the root,
+//! before the terminate and again before the kill, whether the child's subtree holds or
+//! waits for the lock — *if the child's own vars say debug mode*, judged from the vars
+//! its parent built for it, never the parent's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actor_core::{ActorCx, CalleeContext, CallerContext, FnError, Portal, Registry};
+use debug_lock::{Acquire, Busy, LockGuard, LockTable, NOT_THE_ROOT, WaitEnd};
+use spawn_api::{ActorId, RuntimeVars, TeardownHook, async_trait};
+
+/// The functions a root serves for its tree's lock (every actor registers them; only a
+/// root answers).
+pub fn service() -> Registry {
+    Registry::new()
+        .context(
+            Acquire,
+            |cx, path: String, ctx: CalleeContext<Acquire>| async move {
+                let table = root_table(&cx)?;
+                // Dropped with this call (the caller ended it, was cancelled, or its
+                // channel closed): the lock goes to the next waiter.
+                let _held = table.acquire(&path).await;
+                let mut stream = ctx.started(()).await?;
+                while stream.recv().await?.is_some() {}
+                Ok(())
+            },
+        )
+        .call(Busy, |cx, path: String| async move {
+            Ok(root_table(&cx)?.busy_under(&path))
+        })
+}
+
+fn root_table(cx: &ActorCx) -> Result<Arc<LockTable>, FnError> {
+    if cx.parent().is_some() {
+        return Err(FnError::new(
+            NOT_THE_ROOT,
+            format!(
+                "{} is not the root of its tree: ask the root for the debugger lock",
+                cx.path()
+            ),
+        ));
+    }
+    Ok(cx.extensions().get_or_insert_with(LockTable::default))
+}
+
+/// The tree's debugger lock, held by this actor; dropping it (or [`DebugLock::release`])
+/// lets the next waiter have it.
+#[derive(Debug)]
+pub struct DebugLock {
+    held: Held,
+}
+
+#[derive(Debug)]
+enum Held {
+    /// This actor is the root: its own table.
+    Here(#[allow(dead_code)] LockGuard),
+    /// Held over a direct channel to the root.
+    AtRoot {
+        ctx: CallerContext<Acquire>,
+        root: Portal,
+    },
+}
+
+/// Why the lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum DebugLockError {
+    /// The actor's vars name no root address (it is not in a tree).
+    #[error("actor {0} knows no root to ask for the debugger lock")]
+    NoRoot(String),
+    /// The root could not be reached.
+    #[error(transparent)]
+    Connect(#[from] actor_core::ConnectError),
+    /// The root refused or the call failed.
+    #[error(transparent)]
+    Portal(#[from] actor_core::PortalError),
+    /// This actor is the root and its lock table refused (never, in practice).
+    #[error("{0}")]
+    Fn(FnError),
+}
+
+/// Take the tree's debugger lock for this actor, waiting behind earlier requests (first
+/// come, first served). The root knows the holder by its path; the lock is released
+/// when the returned value is dropped or released, when this actor's channel to the
+/// root closes (it exits, crashes or is killed), or when the call is cancelled. While
+/// it is held or waited for, no ancestor's teardown signals this actor.
+///
+/// # Cancel safety
+///
+/// Cancel safe: dropped while waiting, the request is withdrawn.
+///
+/// # Errors
+/// [`DebugLockError`]: no root address, the root unreachable or refusing.
+pub async fn lock(cx: &ActorCx) -> Result<DebugLock, DebugLockError> {
+    if cx.parent().is_none() {
+        let table = root_table(cx).map_err(DebugLockError::Fn)?;
+        return Ok(DebugLock {
+            held: Held::Here(table.acquire(cx.path()).await),
+        });
+    }
+    let root = root_addr(cx)?;
+    let portal = cx.connect(&root).await?;
+    let (ctx, ()) = portal.open_context(Acquire, cx.path().to_owned()).await?;
+    Ok(DebugLock {
+        held: Held::AtRoot { ctx, root: portal },
+    })
+}
+
+fn root_addr(cx: &ActorCx) -> Result<spawn_api::Addr, DebugLockError> {
+    cx.vars()
+        .root_addr
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| DebugLockError::NoRoot(cx.path().to_owned()))
+}
+
+impl DebugLock {
+    /// Release the lock and wait until the root handed it on.
+    pub async fn release(self) {
+        match self.held {
+            Held::Here(guard) => drop(guard),
+            Held::AtRoot { mut ctx, root } => {
+                let _ = ctx.close_send();
+                let _ = ctx.result().await;
+                root.close().await;
+            }
+        }
+    }
+}
+
+/// The teardown hook of debug mode: before a child that ignored its cancel request is
+/// signalled (terminated, and again before it is killed), wait while that child — if
+/// *its own* vars say debug mode — or any actor below it holds or waits for the tree's
+/// debugger lock. Installed by [`crate::setup`].
+#[derive(Clone, Copy, Debug)]
+pub struct DebugHook {
+    max_wait: Duration,
+}
+
+impl Default for DebugHook {
+    fn default() -> DebugHook {
+        DebugHook {
+            max_wait: debug_lock::DEFAULT_MAX_WAIT,
+        }
+    }
+}
+
+impl DebugHook {
+    /// Wait at most `bound` for a subtree to leave the debugger (default: as long as the
+    /// lock is held).
+    pub fn with_max_wait(bound: Duration) -> DebugHook {
+        DebugHook { max_wait: bound }
+    }
+
+    async fn wait(&self, child: &ActorId, child_vars: &RuntimeVars) -> WaitEnd {
+        // `child_vars` are the vars this actor built for the child's spawn spec; never
+        // `runtime_vars::current()` (this actor's own): a parent outside debug mode
+        // must still wait for a child in the debugger, and a parent in debug mode must
+        // not delay the reap of a child that is not.
+        let Some(subtree) = debug_lock::must_wait_for(child_vars) else {
+            return WaitEnd::Free;
+        };
+        let Some(me) = ActorCx::current() else {
+            return WaitEnd::Unknown;
+        };
+        tracing::debug!(%child, %subtree, "teardown asks whether the subtree is in the debugger");
+        if me.parent().is_none() {
+            let table = me.extensions().get_or_insert_with(LockTable::default);
+            return debug_lock::wait_while_busy(self.max_wait, || {
+                let busy = table.busy_under(&subtree);
+                async move { Ok::<_, std::convert::Infallible>(busy) }
+            })
+            .await;
+        }
+        let root = match root_addr(&me) {
+            Ok(a) => a,
+            Err(_) => return WaitEnd::Unknown,
+        };
+        let portal = match me.connect(&root).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot reach the root's debugger lock");
+                return WaitEnd::Unknown;
+            }
+        };
+        let end = debug_lock::wait_while_busy(self.max_wait, || {
+            let (portal, subtree) = (portal.clone(), subtree.clone());
+            async move { portal.run(Busy, subtree).await }
+        })
+        .await;
+        portal.close().await;
+        end
+    }
+}
+
+#[async_trait]
+impl TeardownHook for DebugHook {
+    async fn before_terminate(&self, child: &ActorId, vars: &RuntimeVars) {
+        self.wait(child, vars).await;
+    }
+
+    async fn before_hard_reap(&self, child: &ActorId, vars: &RuntimeVars) {
+        self.wait(child, vars).await;
+    }
+}
