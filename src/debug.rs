@@ -13,7 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actor_core::{ActorCx, CalleeContext, CallerContext, FnError, Portal, Registry};
+use debug_lock::repl::{self, Paused};
 use debug_lock::{Acquire, Busy, LockGuard, LockTable, NOT_THE_ROOT, WaitEnd};
+
+pub use debug_lock::repl::Resume;
 use spawn_api::{ActorId, RuntimeVars, TeardownHook, async_trait};
 
 /// The functions a root serves for its tree's lock (every actor registers them; only a
@@ -130,6 +133,94 @@ impl DebugLock {
                 let _ = ctx.result().await;
                 root.close().await;
             }
+        }
+    }
+}
+
+/// Set in an actor's extensions once it logged that `pause()` does nothing there.
+struct PauseIgnoredLogged;
+
+/// Stop this actor for a person at the terminal, if it runs in debug mode: take the
+/// tree's debugger lock (waiting behind other actors that stopped first), print a
+/// banner (actor path, pid, caller, backtrace) and serve a prompt on the controlling
+/// terminal — `c` continue, `bt` backtrace, `vars` the actor's runtime vars, `gdb` how
+/// to attach a native debugger to this process, `q` cancel this actor. Like a
+/// breakpoint, the prompt holds the actor's thread: nothing else of the actor runs
+/// meanwhile, its parent's teardown waits (see [`DebugHook`]), and the terminal's
+/// Ctrl-C reaches the prompt instead of the tree.
+///
+/// Outside debug mode it does nothing (and logs that once per actor); without a
+/// controlling terminal it logs why and continues.
+///
+/// ```no_run
+/// # async fn handler(cx: brood::ActorCx) -> Result<(), brood::FnError> {
+/// if brood::debug::pause(&cx).await? == brood::debug::Resume::Quit {
+///     return Err(brood::FnError::new("Cancelled", "quit from the debugger"));
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`DebugLockError`] if the lock cannot be taken (the root is unreachable).
+pub async fn pause(cx: &ActorCx) -> Result<Resume, DebugLockError> {
+    stop_here(cx, "pause()").await
+}
+
+/// [`pause`], with the reason shown in the banner (an error about to be reported, say).
+///
+/// # Errors
+/// As [`pause`].
+pub async fn stop_here(cx: &ActorCx, reason: &str) -> Result<Resume, DebugLockError> {
+    if !cx.vars().debug_mode {
+        if cx.extensions().get::<PauseIgnoredLogged>().is_none() {
+            cx.extensions().insert(PauseIgnoredLogged);
+            tracing::info!(actor = %cx.path(), "pause() does nothing: this actor is not in debug mode");
+        }
+        return Ok(Resume::Continue);
+    }
+    let tty = match os_wrappers::tty::open_controlling() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(actor = %cx.path(), error = %e, "no terminal to debug on: continuing");
+            return Ok(Resume::Continue);
+        }
+    };
+    let held = lock(cx).await?;
+    let paused = Paused {
+        path: cx.path().to_owned(),
+        pid: std::process::id(),
+        caller: cx.caller().map(ToString::to_string),
+        reason: reason.to_owned(),
+        backtrace: std::backtrace::Backtrace::force_capture().to_string(),
+        vars: format!("{:#?}", cx.vars()),
+    };
+    let prompt = || {
+        // A process actor runs in a process group of its own: take the terminal's
+        // foreground to read it (a background reader is stopped by SIGTTIN).
+        let _foreground = os_wrappers::tty::take_foreground(&tty)
+            .map_err(|e| tracing::debug!(error = %e, "cannot take the terminal's foreground"))
+            .ok();
+        // Ctrl-C at the terminal now reaches the prompt as a byte, not the tree as a
+        // signal; the settings come back when this is dropped.
+        let _signals = os_wrappers::tty::hold_signals(&tty)
+            .map_err(|e| tracing::debug!(error = %e, "cannot hold the terminal's signals"))
+            .ok();
+        repl::serve(std::io::BufReader::new(&tty), &tty, &paused)
+    };
+    let resume = match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(prompt),
+        _ => prompt(),
+    };
+    held.release().await;
+    match resume {
+        Ok(Resume::Quit) => {
+            cx.cancel_actor();
+            Ok(Resume::Quit)
+        }
+        Ok(r) => Ok(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "the debugger prompt failed: continuing");
+            Ok(Resume::Continue)
         }
     }
 }

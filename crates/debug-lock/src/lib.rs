@@ -33,6 +33,7 @@
 //! # });
 //! ```
 
+pub mod repl;
 mod table;
 
 pub use table::{LockGuard, LockTable};

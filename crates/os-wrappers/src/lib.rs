@@ -15,7 +15,9 @@
 //! - [`socket_file`]: a Unix listener at a path, its socket file removed with it;
 //! - [`fdpass`]: passing descriptors over a Unix socket (`SCM_RIGHTS`);
 //! - [`memfd`], [`mmap`], [`eventfd`]: anonymous sealed memory files, shared mappings of
-//!   them, and event counters used as doorbells (the shared-memory transport's pieces).
+//!   them, and event counters used as doorbells (the shared-memory transport's pieces);
+//! - [`tty`]: the controlling terminal, and holding its signal keys while a debugger
+//!   prompt reads it.
 //!
 //! ## Who should depend on this crate
 //!
@@ -34,5 +36,6 @@ pub mod pidfd;
 pub mod runtime_dir;
 pub mod sigterm;
 pub mod socket_file;
+pub mod tty;
 
 pub use pidfd::Pidfd;

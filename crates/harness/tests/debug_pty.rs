@@ -1,0 +1,205 @@
+//! Debug mode at a terminal: each test starts this program again as a small tree in
+//! debug mode under a pseudo-terminal (`expectrl`) and types at `pause()`'s prompt as a
+//! person would. Runs on the backend named by `BROOD_BACKEND` (its actors are this
+//! program too); needs no standard input.
+//!
+//! - two actors pause at once and are served one after the other (`bt`, `vars`, `c`);
+//! - Ctrl-C at the prompt reaches the prompt, not the tree;
+//! - `q` cancels the paused actor;
+//! - the holder is SIGKILLed and the next waiter gets the prompt.
+
+use std::process::Command;
+use std::time::Duration;
+
+use brood::{ActorCx, ActorOptions, FnError, Registry};
+use expectrl::{Eof, Regex, Session};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// Set (to the demo's name) in the program started under the terminal.
+const DEMO_ENV: &str = "BROOD_PTY_DEMO";
+
+brood::call!(
+    /// Pauses (debug mode), then returns `n * 2`.
+    Work = "pty.work": u32 => u32
+);
+
+fn registry() -> Registry {
+    Registry::new().call(Work, |cx: ActorCx, n: u32| async move {
+        let resume = brood::debug::pause(&cx)
+            .await
+            .map_err(|e| FnError::new("DebugLockError", e.to_string()))?;
+        if resume == brood::debug::Resume::Quit {
+            return Err(FnError::new("Cancelled", "quit at the debugger prompt"));
+        }
+        Ok(n * 2)
+    })
+}
+
+/// The tree the tests drive: `two` (a and b pause at once), `quit` (a pauses once).
+fn demo(actors: &brood::Brood, which: &str) -> i32 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let r = rt.block_on(
+        actors
+            .root()
+            .name("root")
+            .vars(|v| v.debug_mode(true))
+            .run(async |n| {
+                let a = n.start_actor("a", ActorOptions::new()).await?;
+                if which == "quit" {
+                    let r = a.run(Work, 1).await;
+                    println!("DEMO-QUIT {}", r.is_err());
+                    return Ok(());
+                }
+                let b = n.start_actor("b", ActorOptions::new()).await?;
+                let (x, y) = tokio::join!(a.run(Work, 1), b.run(Work, 2));
+                println!("DEMO-DONE {:?} {:?}", x.ok(), y.ok());
+                Ok(())
+            }),
+    );
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            println!("DEMO-ERROR {e}");
+            1
+        }
+    }
+}
+
+fn start(which: &str) -> Result<Session, Failed> {
+    let mut cmd = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
+    cmd.env(DEMO_ENV, which);
+    let mut s = Session::spawn(cmd).map_err(|e| format!("spawn under a pty: {e}"))?;
+    s.set_expect_timeout(Some(Duration::from_secs(30)));
+    Ok(s)
+}
+
+fn fail(what: &str, e: impl std::fmt::Display) -> Failed {
+    format!("{what}: {e}").into()
+}
+
+/// The path and pid of the actor whose banner comes next.
+fn banner(s: &mut Session) -> Result<(String, u32), Failed> {
+    let c = s
+        .expect(Regex(r"debugger ── (root/[a-z]+) \(pid ([0-9]+)\) stopped"))
+        .map_err(|e| fail("a banner", e))?;
+    let path = String::from_utf8_lossy(c.get(1).unwrap_or_default()).into_owned();
+    let pid = String::from_utf8_lossy(c.get(2).unwrap_or_default())
+        .parse()
+        .map_err(|e| fail("a pid", e))?;
+    Ok((path, pid))
+}
+
+fn prompt(s: &mut Session, path: &str) -> Result<(), Failed> {
+    s.expect(format!("(brood {path}) "))
+        .map_err(|e| fail("the prompt", e))?;
+    Ok(())
+}
+
+fn two_actors_are_served_one_after_the_other() -> Result<(), Failed> {
+    let mut s = start("two")?;
+    let (first, _) = banner(&mut s)?;
+    prompt(&mut s, &first)?;
+    s.send_line("vars").map_err(|e| fail("send", e))?;
+    s.expect("debug_mode: true").map_err(|e| fail("vars", e))?;
+    prompt(&mut s, &first)?;
+    s.send_line("bt").map_err(|e| fail("send", e))?;
+    s.expect("stop_here").map_err(|e| fail("a backtrace", e))?;
+    prompt(&mut s, &first)?;
+    s.send_line("c").map_err(|e| fail("send", e))?;
+    let (second, _) = banner(&mut s)?;
+    assert_ne!(first, second, "the other actor, after the first continued");
+    prompt(&mut s, &second)?;
+    s.send_line("c").map_err(|e| fail("send", e))?;
+    s.expect("DEMO-DONE Some(2) Some(4)")
+        .map_err(|e| fail("both calls returned", e))?;
+    s.expect(Eof).map_err(|e| fail("the end", e))?;
+    Ok(())
+}
+
+fn ctrl_c_reaches_the_prompt_not_the_tree() -> Result<(), Failed> {
+    let mut s = start("quit")?;
+    let (path, _) = banner(&mut s)?;
+    prompt(&mut s, &path)?;
+    s.send(expectrl::ControlCode::EndOfText)
+        .map_err(|e| fail("send ^C", e))?;
+    s.send_line("").map_err(|e| fail("send", e))?;
+    s.expect("signals are held")
+        .map_err(|e| fail("the prompt saw ^C", e))?;
+    prompt(&mut s, &path)?;
+    s.send_line("c").map_err(|e| fail("send", e))?;
+    s.expect("DEMO-QUIT false")
+        .map_err(|e| fail("the tree lived and the call returned", e))?;
+    Ok(())
+}
+
+fn q_cancels_the_paused_actor() -> Result<(), Failed> {
+    let mut s = start("quit")?;
+    let (path, _) = banner(&mut s)?;
+    prompt(&mut s, &path)?;
+    s.send_line("q").map_err(|e| fail("send", e))?;
+    s.expect(format!("cancelling {path}"))
+        .map_err(|e| fail("q", e))?;
+    s.expect("DEMO-QUIT true")
+        .map_err(|e| fail("the call failed", e))?;
+    Ok(())
+}
+
+fn a_killed_holder_hands_the_lock_to_the_next_waiter() -> Result<(), Failed> {
+    let mut s = start("two")?;
+    let (first, pid) = banner(&mut s)?;
+    prompt(&mut s, &first)?;
+    if pid == std::process::id() || brood_backend() == "subint" {
+        // An in-process actor shares the demo's pid: killing it kills the tree. The
+        // channel-close release is covered by the process backends.
+        s.send_line("c").map_err(|e| fail("send", e))?;
+        let (second, _) = banner(&mut s)?;
+        prompt(&mut s, &second)?;
+        s.send_line("c").map_err(|e| fail("send", e))?;
+        return Ok(());
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .map_err(|e| fail("kill the holder", e))?;
+    s.set_expect_timeout(Some(Duration::from_secs(5)));
+    let (second, _) = banner(&mut s)?;
+    assert_ne!(first, second);
+    prompt(&mut s, &second)?;
+    s.send_line("c").map_err(|e| fail("send", e))?;
+    s.expect("DEMO-").map_err(|e| fail("the demo ended", e))?;
+    Ok(())
+}
+
+fn brood_backend() -> String {
+    std::env::var(brood::BACKEND_ENV).unwrap_or_default()
+}
+
+fn main() {
+    let actors = brood::builder(registry()).build();
+    // A spawned child runs its actor here and never returns.
+    actors.enter();
+    if let Ok(which) = std::env::var(DEMO_ENV) {
+        std::process::exit(demo(&actors, &which));
+    }
+    let args = Arguments::from_args();
+    let tests = vec![
+        Trial::test(
+            "two_actors_are_served_one_after_the_other",
+            two_actors_are_served_one_after_the_other,
+        ),
+        Trial::test(
+            "ctrl_c_reaches_the_prompt_not_the_tree",
+            ctrl_c_reaches_the_prompt_not_the_tree,
+        ),
+        Trial::test("q_cancels_the_paused_actor", q_cancels_the_paused_actor),
+        Trial::test(
+            "a_killed_holder_hands_the_lock_to_the_next_waiter",
+            a_killed_holder_hands_the_lock_to_the_next_waiter,
+        ),
+    ];
+    libtest_mimic::run(&args, tests).exit();
+}
