@@ -94,7 +94,12 @@ pub fn builder(registry: Registry) -> BroodBuilder {
     #[allow(unused_mut)]
     let mut b = Brood::builder()
         .registry(registry)
-        .hook(debug::DebugHook::default());
+        .hook(debug::DebugHook::default())
+        .post_mortem(|cx, why| async move {
+            if let Err(e) = debug::stop_here(&cx, &why).await {
+                tracing::warn!(error = %e, "cannot stop in the debugger");
+            }
+        });
     #[cfg(feature = "proc")]
     {
         b = b.backend(ProcBackend::new());

@@ -119,6 +119,9 @@ pub(crate) trait Program: Send + Sync + 'static {
     fn transport(&self, key: &str) -> Result<Arc<dyn Transport>, SpawnError>;
     /// The teardown hooks, in order.
     fn hooks(&self) -> Vec<Arc<dyn TeardownHook>>;
+    /// What stops a failed handler of an actor in debug mode before its error is
+    /// reported ([`BroodBuilder::post_mortem`](crate::BroodBuilder::post_mortem)).
+    fn post_mortem(&self) -> Option<crate::brood::PostMortem>;
     /// How a backend runs a child actor of this program in this process.
     fn entry(&self) -> ActorEntry;
 }
@@ -287,6 +290,26 @@ impl ConnOwner for ActorInner {
                 r = CatchUnwind::new(work) => r,
                 _ = me.cancel.cancelled() => Ok(Err(FnError::new(kinds::CANCELLED, format!("actor {} is shutting down", me.path)))),
             };
+            // In debug mode a failure stops for a person first (post-mortem), before the
+            // caller learns of it; a cancellation is not a failure, and an actor being
+            // cancelled (a person typed `q`, say) does not stop again.
+            if me.vars.debug_mode
+                && !me.cancel.is_cancelled()
+                && let Some(stop) = me.program.post_mortem()
+            {
+                let why = match &outcome {
+                    Ok(Err(e)) if e.kind() != kinds::CANCELLED => Some(format!("error {e}")),
+                    Err(panic) => Some(format!("panic {}", panic.message)),
+                    _ => None,
+                };
+                if let Some(why) = why {
+                    let cx = ActorCx {
+                        inner: me.clone(),
+                        caller: Some(conn2.peer().clone()),
+                    };
+                    stop(cx, why).await;
+                }
+            }
             let frames = match outcome {
                 Ok(Ok(Done::Reply(b))) => vec![Frame::with_parts(Msg::Return { cid }, b)],
                 Ok(Ok(Done::Stop)) => vec![Frame::control(Msg::Stop { cid })],

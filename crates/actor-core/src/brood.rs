@@ -147,6 +147,10 @@ impl Brood {
     }
 }
 
+/// What [`BroodBuilder::post_mortem`] runs.
+pub(crate) type PostMortem =
+    Arc<dyn Fn(crate::ActorCx, String) -> crate::actor::BoxFuture<()> + Send + Sync>;
+
 /// Builds a [`Brood`].
 #[derive(Clone, Default)]
 pub struct BroodBuilder {
@@ -154,6 +158,7 @@ pub struct BroodBuilder {
     backends: Vec<Arc<dyn SpawnBackend>>,
     transports: Vec<Arc<dyn Transport>>,
     hooks: Vec<Arc<dyn TeardownHook>>,
+    post_mortem: Option<PostMortem>,
     default_backend: Option<String>,
     default_transport: Option<String>,
 }
@@ -202,6 +207,27 @@ impl BroodBuilder {
         self
     }
 
+    /// Run `stop` when a handler of an actor in debug mode fails or panics, before its
+    /// error is reported (the call's caller sees the error only once it returns): the
+    /// place for a post-mortem debugger. Cancellations are not failures and do not stop.
+    ///
+    /// ```
+    /// let brood = actor_core::Brood::builder()
+    ///     .post_mortem(|cx, why| async move {
+    ///         eprintln!("{} failed: {why}", cx.path());
+    ///     })
+    ///     .build();
+    /// # let _ = brood;
+    /// ```
+    pub fn post_mortem<F, Fut>(mut self, stop: F) -> Self
+    where
+        F: Fn(crate::ActorCx, String) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.post_mortem = Some(Arc::new(move |cx, why| Box::pin(stop(cx, why))));
+        self
+    }
+
     /// Make `key` the default backend of roots.
     pub fn default_backend(mut self, key: impl Into<String>) -> Self {
         self.default_backend = Some(key.into());
@@ -237,6 +263,10 @@ impl Program for Brood {
 
     fn hooks(&self) -> Vec<Arc<dyn TeardownHook>> {
         self.inner.hooks.clone()
+    }
+
+    fn post_mortem(&self) -> Option<PostMortem> {
+        self.inner.post_mortem.clone()
     }
 
     fn entry(&self) -> ActorEntry {

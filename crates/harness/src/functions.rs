@@ -272,8 +272,13 @@ brood::context!(
 brood::context!(
     /// Starts a child of the given name in debug mode (whatever this actor's mode) and
     /// has it hold the debugger lock ([`HoldDebugLock`] with the file); sends `started`
-    /// once it holds it, then waits for ever.
-    pub ChildHoldsDebugLock = "t.child_holds_debug_lock": (String, String) => started (), in (), out (), return ()
+    /// (the child's [`Who`]) once it holds it, then waits for ever.
+    pub ChildHoldsDebugLock = "t.child_holds_debug_lock": (String, String) => started Who, in (), out (), return ()
+);
+brood::call!(
+    /// Takes the tree's debugger lock and lets it go at once; returns how long it
+    /// waited, in milliseconds.
+    pub TakeDebugLock = "t.take_debug_lock": () => u64
 );
 
 brood::call!(
@@ -407,8 +412,9 @@ pub fn registry() -> Registry {
                     let leaf = n
                         .start_actor(&name, ActorOptions::new().vars(|v| v.debug_mode(true)))
                         .await?;
+                    let who = leaf.run(WhoAmI, ()).await?;
                     let (_held, ()) = leaf.open_context(HoldDebugLock, file).await?;
-                    let _stream = ctx.started(()).await?;
+                    let _stream = ctx.started(who).await?;
                     std::future::pending::<()>().await;
                     Ok(())
                 })
@@ -416,6 +422,15 @@ pub fn registry() -> Registry {
                 Ok(())
             },
         )
+        .call(TakeDebugLock, |cx, ()| async move {
+            let t = std::time::Instant::now();
+            let held = brood::debug::lock(&cx)
+                .await
+                .map_err(|e| FnError::new("DebugLockError", e.to_string()))?;
+            let waited = t.elapsed().as_millis() as u64;
+            held.release().await;
+            Ok(waited)
+        })
         .call(CallerName, |cx, ()| async move {
             Ok(cx.caller().map(|c| c.name().to_owned()).unwrap_or_default())
         })

@@ -21,6 +21,8 @@ crate::tests!(
     a_child_in_the_debugger_is_not_signalled_until_it_releases,
     a_child_not_in_debug_mode_is_reaped_on_time_while_a_sibling_debugs,
     a_middle_actor_waits_while_its_grandchild_is_in_the_debugger,
+    a_sigkilled_holder_hands_the_lock_to_the_next_waiter_proc on "proc",
+    a_sigkilled_holder_hands_the_lock_to_the_next_waiter_fork on "fork",
 );
 
 /// Short bounds, so "on time" and "held past them" are far apart.
@@ -159,7 +161,7 @@ fn a_middle_actor_waits_while_its_grandchild_is_in_the_debugger() -> Result<(), 
     let hold = scaled(Duration::from_secs(2));
     let (took, reports) = within_deadline(harness::root().teardown(quick()).run(async |n| {
         let middle = n.start_actor("middle", ActorOptions::new()).await?;
-        let (_held, ()) = middle
+        let (_held, _leaf) = middle
             .open_context(ChildHoldsDebugLock, ("leaf".to_owned(), release.path()))
             .await?;
         settle().await;
@@ -176,4 +178,54 @@ fn a_middle_actor_waits_while_its_grandchild_is_in_the_debugger() -> Result<(), 
     let r = report(&reports, "root/middle");
     assert_ne!(r.step, Step::Killed, "never killed: {r:?}");
     Ok(())
+}
+
+/// The holder (a grandchild, so that its death fails its parent's call, not the root's
+/// nursery) is SIGKILLed while another actor waits for the lock: the root sees the
+/// holder's channel close and hands the lock on within 1 s. Process backends only: an
+/// in-process holder blocked in its thread cannot be killed alone.
+fn a_sigkilled_holder_hands_the_lock_to_the_next_waiter(backend: &str) -> Result<(), Failed> {
+    let release = Release::new();
+    within_deadline(harness::root().teardown(quick()).run(async |n| {
+        let opts = || ActorOptions::new().backend(backend);
+        let middle = n.start_actor("middle", opts()).await?;
+        let waiter = n.start_actor("waiter", opts()).await?;
+        let (held, leaf) = middle
+            .open_context(ChildHoldsDebugLock, ("leaf".to_owned(), release.path()))
+            .await?;
+        settle().await;
+        let waited = waiter.run(TakeDebugLock, ());
+        tokio::pin!(waited);
+        // The waiter is queued behind the holder.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), &mut waited)
+                .await
+                .is_err(),
+            "the waiter got the lock while the holder held it"
+        );
+        let killed_at = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(leaf.pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .map_err(|e| brood::FnError::new("Errno", e.to_string()))?;
+        let _ = waited.await?;
+        let handed = killed_at.elapsed();
+        assert!(
+            handed < scaled(Duration::from_secs(1)),
+            "the lock reached the next waiter {handed:?} after its holder was killed"
+        );
+        // The middle actor's call fails (its child was killed); the root goes on.
+        assert!(held.result().await.is_err());
+        Ok(())
+    }))?;
+    Ok(())
+}
+
+fn a_sigkilled_holder_hands_the_lock_to_the_next_waiter_proc() -> Result<(), Failed> {
+    a_sigkilled_holder_hands_the_lock_to_the_next_waiter("proc")
+}
+
+fn a_sigkilled_holder_hands_the_lock_to_the_next_waiter_fork() -> Result<(), Failed> {
+    a_sigkilled_holder_hands_the_lock_to_the_next_waiter("fork")
 }
