@@ -105,6 +105,10 @@ impl Handler {
     }
 }
 
+/// What [`BroodBuilder::post_mortem`](crate::BroodBuilder::post_mortem) runs: given the
+/// failed actor and why it failed.
+pub(crate) type PostMortem = Arc<dyn Fn(ActorCx, String) -> BoxFuture<()> + Send + Sync>;
+
 /// The program an actor belongs to, as the actor uses it: the functions it serves, the
 /// backends and transports its children use, the hooks its teardown calls, and the
 /// entry that runs a child actor in this process. [`Brood`](crate::Brood) is the one
@@ -121,7 +125,7 @@ pub(crate) trait Program: Send + Sync + 'static {
     fn hooks(&self) -> Vec<Arc<dyn TeardownHook>>;
     /// What stops a failed handler of an actor in debug mode before its error is
     /// reported ([`BroodBuilder::post_mortem`](crate::BroodBuilder::post_mortem)).
-    fn post_mortem(&self) -> Option<crate::brood::PostMortem>;
+    fn post_mortem(&self) -> Option<PostMortem>;
     /// How a backend runs a child actor of this program in this process.
     fn entry(&self) -> ActorEntry;
 }

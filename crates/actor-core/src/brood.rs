@@ -147,10 +147,6 @@ impl Brood {
     }
 }
 
-/// What [`BroodBuilder::post_mortem`] runs.
-pub(crate) type PostMortem =
-    Arc<dyn Fn(crate::ActorCx, String) -> crate::actor::BoxFuture<()> + Send + Sync>;
-
 /// Builds a [`Brood`].
 #[derive(Clone, Default)]
 pub struct BroodBuilder {
@@ -158,7 +154,7 @@ pub struct BroodBuilder {
     backends: Vec<Arc<dyn SpawnBackend>>,
     transports: Vec<Arc<dyn Transport>>,
     hooks: Vec<Arc<dyn TeardownHook>>,
-    post_mortem: Option<PostMortem>,
+    post_mortem: Option<crate::actor::PostMortem>,
     default_backend: Option<String>,
     default_transport: Option<String>,
 }
@@ -265,7 +261,7 @@ impl Program for Brood {
         self.inner.hooks.clone()
     }
 
-    fn post_mortem(&self) -> Option<PostMortem> {
+    fn post_mortem(&self) -> Option<crate::actor::PostMortem> {
         self.inner.post_mortem.clone()
     }
 
