@@ -6,7 +6,8 @@
 //! - two actors pause at once and are served one after the other (`bt`, `vars`, `c`);
 //! - Ctrl-C at the prompt reaches the prompt, not the tree;
 //! - `q` cancels the paused actor;
-//! - a handler that fails or panics stops at the prompt (post-mortem) first.
+//! - a handler that fails or panics stops at the prompt (post-mortem) first;
+//! - Python's `breakpoint()` (the `python` service) gives a `(Pdb)` prompt under the lock.
 //!
 //! (A holder killed while it holds the lock is the suite's `debug` module's test: in a
 //! nursery its death would cancel its siblings, the waiter among them.)
@@ -69,6 +70,13 @@ fn demo(actors: &brood::Brood, which: &str) -> i32 {
                 if let Some(error) = which.strip_prefix("crash-") {
                     let r = a.run(Boom, error == "error").await;
                     println!("DEMO-CRASH {}", r.is_err());
+                    return Ok(());
+                }
+                if which == "py" {
+                    use brood::python::{Eval, Exec};
+                    a.run(Exec, "x = 41\nbreakpoint()\ny = x + 1".into())
+                        .await?;
+                    println!("DEMO-PY {:?}", a.run(Eval, "y".into()).await?);
                     return Ok(());
                 }
                 if which == "quit" {
@@ -186,6 +194,19 @@ fn a_failing_handler_stops_post_mortem_before_its_error_is_reported() -> Result<
     Ok(())
 }
 
+fn python_breakpoint_runs_pdb_under_the_lock() -> Result<(), Failed> {
+    let mut s = start("py")?;
+    s.expect("(Pdb) ").map_err(|e| fail("a pdb prompt", e))?;
+    s.send_line("p x").map_err(|e| fail("send", e))?;
+    s.expect("41").map_err(|e| fail("p x", e))?;
+    s.expect("(Pdb) ")
+        .map_err(|e| fail("the prompt again", e))?;
+    s.send_line("c").map_err(|e| fail("send", e))?;
+    s.expect("DEMO-PY Int(42)")
+        .map_err(|e| fail("the code went on after c", e))?;
+    Ok(())
+}
+
 fn main() {
     let actors = brood::builder(registry()).build();
     // A spawned child runs its actor here and never returns.
@@ -204,6 +225,10 @@ fn main() {
             ctrl_c_reaches_the_prompt_not_the_tree,
         ),
         Trial::test("q_cancels_the_paused_actor", q_cancels_the_paused_actor),
+        Trial::test(
+            "python_breakpoint_runs_pdb_under_the_lock",
+            python_breakpoint_runs_pdb_under_the_lock,
+        ),
         Trial::test(
             "a_failing_handler_stops_post_mortem_before_its_error_is_reported",
             a_failing_handler_stops_post_mortem_before_its_error_is_reported,

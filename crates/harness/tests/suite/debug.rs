@@ -21,6 +21,7 @@ crate::tests!(
     a_child_in_the_debugger_is_not_signalled_until_it_releases,
     a_child_not_in_debug_mode_is_reaped_on_time_while_a_sibling_debugs,
     a_middle_actor_waits_while_its_grandchild_is_in_the_debugger,
+    python_in_a_debug_mode_actor_leaves_nothing_behind,
     a_sigkilled_holder_hands_the_lock_to_the_next_waiter_proc on "proc",
     a_sigkilled_holder_hands_the_lock_to_the_next_waiter_fork on "fork",
 );
@@ -228,4 +229,30 @@ fn a_sigkilled_holder_hands_the_lock_to_the_next_waiter_proc() -> Result<(), Fai
 
 fn a_sigkilled_holder_hands_the_lock_to_the_next_waiter_fork() -> Result<(), Failed> {
     a_sigkilled_holder_hands_the_lock_to_the_next_waiter("fork")
+}
+
+/// Python in an actor in debug mode gets `breakpoint()` wired to the lock (a pipe pair,
+/// a thread, a task); the actor's end takes all of it along (the leak checks after the
+/// test: threads, descriptors). The prompt itself is tested at a terminal
+/// (`tests/debug_pty.rs`).
+fn python_in_a_debug_mode_actor_leaves_nothing_behind() -> Result<(), Failed> {
+    with_root(async |n| {
+        let c = n
+            .start_actor("py", ActorOptions::new().vars(|v| v.debug_mode(true)))
+            .await?;
+        c.run(
+            brood::python::Exec,
+            "import sys\nhook = sys.breakpointhook".into(),
+        )
+        .await?;
+        let name = c
+            .run(
+                brood::python::Eval,
+                "getattr(sys.breakpointhook, '__name__', '')".into(),
+            )
+            .await?;
+        assert_eq!(name.as_str(), Some("hook"), "breakpoint() is brood's");
+        Ok(())
+    })?;
+    Ok(())
 }
