@@ -125,6 +125,14 @@ async fn connect(
     let spec = receive_spec(&mut *source, boot)
         .await
         .map_err(|e| format!("handshake with the parent failed: {e}"))?;
+    if let Some(group) = spec
+        .vars
+        .services
+        .get(crate::logging::TERMINAL_GROUP_SERVICE)
+        .and_then(|g| g.parse().ok())
+    {
+        crate::logging::set_tree_group(group);
+    }
     let parent_path = spec.vars.tree_path[..spec.vars.tree_path.len().saturating_sub(1)].join("/");
     let max_frame = transport.max_frame();
     let inner = ActorInner::new(ActorSetup {

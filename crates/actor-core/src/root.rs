@@ -242,6 +242,15 @@ impl RootBuilder {
         vars.registry_addrs = vec![addr.to_string()];
         vars.enabled_transports = vec![transport.key().to_owned()];
         vars.log_level = crate::logging::default_level();
+        // The terminal's foreground group is the tree's: while another group has it (a
+        // debugger prompt), the tree's log lines are held back.
+        if let Some(group) = crate::logging::terminal_group() {
+            vars.services.insert(
+                crate::logging::TERMINAL_GROUP_SERVICE.to_owned(),
+                group.to_string(),
+            );
+            crate::logging::set_tree_group(group);
+        }
         self.vars.apply(&mut vars);
 
         crate::unwind::install_location_hook();

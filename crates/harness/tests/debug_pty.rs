@@ -7,7 +7,8 @@
 //! - Ctrl-C at the prompt reaches the prompt, not the tree;
 //! - `q` cancels the paused actor;
 //! - a handler that fails or panics stops at the prompt (post-mortem) first;
-//! - Python's `breakpoint()` (the `python` service) gives a `(Pdb)` prompt under the lock.
+//! - Python's `breakpoint()` (the `python` service) gives a `(Pdb)` prompt under the lock;
+//! - another actor's log lines wait until the session ends.
 //!
 //! (A holder killed while it holds the lock is the suite's `debug` module's test: in a
 //! nursery its death would cancel its siblings, the waiter among them.)
@@ -28,12 +29,23 @@ brood::call!(
 );
 
 brood::call!(
+    /// Logs `tick <i>` at warn level every 50 ms, `n` times.
+    Tick = "pty.tick": u32 => ()
+);
+brood::call!(
     /// Fails with an error (`true`) or panics (`false`).
     Boom = "pty.boom": bool => ()
 );
 
 fn registry() -> Registry {
     Registry::new()
+        .call(Tick, |_cx, n: u32| async move {
+            for i in 0..n {
+                tracing::warn!("tick {i}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(())
+        })
         .call(Boom, |_cx, error: bool| async move {
             if error {
                 return Err(FnError::new("ValueError", "boom"));
@@ -77,6 +89,12 @@ fn demo(actors: &brood::Brood, which: &str) -> i32 {
                     a.run(Exec, "x = 41\nbreakpoint()\ny = x + 1".into())
                         .await?;
                     println!("DEMO-PY {:?}", a.run(Eval, "y".into()).await?);
+                    return Ok(());
+                }
+                if which == "noisy" {
+                    let b = n.start_actor("b", ActorOptions::new()).await?;
+                    let (x, t) = tokio::join!(a.run(Work, 1), b.run(Tick, 60));
+                    println!("DEMO-NOISY {:?} {}", x.ok(), t.is_ok());
                     return Ok(());
                 }
                 if which == "quit" {
@@ -207,11 +225,38 @@ fn python_breakpoint_runs_pdb_under_the_lock() -> Result<(), Failed> {
     Ok(())
 }
 
+/// While a process actor holds the terminal, another process actor's log lines are
+/// held back, then printed once the prompt gives the terminal back. (Actors in the
+/// holder's own process share its terminal group: their lines are not held; the
+/// `subint` cell checks only that the session works.)
+fn other_actors_output_waits_for_the_session() -> Result<(), Failed> {
+    let mut s = start("noisy")?;
+    let (path, _) = banner(&mut s)?;
+    prompt(&mut s, &path)?;
+    let in_process = std::env::var(brood::BACKEND_ENV).is_ok_and(|b| b == "subint");
+    if !in_process {
+        s.set_expect_timeout(Some(Duration::from_millis(1200)));
+        if s.expect("tick").is_ok() {
+            return Err("another actor's line appeared inside the session".into());
+        }
+        s.set_expect_timeout(Some(Duration::from_secs(30)));
+    }
+    s.send_line("c").map_err(|e| fail("send", e))?;
+    if !in_process {
+        s.expect("tick")
+            .map_err(|e| fail("the held lines after the session", e))?;
+    }
+    s.expect("DEMO-NOISY Some(2) true")
+        .map_err(|e| fail("both calls returned", e))?;
+    Ok(())
+}
+
 fn main() {
     let actors = brood::builder(registry()).build();
     // A spawned child runs its actor here and never returns.
     actors.enter();
     if let Ok(which) = std::env::var(DEMO_ENV) {
+        brood::runtime::logging::init_process_logging("warn");
         std::process::exit(demo(&actors, &which));
     }
     let args = Arguments::from_args();
@@ -225,6 +270,10 @@ fn main() {
             ctrl_c_reaches_the_prompt_not_the_tree,
         ),
         Trial::test("q_cancels_the_paused_actor", q_cancels_the_paused_actor),
+        Trial::test(
+            "other_actors_output_waits_for_the_session",
+            other_actors_output_waits_for_the_session,
+        ),
         Trial::test(
             "python_breakpoint_runs_pdb_under_the_lock",
             python_breakpoint_runs_pdb_under_the_lock,

@@ -60,6 +60,16 @@ impl Drop for SignalsHeld {
     }
 }
 
+/// The foreground process group of the terminal behind `fd`, if `fd` is one.
+pub fn foreground_group(fd: &impl AsFd) -> Option<i32> {
+    unistd::tcgetpgrp(fd).ok().map(Pid::as_raw)
+}
+
+/// This process's group.
+pub fn own_group() -> i32 {
+    unistd::getpgrp().as_raw()
+}
+
 /// While alive, this process's group is the terminal's foreground group, so it may read
 /// the terminal (a background group that reads it is stopped by `SIGTTIN`); dropping it
 /// gives the foreground back to the group that had it.
@@ -113,5 +123,7 @@ mod tests {
         let f = File::open("/proc/self/status").unwrap();
         assert!(hold_signals(&f).is_err());
         assert!(take_foreground(&f).is_err());
+        assert_eq!(foreground_group(&f), None);
+        assert!(own_group() > 0);
     }
 }
