@@ -186,6 +186,8 @@ pub async fn stop_here(cx: &ActorCx, reason: &str) -> Result<Resume, DebugLockEr
         }
     };
     let held = lock(cx).await?;
+    // No cancel request cuts the session short (the parent's teardown waits for it).
+    let shield = cx.shield_from_cancel();
     let paused = Paused {
         path: cx.path().to_owned(),
         pid: std::process::id(),
@@ -212,6 +214,7 @@ pub async fn stop_here(cx: &ActorCx, reason: &str) -> Result<Resume, DebugLockEr
         _ => prompt(),
     };
     held.release().await;
+    drop(shield);
     match resume {
         Ok(Resume::Quit) => {
             cx.cancel_actor();

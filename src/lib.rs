@@ -50,9 +50,9 @@
 
 pub use actor_core::{
     ActorCx, ActorId, ActorOptions, Addr, BACKEND_ENV, Blob, Brood, BroodBuilder, CallFn,
-    CalleeContext, CalleeStream, CallerContext, ChannelLimits, ChildError, ChildExit, ChildReport,
-    ChildStdio, ConnectError, ContextFn, FnError, ForeignError, Nursery, NurseryError, Portal,
-    PortalError, Reaped, Registry, RemoteError, ReplyStream, Root, RootBuilder, RootError,
+    CalleeContext, CalleeStream, CallerContext, CancelShield, ChannelLimits, ChildError, ChildExit,
+    ChildReport, ChildStdio, ConnectError, ContextFn, FnError, ForeignError, Nursery, NurseryError,
+    Portal, PortalError, Reaped, Registry, RemoteError, ReplyStream, Root, RootBuilder, RootError,
     RunHandle, RuntimeFlavor, RuntimeVars, SpawnError, Step, StreamFn, StreamTx, TRANSPORT_ENV,
     TeardownPolicy, TransportError, TreeSecret, VarsOverride, Wire, call, context, kinds, stream,
 };

@@ -212,6 +212,8 @@ del __brood_install
                 let sig = tty
                     .as_ref()
                     .and_then(|t| os_wrappers::tty::hold_signals(t).ok());
+                // No cancel request cuts the session short.
+                let shield = me.shield_from_cancel();
                 if grants.write_all(b"G").is_err() {
                     break;
                 }
@@ -223,6 +225,7 @@ del __brood_install
                 }
                 drop((sig, fg));
                 held.release().await;
+                drop(shield);
             }
         });
         Ok(())

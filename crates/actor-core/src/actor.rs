@@ -188,6 +188,8 @@ pub(crate) struct ActorInner {
     /// The status the actor asked to end with ([`ActorCx::exit`]).
     pub(crate) exit_code: Mutex<Option<i32>>,
     cancel_acks: Mutex<Vec<Conn>>,
+    /// Live [`CancelShield`]s, and whether a cancel request waits for them.
+    shields: Mutex<Shields>,
     pub(crate) parent: OnceLock<Conn>,
     pub(crate) extensions: Extensions,
     pub(crate) span: tracing::Span,
@@ -362,6 +364,16 @@ impl ConnOwner for ActorInner {
     fn cancel_requested_by(&self, conn: &Conn) {
         tracing::debug!(by = %conn.peer_path(), "actor cancel requested");
         self.cancel_acks.lock().unwrap().push(conn.clone());
+        let mut shields = self.shields.lock().unwrap();
+        if shields.live > 0 {
+            // A person is in a debugger session here: the cancel waits for its end.
+            shields.deferred = true;
+            tracing::warn!(
+                "cancel requested during a debugger session: it waits for the session's end"
+            );
+            return;
+        }
+        drop(shields);
         self.cancel.cancel();
     }
 
@@ -434,6 +446,7 @@ impl ActorInner {
             failure: Mutex::new(None),
             exit_code: Mutex::new(None),
             cancel_acks: Mutex::new(Vec::new()),
+            shields: Mutex::new(Shields::default()),
             parent: OnceLock::new(),
             extensions,
             span,
@@ -801,6 +814,41 @@ impl std::fmt::Debug for ActorCx {
     }
 }
 
+/// Live cancel shields of an actor.
+#[derive(Debug, Default)]
+struct Shields {
+    live: usize,
+    /// A cancel request arrived while some were live.
+    deferred: bool,
+}
+
+/// Holds back cancel requests from other actors while alive
+/// ([`ActorCx::shield_from_cancel`]).
+#[must_use = "the shield holds cancel requests back only while it lives"]
+pub struct CancelShield {
+    inner: Arc<ActorInner>,
+}
+
+impl std::fmt::Debug for CancelShield {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelShield")
+            .field("actor", &self.inner.path)
+            .finish()
+    }
+}
+
+impl Drop for CancelShield {
+    fn drop(&mut self) {
+        let mut s = self.inner.shields.lock().unwrap();
+        s.live -= 1;
+        if s.live == 0 && std::mem::take(&mut s.deferred) {
+            drop(s);
+            tracing::debug!("the debugger session ended: the deferred cancel takes effect");
+            self.inner.cancel.cancel();
+        }
+    }
+}
+
 tokio::task_local! {
     /// The actor whose teardown ladder is running (see [`ActorCx::current`]).
     pub(crate) static LADDER_ACTOR: ActorCx;
@@ -893,6 +941,26 @@ impl ActorCx {
                 v = fut => Some(v),
             }
         })
+    }
+
+    /// Defer cancel requests from other actors (the parent's, say) until the returned
+    /// shield is dropped: what a debugger session holds while a person works in it, so
+    /// the actor is not shut down under them (the parent's teardown waits for the
+    /// session through its hooks). The actor's own [`cancel_actor`](ActorCx::cancel_actor),
+    /// its parent's death and its exit are not deferred.
+    ///
+    /// ```
+    /// # fn demo(cx: actor_core::ActorCx) {
+    /// let shield = cx.shield_from_cancel();
+    /// // ... a session no cancel request may cut short ...
+    /// drop(shield); // a cancel requested meanwhile takes effect now
+    /// # }
+    /// ```
+    pub fn shield_from_cancel(&self) -> CancelShield {
+        self.inner.shields.lock().unwrap().live += 1;
+        CancelShield {
+            inner: self.inner.clone(),
+        }
     }
 
     /// Ask this actor to shut down, as if its parent had cancelled it.

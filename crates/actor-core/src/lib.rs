@@ -64,7 +64,7 @@ mod stream;
 pub mod teardown;
 mod unwind;
 
-pub use actor::ActorCx;
+pub use actor::{ActorCx, CancelShield};
 pub use brood::{BACKEND_ENV, Brood, BroodBuilder, TRANSPORT_ENV};
 pub use direct::ConnectError;
 pub use error::{ChildError, FnError, NurseryError, PortalError};

@@ -282,6 +282,17 @@ brood::call!(
 );
 
 brood::call!(
+    /// Holds a cancel shield for the given milliseconds (the runtime stays free), then
+    /// returns whether it was not cut short.
+    pub ShieldFor = "t.shield_for": u64 => bool
+);
+brood::call!(
+    /// Opens a direct portal to the actor at the address and asks it to cancel itself
+    /// (the request alone: no teardown ladder, it is not our child); returns whether it
+    /// acknowledged or went away within the cancel timeout.
+    pub CancelVia = "t.cancel_via": String => bool
+);
+brood::call!(
     /// The id of the actor that made this call.
     pub CallerName = "t.caller_name": () => String
 );
@@ -430,6 +441,19 @@ pub fn registry() -> Registry {
             let waited = t.elapsed().as_millis() as u64;
             held.release().await;
             Ok(waited)
+        })
+        .call(ShieldFor, |cx, ms: u64| async move {
+            let shield = cx.shield_from_cancel();
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            drop(shield);
+            Ok(true)
+        })
+        .call(CancelVia, |cx, addr: String| async move {
+            let portal = cx
+                .connect(&parse_addr(&addr)?)
+                .await
+                .map_err(|e| FnError::new("ConnectError", e.to_string()))?;
+            Ok(portal.cancel_actor().await)
         })
         .call(CallerName, |cx, ()| async move {
             Ok(cx.caller().map(|c| c.name().to_owned()).unwrap_or_default())

@@ -22,6 +22,7 @@ crate::tests!(
     a_child_not_in_debug_mode_is_reaped_on_time_while_a_sibling_debugs,
     a_middle_actor_waits_while_its_grandchild_is_in_the_debugger,
     python_in_a_debug_mode_actor_leaves_nothing_behind,
+    a_cancel_request_waits_for_a_shielded_session,
     a_sigkilled_holder_hands_the_lock_to_the_next_waiter_proc on "proc",
     a_sigkilled_holder_hands_the_lock_to_the_next_waiter_fork on "fork",
 );
@@ -255,4 +256,40 @@ fn python_in_a_debug_mode_actor_leaves_nothing_behind() -> Result<(), Failed> {
         Ok(())
     })?;
     Ok(())
+}
+
+/// What keeps a debugger session (pause's prompt, a `pdb` session) from being cut
+/// short: a cancel request that arrives while the actor holds a cancel shield takes
+/// effect only when the shield goes, though the actor's runtime runs meanwhile.
+fn a_cancel_request_waits_for_a_shielded_session() -> Result<(), Failed> {
+    let r = with_root(async |n| {
+        let c = n.start_actor("shielded", ActorOptions::new()).await?;
+        let other = n.start_actor("other", ActorOptions::new()).await?;
+        let who = c.run(WhoAmI, ()).await?;
+        let session = c.run(ShieldFor, 1500);
+        tokio::pin!(session);
+        // The shield is up once the call started; then a peer asks the actor to stop
+        // (the request alone, as the first step of a parent's ladder would).
+        let _ = tokio::time::timeout(Duration::from_millis(300), &mut session).await;
+        let t = Instant::now();
+        let (done, _) = tokio::join!(&mut session, other.run(CancelVia, who.addr.clone()));
+        assert!(done?, "the session ran to its end");
+        assert!(
+            t.elapsed() >= Duration::from_millis(1000),
+            "the session was cut short after {:?}",
+            t.elapsed()
+        );
+        // Then the deferred cancel ends the actor.
+        poll_until_async(Duration::from_secs(5), "the actor ends", async || {
+            harness::is_gone(&who)
+        })
+        .await;
+        Ok(())
+    });
+    match r {
+        Ok(()) => Ok(()),
+        // The actor ended on a cancel it did not get from its parent: the root may
+        // report it as a child that exited cleanly, or not at all; anything else fails.
+        Err(e) => Err(format!("{e}").into()),
+    }
 }
