@@ -78,8 +78,13 @@ fn a_direct_portal_to_a_killed_actor_fails_typed_and_a_dead_address_is_unreachab
             },
         )
         .await;
+        // Which one depends on how far the dying actor got: its socket gone (cannot
+        // reach), accepted and then reset mid-handshake (an in-process actor's listener
+        // outlives it briefly), or a call cut off (lost contact).
         assert!(
-            err.contains("cannot reach") || err.contains("lost contact"),
+            err.contains("cannot reach")
+                || err.contains("handshake")
+                || err.contains("lost contact"),
             "a typed error naming the failure: {err}"
         );
         Ok(())
