@@ -142,7 +142,7 @@ struct PauseIgnoredLogged;
 
 /// Stop this actor for a person at the terminal, if it runs in debug mode: take the
 /// tree's debugger lock (waiting behind other actors that stopped first), print a
-/// banner (actor path, pid, caller, backtrace) and serve a prompt on the controlling
+/// banner (actor path, pid, the call it serves and for whom, backtrace) and serve a prompt on the controlling
 /// terminal — `c` continue, `bt` backtrace, `vars` the actor's runtime vars, `gdb` how
 /// to attach a native debugger to this process, `q` cancel this actor. Like a
 /// breakpoint, the prompt holds the actor's thread: nothing else of the actor runs
@@ -191,6 +191,7 @@ pub async fn stop_here(cx: &ActorCx, reason: &str) -> Result<Resume, DebugLockEr
     let paused = Paused {
         path: cx.path().to_owned(),
         pid: std::process::id(),
+        call: cx.call_name().map(str::to_owned),
         caller: cx.caller().map(ToString::to_string),
         reason: reason.to_owned(),
         backtrace: std::backtrace::Backtrace::force_capture().to_string(),

@@ -266,9 +266,11 @@ impl ConnOwner for ActorInner {
         };
         tracing::debug!(cid, func, ?kind, caller = %conn.peer_path(), "serving a call");
         let window = self.limits.window();
+        let call: Arc<str> = Arc::from(func);
         let cx = ActorCx {
             inner: self.clone(),
             caller: Some(conn.peer().clone()),
+            call: Some(call.clone()),
         };
         let me = self.clone();
         let conn2 = conn.clone();
@@ -312,6 +314,7 @@ impl ConnOwner for ActorInner {
                     let cx = ActorCx {
                         inner: me.clone(),
                         caller: Some(conn2.peer().clone()),
+                        call: Some(call),
                     };
                     stop(cx, why).await;
                 }
@@ -803,6 +806,8 @@ impl ActorInner {
 pub struct ActorCx {
     pub(crate) inner: Arc<ActorInner>,
     pub(crate) caller: Option<ActorId>,
+    /// The function of the call this context belongs to.
+    pub(crate) call: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for ActorCx {
@@ -890,6 +895,12 @@ impl ActorCx {
     /// The actor that made the current call, if this context belongs to a call.
     pub fn caller(&self) -> Option<&ActorId> {
         self.caller.as_ref()
+    }
+
+    /// The function of the current call (its wire name), if this context belongs to a
+    /// call.
+    pub fn call_name(&self) -> Option<&str> {
+        self.call.as_deref()
     }
 
     /// State attached to this actor by the layers above the core (a backend's

@@ -749,6 +749,7 @@ async fn supervise(s: Supervisor) {
             let me = ActorCx {
                 inner: actor.clone(),
                 caller: None,
+                call: None,
             };
             let reaped = crate::actor::LADDER_ACTOR.scope(me, run_ladder(
                 &mut *child,

@@ -21,7 +21,9 @@ pub struct Paused {
     pub path: String,
     /// Its process id.
     pub pid: u32,
-    /// Who made the call it is serving, if it serves one.
+    /// The function of the call it is serving, if it serves one.
+    pub call: Option<String>,
+    /// Who made that call.
     pub caller: Option<String>,
     /// Why it stopped (`pause()`, or the error it is about to report).
     pub reason: String,
@@ -40,7 +42,7 @@ const HELP: &str = "commands: c continue · bt backtrace · vars runtime vars ·
 /// ```
 /// use debug_lock::repl::{self, Paused, Resume};
 /// let paused = Paused {
-///     path: "root/w".into(), pid: 42, caller: None, reason: "pause()".into(),
+///     path: "root/w".into(), pid: 42, call: None, caller: None, reason: "pause()".into(),
 ///     backtrace: "frame 0".into(), vars: "debug_mode: true".into(),
 /// };
 /// let mut out = Vec::new();
@@ -106,8 +108,11 @@ fn banner(out: &mut impl Write, p: &Paused) -> io::Result<()> {
         "── brood debugger ── {} (pid {}) stopped: {}",
         p.path, p.pid, p.reason
     )?;
-    if let Some(c) = &p.caller {
-        writeln!(out, "serving a call from {c}")?;
+    match (&p.call, &p.caller) {
+        (Some(f), Some(c)) => writeln!(out, "serving {f} for {c}")?,
+        (Some(f), None) => writeln!(out, "serving {f}")?,
+        (None, Some(c)) => writeln!(out, "serving a call from {c}")?,
+        (None, None) => {}
     }
     writeln!(out, "{}", p.backtrace)?;
     writeln!(out, "{HELP}")
@@ -121,6 +126,7 @@ mod tests {
         Paused {
             path: "root/a".into(),
             pid: 7,
+            call: Some("app.work".into()),
             caller: Some("root".into()),
             reason: "pause()".into(),
             backtrace: "BT".into(),
@@ -142,7 +148,7 @@ mod tests {
         assert!(out.matches("BT").count() >= 2, "banner and bt");
         assert!(out.contains("unknown command \"wat\""));
         assert!(out.contains("rust-gdb -p 7"));
-        assert!(out.contains("serving a call from root"));
+        assert!(out.contains("serving app.work for root"));
     }
 
     #[test]

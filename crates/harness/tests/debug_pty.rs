@@ -10,8 +10,7 @@
 //! - Python's `breakpoint()` (the `python` service) gives a `(Pdb)` prompt under the lock;
 //! - another actor's log lines wait until the session ends.
 //!
-//! (A holder killed while it holds the lock is the suite's `debug` module's test: in a
-//! nursery its death would cancel its siblings, the waiter among them.)
+//! - the holder (a grandchild) is SIGKILLed and the next waiter gets the terminal.
 
 use std::process::Command;
 use std::time::Duration;
@@ -29,6 +28,10 @@ brood::call!(
 );
 
 brood::call!(
+    /// Starts a child named `leaf` and has it run [`Work`].
+    WorkInChild = "pty.work_in_child": u32 => u32
+);
+brood::call!(
     /// Logs `tick <i>` at warn level every 50 ms, `n` times.
     Tick = "pty.tick": u32 => ()
 );
@@ -39,6 +42,14 @@ brood::call!(
 
 fn registry() -> Registry {
     Registry::new()
+        .call(WorkInChild, |cx: ActorCx, n: u32| async move {
+            Ok(cx
+                .open_nursery(async |nursery| {
+                    let leaf = nursery.start_actor("leaf", ActorOptions::new()).await?;
+                    Ok(leaf.run(Work, n).await?)
+                })
+                .await?)
+        })
         .call(Tick, |_cx, n: u32| async move {
             for i in 0..n {
                 tracing::warn!("tick {i}");
@@ -91,6 +102,18 @@ fn demo(actors: &brood::Brood, which: &str) -> i32 {
                     println!("DEMO-PY {:?}", a.run(Eval, "y".into()).await?);
                     return Ok(());
                 }
+                if which == "kill" {
+                    // The holder is a grandchild: its death fails its parent's call,
+                    // not the root's nursery (which would cancel the waiter).
+                    let m = n.start_actor("m", ActorOptions::new()).await?;
+                    let first = m.run(WorkInChild, 1);
+                    tokio::pin!(first);
+                    // Let the grandchild take the lock first.
+                    let _ = tokio::time::timeout(Duration::from_millis(1500), &mut first).await;
+                    let (x, y) = tokio::join!(first, a.run(Work, 2));
+                    println!("DEMO-KILL {} {:?}", x.is_err(), y.ok());
+                    return Ok(());
+                }
                 if which == "noisy" {
                     let b = n.start_actor("b", ActorOptions::new()).await?;
                     let (x, t) = tokio::join!(a.run(Work, 1), b.run(Tick, 60));
@@ -132,7 +155,7 @@ fn fail(what: &str, e: impl std::fmt::Display) -> Failed {
 /// The path and pid of the actor whose banner comes next.
 fn banner(s: &mut Session) -> Result<(String, u32), Failed> {
     let c = s
-        .expect(Regex(r"debugger ── (root/[a-z]+) \(pid ([0-9]+)\) stopped"))
+        .expect(Regex(r"debugger ── (root[a-z/]*) \(pid ([0-9]+)\) stopped"))
         .map_err(|e| fail("a banner", e))?;
     let path = String::from_utf8_lossy(c.get(1).unwrap_or_default()).into_owned();
     let pid = String::from_utf8_lossy(c.get(2).unwrap_or_default())
@@ -251,6 +274,51 @@ fn other_actors_output_waits_for_the_session() -> Result<(), Failed> {
     Ok(())
 }
 
+/// The holder is SIGKILLed at its prompt: the root sees its channel close and hands
+/// the lock (and the terminal) to the next waiter. Process backends: an in-process
+/// holder shares the demo's pid, so the `subint` cell continues instead.
+fn a_killed_holder_hands_the_terminal_to_the_next_waiter() -> Result<(), Failed> {
+    let mut s = start("kill")?;
+    let (first, pid) = banner(&mut s)?;
+    assert_eq!(first, "root/m/leaf", "the grandchild holds it first");
+    prompt(&mut s, &first)?;
+    let in_process =
+        pid == std::process::id() || std::env::var(brood::BACKEND_ENV).is_ok_and(|b| b == "subint");
+    // The demo queues `root/a` behind the holder 1.5 s in.
+    std::thread::sleep(Duration::from_millis(2000));
+    if in_process {
+        s.send_line("c").map_err(|e| fail("send", e))?;
+    } else {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .map_err(|e| fail("kill the holder", e))?;
+    }
+    s.set_expect_timeout(Some(Duration::from_secs(3)));
+    let (second, _) = banner(&mut s)?;
+    assert_eq!(second, "root/a");
+    s.set_expect_timeout(Some(Duration::from_secs(30)));
+    prompt(&mut s, &second)?;
+    s.send_line("c").map_err(|e| fail("send", e))?;
+    if !in_process {
+        // `root/m`'s call failed with its child killed: in debug mode it stops
+        // post-mortem, after `root/a` (first come, first served).
+        let (third, _) = banner(&mut s)?;
+        assert_eq!(third, "root/m");
+        prompt(&mut s, &third)?;
+        s.send_line("c").map_err(|e| fail("send", e))?;
+    }
+    let end = if in_process {
+        "DEMO-KILL false Some(4)"
+    } else {
+        "DEMO-KILL true Some(4)"
+    };
+    s.expect(end)
+        .map_err(|e| fail("the waiter's call returned", e))?;
+    Ok(())
+}
+
 fn main() {
     let actors = brood::builder(registry()).build();
     // A spawned child runs its actor here and never returns.
@@ -270,6 +338,10 @@ fn main() {
             ctrl_c_reaches_the_prompt_not_the_tree,
         ),
         Trial::test("q_cancels_the_paused_actor", q_cancels_the_paused_actor),
+        Trial::test(
+            "a_killed_holder_hands_the_terminal_to_the_next_waiter",
+            a_killed_holder_hands_the_terminal_to_the_next_waiter,
+        ),
         Trial::test(
             "other_actors_output_waits_for_the_session",
             other_actors_output_waits_for_the_session,
