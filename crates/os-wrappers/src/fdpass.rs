@@ -11,13 +11,13 @@
 //! Unix stream silently closes descriptors that arrive with the bytes it reads.)
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -64,34 +64,13 @@ pub struct Received {
 /// # Errors
 /// The OS error of `recvmsg` (`WouldBlock` when nothing is there).
 pub fn recv_with_fds(sock: impl AsFd, buf: &mut [u8]) -> io::Result<Received> {
-    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let mut iov = [IoSliceMut::new(buf)];
-    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
-    let msg = recvmsg::<()>(sock.as_fd().as_raw_fd(), &mut iov, Some(&mut space), flags)
-        .map_err(io::Error::from)?;
-    let mut fds = Vec::new();
-    let mut other = false;
-    for c in msg.cmsgs().map_err(io::Error::from)? {
-        match c {
-            ControlMessageOwned::ScmRights(raw) => {
-                for r in raw {
-                    // SAFETY: SCM_RIGHTS installed these descriptors in our table for
-                    // this message only; nothing else knows their numbers, so each is
-                    // owned exactly once, here.
-                    fds.push(unsafe { OwnedFd::from_raw_fd(r) });
-                }
-            }
-            _ => other = true,
-        }
-    }
-    Ok(Received {
-        len: msg.bytes,
-        truncated: other
-            || msg
-                .flags
-                .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC),
-        fds,
-    })
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and the callee only ever writes
+    // initialised bytes (what the kernel received) into the buffer, never
+    // uninitialised ones, so `buf` stays initialised.
+    let uninit = unsafe {
+        std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<MaybeUninit<u8>>(), buf.len())
+    };
+    recv_with_fds_uninit(sock, uninit)
 }
 
 /// Receive into `buf` (memory that need not be initialised), with up to [`MAX_FDS`]
