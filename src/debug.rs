@@ -198,16 +198,7 @@ pub async fn stop_here(cx: &ActorCx, reason: &str) -> Result<Resume, DebugLockEr
         vars: format!("{:#?}", cx.vars()),
     };
     let prompt = || {
-        // A process actor runs in a process group of its own: take the terminal's
-        // foreground to read it (a background reader is stopped by SIGTTIN).
-        let _foreground = os_wrappers::tty::take_foreground(&tty)
-            .map_err(|e| tracing::debug!(error = %e, "cannot take the terminal's foreground"))
-            .ok();
-        // Ctrl-C at the terminal now reaches the prompt as a byte, not the tree as a
-        // signal; the settings come back when this is dropped.
-        let _signals = os_wrappers::tty::hold_signals(&tty)
-            .map_err(|e| tracing::debug!(error = %e, "cannot hold the terminal's signals"))
-            .ok();
+        let _terminal = TerminalHeld::take(&tty);
         repl::serve(std::io::BufReader::new(&tty), &tty, &paused)
     };
     let resume = match tokio::runtime::Handle::current().runtime_flavor() {
@@ -225,6 +216,33 @@ pub async fn stop_here(cx: &ActorCx, reason: &str) -> Result<Resume, DebugLockEr
         Err(e) => {
             tracing::warn!(error = %e, "the debugger prompt failed: continuing");
             Ok(Resume::Continue)
+        }
+    }
+}
+
+/// The terminal, held for a debugger session until dropped (both parts best effort: a
+/// terminal that refuses one still serves the session).
+pub(crate) struct TerminalHeld {
+    // Dropped in this order: the signal keys come back, then the foreground.
+    _signals: Option<os_wrappers::tty::SignalsHeld>,
+    _foreground: Option<os_wrappers::tty::Foreground>,
+}
+
+impl TerminalHeld {
+    pub(crate) fn take(tty: &std::fs::File) -> TerminalHeld {
+        // A process actor runs in a process group of its own: take the terminal's
+        // foreground to read it (a background reader is stopped by SIGTTIN).
+        let foreground = os_wrappers::tty::take_foreground(tty)
+            .map_err(|e| tracing::debug!(error = %e, "cannot take the terminal's foreground"))
+            .ok();
+        // Ctrl-C at the terminal now reaches the session as a byte, not the tree as a
+        // signal.
+        let signals = os_wrappers::tty::hold_signals(tty)
+            .map_err(|e| tracing::debug!(error = %e, "cannot hold the terminal's signals"))
+            .ok();
+        TerminalHeld {
+            _signals: signals,
+            _foreground: foreground,
         }
     }
 }
@@ -265,8 +283,7 @@ impl DebugHook {
             return WaitEnd::Unknown;
         };
         tracing::debug!(%child, %subtree, "teardown asks whether the subtree is in the debugger");
-        if me.parent().is_none() {
-            let table = me.extensions().get_or_insert_with(LockTable::default);
+        if let Ok(table) = root_table(&me) {
             return debug_lock::wait_while_busy(self.max_wait, || {
                 let busy = table.busy_under(&subtree);
                 async move { Ok::<_, std::convert::Infallible>(busy) }

@@ -206,12 +206,7 @@ del __brood_install
                     }
                 };
                 let tty = os_wrappers::tty::open_controlling().ok();
-                let fg = tty
-                    .as_ref()
-                    .and_then(|t| os_wrappers::tty::take_foreground(t).ok());
-                let sig = tty
-                    .as_ref()
-                    .and_then(|t| os_wrappers::tty::hold_signals(t).ok());
+                let terminal = tty.as_ref().map(crate::debug::TerminalHeld::take);
                 // No cancel request cuts the session short.
                 let shield = me.shield_from_cancel();
                 if grants.write_all(b"G").is_err() {
@@ -223,7 +218,7 @@ del __brood_install
                         break;
                     }
                 }
-                drop((sig, fg));
+                drop(terminal);
                 held.release().await;
                 drop(shield);
             }
