@@ -61,6 +61,7 @@ pub use spawn_api::TeardownHook;
 pub use spawn_api::async_trait;
 
 pub use actor_core as runtime;
+pub use actor_core::sandbox;
 pub use runtime_vars as vars;
 pub use spawn_api as api;
 

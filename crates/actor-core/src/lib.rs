@@ -76,7 +76,7 @@ pub use stream::{CalleeContext, CalleeStream, CallerContext, ReplyStream, Stream
 pub use teardown::{ChildReport, Reaped, Step};
 
 // The contract's vocabulary that actor programs use, so they need not name `spawn-api`.
-pub use spawn_api::runtime_vars::{self, RuntimeVars, VarsOverride};
+pub use spawn_api::runtime_vars::{self, RuntimeVars, VarsOverride, sandbox};
 pub use spawn_api::{
     ActorId, Addr, Blob, CallFn, ChannelLimits, ChildExit, ChildStdio, ContextFn, ForeignError,
     RemoteError, RuntimeFlavor, SpawnError, StreamFn, TeardownPolicy, TransportError, TreeSecret,

@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use runtime_vars::sandbox::Sandbox;
 use runtime_vars::{RuntimeVars, VarsOverride};
 use tokio::sync::{oneshot, watch};
 
@@ -62,6 +63,8 @@ pub struct ActorOptions {
     pub stdio: ChildStdio,
     /// The child's tokio runtime.
     pub runtime: RuntimeFlavor,
+    /// The sandbox the child runs in; see [`ActorOptions::sandbox`].
+    pub sandbox: Option<Sandbox>,
 }
 
 impl ActorOptions {
@@ -74,6 +77,35 @@ impl ActorOptions {
     /// Spawn through the backend with key `key`.
     pub fn backend(mut self, key: impl Into<String>) -> Self {
         self.backend = Some(key.into());
+        self
+    }
+
+    /// Run the child in `sandbox`: its own Linux namespaces, a read-only view of the
+    /// filesystem, resource limits, no capabilities, `no_new_privs` and a seccomp filter
+    /// (see [`Sandbox`]; [`Sandbox::new`] is the least-privilege default). The child
+    /// applies it to itself before it becomes an actor and reports what the kernel
+    /// granted; its vars then say so ([`RuntimeVars::sandbox`]).
+    ///
+    /// A child of a sandboxed actor runs in its parent's sandbox whatever it asks; what
+    /// it asks can only tighten it ([`Sandbox::tightened_by`]).
+    ///
+    /// Only process backends (`proc`, `fork`) can sandbox a child. The spawn fails with
+    /// [`SpawnError::SandboxRefused`] naming the part the kernel or the caller's
+    /// privileges refused (unless the sandbox is `best_effort`), and with
+    /// [`SpawnError::SandboxUnsupported`] on a backend whose children share their
+    /// parent's process (`subint`).
+    ///
+    /// ```
+    /// use actor_core::{ActorOptions, sandbox::{Network, Sandbox}};
+    /// let opts = ActorOptions::new()
+    ///     .backend("proc")
+    ///     .sandbox(Sandbox::new().network(Network::Loopback).memory(256 << 20).tasks(64));
+    /// assert_eq!(opts.sandbox.unwrap().limits.tasks, Some(64));
+    /// ```
+    ///
+    /// [`RuntimeVars::sandbox`]: crate::RuntimeVars::sandbox
+    pub fn sandbox(mut self, sandbox: Sandbox) -> Self {
+        self.sandbox = Some(sandbox);
         self
     }
 
@@ -419,6 +451,13 @@ impl Nursery {
         let mut vars = actor.vars.for_child(name, actor.id.to_string());
         opts.vars.apply(&mut vars);
         vars.backend = key;
+        // Inherited, tightened by what the child asks; applied by the backend, which
+        // records what it got in `vars.sandbox`.
+        let sandbox = match (&vars.sandbox, &opts.sandbox) {
+            (None, asked) => asked.clone(),
+            (Some(inherited), None) => Some(inherited.sandbox.clone()),
+            (Some(inherited), Some(asked)) => Some(inherited.sandbox.tightened_by(asked)),
+        };
         child_transports(&mut vars, transport.key(), &actor.listening());
         let path = vars.path();
         // Good for this child's first handshake only (see `crate::handshake`).
@@ -434,6 +473,7 @@ impl Nursery {
             connect_timeout: actor.policy.spawn_timeout,
             secret: actor.secret.clone(),
             nonce,
+            sandbox: sandbox.clone(),
         };
         let (hs_tx, hs_rx) = oneshot::channel();
         actor
@@ -467,6 +507,18 @@ impl Nursery {
             limits: actor.limits,
         };
         let child = spawned?;
+        if let Some(sandbox) = &sandbox
+            && !sandboxed_as_asked(&vars, sandbox, &path)
+        {
+            // A backend that ignores sandboxes: the child must not run unrestricted. Its
+            // handle stops it when dropped.
+            drop(child);
+            return Err(SpawnError::SandboxUnsupported {
+                backend: backend.key(),
+                actor: path,
+                reason: "the backend started the child without reporting its sandbox",
+            });
+        }
         // The supervisor owns the child (and its endpoint) from here.
         reserved.id = None;
         tracing::debug!(child = %path, pid = ?child.pid(), "spawned");
@@ -509,6 +561,19 @@ impl Nursery {
         let conn = ready.map_err(|_| SpawnError::NurseryClosed)??;
         Ok((slot, conn))
     }
+}
+
+/// Whether the child's vars say it runs in `sandbox`: applied for this child (`path`), or
+/// inherited unchanged by a child that shares its parent's process.
+fn sandboxed_as_asked(vars: &RuntimeVars, sandbox: &Sandbox, path: &str) -> bool {
+    vars.sandbox.as_ref().is_some_and(|v| {
+        v.applied_by == path
+            || (v.sandbox
+                == Sandbox {
+                    best_effort: v.sandbox.best_effort,
+                    ..sandbox.clone()
+                })
+    })
 }
 
 /// Orders the teardown of a started child whose spawn was given up before it completed.

@@ -422,18 +422,25 @@ fn boot(runtime: RuntimeFlavor) -> ChildBoot {
         connect_timeout: Duration::from_secs(5),
         secret: TreeSecret::from_bytes([9; 32]),
         nonce: Nonce([5; 16]),
+        sandbox: None,
     }
 }
 
 fn child_boot_seeds() -> Seeds {
     let current = boot(RuntimeFlavor::CurrentThread).to_bytes();
     let multi = boot(RuntimeFlavor::MultiThread(4)).to_bytes();
-    for b in [&current, &multi] {
+    let sandboxed = ChildBoot {
+        sandbox: Some(spawn_api::runtime_vars::sandbox::Sandbox::new().memory(1 << 28)),
+        ..boot(RuntimeFlavor::CurrentThread)
+    }
+    .to_bytes();
+    for b in [&current, &multi, &sandboxed] {
         ChildBoot::from_bytes(b).unwrap();
     }
     vec![
         ("current-thread", current.clone()),
         ("multi-thread", multi),
+        ("sandboxed", sandboxed),
         ("broken-trailing-byte", [&current[..], &[0]].concat()),
         ("broken-truncated", current[..current.len() - 1].to_vec()),
         ("broken-empty", vec![]),

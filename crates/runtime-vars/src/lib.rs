@@ -46,6 +46,8 @@ use std::task::{Context, Poll};
 
 use serde::{Deserialize, Serialize};
 
+pub mod sandbox;
+
 /// What a parent builds for a child actor: where the tree lives, how it should behave,
 /// and who it is within the tree.
 ///
@@ -81,6 +83,9 @@ pub struct RuntimeVars {
     pub services: BTreeMap<String, String>,
     /// Free-form settings the user passes down the tree.
     pub user: BTreeMap<String, String>,
+    /// The sandbox this actor runs in and what was applied (`None`: no sandbox). Inherited
+    /// by children, which may only tighten it.
+    pub sandbox: Option<sandbox::SandboxVars>,
 }
 
 impl RuntimeVars {
@@ -104,6 +109,7 @@ impl RuntimeVars {
             parent_id: None,
             services: BTreeMap::new(),
             user: BTreeMap::new(),
+            sandbox: None,
         }
     }
 

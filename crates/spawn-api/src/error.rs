@@ -362,6 +362,28 @@ pub enum SpawnError {
         /// Why.
         reason: String,
     },
+    /// The kernel or the caller's privileges refused a part of the child's sandbox (and
+    /// the sandbox was not `best_effort`); the child was stopped and reaped.
+    #[error("{backend} backend could not sandbox {actor}: {refusal}")]
+    SandboxRefused {
+        /// The backend key.
+        backend: &'static str,
+        /// The actor's tree path.
+        actor: String,
+        /// What was refused, and why.
+        refusal: runtime_vars::sandbox::Refusal,
+    },
+    /// The backend cannot sandbox its children (`subint`: they share their parent's
+    /// process); nothing was started.
+    #[error("{backend} backend cannot sandbox {actor}: {reason}")]
+    SandboxUnsupported {
+        /// The backend key.
+        backend: &'static str,
+        /// The actor's tree path.
+        actor: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// The child exited before it connected back.
     #[error("{actor} exited before connecting back: {exit}")]
     DiedEarly {

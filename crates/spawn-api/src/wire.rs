@@ -344,11 +344,49 @@ pub struct ChildBoot {
     /// The parent's nonce for this child's first handshake, good once: with it the
     /// child proves itself in its `Hello` (see [`Msg::Hello`]).
     pub nonce: Nonce,
+    /// The sandbox the child must enter before it becomes an actor (`None`: none, or the
+    /// one its parent runs in, which a process child is in already). Only process
+    /// backends accept one; see [`SpawnError::SandboxUnsupported`](crate::SpawnError::SandboxUnsupported).
+    pub sandbox: Option<runtime_vars::sandbox::Sandbox>,
 }
 
 impl ChildBoot {
     /// The largest encoded boot [`ChildBoot::from_bytes`] accepts.
     pub const MAX_ENCODED: usize = 16 * 1024;
+
+    /// The directories a sandboxed child must keep reachable and writable whatever its
+    /// filesystem view: those of its parent's address and of its own, when they are
+    /// paths (a Unix socket's, say), nearest first, each once.
+    ///
+    /// ```
+    /// # use spawn_api::{ActorId, Addr, ChildBoot, RuntimeFlavor, TreeSecret};
+    /// # let boot = ChildBoot {
+    /// #     id: ActorId::new("c"),
+    /// #     parent: ActorId::new("p"),
+    /// #     parent_addr: Addr::new("uds", "/run/brood/t1/p.sock"),
+    /// #     listen_addr: Addr::new("uds", "/run/brood/t1/c.sock"),
+    /// #     path: "p/c".into(),
+    /// #     log_level: "info".into(),
+    /// #     runtime: RuntimeFlavor::CurrentThread,
+    /// #     connect_timeout: std::time::Duration::from_secs(5),
+    /// #     secret: TreeSecret::random(),
+    /// #     nonce: spawn_api::Nonce::random(),
+    /// #     sandbox: None,
+    /// # };
+    /// assert_eq!(boot.runtime_dirs(), [std::path::PathBuf::from("/run/brood/t1")]);
+    /// ```
+    pub fn runtime_dirs(&self) -> Vec<std::path::PathBuf> {
+        let mut dirs: Vec<std::path::PathBuf> = Vec::new();
+        for addr in [&self.listen_addr, &self.parent_addr] {
+            let path = std::path::Path::new(addr.endpoint());
+            if let Some(dir) = path.parent().filter(|_| path.is_absolute())
+                && !dirs.iter().any(|d| d == dir)
+            {
+                dirs.push(dir.to_owned());
+            }
+        }
+        dirs
+    }
 
     /// Encode for handing to a new child (over a socket, a pipe, or in memory).
     ///
@@ -365,6 +403,7 @@ impl ChildBoot {
     ///     connect_timeout: std::time::Duration::from_secs(5),
     ///     secret: TreeSecret::random(),
     ///     nonce: spawn_api::Nonce::random(),
+    ///     sandbox: None,
     /// };
     /// assert_eq!(ChildBoot::from_bytes(&boot.to_bytes()).unwrap(), boot);
     /// assert!(ChildBoot::from_bytes(b"\xff\xff").is_err());

@@ -641,6 +641,44 @@ impl ForkChild {
         })
     }
 
+    /// The sandbox outcome a sandboxed child sends on its link before anything else,
+    /// waited for up to `bound`.
+    pub(crate) async fn sandbox_outcome(&self, bound: Duration) -> io::Result<sandbox::Outcome> {
+        let link =
+            os_wrappers::pidfd::register(self.link.try_clone()?, tokio::io::Interest::READABLE)?;
+        let read = async {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let mut ready = link.readable().await?;
+                match nix::sys::socket::recv(
+                    link.get_ref().as_raw_fd(),
+                    &mut buf,
+                    nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+                ) {
+                    Ok(0) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the link closed before a sandbox report",
+                        ));
+                    }
+                    Ok(n) => {
+                        return sandbox::decode_outcome(&buf[..n])
+                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+                    }
+                    Err(nix::errno::Errno::EAGAIN) => ready.clear_ready(),
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        tokio::time::timeout(bound, read).await.map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no sandbox report within {bound:?}"),
+            )
+        })?
+    }
+
     fn finished(&self) -> bool {
         self.status.is_some() || matches!(*self.exit.borrow(), ExitState::Exited(_))
     }

@@ -277,12 +277,22 @@ impl SpawnBackend for ForkBackend {
                 },
             })?;
         let pid = spawned.pid;
-        let child = ForkChild::new(spawned, client).map_err(|source| SpawnError::Launch {
+        let mut child = ForkChild::new(spawned, client).map_err(|source| SpawnError::Launch {
             backend: KEY,
             actor: req.boot.path.clone(),
             source,
         })?;
         tracing::trace!(pid, actor = %req.boot.path, "forked");
+        if let Some(sandbox) = req.boot.sandbox.clone() {
+            // Dropped on any error (or with this future): the child is killed.
+            let outcome = child.sandbox_outcome(timeout).await;
+            let report = sandbox::parent::judge(KEY, &req.boot.path, outcome, &mut child).await?;
+            req.vars.sandbox = Some(spawn_api::runtime_vars::sandbox::SandboxVars {
+                sandbox,
+                report,
+                applied_by: req.boot.path.clone(),
+            });
+        }
         Ok(Box::new(child))
     }
 

@@ -34,8 +34,10 @@ pub(crate) struct Envelope {
     pub(crate) boot: Vec<u8>,
 }
 
-/// The child's stdin with the boot in it, and the environment marker that goes with it.
-pub(crate) fn prepare(envelope: &Envelope) -> io::Result<(OwnedFd, String)> {
+/// The child's stdin with the boot in it, the environment marker that goes with it, and
+/// the parent's end of the socket (the way back for a sandbox report; dropping it marks
+/// the end of the boot).
+pub(crate) fn prepare(envelope: &Envelope) -> io::Result<(OwnedFd, String, UnixStream)> {
     let mut nonce = [0u8; 16];
     getrandom::fill(&mut nonce).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
     let len = u32::try_from(envelope.boot.len())
@@ -48,18 +50,19 @@ pub(crate) fn prepare(envelope: &Envelope) -> io::Result<(OwnedFd, String)> {
     bytes.extend_from_slice(&envelope.boot);
     let (mut ours, theirs) = UnixStream::pair()?;
     // A boot is a few hundred bytes (at most 16 KiB): it fits in the socket's buffer, so
-    // this does not block. Closing our end then marks its end.
+    // this does not block. The length prefix marks its end.
     ours.write_all(&bytes)?;
-    drop(ours);
-    Ok((theirs.into(), hex(&nonce)))
+    Ok((theirs.into(), hex(&nonce), ours))
 }
 
 /// Take the boot from stdin if `marker` (the value of [`BOOT_ENV`]) says one waits
 /// there and stdin holds it; `Ok(None)` if this process is not a child actor after all.
+/// With the boot comes the socket it came on (no longer stdin), the way back to the
+/// parent.
 ///
 /// # Errors
 /// A boot that starts right but cannot be read whole.
-pub(crate) fn take(marker: &str) -> io::Result<Option<Envelope>> {
+pub(crate) fn take(marker: &str) -> io::Result<Option<(Envelope, OwnedFd)>> {
     let Some(nonce) = unhex(marker).filter(|n| n.len() == 16) else {
         return Ok(None);
     };
@@ -90,13 +93,17 @@ pub(crate) fn take(marker: &str) -> io::Result<Option<Envelope>> {
     }
     let mut all = vec![0u8; HEADER + len];
     read_exact(fd, &mut all)?;
+    let back = fd.try_clone_to_owned()?;
     // Stdin was only the boot's way in.
     let null = std::fs::File::open("/dev/null")?;
     nix::unistd::dup2_stdin(null.as_fd()).map_err(io::Error::from)?;
-    Ok(Some(Envelope {
-        parent_pid,
-        boot: all.split_off(HEADER),
-    }))
+    Ok(Some((
+        Envelope {
+            parent_pid,
+            boot: all.split_off(HEADER),
+        },
+        back,
+    )))
 }
 
 fn read_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<()> {
@@ -151,7 +158,8 @@ mod tests {
             parent_pid: 42,
             boot: vec![1, 2, 3],
         };
-        let (fd, marker) = prepare(&env).unwrap();
+        let (fd, marker, ours) = prepare(&env).unwrap();
+        drop(ours);
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut bytes).unwrap();
         assert_eq!(&bytes[..8], MAGIC);

@@ -44,6 +44,7 @@
 #![forbid(unsafe_code)]
 
 mod boot;
+mod report;
 mod spawner;
 
 use std::ffi::OsString;
@@ -112,7 +113,7 @@ impl SpawnBackend for ProcBackend {
             Some(e) => e.clone(),
             None => PathBuf::from("/proc/self/exe"),
         };
-        let (stdin, marker) = boot::prepare(&boot::Envelope {
+        let (stdin, marker, back) = boot::prepare(&boot::Envelope {
             parent_pid: std::process::id(),
             boot: req.boot.to_bytes(),
         })
@@ -131,16 +132,27 @@ impl SpawnBackend for ProcBackend {
         let started = spawner::spawn(cmd).await.map_err(launch)?;
         let pid = started.pid;
         let pidfd = started.pidfd.into_async().map_err(launch)?;
-        Ok(Box::new(ProcChild {
+        let mut child = ProcChild {
             pid,
             pidfd,
             status: None,
-        }))
+        };
+        if let Some(sandbox) = req.boot.sandbox.clone() {
+            // Dropped on any error (or with this future): the child is killed and reaped.
+            let outcome = report::receive(back, req.boot.connect_timeout).await;
+            let report = sandbox::parent::judge(KEY, &req.boot.path, outcome, &mut child).await?;
+            req.vars.sandbox = Some(spawn_api::runtime_vars::sandbox::SandboxVars {
+                sandbox,
+                report,
+                applied_by: req.boot.path.clone(),
+            });
+        }
+        Ok(Box::new(child))
     }
 
     fn enter(&self, entry: &ActorEntry) -> Option<i32> {
         let marker = std::env::var(BOOT_ENV).ok()?;
-        let envelope = match boot::take(&marker) {
+        let (envelope, back) = match boot::take(&marker) {
             Ok(Some(e)) => e,
             // The marker was inherited by a program an actor started: not ours.
             Ok(None) => return None,
@@ -165,6 +177,25 @@ impl SpawnBackend for ProcBackend {
                 return Some(EXIT_SETUP);
             }
         };
+        if let Some(sandbox) = &boot.sandbox {
+            // With a pid namespace this returns in a new process, the namespace's pid 1;
+            // this one stays behind as its keeper and never returns.
+            let outcome = sandbox::enter(&sandbox::Entry {
+                sandbox,
+                keep: boot.runtime_dirs(),
+                name: boot.id.name(),
+            });
+            let refused = outcome.is_err();
+            if let Err(e) = report::send(back, &outcome) {
+                eprintln!("brood: cannot report the sandbox to the parent: {e}");
+                return Some(EXIT_SETUP);
+            }
+            if refused {
+                return Some(EXIT_SETUP);
+            }
+        } else {
+            drop(back);
+        }
         Some(entry.run_process(boot))
     }
 }

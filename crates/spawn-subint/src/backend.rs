@@ -239,6 +239,25 @@ impl SpawnBackend for SubintBackend {
     }
 
     async fn spawn(&self, req: &mut SpawnRequest) -> Result<Box<dyn Child>, SpawnError> {
+        if let Some(asked) = &req.boot.sandbox {
+            // A child of a sandboxed process actor runs in that process's sandbox, which
+            // its vars already say: fine. Anything tighter would need a process.
+            let inherited = req.vars.sandbox.as_ref().is_some_and(|v| {
+                v.sandbox
+                    == spawn_api::runtime_vars::sandbox::Sandbox {
+                        best_effort: v.sandbox.best_effort,
+                        ..asked.clone()
+                    }
+            });
+            if !inherited {
+                return Err(SpawnError::SandboxUnsupported {
+                    backend: KEY,
+                    actor: req.boot.path.clone(),
+                    reason: "a sub-interpreter actor shares its parent's process; sandbox a \
+                             `proc` or `fork` actor and run it (or its `subint` children) there",
+                });
+            }
+        }
         let mode = match req.options.get(PYTHON_OPTION) {
             Some(s) => s.parse().map_err(|reason| SpawnError::Unavailable {
                 backend: KEY,
