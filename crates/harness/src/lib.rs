@@ -31,6 +31,7 @@ pub mod chaos;
 pub mod functions;
 pub mod leaks;
 pub mod raw;
+pub mod sandboxed;
 
 use std::future::Future;
 use std::io::Write;

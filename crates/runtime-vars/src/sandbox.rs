@@ -409,6 +409,67 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// What a process already inside `parent` must still apply to be in `self` (which
+    /// is `parent` tightened, [`Sandbox::tightened_by`]): the namespaces, network and
+    /// filesystem view `parent` lacks, the limits that differ, `no_new_privs` and seccomp
+    /// if `parent` had none. A user namespace comes with any new namespace (it gives the
+    /// capabilities the others need).
+    ///
+    /// ```
+    /// use runtime_vars::sandbox::{Filesystem, Network, Sandbox};
+    /// let parent = Sandbox::new();
+    /// let child = parent.tightened_by(&Sandbox::unrestricted().memory(64 << 20));
+    /// let delta = child.beyond(&parent);
+    /// assert_eq!(delta.limits.address_space, Some(64 << 20));
+    /// assert!(!delta.namespaces.user && !delta.seccomp);
+    /// assert_eq!((delta.network, delta.filesystem), (Network::Host, Filesystem::Host));
+    /// assert!(!parent.beyond(&parent).restricts_anything());
+    /// ```
+    pub fn beyond(&self, parent: &Sandbox) -> Sandbox {
+        let (a, p) = (&self.namespaces, &parent.namespaces);
+        let network = if self.network < parent.network {
+            self.network
+        } else {
+            Network::Host
+        };
+        let filesystem = if self.filesystem != parent.filesystem {
+            self.filesystem.clone()
+        } else {
+            Filesystem::Host
+        };
+        let mut namespaces = Namespaces {
+            user: false,
+            pid: a.pid && !p.pid,
+            ipc: a.ipc && !p.ipc,
+            uts: a.uts && !p.uts,
+        };
+        namespaces.user = (a.user && !p.user)
+            || namespaces.pid
+            || namespaces.ipc
+            || namespaces.uts
+            || network != Network::Host
+            || filesystem != Filesystem::Host;
+        let differs = |x: Option<u64>, y: Option<u64>| if x != y { x } else { None };
+        let (l, pl) = (&self.limits, &parent.limits);
+        Sandbox {
+            namespaces,
+            network,
+            filesystem,
+            limits: Limits {
+                address_space: differs(l.address_space, pl.address_space),
+                cpu_seconds: differs(l.cpu_seconds, pl.cpu_seconds),
+                open_files: differs(l.open_files, pl.open_files),
+                tasks: differs(l.tasks, pl.tasks),
+                cgroup: l.cgroup && !pl.cgroup,
+            },
+            no_new_privs: self.no_new_privs && !parent.no_new_privs,
+            seccomp: self.seccomp && !parent.seccomp,
+            best_effort: self.best_effort,
+        }
+    }
+}
+
 impl Default for Sandbox {
     fn default() -> Sandbox {
         Sandbox::new()
@@ -446,7 +507,7 @@ pub enum Piece {
     Tasks,
     /// The cgroup v2 of [`Limits::cgroup`].
     Cgroup,
-    /// Every capability given up, the bounding set included.
+    /// Every capability given up, for good (an exec regains none).
     Capabilities,
     /// `PR_SET_NO_NEW_PRIVS`.
     NoNewPrivs,
@@ -537,7 +598,8 @@ impl fmt::Display for SandboxReport {
 pub struct SandboxVars {
     /// The sandbox the actor runs in.
     pub sandbox: Sandbox,
-    /// What was applied when it was entered.
+    /// What was applied when it was entered. A `proc` child of a sandboxed actor is its
+    /// descendant, inside its sandbox already: its report lists only what it added.
     pub report: SandboxReport,
     /// The tree path of the actor whose spawn applied it (this actor's own path, or an
     /// ancestor's when inherited).

@@ -18,8 +18,8 @@
 //! 5. the host name, the loopback interface, the read-only filesystem view with `/proc`
 //!    for the pid namespace, the namespace's `pid_max`;
 //! 6. resource limits (`setrlimit`, soft and hard);
-//! 7. every capability given up (the bounding set too, so an exec regains none), then
-//!    `no_new_privs` and the seccomp filter.
+//! 7. every capability given up (with the securebits locked so that an exec by uid 0
+//!    regains none), then `no_new_privs` and the seccomp filter.
 //!
 //! ## The keeper
 //!
@@ -260,7 +260,7 @@ pub fn enter(entry: &Entry<'_>) -> Result<SandboxReport, Refusal> {
 
     if s.restricts_anything() {
         match sys::drop_capabilities() {
-            Ok(()) => p.applied(Piece::Capabilities, "none held, bounding set empty"),
+            Ok(()) => p.applied(Piece::Capabilities, "none held; an exec regains none"),
             Err(e) => p.refused(Piece::Capabilities, format!("dropping capabilities: {e}"))?,
         }
     }
@@ -295,11 +295,26 @@ fn user_namespace(p: &mut Progress) -> Result<(), Refusal> {
         })
     };
     map("setgroups", "deny".into())?;
-    map("uid_map", format!("{uid} {uid} 1"))?;
+    // Mapping uid 0 inside needs CAP_SETFCAP where the namespace was made, which a
+    // sandboxed actor starting a sandboxed child no longer has: root then appears as
+    // uid 1 inside. Either way the kernel's uid is the same, so peers' credentials
+    // (compared inside each one's own namespace) still match.
+    let inside = match map("uid_map", format!("{uid} {uid} 1")) {
+        Ok(()) => uid.as_raw(),
+        Err(_) if uid.is_root() => {
+            map("uid_map", format!("1 {uid} 1"))?;
+            1
+        }
+        Err(e) => return Err(e),
+    };
     map("gid_map", format!("{gid} {gid} 1"))?;
     p.applied(
         Piece::UserNamespace,
-        format!("uid {uid} and gid {gid} mapped to themselves"),
+        if inside == uid.as_raw() {
+            format!("uid {uid} and gid {gid} mapped to themselves")
+        } else {
+            format!("uid {uid} is uid {inside} inside (no CAP_SETFCAP to map root); gid {gid}")
+        },
     );
     Ok(())
 }

@@ -113,23 +113,24 @@ pub(crate) fn set_read_only(path: &Path, on: bool, recursive: bool) -> io::Resul
     Ok(())
 }
 
-/// Give up every capability: the bounding set (so no exec can regain one), the ambient,
-/// inheritable, permitted and effective sets.
+/// `SECBIT_NOROOT`, `SECBIT_NOROOT_LOCKED`, `SECBIT_NO_CAP_AMBIENT_RAISE` and its lock
+/// (`<linux/securebits.h>`).
+const SECUREBITS: libc::c_ulong = 1 | 1 << 1 | 1 << 6 | 1 << 7;
+
+/// Give up every capability (effective, permitted, inheritable, ambient), for good: the
+/// locked securebits keep an exec by uid 0 from granting the bounding set again.
+///
+/// The bounding set itself is left alone: the kernel bounds a new user namespace's
+/// capabilities by it, and a sandboxed actor must still be able to start a child in a
+/// tighter sandbox of its own (which needs the capabilities a new user namespace gives).
 pub(crate) fn drop_capabilities() -> io::Result<()> {
-    let last: libc::c_ulong = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40);
-    for cap in 0..=last {
-        // SAFETY: prctl(PR_CAPBSET_DROP, cap) takes integers only.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } < 0 {
-            let e = io::Error::last_os_error();
-            // EINVAL: a capability this kernel does not know. EPERM: no CAP_SETPCAP,
-            // which only a process without capabilities lacks (it has none to lose, and
-            // `no_new_privs` keeps an exec from granting any).
-            if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EPERM)) {
-                return Err(e);
-            }
+    // SAFETY: prctl(PR_SET_SECUREBITS, bits) takes integers only.
+    if unsafe { libc::prctl(libc::PR_SET_SECUREBITS, SECUREBITS, 0, 0, 0) } < 0 {
+        let e = io::Error::last_os_error();
+        // EPERM: no CAP_SETPCAP, so no capabilities to lose (an ordinary user outside a
+        // user namespace); an exec cannot give it root's either.
+        if e.raw_os_error() != Some(libc::EPERM) {
+            return Err(e);
         }
     }
     // SAFETY: prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL) takes integers only.

@@ -23,12 +23,14 @@
 
 use harness::{Scenario, Test};
 
-/// Declare a module's tests: `tests!(a, b, c on "fork")` defines `TESTS` naming each
-/// function; `on "<backend>"` marks a test that forces that backend whatever the cell,
-/// registered only in that backend's cell (see the crate doc).
+/// Declare a module's tests: `tests!(a, b, c on "fork", d except "subint")` defines
+/// `TESTS` naming each function; `on "<backend>"` marks a test that forces that backend
+/// whatever the cell, registered only in that backend's cell (see the crate doc);
+/// `except "<backend>"` one that is about what that backend cannot do, registered in
+/// every cell but that backend's (which has a test of its own for the refusal).
 #[macro_export]
 macro_rules! tests {
-    ($($name:ident $(on $backend:literal)?),* $(,)?) => {
+    ($($name:ident $(on $backend:literal)? $(except $except:literal)?),* $(,)?) => {
         pub(crate) const TESTS: &[$crate::Entry] = &[
             $($crate::Entry {
                 test: harness::Test {
@@ -36,6 +38,7 @@ macro_rules! tests {
                     run: $name,
                 },
                 only_on: $crate::only_on!($($backend)?),
+                except: $crate::only_on!($($except)?),
             }),*
         ];
     };
@@ -57,6 +60,7 @@ macro_rules! only_on {
 pub(crate) struct Entry {
     pub(crate) test: Test,
     pub(crate) only_on: Option<&'static str>,
+    pub(crate) except: Option<&'static str>,
 }
 
 mod calls;
@@ -71,6 +75,7 @@ mod protocol;
 mod python;
 mod python_limits;
 mod regions;
+mod sandbox;
 mod security;
 mod spawn;
 mod streams;
@@ -110,6 +115,11 @@ fn registered(only_on: Option<&str>) -> bool {
     }
 }
 
+/// Whether the cell under test is the backend a test is registered without.
+fn excepted(except: Option<&'static str>) -> bool {
+    except.is_some_and(|b| harness::backend() == b)
+}
+
 fn main() {
     // Fail the whole run at once on a bad time scale, not test by test.
     if let Err(e) = common::parse_time_scale() {
@@ -131,12 +141,13 @@ fn main() {
         security::TESTS,
         transports::TESTS,
         regions::TESTS,
+        sandbox::TESTS,
         direct::TESTS,
         debug::TESTS,
     ]
     .concat()
     .into_iter()
-    .filter(|e| registered(e.only_on))
+    .filter(|e| registered(e.only_on) && !excepted(e.except))
     .map(|e| Test {
         name: e.test.name.trim_start_matches("suite::"),
         ..e.test
