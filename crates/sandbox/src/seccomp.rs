@@ -45,7 +45,7 @@ pub(crate) fn program() -> Result<BpfProgram, String> {
     for name in SECCOMP_DENIED {
         let nr = number(name).ok_or_else(|| format!("no number for {name}"))?;
         // No condition: the call is denied whatever its arguments.
-        rules.insert(nr as i64, Vec::new());
+        rules.insert(nr, Vec::new());
     }
     let filter = SeccompFilter::new(
         rules,
