@@ -57,3 +57,49 @@ async fn end(child: &mut dyn Child) -> ChildExit {
     let _ = child.kill();
     child.wait().await
 }
+
+/// What a spawn asks of its child's sandbox, for a backend whose children run inside
+/// their parent's sandbox already (a `proc` child is its parent's descendant; a `fork`
+/// child is forked by a server that a sandboxed actor starts inside its own sandbox).
+///
+/// [`Plan::new`] rewrites the request's `boot.sandbox` to what the child must add to
+/// its parent's sandbox (`None` if nothing); [`Plan::record`] writes the child's
+/// [`SandboxVars`](runtime_vars::sandbox::SandboxVars) once the child's report (if it
+/// had anything to apply) came back.
+#[derive(Debug)]
+pub struct Plan {
+    wanted: Option<runtime_vars::sandbox::Sandbox>,
+    inherited: Option<runtime_vars::sandbox::SandboxVars>,
+}
+
+impl Plan {
+    /// Take the sandbox the runtime asked for (`req.boot.sandbox`: the parent's,
+    /// tightened by the child's options) and leave there only what the child must apply.
+    pub fn new(req: &mut spawn_api::SpawnRequest) -> Plan {
+        let wanted = req.boot.sandbox.take();
+        let inherited = req.vars.sandbox.clone();
+        req.boot.sandbox = wanted.as_ref().and_then(|want| {
+            let delta = match &inherited {
+                Some(parent) => want.beyond(&parent.sandbox),
+                None => want.clone(),
+            };
+            delta.restricts_anything().then_some(delta)
+        });
+        Plan { wanted, inherited }
+    }
+
+    /// Record the child's sandbox in `req.vars`: what it applied (`report`, when
+    /// `boot.sandbox` had anything), or its parent's, unchanged.
+    pub fn record(self, req: &mut spawn_api::SpawnRequest, report: Option<SandboxReport>) {
+        let Some(sandbox) = self.wanted else { return };
+        req.vars.sandbox = match (report, self.inherited) {
+            (Some(report), _) => Some(runtime_vars::sandbox::SandboxVars {
+                sandbox,
+                report,
+                applied_by: req.boot.path.clone(),
+            }),
+            (None, Some(parent)) => Some(runtime_vars::sandbox::SandboxVars { sandbox, ..parent }),
+            (None, None) => None,
+        };
+    }
+}

@@ -181,7 +181,7 @@ impl ForkBackend {
         let client = slot
             .0
             .get_or_try_init(|| async {
-                let client = match req.vars.services.get(SERVICE_KEY) {
+                let client = match req.vars.services.get(&service_key(req)) {
                     Some(value) => {
                         let service = ForkService::parse(value).map_err(|e| {
                             unavailable(format!(
@@ -205,6 +205,19 @@ impl ForkBackend {
             })
             .await?;
         Ok(client.clone())
+    }
+}
+
+/// Where the spawning actor finds its forkserver in the vars: [`SERVICE_KEY`] outside any
+/// sandbox, and `fork.server@<path>` inside the sandbox the actor at `<path>` entered. A
+/// server forks its children inside whatever sandbox it runs in, so the first fork spawn in
+/// a sandbox starts a server there (a server outside would fork children outside the
+/// sandbox; its socket and pid are not even visible from inside), and the actors sharing
+/// that sandbox share that server.
+fn service_key(req: &SpawnRequest) -> String {
+    match &req.vars.sandbox {
+        Some(s) => format!("{SERVICE_KEY}@{}", s.applied_by),
+        None => SERVICE_KEY.to_owned(),
     }
 }
 
@@ -240,8 +253,11 @@ impl SpawnBackend for ForkBackend {
         }
         req.vars
             .services
-            .insert(SERVICE_KEY.to_owned(), client.service().to_string());
+            .insert(service_key(req), client.service().to_string());
         let timeout = req.boot.connect_timeout;
+        // The server that forks this child was started by the first fork spawn in this
+        // actor's sandbox (see `service_key`): the child is inside it already.
+        let plan = sandbox::parent::Plan::new(req);
         let spawned = client
             .spawn(&req.boot.to_bytes(), req.stdio == ChildStdio::Null, timeout)
             .await
@@ -283,16 +299,13 @@ impl SpawnBackend for ForkBackend {
             source,
         })?;
         tracing::trace!(pid, actor = %req.boot.path, "forked");
-        if let Some(sandbox) = req.boot.sandbox.clone() {
+        let mut report = None;
+        if req.boot.sandbox.is_some() {
             // Dropped on any error (or with this future): the child is killed.
             let outcome = child.sandbox_outcome(timeout).await;
-            let report = sandbox::parent::judge(KEY, &req.boot.path, outcome, &mut child).await?;
-            req.vars.sandbox = Some(spawn_api::runtime_vars::sandbox::SandboxVars {
-                sandbox,
-                report,
-                applied_by: req.boot.path.clone(),
-            });
+            report = Some(sandbox::parent::judge(KEY, &req.boot.path, outcome, &mut child).await?);
         }
+        plan.record(req, report);
         Ok(Box::new(child))
     }
 

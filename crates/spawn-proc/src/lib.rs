@@ -104,6 +104,9 @@ impl SpawnBackend for ProcBackend {
     }
 
     async fn spawn(&self, req: &mut SpawnRequest) -> Result<Box<dyn Child>, SpawnError> {
+        // A child of a sandboxed actor is its process's descendant, inside its sandbox
+        // already: it applies only what it adds.
+        let plan = sandbox::parent::Plan::new(req);
         let launch = |source: io::Error| SpawnError::Launch {
             backend: KEY,
             actor: req.boot.path.clone(),
@@ -113,17 +116,6 @@ impl SpawnBackend for ProcBackend {
             Some(e) => e.clone(),
             None => PathBuf::from("/proc/self/exe"),
         };
-        // A child of a sandboxed actor is its process's descendant, inside its sandbox
-        // already: it applies only what it adds.
-        let wanted = req.boot.sandbox.take();
-        let inherited = req.vars.sandbox.clone();
-        if let Some(want) = &wanted {
-            req.boot.sandbox = match &inherited {
-                Some(parent) => Some(want.beyond(&parent.sandbox)),
-                None => Some(want.clone()),
-            }
-            .filter(|delta| delta.restricts_anything());
-        }
         let (stdin, marker, back) = boot::prepare(&boot::Envelope {
             parent_pid: std::process::id(),
             boot: req.boot.to_bytes(),
@@ -148,22 +140,13 @@ impl SpawnBackend for ProcBackend {
             pidfd,
             status: None,
         };
+        let mut report = None;
         if req.boot.sandbox.is_some() {
             // Dropped on any error (or with this future): the child is killed and reaped.
             let outcome = report::receive(back, req.boot.connect_timeout).await;
-            let report = sandbox::parent::judge(KEY, &req.boot.path, outcome, &mut child).await?;
-            req.vars.sandbox = Some(spawn_api::runtime_vars::sandbox::SandboxVars {
-                sandbox: wanted.clone().unwrap_or_default(),
-                report,
-                applied_by: req.boot.path.clone(),
-            });
-        } else if let (Some(want), Some(parent)) = (wanted, inherited) {
-            // Nothing to add: the parent's sandbox, as the parent's spawn applied it.
-            req.vars.sandbox = Some(spawn_api::runtime_vars::sandbox::SandboxVars {
-                sandbox: want,
-                ..parent
-            });
+            report = Some(sandbox::parent::judge(KEY, &req.boot.path, outcome, &mut child).await?);
         }
+        plan.record(req, report);
         Ok(Box::new(child))
     }
 

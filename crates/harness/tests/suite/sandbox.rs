@@ -25,6 +25,7 @@ crate::tests!(
     killing_the_namespace_init_takes_its_whole_namespace except "subint",
     children_inherit_the_sandbox_and_can_only_tighten_it except "subint",
     a_refused_part_fails_the_spawn_with_a_typed_error_unless_best_effort except "subint",
+    a_sandboxed_actors_fork_children_run_inside_its_sandbox except "subint",
     subint_refuses_a_sandbox_but_runs_inside_its_parents on "subint",
 );
 
@@ -308,8 +309,6 @@ fn children_inherit_the_sandbox_and_can_only_tighten_it() -> Result<(), Failed> 
         let p = n
             .start_actor("outer", ActorOptions::new().sandbox(parent.clone()))
             .await?;
-        // The grandchildren are `proc` actors: a sandboxed actor has no way to the tree's
-        // forkserver (its socket lives in the host's network namespace).
         let proc_ = Some("proc".to_owned());
         let inherited = p
             .run(ProbeViaChild, (proc_.clone(), None, args.clone()))
@@ -421,6 +420,51 @@ fn subint_refuses_a_sandbox_but_runs_inside_its_parents() -> Result<(), Failed> 
         assert_eq!(seen.pid, 1, "in the process actor's namespace");
         let vars = seen.sandbox.expect("inherited");
         assert_eq!(vars.applied_by, "root/host");
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// A sandboxed actor's `fork` children run inside its sandbox: the tree's forkserver
+/// (started here by an unsandboxed child first) lives outside it, so the first fork spawn
+/// inside the sandbox starts a server there, and its children are in the actor's pid
+/// namespace, with no network, and tighten the sandbox like `proc` children.
+fn a_sandboxed_actors_fork_children_run_inside_its_sandbox() -> Result<(), Failed> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let args = ProbeArgs {
+        connect: Some(listener.local_addr()?.to_string()),
+        write: vec![],
+    };
+    with_root(async |n| {
+        let outside = n
+            .start_actor("outside", ActorOptions::new().backend("fork"))
+            .await?;
+        let outside = probe(&outside, args.clone()).await?;
+        assert_eq!(outside.connect, None);
+
+        let p = n.start_actor("boxed", sandboxed()).await?;
+        let parent = probe(&p, ProbeArgs::default()).await?;
+        let fork = Some("fork".to_owned());
+        let inherited = p
+            .run(ProbeViaChild, (fork.clone(), None, args.clone()))
+            .await?;
+        assert_eq!(
+            inherited.pid_ns, parent.pid_ns,
+            "in the actor's pid namespace"
+        );
+        assert_ne!(inherited.pid, 1);
+        assert!(inherited.connect.is_some(), "no network inside");
+        assert_eq!(
+            inherited.sandbox.expect("inherited").sandbox,
+            Sandbox::new()
+        );
+
+        let tighter = Sandbox::unrestricted().memory(512 << 20);
+        let tight = p.run(ProbeViaChild, (fork, Some(tighter), args)).await?;
+        let vars = tight.sandbox.expect("tightened");
+        assert_eq!(vars.sandbox.limits.address_space, Some(512 << 20));
+        assert_eq!(vars.applied_by, "root/boxed/inner");
+        assert!(tight.connect.is_some());
         Ok(())
     })?;
     Ok(())
