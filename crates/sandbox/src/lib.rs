@@ -283,6 +283,18 @@ pub fn enter(entry: &Entry<'_>) -> Result<SandboxReport, Refusal> {
 fn user_namespace(p: &mut Progress) -> Result<(), Refusal> {
     let uid = nix::unistd::getuid();
     let gid = nix::unistd::getgid();
+    // The kernel maps the host's uid 0 into a new user namespace only for a creator
+    // holding CAP_SETFCAP (otherwise files written inside could carry capabilities valid
+    // on the host). A sandboxed root actor gave it up: say so before anything is done,
+    // so that a best-effort sandbox can go on without the namespace.
+    if uid.is_root() && !effective_capability(CAP_SETFCAP) {
+        return p.refused(
+            Piece::UserNamespace,
+            "mapping uid 0 into a new user namespace needs CAP_SETFCAP, which this process \
+             does not hold (a sandboxed actor running as root cannot add namespaces for its \
+             children)",
+        );
+    }
     if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWUSER) {
         return p.refused(Piece::UserNamespace, format!("unshare(CLONE_NEWUSER): {e}"));
     }
@@ -295,28 +307,32 @@ fn user_namespace(p: &mut Progress) -> Result<(), Refusal> {
         })
     };
     map("setgroups", "deny".into())?;
-    // Mapping uid 0 inside needs CAP_SETFCAP where the namespace was made, which a
-    // sandboxed actor starting a sandboxed child no longer has: root then appears as
-    // uid 1 inside. Either way the kernel's uid is the same, so peers' credentials
-    // (compared inside each one's own namespace) still match.
-    let inside = match map("uid_map", format!("{uid} {uid} 1")) {
-        Ok(()) => uid.as_raw(),
-        Err(_) if uid.is_root() => {
-            map("uid_map", format!("1 {uid} 1"))?;
-            1
-        }
-        Err(e) => return Err(e),
-    };
+    map("uid_map", format!("{uid} {uid} 1"))?;
     map("gid_map", format!("{gid} {gid} 1"))?;
     p.applied(
         Piece::UserNamespace,
-        if inside == uid.as_raw() {
-            format!("uid {uid} and gid {gid} mapped to themselves")
-        } else {
-            format!("uid {uid} is uid {inside} inside (no CAP_SETFCAP to map root); gid {gid}")
-        },
+        format!("uid {uid} and gid {gid} mapped to themselves"),
     );
     Ok(())
+}
+
+/// `CAP_SETFCAP`'s number.
+const CAP_SETFCAP: u32 = 31;
+
+/// Whether this process holds capability `cap` in its effective set (`CapEff` of
+/// `/proc/self/status`).
+fn effective_capability(cap: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_owned();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|bits| bits & (1 << cap) != 0)
 }
 
 /// Fork the namespace's pid 1 and keep it (see the crate's documentation). Returns in

@@ -26,6 +26,7 @@ crate::tests!(
     children_inherit_the_sandbox_and_can_only_tighten_it except "subint",
     a_refused_part_fails_the_spawn_with_a_typed_error_unless_best_effort except "subint",
     a_sandboxed_actors_fork_children_run_inside_its_sandbox except "subint",
+    a_child_adds_a_namespace_as_a_user_and_is_refused_by_name_as_root except "subint",
     subint_refuses_a_sandbox_but_runs_inside_its_parents on "subint",
 );
 
@@ -465,6 +466,47 @@ fn a_sandboxed_actors_fork_children_run_inside_its_sandbox() -> Result<(), Faile
         assert_eq!(vars.sandbox.limits.address_space, Some(512 << 20));
         assert_eq!(vars.applied_by, "root/boxed/inner");
         assert!(tight.connect.is_some());
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// A child asking for a namespace its sandboxed parent lacks (here: no network, under a
+/// parent on the host's network) gets it when the tree runs as an ordinary user; as root
+/// the kernel refuses the nested user namespace (the parent gave up `CAP_SETFCAP`), and
+/// the spawn fails with that part named rather than running with less.
+fn a_child_adds_a_namespace_as_a_user_and_is_refused_by_name_as_root() -> Result<(), Failed> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let args = ProbeArgs {
+        connect: Some(listener.local_addr()?.to_string()),
+        write: vec![],
+    };
+    let online = Sandbox::new().network(Network::Host);
+    let offline = Sandbox::unrestricted().network(Network::None);
+    with_root(async |n| {
+        let p = n
+            .start_actor("online", ActorOptions::new().sandbox(online))
+            .await?;
+        assert_eq!(
+            probe(&p, args.clone()).await?.connect,
+            None,
+            "the host's network"
+        );
+        let proc_ = Some("proc".to_owned());
+        let got = p.run(ProbeViaChild, (proc_, Some(offline), args)).await;
+        if is_root() {
+            let e = got.expect_err("root cannot nest a user namespace without CAP_SETFCAP");
+            let text = e.to_string();
+            assert!(
+                text.contains("user namespace refused") && text.contains("CAP_SETFCAP"),
+                "{text}"
+            );
+        } else {
+            let seen = got?;
+            assert!(seen.connect.is_some(), "no network in the nested namespace");
+            let report = seen.sandbox.expect("sandboxed").report;
+            assert!(report.has(Piece::NetworkNamespace), "{report}");
+        }
         Ok(())
     })?;
     Ok(())
