@@ -76,8 +76,8 @@ pub use spawn_proc::{self as proc, ProcBackend};
 #[cfg(feature = "subint")]
 pub use spawn_subint::{self as subint, SubintBackend};
 
-#[cfg(feature = "subint")]
 pub mod debug;
+#[cfg(feature = "subint")]
 pub mod python;
 
 /// A [`BroodBuilder`] serving `registry` with every backend and transport compiled into
