@@ -4,6 +4,12 @@
 //! next to an exec of this very binary that exits before doing anything (what the
 //! program's size and linking cost before brood runs at all).
 //!
+//! Each backend is measured twice, plain and in the default sandbox
+//! (`ActorOptions::sandbox(Sandbox::new())`: its own namespaces, rlimits, no
+//! capabilities, `no_new_privs`, seccomp), as `brood-<backend>` and
+//! `brood-<backend>-sandbox`: what the sandbox adds to a spawn is the ratio of the two
+//! (`cargo xtask bench` checks it).
+//!
 //! This binary is built without the `subint` feature (see `cargo xtask bench`): a process
 //! actor is this program started again, and a program that links CPython pays for
 //! loading it at every start. `spawn_subint.rs` measures the sub-interpreter backend.
@@ -15,9 +21,10 @@
 mod common;
 
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use brood::ActorOptions;
+use brood::sandbox::Sandbox;
 use common::Ping;
 use criterion::Criterion;
 
@@ -50,6 +57,42 @@ fn exec_self() {
     assert!(status.success(), "self: {status}");
 }
 
+/// `iters` times: start an actor on `backend` (in the default sandbox if `sandboxed`),
+/// call it once, cancel it and wait until it is reaped; the time this took.
+fn spawn_call_reap(
+    rt: &tokio::runtime::Runtime,
+    actors: &brood::Brood,
+    backend: &'static str,
+    sandboxed: bool,
+    iters: u64,
+) -> Duration {
+    let options = || {
+        let options = ActorOptions::new().backend(backend);
+        if sandboxed {
+            options.sandbox(Sandbox::new())
+        } else {
+            options
+        }
+    };
+    common::in_root(rt, actors, async |n| {
+        if backend == "fork" {
+            // The tree's forkserver starts with its first actor (an exec): untimed. It
+            // inherits the affinity of the thread that starts it, so later forks land
+            // on the child CPU like every other row's children.
+            let warm = common::on_child_cpu(n.start_actor("warm", options())).await?;
+            warm.cancel_actor().await;
+        }
+        let start = Instant::now();
+        for _ in 0..iters {
+            let p = common::on_child_cpu(n.start_actor("b", options())).await?;
+            p.run(Ping, ()).await?;
+            // Runs the teardown ladder; returns once the child is reaped.
+            p.cancel_actor().await;
+        }
+        Ok(start.elapsed())
+    })
+}
+
 fn main() {
     if std::env::var_os(EXIT_AT_ONCE).is_some() {
         return;
@@ -64,39 +107,18 @@ fn main() {
     let mut group = c.benchmark_group("spawn");
     // About a millisecond per iteration: fewer samples keep the group short.
     group.sample_size(20);
-    group.bench_function(id("brood-proc"), |b| {
-        b.iter_custom(|iters| {
-            common::in_root(&rt, &actors, async |n| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let p = common::on_child_cpu(n.start_actor("b", ActorOptions::new())).await?;
-                    p.run(Ping, ()).await?;
-                    // Runs the teardown ladder; returns once the child is reaped.
-                    p.cancel_actor().await;
-                }
-                Ok(start.elapsed())
-            })
-        })
-    });
-    group.bench_function(id("brood-fork"), |b| {
-        b.iter_custom(|iters| {
-            common::in_root(&rt, &actors, async |n| {
-                let fork = || ActorOptions::new().backend("fork");
-                // The tree's forkserver starts with its first actor (an exec): untimed.
-                // It inherits the affinity of the thread that starts it, so later forks
-                // land on the child CPU like every other row's children.
-                let warm = common::on_child_cpu(n.start_actor("warm", fork())).await?;
-                warm.cancel_actor().await;
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let p = common::on_child_cpu(n.start_actor("b", fork())).await?;
-                    p.run(Ping, ()).await?;
-                    p.cancel_actor().await;
-                }
-                Ok(start.elapsed())
-            })
-        })
-    });
+    for backend in ["proc", "fork"] {
+        for sandboxed in [false, true] {
+            let name = if sandboxed {
+                format!("brood-{backend}-sandbox")
+            } else {
+                format!("brood-{backend}")
+            };
+            group.bench_function(id(&name), |b| {
+                b.iter_custom(|iters| spawn_call_reap(&rt, &actors, backend, sandboxed, iters))
+            });
+        }
+    }
     group.bench_function(id("floor-fork"), |b| b.iter(fork_exit_wait));
     group.bench_function(id("floor-exec"), |b| b.iter(exec_true));
     group.bench_function(id("floor-exec-self"), |b| b.iter(exec_self));

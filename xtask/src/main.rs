@@ -12,9 +12,10 @@
 //! on the workspace's own crates, so that it builds once and quickly.
 //!
 //! Its modules form layers, none using one above it: `error`, `run` (running cargo) and
-//! `metadata` at the bottom; `python`, `summary` and `nextest` (reading test results);
-//! then one module per command (`matrix`, `bench`, `fuzz`, `circles`), and this file,
-//! which only parses the command line and dispatches.
+//! `metadata` at the bottom; `python`, `summary` and `nextest` (reading test results), and
+//! `unprivileged` (running the sandbox tests as another user); then one module per
+//! command (`matrix`, `bench`, `fuzz`, `circles`), and this file, which only parses the
+//! command line and dispatches.
 
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ mod nextest;
 mod python;
 mod run;
 mod summary;
+mod unprivileged;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,7 +58,9 @@ enum Task {
     /// Each cell runs `cargo nextest run --workspace --no-fail-fast --profile matrix` (or
     /// `cargo test` without nextest) with BROOD_BACKEND, BROOD_TRANSPORT and
     /// BROOD_SKIP_REPORT set, and reads nextest's JUnit report and test list; doctests run
-    /// once, after the first cell. Exits non-zero if any cell fails.
+    /// once, after the first cell. Run as root, it then runs the suite's `sandbox::` tests
+    /// again as the unprivileged user brood-sbx (created if missing), once per selected
+    /// process backend (proc, fork), as extra rows. Exits non-zero if any cell fails.
     Test(TestArgs),
     /// Run the benches, compare each with its floor and check the performance targets.
     ///

@@ -8,18 +8,24 @@
 //! list, see `nextest.rs`). Without nextest, a cell runs `cargo test`, whose only
 //! summary on stable Rust is the `test result:` line of each test binary (see
 //! `summary.rs`); doctests always run that way, once.
+//!
+//! Run as root with the `proc` or `fork` backend selected, the matrix then runs the
+//! suite's `sandbox::` tests once more per such backend as an unprivileged user (see
+//! `unprivileged.rs`): one more row each, under the `uds` column.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use crate::error::Error;
 use crate::nextest::{self, Outcome, TestCase, ToolConfig};
 use crate::python::{self, PythonTier};
 use crate::run::{self, Captured};
 use crate::summary::{self, Counts, SkipReport};
+use crate::unprivileged::{self, Account, Stage, Switch};
 
 /// A spawn backend or transport that the matrix knows about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,8 +271,11 @@ pub(crate) fn run(opts: &TestOptions, root: &Path) -> Result<bool, Error> {
         PythonTier::Py311 => "brood test matrix".to_owned(),
         tier => format!("brood test matrix (CPython {})", tier.version()),
     };
+    let unprivileged_rows = unprivileged_step(&backends, &transports, &base_env, root, &mut skips);
     let transport_names: Vec<&str> = transports.iter().map(|t| t.name).collect();
-    let backend_names: Vec<&str> = backends.iter().map(|b| b.name).collect();
+    let mut backend_names: Vec<&str> = backends.iter().map(|b| b.name).collect();
+    backend_names.extend(unprivileged_rows.iter().map(|c| c.backend.as_str()));
+    results.extend(unprivileged_rows.iter().cloned());
     println!();
     print!(
         "{}",
@@ -296,6 +305,166 @@ pub(crate) fn run(opts: &TestOptions, root: &Path) -> Result<bool, Error> {
         println!("FAILED: {}", red.join(", "));
     }
     Ok(all_ok)
+}
+
+/// The matrix row of the sandbox tests of `backend` run as the unprivileged user.
+fn unprivileged_label(backend: &str) -> String {
+    format!("{backend} (unprivileged sandbox)")
+}
+
+/// After the cells: the suite's sandbox tests once more per selected process backend, as
+/// the unprivileged user [`unprivileged::USER`] (created if needed), over `uds` (or the
+/// first selected transport without it). Needs root, to create and switch to the user;
+/// otherwise says so and returns no row. Each row is red if its run fails or runs no
+/// test at all. The skips of these runs are added to `skips` under the rows' labels.
+fn unprivileged_step(
+    backends: &[&Component],
+    transports: &[&Component],
+    env: &[(String, String)],
+    root: &Path,
+    skips: &mut SkipReport,
+) -> Vec<CellResult> {
+    let wanted: Vec<&str> = backends
+        .iter()
+        .map(|b| b.name)
+        .filter(|b| unprivileged::BACKENDS.contains(b))
+        .collect();
+    let Some(transport) = transports
+        .iter()
+        .map(|t| t.name)
+        .find(|t| *t == "uds")
+        .or_else(|| transports.first().map(|t| t.name))
+    else {
+        return Vec::new();
+    };
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    if unprivileged::effective_uid() != Some(0) {
+        println!(
+            "note: the unprivileged sandbox step needs root (to create user {} and switch \
+             to it): skipped; the cells above ran the sandbox tests as the current user",
+            unprivileged::USER
+        );
+        return Vec::new();
+    }
+    let started = Instant::now();
+    println!(
+        "==> unprivileged sandbox: the `{}` tests as user {}, backend {}, transport {transport}",
+        unprivileged::FILTER,
+        unprivileged::USER,
+        wanted.join(", ")
+    );
+    let rows = match prepare_unprivileged(root, env) {
+        Ok((account, switch, stage)) => wanted
+            .iter()
+            .map(|backend| {
+                run_unprivileged(backend, transport, env, &account, &switch, &stage, skips)
+            })
+            .collect(),
+        Err(e) => {
+            println!("error: unprivileged sandbox step: {e}");
+            wanted
+                .iter()
+                .map(|backend| CellResult {
+                    backend: unprivileged_label(backend),
+                    transport: transport.to_owned(),
+                    counts: None,
+                    ok: false,
+                    note: Some(e.clone()),
+                    failures: Vec::new(),
+                })
+                .collect()
+        }
+    };
+    println!(
+        "<== unprivileged sandbox: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    rows
+}
+
+/// The user, the way to switch to it, and the suite binary staged where it can run it.
+fn prepare_unprivileged(
+    root: &Path,
+    env: &[(String, String)],
+) -> Result<(Account, Switch, Stage), String> {
+    let switch =
+        Switch::find().ok_or("neither setpriv nor runuser (util-linux) is installed".to_owned())?;
+    let account = unprivileged::ensure_user(unprivileged::USER)?;
+    let binary = unprivileged::suite_binary(root, env)?;
+    let stage = Stage::prepare(&binary, &account, &switch)?;
+    for note in &stage.notes {
+        println!("note: {note}");
+    }
+    Ok((account, switch, stage))
+}
+
+/// Run the sandbox tests of `backend` as `account` and read the row's result.
+fn run_unprivileged(
+    backend: &str,
+    transport: &str,
+    env: &[(String, String)],
+    account: &Account,
+    switch: &Switch,
+    stage: &Stage,
+    skips: &mut SkipReport,
+) -> CellResult {
+    let label = unprivileged_label(backend);
+    let skip_file = stage.skip_report(backend);
+    let _ = std::fs::remove_file(&skip_file);
+    let child_env =
+        unprivileged::child_env(backend, transport, stage, env, |k| std::env::var(k).ok());
+    let args = unprivileged::command_args(switch, account, stage, &child_env);
+    println!(
+        "==> {label}: {}",
+        run::display_command(&switch.program().display().to_string(), &args)
+    );
+    let cell = match unprivileged::run_tests(switch, &args, stage) {
+        Ok(captured) => unprivileged_cell(&label, transport, &captured),
+        Err(e) => CellResult {
+            backend: label.clone(),
+            transport: transport.to_owned(),
+            counts: None,
+            ok: false,
+            note: Some(e),
+            failures: Vec::new(),
+        },
+    };
+    if let Ok(bytes) = std::fs::read(&skip_file) {
+        skips.add_text(&unprivileged::relabel_skips(
+            &String::from_utf8_lossy(&bytes),
+            &label,
+        ));
+    }
+    cell
+}
+
+/// A row of the unprivileged step from the suite's output: red when the run fails, and
+/// when no test ran at all (a filter that matches nothing, or every test skipped, would
+/// otherwise pass without checking anything).
+fn unprivileged_cell(label: &str, transport: &str, captured: &Captured) -> CellResult {
+    let counts = summary::parse_cargo_test(captured.lines());
+    let mut cell = CellResult::from_run(label, transport, counts, captured);
+    match counts {
+        // The binary was built before: no summary means it did not get to its tests.
+        None => cell.note = Some(format!("no test summary ({})", captured.status)),
+        Some(c) if c.passed + c.failed == 0 => {
+            cell.ok = false;
+            cell.note = Some(format!("no `{}` test ran", unprivileged::FILTER));
+        }
+        Some(_) => {}
+    }
+    cell.failures = unprivileged::failed_tests(captured.stdout.iter().map(String::as_str))
+        .into_iter()
+        .map(|test| {
+            (
+                format!("harness::suite {test}"),
+                format!("test failure as user {}", unprivileged::USER),
+            )
+        })
+        .collect();
+    cell
 }
 
 fn nextest_installed(root: &Path) -> bool {
@@ -745,6 +914,76 @@ skipped tests:
              proc                | 57 passed, 0 failed, 0 skipped\n\
              doctests            | 31 passed, 0 failed\n\
              skipped tests:\n  (none)\n"
+        );
+    }
+
+    fn captured(code: i32, stdout: &str) -> Captured {
+        use std::os::unix::process::ExitStatusExt as _;
+        Captured {
+            status: std::process::ExitStatus::from_raw(code << 8),
+            stdout: stdout.lines().map(String::from).collect(),
+            stderr: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn unprivileged_rows() {
+        let label = unprivileged_label("proc");
+        assert_eq!(label, "proc (unprivileged sandbox)");
+        let green = unprivileged_cell(
+            &label,
+            "uds",
+            &captured(
+                0,
+                "test sandbox::a ... ok\n\
+                 test result: ok. 1 passed; 0 failed; 1 ignored; 0 measured; 9 filtered out; \
+                 finished in 0.10s",
+            ),
+        );
+        assert!(green.ok, "{green:?}");
+        assert_eq!(cell_text(&green, true), "1 passed, 0 failed, 1 skipped");
+
+        let red = unprivileged_cell(
+            &label,
+            "uds",
+            &captured(
+                101,
+                "test sandbox::a ... FAILED\n\
+                 test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 9 filtered \
+                 out; finished in 0.10s",
+            ),
+        );
+        assert!(!red.ok);
+        assert_eq!(
+            red.failures,
+            [(
+                "harness::suite sandbox::a".to_owned(),
+                "test failure as user brood-sbx".to_owned()
+            )]
+        );
+
+        // Nothing ran: a step that cannot fail is a failure.
+        let none = unprivileged_cell(
+            &label,
+            "uds",
+            &captured(
+                0,
+                "test result: ok. 0 passed; 0 failed; 2 ignored; 0 measured; 9 filtered out; \
+                 finished in 0.00s",
+            ),
+        );
+        assert!(!none.ok);
+        assert_eq!(
+            cell_text(&none, true),
+            "0 passed, 0 failed, 2 skipped (no `sandbox::` test ran)  FAILED"
+        );
+
+        // No summary: the binary did not get as far as running tests.
+        let broken = unprivileged_cell(&label, "uds", &captured(127, "env: not found"));
+        assert!(!broken.ok);
+        assert_eq!(
+            cell_text(&broken, true),
+            "no test summary (exit status: 127)  FAILED"
         );
     }
 

@@ -103,6 +103,22 @@ pub(super) const TARGETS: &[Check] = &[
         value: None,
         max: 3.0,
     },
+    // The sandbox (`ActorOptions::sandbox(Sandbox::new())`): a sandboxed spawn within 2x a
+    // plain one, on each process backend.
+    Check::TimeRatioAtMost {
+        group: "spawn",
+        bench: "brood-proc-sandbox",
+        floor: "brood-proc",
+        value: None,
+        max: 2.0,
+    },
+    Check::TimeRatioAtMost {
+        group: "spawn",
+        bench: "brood-fork-sandbox",
+        floor: "brood-fork",
+        value: None,
+        max: 2.0,
+    },
     // Sub-interpreter actors: without Python within 5x a bare thread spawn and join; with an
     // eager interpreter within 1.5x creating and ending one.
     Check::TimeRatioAtMost {

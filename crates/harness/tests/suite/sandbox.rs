@@ -27,6 +27,7 @@ crate::tests!(
     a_refused_part_fails_the_spawn_with_a_typed_error_unless_best_effort except "subint",
     a_sandboxed_actors_fork_children_run_inside_its_sandbox except "subint",
     a_child_adds_a_namespace_as_a_user_and_is_refused_by_name_as_root except "subint",
+    a_cgroup_limit_is_applied_where_writable_and_refused_by_name_elsewhere except "subint",
     subint_refuses_a_sandbox_but_runs_inside_its_parents on "subint",
 );
 
@@ -509,5 +510,59 @@ fn a_child_adds_a_namespace_as_a_user_and_is_refused_by_name_as_root() -> Result
         }
         Ok(())
     })?;
+    Ok(())
+}
+
+/// `cgroup(true)` puts the actor in a cgroup v2 of its own with `memory.max` and
+/// `pids.max`, where this process's cgroup has those controllers for its children, and
+/// fails the spawn naming the cgroup (with the reason) where it does not; best effort
+/// runs without it and says so. The cgroup is gone once the actor is (the leak checks
+/// and the last assertion).
+fn a_cgroup_limit_is_applied_where_writable_and_refused_by_name_elsewhere() -> Result<(), Failed> {
+    let limited = Sandbox::new().memory(256 << 20).tasks(64).cgroup(true);
+    let made = with_root(async |n| {
+        match n
+            .start_actor("grouped", ActorOptions::new().sandbox(limited.clone()))
+            .await
+        {
+            Ok(c) => {
+                let report = probe(&c, ProbeArgs::default())
+                    .await?
+                    .sandbox
+                    .expect("sandboxed")
+                    .report;
+                let (_, detail) = report
+                    .applied
+                    .iter()
+                    .find(|(p, _)| *p == Piece::Cgroup)
+                    .expect("an applied cgroup is in the report");
+                Ok(Some(detail.clone()))
+            }
+            Err(SpawnError::SandboxRefused { refusal, .. }) => {
+                assert_eq!(refusal.piece, Piece::Cgroup, "{refusal}");
+                assert!(refusal.reason.contains("cgroup"), "{refusal}");
+                let lenient = ActorOptions::new().sandbox(limited.clone().best_effort(true));
+                let c = n.start_actor("lenient", lenient).await?;
+                let report = probe(&c, ProbeArgs::default())
+                    .await?
+                    .sandbox
+                    .expect("sandboxed")
+                    .report;
+                assert!(
+                    report.refused.iter().any(|r| r.piece == Piece::Cgroup),
+                    "{report}"
+                );
+                assert!(report.has(Piece::AddressSpace), "{report}");
+                Ok(None)
+            }
+            Err(other) => panic!("expected a cgroup or its refusal, got {other:?}"),
+        }
+    })?;
+    if let Some(dir) = made {
+        let dir = dir.split_whitespace().next().unwrap_or_default().to_owned();
+        poll_until(Duration::from_secs(2), "the cgroup to be removed", || {
+            !std::path::Path::new(&dir).exists()
+        });
+    }
     Ok(())
 }
