@@ -173,6 +173,33 @@ pub(crate) fn drop_capabilities() -> io::Result<()> {
     Ok(())
 }
 
+/// Install the classic-BPF seccomp filter `program` on this thread (`no_new_privs` set
+/// first, or the kernel refuses).
+pub(crate) fn install_seccomp(program: &[libc::sock_filter]) -> io::Result<()> {
+    let len = u16::try_from(program.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a filter too long"))?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) reads `len` instructions
+    // from `filter`, which points into `program`; both outlive the call, and the kernel
+    // copies the program.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &fprog as *const libc::sock_fprog,
+            0,
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `PR_SET_NO_NEW_PRIVS`.
 pub(crate) fn set_no_new_privs() -> io::Result<()> {
     // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1) takes integers only.
