@@ -27,13 +27,18 @@ use crate::metadata::target_dir;
 use crate::python::{self, PythonTier};
 use crate::run;
 
+/// Every facade feature but `subint`.
+const WITHOUT_PYTHON: &str = "proc,fork,uds,shm";
+
 /// The facade features a bench is built with, when not the defaults. Process-actor
 /// benches leave out `subint`: a spawned process actor is the program started again, and
 /// a program that links CPython pays for loading it at every start (measured: +0.7 ms per
 /// exec here), which is not what a Rust-only program pays.
+///
+/// `shm` stays in: it links no Python, and the benches' shared code uses its regions.
 fn bench_features(name: &str) -> Option<&'static str> {
     match name {
-        "spawn" | "rpc" | "stream" | "footprint" => Some("proc,fork,uds"),
+        "spawn" | "rpc" | "stream" | "footprint" => Some(WITHOUT_PYTHON),
         _ => None,
     }
 }

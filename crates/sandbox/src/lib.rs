@@ -160,8 +160,7 @@ pub fn enter(entry: &Entry<'_>) -> Result<SandboxReport, Refusal> {
     if s.namespaces.user {
         user_namespace(&mut p)?;
     }
-    let mut entered = Vec::new();
-    for (wanted, flag, piece) in [
+    let wanted: Vec<(CloneFlags, Piece)> = [
         (
             s.filesystem != Filesystem::Host,
             CloneFlags::CLONE_NEWNS,
@@ -183,13 +182,24 @@ pub fn enter(entry: &Entry<'_>) -> Result<SandboxReport, Refusal> {
             Piece::UtsNamespace,
         ),
         (wants_pid, CloneFlags::CLONE_NEWPID, Piece::PidNamespace),
-    ] {
-        if !wanted {
-            continue;
-        }
-        match nix::sched::unshare(flag) {
-            Ok(()) => entered.push(piece),
-            Err(e) => p.refused(piece, format!("unshare({flag:?}): {e}"))?,
+    ]
+    .into_iter()
+    .filter_map(|(wanted, flag, piece)| wanted.then_some((flag, piece)))
+    .collect();
+    let mut entered = Vec::new();
+    let all = wanted
+        .iter()
+        .fold(CloneFlags::empty(), |acc, (f, _)| acc | *f);
+    // One call for all of them (each call copies the process's namespace set); one at
+    // a time only to find which is refused.
+    if !all.is_empty() && nix::sched::unshare(all).is_ok() {
+        entered.extend(wanted.iter().map(|(_, piece)| *piece));
+    } else {
+        for (flag, piece) in wanted {
+            match nix::sched::unshare(flag) {
+                Ok(()) => entered.push(piece),
+                Err(e) => p.refused(piece, format!("unshare({flag:?}): {e}"))?,
+            }
         }
     }
     let has = |piece| entered.contains(&piece);
