@@ -29,6 +29,14 @@
 //! no difference. If the keeper is killed, the actor's parent-death signal kills the
 //! namespace's pid 1, and the kernel kills every other process in the namespace.
 //!
+//! ## Who should depend on this crate
+//!
+//! Process backends: `spawn-proc` and `spawn-fork` call [`enter`] in the child and
+//! [`parent::Plan`] and [`parent::judge`] in the parent. Programs never do: they ask for a
+//! sandbox with `ActorOptions::sandbox` and read what was applied in the actor's vars. The
+//! crate depends on the contract (`spawn-api`) and `runtime-vars` for its data, never on
+//! the runtime or on a backend.
+//!
 //! ## Requirements
 //!
 //! [`enter`] must be called while the process runs a single thread (before any runtime is
@@ -210,10 +218,6 @@ pub fn enter(entry: &Entry<'_>) -> Result<SandboxReport, Refusal> {
             Piece::PidNamespace,
             "pid 1 of its own pid namespace, behind a keeper",
         );
-    }
-    if let Some(c) = &cgroup {
-        // Without a pid namespace there is no keeper to remove it: refused above.
-        let _ = c;
     }
 
     if has(Piece::UtsNamespace) {

@@ -53,8 +53,19 @@ pub trait SpawnBackend: Send + Sync + fmt::Debug + 'static {
     /// handle is dropped unreaped only if the runtime itself is torn down, and the
     /// backends of this workspace stop their child when that happens.
     ///
+    /// # Sandboxes
+    ///
+    /// When `req.boot.sandbox` is set, the child must run in it (the runtime's
+    /// `ActorOptions::sandbox`, tightened by the parent's own): a process backend has the
+    /// child apply it before it becomes an actor and records the result in
+    /// `req.vars.sandbox`; a backend that cannot sandbox its children fails with
+    /// [`SpawnError::SandboxUnsupported`] and starts nothing. The runtime refuses a child
+    /// whose vars do not show the sandbox it asked for.
+    ///
     /// # Errors
-    /// [`SpawnError::Launch`] or [`SpawnError::Unavailable`] when nothing was started.
+    /// [`SpawnError::Launch`] or [`SpawnError::Unavailable`] when nothing was started;
+    /// [`SpawnError::SandboxRefused`] when the kernel refused a part of the sandbox (the
+    /// child is reaped).
     async fn spawn(&self, req: &mut SpawnRequest) -> Result<Box<dyn Child>, SpawnError>;
 
     /// Called first thing in `main` (the runtime's `Brood::enter`): if this process was

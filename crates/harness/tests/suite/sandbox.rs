@@ -23,6 +23,7 @@ crate::tests!(
     the_memory_limit_turns_a_runaway_allocation_into_a_child_failure except "subint",
     a_fork_bomb_is_contained_by_the_task_limit except "subint",
     killing_the_namespace_init_takes_its_whole_namespace except "subint",
+    killing_the_keeper_takes_the_whole_namespace except "subint",
     children_inherit_the_sandbox_and_can_only_tighten_it except "subint",
     a_refused_part_fails_the_spawn_with_a_typed_error_unless_best_effort except "subint",
     a_sandboxed_actors_fork_children_run_inside_its_sandbox except "subint",
@@ -274,6 +275,46 @@ fn killing_the_namespace_init_takes_its_whole_namespace() -> Result<(), Failed> 
     })
     .expect_err("the victim was killed");
     killed_alone(&err, "root/victim")
+}
+
+/// SIGKILL to the keeper (the process the parent started and supervises, outside the
+/// namespace) ends the actor through its parent-death signal, and with it every process
+/// of its namespace; the parent sees its child killed.
+fn killing_the_keeper_takes_the_whole_namespace() -> Result<(), Failed> {
+    let err = with_root(async |n| {
+        let c = n.start_actor("kept", sandboxed()).await?;
+        assert_eq!(c.run(SpawnBomb, 3).await?, 3);
+        let ns = probe(&c, ProbeArgs::default()).await?.pid_ns;
+        let members = in_namespace(&ns);
+        let init = members
+            .iter()
+            .copied()
+            .find(|pid| ns_pid(*pid) == Some(1))
+            .expect("the namespace's init");
+        let keeper = parent_of(init).expect("the keeper");
+        assert!(
+            !members.contains(&keeper),
+            "the keeper is outside the namespace"
+        );
+        kill(keeper, nix::sys::signal::Signal::SIGKILL);
+        poll_until_async(
+            Duration::from_secs(2),
+            "the namespace to empty",
+            async || in_namespace(&ns).is_empty(),
+        )
+        .await;
+        c.run(harness::functions::Add, (1, 1)).await?;
+        Ok(())
+    })
+    .expect_err("the keeper was killed");
+    killed_alone(&err, "root/kept")
+}
+
+/// The parent pid of `pid`, as the host sees it.
+fn parent_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("PPid:"))?;
+    line.split_whitespace().last()?.parse().ok()
 }
 
 /// The host's processes in the pid namespace `ns` (`pid:[…]`).
