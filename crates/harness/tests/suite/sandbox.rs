@@ -137,12 +137,8 @@ fn a_sandboxed_actor_runs_behind_every_wall_and_says_so() -> Result<(), Failed> 
 /// either; with loopback only, the actor has a loopback of its own and still cannot
 /// reach the host's.
 fn the_network_is_unreachable_and_loopback_is_its_own() -> Result<(), Failed> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?.to_string();
-    let args = ProbeArgs {
-        connect: Some(addr.clone()),
-        write: vec![],
-    };
+    let (_listener, args) = reach_host()?;
+    let addr = args.connect.clone().unwrap_or_default();
     with_root(async |n| {
         let plain = n.start_actor("plain", ActorOptions::new()).await?;
         let seen = probe(&plain, args.clone()).await?;
@@ -258,11 +254,7 @@ fn killing_the_namespace_init_takes_its_whole_namespace() -> Result<(), Failed> 
         let ns = probe(&c, ProbeArgs::default()).await?.pid_ns;
         let members = in_namespace(&ns);
         assert_eq!(members.len(), 6, "init and five sleeps: {members:?}");
-        let init = members
-            .iter()
-            .copied()
-            .find(|pid| ns_pid(*pid) == Some(1))
-            .expect("the namespace's init");
+        let init = init_of(&members);
         kill(init, nix::sys::signal::Signal::SIGKILL);
         poll_until_async(
             Duration::from_secs(2),
@@ -286,11 +278,7 @@ fn killing_the_keeper_takes_the_whole_namespace() -> Result<(), Failed> {
         assert_eq!(c.run(SpawnBomb, 3).await?, 3);
         let ns = probe(&c, ProbeArgs::default()).await?.pid_ns;
         let members = in_namespace(&ns);
-        let init = members
-            .iter()
-            .copied()
-            .find(|pid| ns_pid(*pid) == Some(1))
-            .expect("the namespace's init");
+        let init = init_of(&members);
         let keeper = parent_of(init).expect("the keeper");
         assert!(
             !members.contains(&keeper),
@@ -317,6 +305,26 @@ fn parent_of(pid: u32) -> Option<u32> {
     line.split_whitespace().last()?.parse().ok()
 }
 
+/// A listener on the host's loopback (open as long as the caller keeps it) and probe
+/// arguments that try to connect to it.
+fn reach_host() -> std::io::Result<(std::net::TcpListener, ProbeArgs)> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let args = ProbeArgs {
+        connect: Some(listener.local_addr()?.to_string()),
+        write: vec![],
+    };
+    Ok((listener, args))
+}
+
+/// Which of a pid namespace's `members` (host pids) is its init.
+fn init_of(members: &[u32]) -> u32 {
+    members
+        .iter()
+        .copied()
+        .find(|pid| ns_pid(*pid) == Some(1))
+        .expect("the namespace's init")
+}
+
 /// The host's processes in the pid namespace `ns` (`pid:[…]`).
 fn in_namespace(ns: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -340,11 +348,7 @@ fn ns_pid(pid: u32) -> Option<u32> {
 /// A child of a sandboxed actor runs in its parent's sandbox whatever it asks: asking for
 /// the host's network and more memory gets neither, asking for less memory gets less.
 fn children_inherit_the_sandbox_and_can_only_tighten_it() -> Result<(), Failed> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let args = ProbeArgs {
-        connect: Some(listener.local_addr()?.to_string()),
-        write: vec![],
-    };
+    let (_listener, args) = reach_host()?;
     let parent = Sandbox::new().network(Network::Loopback).memory(1 << 30);
     let looser = Sandbox::unrestricted().memory(4 << 30);
     let tighter = Sandbox::unrestricted().memory(512 << 20);
@@ -473,11 +477,7 @@ fn subint_refuses_a_sandbox_but_runs_inside_its_parents() -> Result<(), Failed> 
 /// inside the sandbox starts a server there, and its children are in the actor's pid
 /// namespace, with no network, and tighten the sandbox like `proc` children.
 fn a_sandboxed_actors_fork_children_run_inside_its_sandbox() -> Result<(), Failed> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let args = ProbeArgs {
-        connect: Some(listener.local_addr()?.to_string()),
-        write: vec![],
-    };
+    let (_listener, args) = reach_host()?;
     with_root(async |n| {
         let outside = n
             .start_actor("outside", ActorOptions::new().backend("fork"))
@@ -518,11 +518,7 @@ fn a_sandboxed_actors_fork_children_run_inside_its_sandbox() -> Result<(), Faile
 /// the kernel refuses the nested user namespace (the parent gave up `CAP_SETFCAP`), and
 /// the spawn fails with that part named rather than running with less.
 fn a_child_adds_a_namespace_as_a_user_and_is_refused_by_name_as_root() -> Result<(), Failed> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let args = ProbeArgs {
-        connect: Some(listener.local_addr()?.to_string()),
-        write: vec![],
-    };
+    let (_listener, args) = reach_host()?;
     let online = Sandbox::new().network(Network::Host);
     let offline = Sandbox::unrestricted().network(Network::None);
     with_root(async |n| {
