@@ -219,6 +219,14 @@ pub fn enter(entry: &Entry<'_>) -> Result<SandboxReport, Refusal> {
             "pid 1 of its own pid namespace, behind a keeper",
         );
     }
+    if let Some(c) = cgroup.take() {
+        // The pid namespace was refused (best effort): nobody would remove the cgroup.
+        c.remove();
+        p.refused(
+            Piece::Cgroup,
+            "the pid namespace, whose keeper removes the cgroup, was refused",
+        )?;
+    }
 
     if has(Piece::UtsNamespace) {
         match nix::unistd::sethostname(entry.name) {
