@@ -247,44 +247,40 @@ fn a_fork_bomb_is_contained_by_the_task_limit() -> Result<(), Failed> {
 /// SIGKILL to the namespace's init (found from outside by its pid namespace) ends every
 /// process in the namespace, and the parent sees its child killed.
 fn killing_the_namespace_init_takes_its_whole_namespace() -> Result<(), Failed> {
-    let err = with_root(async |n| {
-        let c = n.start_actor("victim", sandboxed()).await?;
-        let started = c.run(SpawnBomb, 5).await?;
-        assert_eq!(started, 5);
-        let ns = probe(&c, ProbeArgs::default()).await?.pid_ns;
-        let members = in_namespace(&ns);
-        assert_eq!(members.len(), 6, "init and five sleeps: {members:?}");
-        let init = init_of(&members);
-        kill(init, nix::sys::signal::Signal::SIGKILL);
-        poll_until_async(
-            Duration::from_secs(2),
-            "the namespace to empty",
-            async || in_namespace(&ns).is_empty(),
-        )
-        .await;
-        c.run(harness::functions::Add, (1, 1)).await?;
-        Ok(())
-    })
-    .expect_err("the victim was killed");
-    killed_alone(&err, "root/victim")
+    kill_and_watch_the_namespace_empty("victim", |_, init| init)
 }
 
 /// SIGKILL to the keeper (the process the parent started and supervises, outside the
 /// namespace) ends the actor through its parent-death signal, and with it every process
 /// of its namespace; the parent sees its child killed.
 fn killing_the_keeper_takes_the_whole_namespace() -> Result<(), Failed> {
-    let err = with_root(async |n| {
-        let c = n.start_actor("kept", sandboxed()).await?;
-        assert_eq!(c.run(SpawnBomb, 3).await?, 3);
-        let ns = probe(&c, ProbeArgs::default()).await?.pid_ns;
-        let members = in_namespace(&ns);
-        let init = init_of(&members);
+    kill_and_watch_the_namespace_empty("kept", |members, init| {
         let keeper = parent_of(init).expect("the keeper");
         assert!(
             !members.contains(&keeper),
             "the keeper is outside the namespace"
         );
-        kill(keeper, nix::sys::signal::Signal::SIGKILL);
+        keeper
+    })
+}
+
+/// Start `name` sandboxed with five processes of its own, SIGKILL the process `victim`
+/// picks (given the namespace's members and its init, as host pids), and check that the
+/// namespace empties and the root reports `name` killed.
+fn kill_and_watch_the_namespace_empty(
+    name: &str,
+    victim: impl FnOnce(&[u32], u32) -> u32,
+) -> Result<(), Failed> {
+    let err = with_root(async |n| {
+        let c = n.start_actor(name, sandboxed()).await?;
+        assert_eq!(c.run(SpawnBomb, 5).await?, 5);
+        let ns = probe(&c, ProbeArgs::default()).await?.pid_ns;
+        let members = in_namespace(&ns);
+        assert_eq!(members.len(), 6, "init and five sleeps: {members:?}");
+        kill(
+            victim(&members, init_of(&members)),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         poll_until_async(
             Duration::from_secs(2),
             "the namespace to empty",
@@ -294,8 +290,8 @@ fn killing_the_keeper_takes_the_whole_namespace() -> Result<(), Failed> {
         c.run(harness::functions::Add, (1, 1)).await?;
         Ok(())
     })
-    .expect_err("the keeper was killed");
-    killed_alone(&err, "root/kept")
+    .expect_err("a process of the sandbox was killed");
+    killed_alone(&err, &format!("root/{name}"))
 }
 
 /// The parent pid of `pid`, as the host sees it.
