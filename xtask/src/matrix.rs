@@ -147,6 +147,18 @@ pub(crate) struct CellResult {
 }
 
 impl CellResult {
+    /// A cell that never got to its tests, and why.
+    fn failed(backend: &str, transport: &str, why: String) -> Self {
+        CellResult {
+            backend: backend.to_owned(),
+            transport: transport.to_owned(),
+            counts: None,
+            ok: false,
+            note: Some(why),
+            failures: Vec::new(),
+        }
+    }
+
     fn from_run(
         backend: &str,
         transport: &str,
@@ -366,13 +378,8 @@ fn unprivileged_step(
             println!("error: unprivileged sandbox step: {e}");
             wanted
                 .iter()
-                .map(|backend| CellResult {
-                    backend: unprivileged_label(backend),
-                    transport: transport.to_owned(),
-                    counts: None,
-                    ok: false,
-                    note: Some(e.clone()),
-                    failures: Vec::new(),
+                .map(|backend| {
+                    CellResult::failed(&unprivileged_label(backend), transport, e.clone())
                 })
                 .collect()
         }
@@ -422,14 +429,7 @@ fn run_unprivileged(
     );
     let cell = match unprivileged::run_tests(switch, &args, stage) {
         Ok(captured) => unprivileged_cell(&label, transport, &captured),
-        Err(e) => CellResult {
-            backend: label.clone(),
-            transport: transport.to_owned(),
-            counts: None,
-            ok: false,
-            note: Some(e),
-            failures: Vec::new(),
-        },
+        Err(e) => CellResult::failed(&label, transport, e),
     };
     if let Ok(bytes) = std::fs::read(&skip_file) {
         skips.add_text(&unprivileged::relabel_skips(

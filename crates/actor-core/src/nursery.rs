@@ -508,7 +508,7 @@ impl Nursery {
         };
         let child = spawned?;
         if let Some(sandbox) = &sandbox
-            && !sandboxed_as_asked(&vars, sandbox, &path)
+            && !sandboxed_as_asked(&vars, sandbox)
         {
             // A backend that ignores sandboxes: the child must not run unrestricted. Its
             // handle stops it when dropped.
@@ -563,17 +563,12 @@ impl Nursery {
     }
 }
 
-/// Whether the child's vars say it runs in `sandbox`: applied for this child (`path`), or
-/// inherited unchanged by a child that shares its parent's process.
-fn sandboxed_as_asked(vars: &RuntimeVars, sandbox: &Sandbox, path: &str) -> bool {
-    vars.sandbox.as_ref().is_some_and(|v| {
-        v.applied_by == path
-            || (v.sandbox
-                == Sandbox {
-                    best_effort: v.sandbox.best_effort,
-                    ..sandbox.clone()
-                })
-    })
+/// Whether the child's vars say it runs in `sandbox` (applied for it, or inherited
+/// unchanged by a child that shares its parent's process).
+fn sandboxed_as_asked(vars: &RuntimeVars, sandbox: &Sandbox) -> bool {
+    vars.sandbox
+        .as_ref()
+        .is_some_and(|v| v.sandbox.same_restrictions(sandbox))
 }
 
 /// Orders the teardown of a started child whose spawn was given up before it completed.

@@ -323,6 +323,22 @@ impl Sandbox {
         self
     }
 
+    /// Whether `self` restricts exactly what `other` does. `best_effort` is left aside: it
+    /// says how a refusal is treated, not what is allowed.
+    ///
+    /// ```
+    /// use runtime_vars::sandbox::Sandbox;
+    /// assert!(Sandbox::new().same_restrictions(&Sandbox::new().best_effort(true)));
+    /// assert!(!Sandbox::new().same_restrictions(&Sandbox::new().tasks(8)));
+    /// ```
+    pub fn same_restrictions(&self, other: &Sandbox) -> bool {
+        *self
+            == Sandbox {
+                best_effort: self.best_effort,
+                ..other.clone()
+            }
+    }
+
     /// Whether anything at all is restricted.
     ///
     /// ```

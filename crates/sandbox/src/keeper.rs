@@ -62,7 +62,7 @@ pub(crate) fn keep(actor: libc::pid_t, alive: OwnedFd, note: OwnedFd, cleanup: i
         Err(_) => {
             // Cannot keep it: it must not run unkept.
             let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-            sys::exit_now(spawn_exit::LOST);
+            sys::exit_now(spawn_api::EXIT_SETUP);
         }
     };
     let mut noted = None;
@@ -99,7 +99,7 @@ pub(crate) fn keep(actor: libc::pid_t, alive: OwnedFd, note: OwnedFd, cleanup: i
             Ok(WaitStatus::StillAlive) => {}
             Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => break status,
             Ok(_) => {}
-            Err(_) => break WaitStatus::Exited(pid, spawn_exit::LOST),
+            Err(_) => break WaitStatus::Exited(pid, STATUS_LOST),
         }
     };
     drop(alive);
@@ -110,13 +110,10 @@ pub(crate) fn keep(actor: libc::pid_t, alive: OwnedFd, note: OwnedFd, cleanup: i
     match status {
         WaitStatus::Exited(_, code) => sys::exit_now(code),
         WaitStatus::Signaled(_, signal, _) => sys::die_by(signal as libc::c_int),
-        _ => sys::exit_now(spawn_exit::LOST),
+        _ => sys::exit_now(STATUS_LOST),
     }
 }
 
-/// Exit codes of the keeper itself.
-pub(crate) mod spawn_exit {
-    /// The actor's status could not be collected (it cannot happen short of a kernel
-    /// bug, but the keeper must end somehow).
-    pub(crate) const LOST: i32 = 125;
-}
+/// The keeper's exit code when the actor's status could not be collected (it cannot
+/// happen short of a kernel bug, but the keeper must end somehow).
+const STATUS_LOST: i32 = 125;

@@ -129,12 +129,34 @@ pub fn enter(entry: &Entry<'_>) -> Result<SandboxReport, Refusal> {
         best_effort: s.best_effort,
     };
     let wants_pid = s.namespaces.pid;
-    let wants_ns = s.namespaces.user
-        || wants_pid
-        || s.namespaces.ipc
-        || s.namespaces.uts
-        || s.network != Network::Host
-        || s.filesystem != Filesystem::Host;
+    // The namespaces one `unshare` makes after the user namespace.
+    let wanted: Vec<(CloneFlags, Piece)> = [
+        (
+            s.filesystem != Filesystem::Host,
+            CloneFlags::CLONE_NEWNS,
+            Piece::MountNamespace,
+        ),
+        (
+            s.network != Network::Host,
+            CloneFlags::CLONE_NEWNET,
+            Piece::NetworkNamespace,
+        ),
+        (
+            s.namespaces.ipc,
+            CloneFlags::CLONE_NEWIPC,
+            Piece::IpcNamespace,
+        ),
+        (
+            s.namespaces.uts,
+            CloneFlags::CLONE_NEWUTS,
+            Piece::UtsNamespace,
+        ),
+        (wants_pid, CloneFlags::CLONE_NEWPID, Piece::PidNamespace),
+    ]
+    .into_iter()
+    .filter_map(|(wanted, flag, piece)| wanted.then_some((flag, piece)))
+    .collect();
+    let wants_ns = s.namespaces.user || !wanted.is_empty();
     if wants_ns {
         match sys::thread_count() {
             Ok(1) => {}
@@ -168,32 +190,6 @@ pub fn enter(entry: &Entry<'_>) -> Result<SandboxReport, Refusal> {
     if s.namespaces.user {
         user_namespace(&mut p)?;
     }
-    let wanted: Vec<(CloneFlags, Piece)> = [
-        (
-            s.filesystem != Filesystem::Host,
-            CloneFlags::CLONE_NEWNS,
-            Piece::MountNamespace,
-        ),
-        (
-            s.network != Network::Host,
-            CloneFlags::CLONE_NEWNET,
-            Piece::NetworkNamespace,
-        ),
-        (
-            s.namespaces.ipc,
-            CloneFlags::CLONE_NEWIPC,
-            Piece::IpcNamespace,
-        ),
-        (
-            s.namespaces.uts,
-            CloneFlags::CLONE_NEWUTS,
-            Piece::UtsNamespace,
-        ),
-        (wants_pid, CloneFlags::CLONE_NEWPID, Piece::PidNamespace),
-    ]
-    .into_iter()
-    .filter_map(|(wanted, flag, piece)| wanted.then_some((flag, piece)))
-    .collect();
     let mut entered = Vec::new();
     let all = wanted
         .iter()
@@ -389,7 +385,7 @@ fn become_pid_one(cgroup: Option<cgroup::Cgroup>) -> Result<(), Refusal> {
                 nix::poll::PollFlags::POLLIN,
             )];
             if nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap_or(0) > 0 {
-                sys::exit_now(spawn_exit::KEEPER_GONE);
+                sys::exit_now(spawn_api::EXIT_SETUP);
             }
             drop(alive_r);
             sys::report_abort_to(note_w.as_raw_fd())
@@ -416,12 +412,6 @@ fn become_pid_one(cgroup: Option<cgroup::Cgroup>) -> Result<(), Refusal> {
             Ok(())
         }
     }
-}
-
-/// Exit codes of a process that could not become the actor.
-mod spawn_exit {
-    /// The keeper died between the fork and the parent-death signal.
-    pub(crate) const KEEPER_GONE: i32 = 78;
 }
 
 /// The resource limits, soft and hard (a limit the actor could raise again limits
@@ -500,6 +490,33 @@ fn set_limit(resource: Resource, value: u64) -> nix::Result<u64> {
     let value = value.min(hard);
     setrlimit(resource, value, value)?;
     Ok(value)
+}
+
+/// In a new child process, before it becomes an actor: enter the sandbox `boot` asks for
+/// (if any, [`enter`]) and hand the encoded [`Outcome`] to `report`, the backend's way back
+/// to the parent. Returns whether the process may go on to become the actor; if not (a
+/// refusal, or a report that could not be sent), it must exit with
+/// [`EXIT_SETUP`](spawn_api::EXIT_SETUP).
+///
+/// With a pid namespace this returns in a new process, the namespace's pid 1; the calling
+/// process stays behind as its keeper and never returns.
+pub fn enter_boot(
+    boot: &spawn_api::ChildBoot,
+    report: impl FnOnce(&[u8]) -> std::io::Result<()>,
+) -> bool {
+    let Some(sandbox) = &boot.sandbox else {
+        return true;
+    };
+    let outcome = enter(&Entry {
+        sandbox,
+        keep: boot.runtime_dirs(),
+        name: boot.id.name(),
+    });
+    if let Err(e) = report(&encode_outcome(&outcome)) {
+        eprintln!("brood: cannot report the sandbox to the parent: {e}");
+        return false;
+    }
+    outcome.is_ok()
 }
 
 /// What a sandboxed child tells its parent: what it runs under, or what was refused.

@@ -581,23 +581,11 @@ fn child(
             sys::exit_now(EXIT_SETUP);
         }
     };
-    if let Some(sandbox) = &boot.sandbox {
-        // With a pid namespace this returns in a new process, the namespace's pid 1; this
-        // one stays behind as its keeper (holding the link armed) and never returns.
-        let outcome = sandbox::enter(&sandbox::Entry {
-            sandbox,
-            keep: boot.runtime_dirs(),
-            name: boot.id.name(),
-        });
-        // One datagram on the link, before anything else goes there.
-        let sent = sys::send_with_fds(link.as_fd(), &sandbox::encode_outcome(&outcome), &[]);
-        if let Err(e) = sent {
-            eprintln!("brood forked child: cannot report the sandbox: {e}");
-            sys::exit_now(EXIT_SETUP);
-        }
-        if outcome.is_err() {
-            sys::exit_now(EXIT_SETUP);
-        }
+    // The report is one datagram on the link, before anything else goes there. With a pid
+    // namespace the keeper left behind holds the link armed.
+    let report = |bytes: &[u8]| sys::send_with_fds(link.as_fd(), bytes, &[]).map(drop);
+    if !sandbox::enter_boot(&boot, report) {
+        sys::exit_now(EXIT_SETUP);
     }
     let code = catch_unwind(AssertUnwindSafe(|| entry.run_process(boot))).unwrap_or(EXIT_PANIC);
     // For a parent that outlives the server, which is the only other one who could tell

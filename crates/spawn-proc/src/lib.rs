@@ -177,24 +177,9 @@ impl SpawnBackend for ProcBackend {
                 return Some(EXIT_SETUP);
             }
         };
-        if let Some(sandbox) = &boot.sandbox {
-            // With a pid namespace this returns in a new process, the namespace's pid 1;
-            // this one stays behind as its keeper and never returns.
-            let outcome = sandbox::enter(&sandbox::Entry {
-                sandbox,
-                keep: boot.runtime_dirs(),
-                name: boot.id.name(),
-            });
-            let refused = outcome.is_err();
-            if let Err(e) = report::send(back, &outcome) {
-                eprintln!("brood: cannot report the sandbox to the parent: {e}");
-                return Some(EXIT_SETUP);
-            }
-            if refused {
-                return Some(EXIT_SETUP);
-            }
-        } else {
-            drop(back);
+        // The report goes back up the boot's socket (dropped unused without a sandbox).
+        if !sandbox::enter_boot(&boot, |bytes| report::send(back, bytes)) {
+            return Some(EXIT_SETUP);
         }
         Some(entry.run_process(boot))
     }

@@ -11,12 +11,11 @@ use tokio::io::AsyncReadExt;
 /// The most a report may take (a sandbox with many paths is a few KiB).
 const MAX_REPORT: usize = 64 * 1024;
 
-/// In the child: send `outcome` to the parent.
-pub(crate) fn send(back: OwnedFd, outcome: &sandbox::Outcome) -> io::Result<()> {
-    let body = sandbox::encode_outcome(outcome);
+/// In the child: send an encoded outcome (`body`) to the parent.
+pub(crate) fn send(back: OwnedFd, body: &[u8]) -> io::Result<()> {
     let mut stream = UnixStream::from(back);
     stream.write_all(&(body.len() as u32).to_le_bytes())?;
-    stream.write_all(&body)
+    stream.write_all(body)
 }
 
 /// In the parent: wait up to `bound` for the child's outcome.

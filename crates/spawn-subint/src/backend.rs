@@ -242,13 +242,11 @@ impl SpawnBackend for SubintBackend {
         if let Some(asked) = &req.boot.sandbox {
             // A child of a sandboxed process actor runs in that process's sandbox, which
             // its vars already say: fine. Anything tighter would need a process.
-            let inherited = req.vars.sandbox.as_ref().is_some_and(|v| {
-                v.sandbox
-                    == spawn_api::runtime_vars::sandbox::Sandbox {
-                        best_effort: v.sandbox.best_effort,
-                        ..asked.clone()
-                    }
-            });
+            let inherited = req
+                .vars
+                .sandbox
+                .as_ref()
+                .is_some_and(|v| v.sandbox.same_restrictions(asked));
             if !inherited {
                 return Err(SpawnError::SandboxUnsupported {
                     backend: KEY,

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use brood::sandbox::{Network, Piece, Sandbox};
+use brood::sandbox::{Network, Piece, Sandbox, SandboxReport};
 use brood::{ActorOptions, ChildError, SpawnError};
 use harness::Failed;
 use harness::sandboxed::{Allocate, Probe, ProbeArgs, ProbeViaChild, Seen, SpawnBomb};
@@ -38,6 +38,32 @@ fn sandboxed() -> ActorOptions {
 
 async fn probe(p: &brood::Portal, args: ProbeArgs) -> Result<Seen, brood::PortalError> {
     p.run(Probe, args).await
+}
+
+/// What the sandbox of the actor behind `p` applied and refused, from its vars.
+async fn report_of(p: &brood::Portal) -> Result<SandboxReport, brood::PortalError> {
+    Ok(probe(p, ProbeArgs::default())
+        .await?
+        .sandbox
+        .expect("sandboxed")
+        .report)
+}
+
+/// Start an actor in `sandbox` made best-effort, check that its report lists `refused`
+/// as refused, and return the report.
+async fn best_effort_without(
+    n: &brood::Nursery,
+    sandbox: Sandbox,
+    refused: Piece,
+) -> Result<SandboxReport, brood::FnError> {
+    let lenient = ActorOptions::new().sandbox(sandbox.best_effort(true));
+    let c = n.start_actor("lenient", lenient).await?;
+    let report = report_of(&c).await?;
+    assert!(
+        report.refused.iter().any(|r| r.piece == refused),
+        "{refused} not refused:\n{report}"
+    );
+    Ok(report)
 }
 
 fn is_root() -> bool {
@@ -414,17 +440,7 @@ fn a_refused_part_fails_the_spawn_with_a_typed_error_unless_best_effort() -> Res
             }
             other => panic!("expected SandboxRefused, got {other:?}"),
         }
-        let lenient = ActorOptions::new().sandbox(strict.best_effort(true));
-        let c = n.start_actor("lenient", lenient).await?;
-        let report = probe(&c, ProbeArgs::default())
-            .await?
-            .sandbox
-            .expect("sandboxed")
-            .report;
-        assert!(
-            report.refused.iter().any(|r| r.piece == Piece::Path),
-            "{report}"
-        );
+        let report = best_effort_without(n, strict, Piece::Path).await?;
         assert!(report.has(Piece::Seccomp), "the rest applied: {report}");
         Ok(())
     })?;
@@ -559,11 +575,7 @@ fn a_cgroup_limit_is_applied_where_writable_and_refused_by_name_elsewhere() -> R
             .await
         {
             Ok(c) => {
-                let report = probe(&c, ProbeArgs::default())
-                    .await?
-                    .sandbox
-                    .expect("sandboxed")
-                    .report;
+                let report = report_of(&c).await?;
                 let (_, detail) = report
                     .applied
                     .iter()
@@ -574,17 +586,7 @@ fn a_cgroup_limit_is_applied_where_writable_and_refused_by_name_elsewhere() -> R
             Err(SpawnError::SandboxRefused { refusal, .. }) => {
                 assert_eq!(refusal.piece, Piece::Cgroup, "{refusal}");
                 assert!(refusal.reason.contains("cgroup"), "{refusal}");
-                let lenient = ActorOptions::new().sandbox(limited.clone().best_effort(true));
-                let c = n.start_actor("lenient", lenient).await?;
-                let report = probe(&c, ProbeArgs::default())
-                    .await?
-                    .sandbox
-                    .expect("sandboxed")
-                    .report;
-                assert!(
-                    report.refused.iter().any(|r| r.piece == Piece::Cgroup),
-                    "{report}"
-                );
+                let report = best_effort_without(n, limited.clone(), Piece::Cgroup).await?;
                 assert!(report.has(Piece::AddressSpace), "{report}");
                 Ok(None)
             }
