@@ -453,11 +453,13 @@ impl Nursery {
         vars.backend = key;
         // Inherited, tightened by what the child asks; applied by the backend, which
         // records what it got in `vars.sandbox`.
+        // One that restricts nothing is none (no backend is asked to apply nothing).
         let sandbox = match (&vars.sandbox, &opts.sandbox) {
             (None, asked) => asked.clone(),
             (Some(inherited), None) => Some(inherited.sandbox.clone()),
             (Some(inherited), Some(asked)) => Some(inherited.sandbox.tightened_by(asked)),
-        };
+        }
+        .filter(Sandbox::restricts_anything);
         child_transports(&mut vars, transport.key(), &actor.listening());
         let path = vars.path();
         // Good for this child's first handshake only (see `crate::handshake`).

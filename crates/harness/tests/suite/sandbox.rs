@@ -29,6 +29,7 @@ crate::tests!(
     a_sandboxed_actors_fork_children_run_inside_its_sandbox except "subint",
     a_child_adds_a_namespace_as_a_user_and_is_refused_by_name_as_root except "subint",
     a_cgroup_limit_is_applied_where_writable_and_refused_by_name_elsewhere except "subint",
+    a_sandbox_that_restricts_nothing_is_no_sandbox,
     subint_refuses_a_sandbox_but_runs_inside_its_parents on "subint",
 );
 
@@ -599,5 +600,18 @@ fn a_cgroup_limit_is_applied_where_writable_and_refused_by_name_elsewhere() -> R
             !std::path::Path::new(&dir).exists()
         });
     }
+    Ok(())
+}
+
+/// `Sandbox::unrestricted()` restricts nothing: the child starts as if no sandbox had
+/// been asked for, on every backend, and its vars say it has none.
+fn a_sandbox_that_restricts_nothing_is_no_sandbox() -> Result<(), Failed> {
+    with_root(async |n| {
+        let c = n
+            .start_actor("free", ActorOptions::new().sandbox(Sandbox::unrestricted()))
+            .await?;
+        assert!(probe(&c, ProbeArgs::default()).await?.sandbox.is_none());
+        Ok(())
+    })?;
     Ok(())
 }
