@@ -17,7 +17,7 @@ use os_wrappers::pidfd::Pidfd;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -56,8 +56,10 @@ pub(crate) enum ClientError {
     /// The reply to this request was forged (the reason says how); the connection is
     /// given up.
     Forged(String),
-    /// The child exited before its reply could be checked; this is how it ended.
-    DiedEarly(ChildExit),
+    /// The child exited before its reply could be checked; this is how it ended, and its
+    /// link (checked to be one the server made), holding what the child left there: a
+    /// sandbox's refusal, say.
+    DiedEarly(ChildExit, OwnedFd),
     /// The reply's descriptors could not be checked (our own reading failed); they were
     /// closed, which ends the child if it was real.
     Unchecked(io::Error),
@@ -144,7 +146,7 @@ struct State {
     exits: HashMap<u32, watch::Sender<ExitState>>,
     /// Requests whose child had exited before its reply could be checked, by the
     /// child's pid: they end with its exit report.
-    early: HashMap<u32, Waiter>,
+    early: HashMap<u32, (Waiter, OwnedFd)>,
     gone: Option<String>,
 }
 
@@ -167,7 +169,8 @@ impl Shared {
         if let Some(w) = forged.and_then(|req| st.pending.remove(&req)) {
             let _ = w.send(Err(ClientError::Forged(reason.clone())));
         }
-        for (_, tx) in st.pending.drain().chain(st.early.drain()) {
+        let early = st.early.drain().map(|(pid, (tx, _link))| (pid, tx));
+        for (_, tx) in st.pending.drain().chain(early) {
             let _ = tx.send(Err(ClientError::Gone(reason.clone())));
         }
         for (_, tx) in st.exits.drain() {
@@ -204,8 +207,8 @@ impl Shared {
                 let mut st = self.state.lock().unwrap();
                 if let Some(tx) = st.exits.remove(&pid) {
                     tx.send_replace(ExitState::Exited(exit));
-                } else if let Some(w) = st.early.remove(&pid) {
-                    let _ = w.send(Err(ClientError::DiedEarly(exit)));
+                } else if let Some((w, link)) = st.early.remove(&pid) {
+                    let _ = w.send(Err(ClientError::DiedEarly(exit, link)));
                 }
                 Ok(())
             }
@@ -238,11 +241,13 @@ impl Shared {
         match check::child(pidfd.as_fd(), link.as_fd(), pid, self.server_pid) {
             ChildCheck::Ours => {}
             ChildCheck::Gone => {
-                drop((pidfd, link));
+                // The link passed its checks: what the child left there is kept for the
+                // request, with the exit the server reports next.
+                drop(pidfd);
                 tracing::debug!(pid, "a forked child exited before its reply was read");
                 let mut st = self.state.lock().unwrap();
                 if let Some(w) = st.pending.remove(&req) {
-                    st.early.insert(pid, w);
+                    st.early.insert(pid, (w, link));
                 }
                 return Ok(());
             }
@@ -593,6 +598,38 @@ impl Drop for Client {
     }
 }
 
+/// The first datagram on a child's `link`, decoded as a sandbox outcome, without
+/// waiting: `Ok(None)` if none is there yet.
+///
+/// # Errors
+/// `UnexpectedEof` if the link closed with nothing on it; `InvalidData` for a datagram
+/// that is not an outcome; the socket's error.
+pub(crate) fn take_outcome(link: BorrowedFd<'_>) -> io::Result<Option<sandbox::Outcome>> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match nix::sys::socket::recv(
+            link.as_raw_fd(),
+            &mut buf,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the link closed before a sandbox report",
+                ));
+            }
+            Ok(n) => {
+                return sandbox::decode_outcome(&buf[..n])
+                    .map(Some)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// A forked child actor, as [`ForkBackend`](crate::ForkBackend) returns it: supervised
 /// through its pidfd; its exit status comes from the forkserver, which is its OS parent.
 ///
@@ -647,27 +684,11 @@ impl ForkChild {
         let link =
             os_wrappers::pidfd::register(self.link.try_clone()?, tokio::io::Interest::READABLE)?;
         let read = async {
-            let mut buf = vec![0u8; 64 * 1024];
             loop {
                 let mut ready = link.readable().await?;
-                match nix::sys::socket::recv(
-                    link.get_ref().as_raw_fd(),
-                    &mut buf,
-                    nix::sys::socket::MsgFlags::MSG_DONTWAIT,
-                ) {
-                    Ok(0) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "the link closed before a sandbox report",
-                        ));
-                    }
-                    Ok(n) => {
-                        return sandbox::decode_outcome(&buf[..n])
-                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
-                    }
-                    Err(nix::errno::Errno::EAGAIN) => ready.clear_ready(),
-                    Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => return Err(e.into()),
+                match take_outcome(link.get_ref().as_fd())? {
+                    Some(outcome) => return Ok(outcome),
+                    None => ready.clear_ready(),
                 }
             }
         };
@@ -1189,7 +1210,15 @@ mod tests {
             let (client, server) = client_with(std::process::id());
             let req = request(&client);
             let id = server.request();
-            let (link, _peer) = seqpacket_pair();
+            let (link, peer) = seqpacket_pair();
+            // What a child refused its sandbox leaves on its link before it exits.
+            let refusal = sandbox::sandbox::Refusal {
+                piece: sandbox::sandbox::Piece::Cgroup,
+                reason: "no controller".into(),
+            };
+            let left = sandbox::encode_outcome(&Err(refusal.clone()));
+            sys::send_with_fds(peer.as_fd(), &left, &[]).unwrap();
+            drop(peer);
             server.reply(
                 &Reply::Spawned { req: id, pid },
                 &[pidfd.as_fd(), link.as_fd()],
@@ -1202,12 +1231,12 @@ mod tests {
                 &[],
             );
             let r = tokio::time::timeout(BOUND, req).await.unwrap().unwrap();
-            assert!(
-                matches!(r, Err(ClientError::DiedEarly(ChildExit::Exited(3)))),
-                "{:?}",
-                r.map(|s| s.pid)
-            );
+            let Err(ClientError::DiedEarly(ChildExit::Exited(3), link)) = r else {
+                panic!("{:?}", r.map(|s| s.pid));
+            };
             assert!(client.gone().is_none(), "not a forgery");
+            // The link came with the exit, and the refusal on it.
+            assert_eq!(take_outcome(link.as_fd()).unwrap(), Some(Err(refusal)));
         });
     }
 

@@ -74,6 +74,7 @@ mod service;
 mod sys;
 
 use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -208,6 +209,25 @@ impl ForkBackend {
     }
 }
 
+/// The error of a spawn whose child exited before its reply was read: a sandboxed child
+/// that was refused its sandbox left the refusal on its `link` before it exited, and says
+/// why; any other child died early.
+fn died_early(req: &SpawnRequest, exit: spawn_api::ChildExit, link: &OwnedFd) -> SpawnError {
+    if req.boot.sandbox.is_some()
+        && let Ok(Some(Err(refusal))) = client::take_outcome(link.as_fd())
+    {
+        return SpawnError::SandboxRefused {
+            backend: KEY,
+            actor: req.boot.path.clone(),
+            refusal,
+        };
+    }
+    SpawnError::DiedEarly {
+        actor: req.boot.path.clone(),
+        exit,
+    }
+}
+
 /// Where the spawning actor finds its forkserver in the vars: [`SERVICE_KEY`] outside any
 /// sandbox, and `fork.server@<path>` inside the sandbox the actor at `<path>` entered. A
 /// server forks its children inside whatever sandbox it runs in, so the first fork spawn in
@@ -244,7 +264,9 @@ impl SpawnBackend for ForkBackend {
     /// [`SpawnError::Unavailable`] if the forkserver cannot be started or reached, is
     /// gone, fails the credential check, or its connection sent a forged reply;
     /// [`SpawnError::Launch`] if it could not fork (or its reply could not be checked);
-    /// [`SpawnError::DiedEarly`] if the child exited before its reply was read;
+    /// [`SpawnError::DiedEarly`] if the child exited before its reply was read (unless it
+    /// was refused its sandbox and left the refusal on its link: then
+    /// [`SpawnError::SandboxRefused`], as when the refusal is read in time);
     /// [`SpawnError::Timeout`] if it did not answer within the spawn timeout.
     async fn spawn(&self, req: &mut SpawnRequest) -> Result<Box<dyn Child>, SpawnError> {
         let client = self.client(req).await?;
@@ -263,10 +285,7 @@ impl SpawnBackend for ForkBackend {
             .await
             .map_err(|e| match e {
                 ClientError::Gone(reason) | ClientError::Forged(reason) => unavailable(reason),
-                ClientError::DiedEarly(exit) => SpawnError::DiedEarly {
-                    actor: req.boot.path.clone(),
-                    exit,
-                },
+                ClientError::DiedEarly(exit, link) => died_early(req, exit, &link),
                 ClientError::Unchecked(e) => SpawnError::Launch {
                     backend: KEY,
                     actor: req.boot.path.clone(),
