@@ -17,7 +17,10 @@
 //! - [`memfd`], [`mmap`], [`eventfd`]: anonymous sealed memory files, shared mappings of
 //!   them, and event counters used as doorbells (the shared-memory transport's pieces);
 //! - [`tty`]: the controlling terminal, and holding its signal keys while a debugger
-//!   prompt reads it.
+//!   prompt reads it;
+//! - [`secret_file`]: a secret in a file only its owner may read (how the programs of
+//!   one registrar share their key);
+//! - [`title`]: process titles, the command name and command line `ps` and `top` show.
 //!
 //! ## Who should depend on this crate
 //!
@@ -34,8 +37,10 @@ pub mod mmap;
 pub mod peercred;
 pub mod pidfd;
 pub mod runtime_dir;
+pub mod secret_file;
 pub mod sigterm;
 pub mod socket_file;
+pub mod title;
 pub mod tty;
 
 pub use pidfd::Pidfd;

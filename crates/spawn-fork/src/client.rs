@@ -435,7 +435,9 @@ impl Client {
             owner_pid: std::process::id(),
         };
         let mut cmd = Command::new(exe);
-        cmd.args(args)
+        // Room for the titles of the children it forks (see `server_arg0`).
+        cmd.arg0(crate::server::server_arg0())
+            .args(args)
             .env(SERVER_ENV, spec.encode())
             .stdin(Stdio::null())
             // Its own group: a terminal's Ctrl-C is for the root, which tears the tree

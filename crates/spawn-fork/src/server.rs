@@ -36,6 +36,19 @@ use crate::sys::{self, Forked, SingleThreaded};
 /// The name the server shows in `ps` (at most 15 bytes).
 const SERVER_COMM: &CStr = c"brood-forksrv";
 
+/// The command line the server shows in `ps` once started.
+const SERVER_TITLE: &str = "brood: forkserver";
+
+/// The bytes of `argv[0]` the server is started with: its children inherit its argument
+/// area, and retitle themselves (`brood: <tree path>`) within it.
+const TITLE_ROOM: usize = 256;
+
+/// The server's `argv[0]`: its comm padded with spaces to [`TITLE_ROOM`] bytes, the room
+/// its children's titles get. The server replaces it with [`SERVER_TITLE`] at once.
+pub(crate) fn server_arg0() -> String {
+    format!("{:<TITLE_ROOM$}", "brood-forksrv")
+}
+
 /// The largest spawn request (an encoded boot is a few hundred bytes).
 const MAX_REQUEST: usize = 16 * 1024;
 
@@ -149,6 +162,8 @@ fn start(spec: &str, single: SingleThreaded) -> io::Result<Server> {
     let sigchld = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
     let comm = nix::sys::prctl::get_name().unwrap_or_else(|_| c"brood-actor".to_owned());
     let _ = nix::sys::prctl::set_name(SERVER_COMM);
+    // Single-threaded, as a forkserver is: the argument area is ours to rewrite.
+    let _ = os_wrappers::title::set_cmdline(SERVER_TITLE);
     Ok(Server {
         single,
         child_env: ChildEnv {
@@ -483,7 +498,7 @@ pub(crate) fn parse_request(msg: &[u8], truncated: bool, fds: Vec<OwnedFd>) -> R
 /// dispositions of a freshly started Rust program (std's `SIGPIPE` ignore and
 /// stack-overflow handlers) plus any ignore the starter passed down through exec,
 /// exactly as an exec'd child. The server only blocks `SIGCHLD` and renames itself; the
-/// child undoes both.
+/// child restores both, then takes its actor's title (see `retitle`).
 struct ChildEnv {
     /// The program's own name.
     comm: CString,
@@ -581,6 +596,7 @@ fn child(
             sys::exit_now(EXIT_SETUP);
         }
     };
+    retitle(&boot);
     // The report is one datagram on the link, before anything else goes there. With a pid
     // namespace the keeper left behind holds the link armed.
     let report = |bytes: &[u8]| sys::send_with_fds(link.as_fd(), bytes, &[]).map(drop);
@@ -593,6 +609,15 @@ fn child(
     let _ = sys::send_with_fds(link.as_fd(), &code.to_le_bytes(), &[]);
     let _ = std::io::stdout().flush();
     sys::exit_now(code)
+}
+
+/// Show the forked child in `ps` and `top` as the actor it becomes: its command line
+/// `brood: <tree path>` (cut to the room the server's `argv[0]` left), its name
+/// `brood:<actor name>` (cut to 15 bytes). Still single-threaded here, as the server was.
+/// Cosmetic: an error changes nothing else.
+fn retitle(boot: &ChildBoot) {
+    let _ = os_wrappers::title::set_cmdline(&format!("brood: {}", boot.path));
+    let _ = os_wrappers::title::set_comm(&format!("brood:{}", boot.id.name()));
 }
 
 #[cfg(test)]

@@ -122,7 +122,10 @@ impl SpawnBackend for ProcBackend {
         })
         .map_err(launch)?;
         let mut cmd = Command::new(&exe);
-        cmd.args(&self.args)
+        // Its command line in `ps` and `top -c`: the tree path (brood reads no child's
+        // `argv[0]`). A NUL, which no argument can hold, would fail the spawn.
+        cmd.arg0(format!("brood: {}", req.boot.path).replace('\0', "?"))
+            .args(&self.args)
             .env(BOOT_ENV, marker)
             .stdin(Stdio::from(stdin))
             .process_group(0);
@@ -177,6 +180,9 @@ impl SpawnBackend for ProcBackend {
                 return Some(EXIT_SETUP);
             }
         };
+        // Its name in `top` (15 bytes); the command line came with `argv[0]`. Cosmetic:
+        // an error changes nothing else.
+        let _ = os_wrappers::title::set_comm(&format!("brood:{}", boot.id.name()));
         // The report goes back up the boot's socket (dropped unused without a sandbox).
         if !sandbox::enter_boot(&boot, |bytes| report::send(back, bytes)) {
             return Some(EXIT_SETUP);

@@ -279,8 +279,10 @@ impl SpawnBackend for SubintBackend {
         });
         let c2 = control.clone();
         let gone = control.gone.clone();
+        // Named like a process actor's command (`brood:<name>`): the kernel keeps 15
+        // bytes, which the actor's name fills better than its path.
         let thread = thread::Builder::new()
-            .name(format!("brood-subint {path}"))
+            .name(format!("brood:{}", boot.id.name()))
             .spawn(move || {
                 ThreadGone::arm(gone);
                 actor_thread(entry, boot, mode, c2)

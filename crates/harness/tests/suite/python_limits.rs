@@ -103,7 +103,7 @@ fn python_eval_of_a_deeply_nested_value_is_a_typed_error() -> Result<(), Failed>
 /// an actor thread or the Python host thread of an actor. `brood-py-main` (the process's
 /// main interpreter, for life) and `brood-py-interrupt` helpers are not.
 fn actor_thread(name: &str) -> bool {
-    name.starts_with("brood-subint") || name == "brood-py" || name.starts_with("brood-py ")
+    name.starts_with("brood:") || name == "brood-py" || name.starts_with("brood-py ")
 }
 
 /// Ten times: a root with 10 `subint` siblings and one `run_in_actor` child that fails,

@@ -269,7 +269,7 @@ fn spawn_from_a_root_on_sixteen_worker_threads() -> Result<(), Failed> {
                             "a child runs on a thread of the root's"
                         );
                         let name = leaks::thread_name(who.tid).unwrap_or_default();
-                        assert!(name.starts_with("brood-subint"), "{name:?}");
+                        assert!(name.starts_with("brood:"), "{name:?}");
                     } else {
                         let me = kid.run(ProcSelf, ()).await?;
                         assert_ne!(me.pid, ours.pid);
