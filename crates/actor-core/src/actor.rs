@@ -204,6 +204,8 @@ pub(crate) struct ActorInner {
     orphans: Mutex<Vec<Arc<NurseryState>>>,
     /// Children alive, for the process's SIGTERM policy (see `os_wrappers::sigterm`).
     pub(crate) live_children: Arc<AtomicUsize>,
+    /// The registrar's table (a root), lookups' channels, what `Status` reports.
+    pub(crate) discovery: crate::discovery::Discovery,
 }
 
 impl ConnOwner for ActorInner {
@@ -274,7 +276,9 @@ impl ConnOwner for ActorInner {
         };
         let me = self.clone();
         let conn2 = conn.clone();
+        let in_flight = crate::discovery::InFlight::new(self.clone());
         let fut = async move {
+            let _in_flight = in_flight;
             // Acknowledged from the serving task rather than the reader: a quick reply is
             // then queued before the writer runs, and both leave in one write.
             conn2.send_control(Msg::StartAck { cid, window });
@@ -411,6 +415,8 @@ pub(crate) struct ActorSetup {
     /// Where to count live children (the process actor shares it with its SIGTERM
     /// handler); a fresh counter if `None`.
     pub(crate) live_children: Option<Arc<AtomicUsize>>,
+    /// The tree's registrar table, in a root.
+    pub(crate) registrar: Option<Arc<crate::registrar::Table>>,
 }
 
 impl ActorInner {
@@ -426,6 +432,7 @@ impl ActorInner {
             secret,
             extensions,
             live_children,
+            registrar,
         } = setup;
         let path = vars.path();
         let span = crate::logging::actor_span(&path);
@@ -458,6 +465,7 @@ impl ActorInner {
             board: TeardownBoard::default(),
             orphans: Mutex::new(Vec::new()),
             live_children: live_children.unwrap_or_default(),
+            discovery: crate::discovery::Discovery::new(registrar),
         })
     }
 
@@ -793,6 +801,8 @@ impl ActorInner {
         {
             tracing::warn!("channels did not close in time");
         }
+        // The lookups' portals hold this actor (through their channels): let go of them.
+        self.discovery.forget_portals();
         self.remove_extra_endpoints();
         failure
     }

@@ -151,6 +151,9 @@ impl Brood {
 #[derive(Clone, Default)]
 pub struct BroodBuilder {
     registry: Registry,
+    /// The runtime's own functions (discovery), served before the registry's: a
+    /// program cannot shadow them by accident.
+    builtins: Registry,
     backends: Vec<Arc<dyn SpawnBackend>>,
     transports: Vec<Arc<dyn Transport>>,
     hooks: Vec<Arc<dyn TeardownHook>>,
@@ -237,7 +240,8 @@ impl BroodBuilder {
     }
 
     /// Finish.
-    pub fn build(self) -> Brood {
+    pub fn build(mut self) -> Brood {
+        self.builtins = crate::discovery::service();
         Brood {
             inner: Arc::new(self),
         }
@@ -246,7 +250,11 @@ impl BroodBuilder {
 
 impl Program for Brood {
     fn handler(&self, name: &str) -> Option<Handler> {
-        self.inner.registry.get(name).cloned()
+        self.inner
+            .builtins
+            .get(name)
+            .or_else(|| self.inner.registry.get(name))
+            .cloned()
     }
 
     fn backend(&self, key: &str) -> Result<Arc<dyn SpawnBackend>, SpawnError> {

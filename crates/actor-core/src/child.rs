@@ -96,32 +96,35 @@ async fn connect(
             .transport(boot.listen_addr.transport())
             .map_err(|e| e.to_string())?
     };
-    let ch = parent_transport
-        .connect(&boot.parent_addr)
-        .await
-        .map_err(|e| format!("cannot reach the parent: {e}"))?;
-    let handshaken = handshake::connect(
+    // Listening before saying hello: the parent registers us once the handshake is
+    // done, and whoever finds us then must be able to connect (a listener bound after
+    // the hello left a window where a lookup answered an address nobody listened at).
+    // Logging is set up while the channel to the parent opens.
+    let listen = async {
+        let listener = transport.bind(&boot.listen_addr).await;
+        if init_logging {
+            crate::logging::init_process_logging(&boot.log_level);
+        }
+        listener
+    };
+    let (listener, ch) = tokio::join!(listen, parent_transport.connect(&boot.parent_addr));
+    let listener = listener.map_err(|e| format!("cannot listen at {}: {e}", boot.listen_addr))?;
+    let ch = ch.map_err(|e| format!("cannot reach the parent: {e}"))?;
+    let Handshaken {
+        peer_info,
+        sink,
+        mut source,
+        ..
+    } = handshake::connect(
         ch,
         &boot.id,
         &boot.secret,
         Some(&boot.parent),
         Some(boot.nonce),
         boot.connect_timeout,
-    );
-    // Logging and the listener are set up while the parent answers: both are off the
-    // spawn's critical path. The actor's own children can only be spawned once the spec
-    // has arrived, after this.
-    if init_logging {
-        crate::logging::init_process_logging(&boot.log_level);
-    }
-    let (handshaken, listener) = tokio::join!(handshaken, transport.bind(&boot.listen_addr));
-    let Handshaken {
-        peer_info,
-        sink,
-        mut source,
-        ..
-    } = handshaken.map_err(|e| format!("handshake with the parent failed: {e}"))?;
-    let listener = listener.map_err(|e| format!("cannot listen at {}: {e}", boot.listen_addr))?;
+    )
+    .await
+    .map_err(|e| format!("handshake with the parent failed: {e}"))?;
     let spec = receive_spec(&mut *source, boot)
         .await
         .map_err(|e| format!("handshake with the parent failed: {e}"))?;
@@ -146,6 +149,7 @@ async fn connect(
         secret: boot.secret.clone(),
         extensions,
         live_children,
+        registrar: None,
     });
     let conn = Conn::start(
         inner.clone(),

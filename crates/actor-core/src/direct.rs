@@ -75,8 +75,10 @@ pub enum ConnectError {
 
 impl ActorCx {
     /// Open a portal straight to the actor listening at `addr` (an actor of this tree:
-    /// a sibling, a cousin, the root), not relayed through parents. See the [module
-    /// docs](self) for how the channel is checked and how long it lives.
+    /// a sibling, a cousin, the root), not relayed through parents. The channel is
+    /// checked as every other (the peer's uid, the tree's secret) and lives until the
+    /// peer's idle timeout or [`Portal::close`]; to find an actor by name and reuse one
+    /// channel per target, see [`discovery`](crate::discovery).
     ///
     /// ```no_run
     /// # async fn demo(cx: actor_core::ActorCx, sibling: spawn_api::Addr) -> Result<(), Box<dyn std::error::Error>> {
@@ -95,6 +97,16 @@ impl ActorCx {
     /// See [`ConnectError`]: an unknown transport, an unreachable address, a refusal, a
     /// failed handshake, too many peer channels, or this actor shutting down.
     pub async fn connect(&self, addr: &Addr) -> Result<Portal, ConnectError> {
+        self.connect_as(addr, None).await
+    }
+
+    /// [`connect`](Self::connect), the peer known by its tree path `path` when the
+    /// caller knows it (a lookup's answer); otherwise by its id.
+    pub(crate) async fn connect_as(
+        &self,
+        addr: &Addr,
+        path: Option<&str>,
+    ) -> Result<Portal, ConnectError> {
         let inner = &self.inner;
         let shown = addr.to_string();
         if inner.io_stop.is_cancelled() {
@@ -144,7 +156,7 @@ impl ActorCx {
             source,
         } = hs;
         tracing::debug!(%peer, addr = %shown, "opened a direct channel");
-        let path = peer.to_string();
+        let path = path.map_or_else(|| peer.to_string(), str::to_owned);
         let conn = Conn::start(
             inner.clone(),
             peer,

@@ -243,6 +243,21 @@ impl Nursery {
         &self.actor.path
     }
 
+    /// The actor that owns this nursery, as its handlers see it: how a root's body finds
+    /// other actors ([`ActorCx::find_actor`]) or opens direct portals.
+    ///
+    /// ```no_run
+    /// # async fn body(nursery: &actor_core::Nursery) -> Result<(), actor_core::FnError> {
+    /// let cx = nursery.actor();
+    /// for actor in cx.list_actors().await? {
+    ///     println!("{} (pid {})", actor.path, actor.pid);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn actor(&self) -> ActorCx {
+        ActorCx::of(self.actor.clone())
+    }
+
     /// Start a child actor called `name` that serves the program's registry until it is
     /// cancelled (at the latest when this nursery's body returns).
     ///
@@ -752,6 +767,17 @@ async fn supervise(s: Supervisor) {
                 Side::Acceptor,
                 transport.max_frame(),
             );
+            // Registered before `start_actor` returns: whoever learns of the child from
+            // us can find it.
+            let info = crate::discovery::child_info(
+                &actor,
+                &slot.id,
+                &path,
+                &addr,
+                pid,
+                &slot.vars.backend,
+            );
+            crate::discovery::register_child(&actor, info).await;
             let _ = ready.send(Ok(conn.clone()));
             conn
         }
@@ -840,6 +866,7 @@ async fn supervise(s: Supervisor) {
     }
     conn.close(&format!("actor {path} {exit}"));
     transport.cleanup(&addr);
+    crate::discovery::deregister_child(&actor, &slot.id).await;
     tracing::debug!(child = %path, %exit, ?step, ?took, "reaped");
     let error = classify(&path, &exit, ordered, step, conn.fault());
     // Filed before the error is reported: the error cancels the nursery's body, which

@@ -9,10 +9,11 @@ use crate::actor::{ActorInner, ActorSetup};
 use crate::brood::{BACKEND_ENV, Brood, BroodBuilder, TRANSPORT_ENV};
 use crate::error::{FnError, NurseryError};
 use crate::nursery::{Nursery, run_nursery};
+use crate::registrar::{Origin, Table};
 use crate::registry::Registry;
 use spawn_api::{
-    ActorId, ChannelLimits, SpawnBackend, SpawnError, TeardownHook, TeardownPolicy, Transport,
-    TransportError, TreeSecret,
+    ActorId, Addr, ChannelLimits, SpawnBackend, SpawnError, TeardownHook, TeardownPolicy,
+    Transport, TransportError, TreeSecret,
 };
 
 /// The root of an actor tree. Start with [`Root::builder`] or [`Brood::root`].
@@ -42,6 +43,14 @@ pub enum RootError {
     /// The root's nursery failed.
     #[error("{0}")]
     Nursery(#[source] NurseryError),
+    /// `BROOD_REGISTRAR` or `BROOD_SECRET_FILE` is set and unusable (which, and why).
+    #[error("{var}: {reason}")]
+    Discovery {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl RootError {
@@ -79,6 +88,8 @@ pub struct RootBuilder {
     limits: ChannelLimits,
     vars: VarsOverride,
     secret: Option<TreeSecret>,
+    registrar: Option<Addr>,
+    listen_at: Option<Addr>,
 }
 
 impl std::fmt::Debug for RootBuilder {
@@ -114,6 +125,8 @@ impl RootBuilder {
             limits: ChannelLimits::default(),
             vars: VarsOverride::default(),
             secret: None,
+            registrar: None,
+            listen_at: None,
         }
     }
 
@@ -201,6 +214,40 @@ impl RootBuilder {
         self
     }
 
+    /// Join the registrar at `addr` (another program's root, or a standalone registrar
+    /// such as `cargo run --example registrar`), so this tree's actors find the actors
+    /// of every program that joined it and theirs find ours. Overrides
+    /// [`REGISTRAR_ENV`](crate::discovery::REGISTRAR_ENV). The programs must share their
+    /// secret ([`secret`](Self::secret), or the file
+    /// [`SECRET_FILE_ENV`](crate::discovery::SECRET_FILE_ENV) names). See
+    /// [`discovery`](crate::discovery).
+    ///
+    /// The registrar is joined in the background: the tree runs whether or not it is
+    /// reachable, is joined as soon as it is, and again whenever it comes back.
+    ///
+    /// ```no_run
+    /// # fn demo(root: actor_core::RootBuilder, addr: actor_core::Addr) -> Result<(), Box<dyn std::error::Error>> {
+    /// let secret = actor_core::discovery::read_secret_file("/run/user/1000/brood/registrar.secret")?;
+    /// let root = root.name("billing").secret(secret).registrar(addr);
+    /// # Ok(()) }
+    /// ```
+    pub fn registrar(mut self, addr: Addr) -> Self {
+        self.registrar = Some(addr);
+        self
+    }
+
+    /// Listen at `addr` rather than at a fresh address of the transport's choosing: what
+    /// a registrar that other programs find at a well-known place does (see
+    /// [`discovery::well_known`](crate::discovery::well_known)). The address's transport
+    /// is the root's. A stale socket file there (its listener died) is replaced; a live
+    /// one fails the run with [`RootError::Listen`]. Children are placed beside it, and at
+    /// the end only the endpoints of this tree are removed, never the directory.
+    pub fn listen_at(mut self, addr: Addr) -> Self {
+        self.transport = Some(addr.transport().to_owned());
+        self.listen_at = Some(addr);
+        self
+    }
+
     /// Open the root actor, run `body` in its nursery, then shut everything down.
     ///
     /// The backend is the one chosen with [`use_backend`](Self::use_backend) or
@@ -223,7 +270,8 @@ impl RootBuilder {
     /// # Errors
     /// [`RootError::Config`] for an unknown backend or transport,
     /// [`RootError::Listen`] if the root cannot listen, [`RootError::Nursery`] if the
-    /// body or any child failed.
+    /// body or any child failed, [`RootError::Discovery`] if `BROOD_REGISTRAR` or
+    /// `BROOD_SECRET_FILE` is set and unusable.
     pub async fn run<R>(
         self,
         body: impl AsyncFnOnce(&Nursery) -> Result<R, FnError>,
@@ -233,9 +281,21 @@ impl RootBuilder {
         let transport_key = pick(self.transport, TRANSPORT_ENV, brood.default_transport());
         let backend = brood.backend(&backend.unwrap_or_default())?.key();
         let transport = brood.transport(&transport_key.unwrap_or_default())?;
+        let hub = match self.registrar {
+            Some(a) => Some(a),
+            None => registrar_from_env()?,
+        };
+        let secret = match self.secret {
+            Some(s) => s,
+            None => secret_from_env()?.unwrap_or_else(TreeSecret::random),
+        };
 
         let id = ActorId::new(self.name.clone());
-        let addr = transport.address_for(&id, None)?;
+        let own_tree = self.listen_at.is_none();
+        let addr = match self.listen_at {
+            Some(a) => a,
+            None => transport.address_for(&id, None)?,
+        };
         let listener = transport.bind(&addr).await?;
         let mut vars = RuntimeVars::root(self.name, backend);
         vars.root_addr = Some(addr.to_string());
@@ -262,14 +322,25 @@ impl RootBuilder {
             addr: addr.clone(),
             policy: self.policy,
             limits: self.limits,
-            secret: self.secret.unwrap_or_else(TreeSecret::random),
+            secret,
             extensions: spawn_api::extensions::Extensions::default(),
             live_children: None,
+            registrar: Some(Arc::new(Table::default())),
         });
+        if let Some(table) = &inner.discovery.table {
+            // Cannot be refused: a root has no parent, and the table is empty.
+            let _ = table.upsert(Origin::Local, crate::discovery::own_info(&inner));
+        }
         inner.spawn_accept_loop(listener, transport.max_frame());
+        // A registrar started with `BROOD_REGISTRAR` pointing at itself joins nobody.
+        if let Some(hub) = hub.filter(|h| *h != addr) {
+            let me = inner.clone();
+            inner.spawn_io(crate::discovery::federate(me, hub));
+        }
         let mut guard = ShutdownOnDrop {
             inner: Some(inner.clone()),
             transport: transport.clone(),
+            own_tree,
         };
         let span = inner.span.clone();
         let result = runtime_vars::scope(inner.vars.clone(), run_nursery(&inner, body))
@@ -279,8 +350,36 @@ impl RootBuilder {
         // the shutdown (and the clean-up) in the background.
         inner.shutdown().await;
         guard.inner = None;
-        transport.cleanup_tree(&addr);
+        end_tree(&*transport, &addr, own_tree);
         result.map_err(RootError::Nursery)
+    }
+}
+
+fn registrar_from_env() -> Result<Option<Addr>, RootError> {
+    let var = crate::discovery::REGISTRAR_ENV;
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => {
+            v.parse()
+                .map(Some)
+                .map_err(|e: spawn_api::BadAddr| RootError::Discovery {
+                    var,
+                    reason: e.to_string(),
+                })
+        }
+        _ => Ok(None),
+    }
+}
+
+fn secret_from_env() -> Result<Option<TreeSecret>, RootError> {
+    let var = crate::discovery::SECRET_FILE_ENV;
+    match std::env::var_os(var) {
+        Some(path) if !path.is_empty() => crate::discovery::read_secret_file(&path)
+            .map(Some)
+            .map_err(|e| RootError::Discovery {
+                var,
+                reason: format!("{}: {e}", std::path::Path::new(&path).display()),
+            }),
+        _ => Ok(None),
     }
 }
 
@@ -295,6 +394,18 @@ fn pick(explicit: Option<String>, env: &str, default: Option<&str>) -> Option<St
 struct ShutdownOnDrop {
     inner: Option<Arc<ActorInner>>,
     transport: Arc<dyn Transport>,
+    own_tree: bool,
+}
+
+/// Remove what the tree left at its root's address: the whole tree's place if the
+/// transport chose it for this root, only the root's endpoint if the program did
+/// ([`RootBuilder::listen_at`]: the directory is not ours).
+fn end_tree(transport: &dyn Transport, addr: &Addr, own_tree: bool) {
+    if own_tree {
+        transport.cleanup_tree(addr);
+    } else {
+        transport.cleanup(addr);
+    }
 }
 
 impl Drop for ShutdownOnDrop {
@@ -302,14 +413,15 @@ impl Drop for ShutdownOnDrop {
         if let Some(inner) = self.inner.take() {
             inner.cancel.cancel();
             let transport = self.transport.clone();
+            let own_tree = self.own_tree;
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
                     inner.shutdown().await;
-                    transport.cleanup_tree(&inner.addr);
+                    end_tree(&*transport, &inner.addr, own_tree);
                 });
             } else {
                 inner.remove_extra_endpoints();
-                transport.cleanup_tree(&inner.addr);
+                end_tree(&*transport, &inner.addr, own_tree);
             }
         }
     }

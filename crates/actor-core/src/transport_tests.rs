@@ -19,6 +19,8 @@ use crate::{Brood, Registry};
 struct Alias {
     inner: MemTransport,
     key: &'static str,
+    /// How long `bind` takes (a loaded machine, a slow file system).
+    bind_delay: std::time::Duration,
 }
 
 impl Alias {
@@ -66,6 +68,7 @@ impl Transport for Alias {
     }
 
     async fn bind(&self, addr: &Addr) -> Result<Box<dyn Listener>, TransportError> {
+        tokio::time::sleep(self.bind_delay).await;
         let inner = self.inner.bind(&self.unaliased(addr)?).await?;
         Ok(Box::new(AliasListener {
             inner,
@@ -201,6 +204,7 @@ async fn a_child_on_another_transport_is_reached_over_it_and_its_children_inheri
     let alt = Alias {
         inner: MemTransport::new(),
         key: "alt",
+        bind_delay: std::time::Duration::ZERO,
     };
     let brood = Brood::builder()
         .registry(registry())
@@ -281,4 +285,35 @@ async fn a_child_on_another_transport_is_reached_over_it_and_its_children_inheri
     assert_eq!(out, 3);
     assert_eq!(listeners(&mem), "0", "nothing left on mem");
     assert_eq!(listeners(&alt.inner), "0", "nothing left on alt");
+}
+
+/// Regression: a child was registered (and `start_actor` returned) once its handshake was
+/// done, while its listener could still be binding: a sibling that found it by name got
+/// "no such file" (seen under load on `proc`/`uds`). The child now listens before it says
+/// hello, so whoever learns of it can reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_listens_before_it_is_registered_however_slow_its_bind() {
+    let slow = Alias {
+        inner: MemTransport::new(),
+        key: "slow",
+        bind_delay: std::time::Duration::from_millis(300),
+    };
+    let brood = Brood::builder()
+        .registry(registry())
+        .backend(Tasks)
+        .transport(slow)
+        .build();
+    brood
+        .root()
+        .use_backend("task")
+        .use_transport("slow")
+        .run(async move |n| {
+            n.start_actor("b", ActorOptions::new()).await?;
+            let b = n.actor().find_actor("b").await?.expect("b is registered");
+            let (addr, _) = b.run(WhereAmI, ()).await?;
+            assert!(addr.starts_with("slow:"), "{addr}");
+            Ok(())
+        })
+        .await
+        .expect("the registered child is reachable");
 }
