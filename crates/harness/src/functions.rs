@@ -369,7 +369,7 @@ fn filled(len: usize, byte: u8) -> Result<ShmRegion, FnError> {
 
 /// The registry every test actor serves.
 pub fn registry() -> Registry {
-    crate::sandboxed::calls(Registry::new())
+    crate::sandboxed::calls(Registry::new().merge(crate::discovery_fns::registry()))
         .call(RegionFill, |_cx, (r, byte): (ShmRegion, u8)| async move {
             r.write(0, &vec![byte; r.len()]).map_err(region_error)?;
             Ok(r.len() as u64)

@@ -28,6 +28,7 @@
 //! facade.
 
 pub mod chaos;
+pub mod discovery_fns;
 pub mod functions;
 pub mod leaks;
 pub mod raw;

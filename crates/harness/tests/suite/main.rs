@@ -68,6 +68,8 @@ mod chaos;
 mod common;
 mod debug;
 mod direct;
+mod discovery;
+mod federation;
 mod fork;
 mod fork_security;
 mod hardening;
@@ -80,12 +82,21 @@ mod security;
 mod spawn;
 mod streams;
 mod teardown;
+mod titles;
 mod transports;
 
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "tree_then_wait",
         run: teardown::tree_then_wait,
+    },
+    Scenario {
+        name: "registrar_until_stdin_closes",
+        run: federation::registrar_until_stdin_closes,
+    },
+    Scenario {
+        name: "member_until_stdin_closes",
+        run: federation::member_until_stdin_closes,
     },
     Scenario {
         name: "python_actors_then_return",
@@ -128,6 +139,7 @@ fn main() {
     }
     let tests: Vec<Test> = [
         calls::TESTS,
+        federation::TESTS,
         streams::TESTS,
         teardown::TESTS,
         protocol::TESTS,
@@ -143,7 +155,9 @@ fn main() {
         regions::TESTS,
         sandbox::TESTS,
         direct::TESTS,
+        discovery::TESTS,
         debug::TESTS,
+        titles::TESTS,
     ]
     .concat()
     .into_iter()
