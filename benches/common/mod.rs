@@ -39,6 +39,13 @@ brood::call!(
     pub RingDrain = "bench.ring_drain": ShmRegion => u64
 );
 
+brood::call!(
+    /// Finds the actor named `name` and pings it `iters` times: each time through a
+    /// fresh lookup and channel (`fresh`: the find, the connect and the first call), or
+    /// through one portal found once, before timing. The time taken, in nanoseconds.
+    pub FindAndPing = "bench.find_and_ping": (String, u64, bool) => u64
+);
+
 /// The item of the region-ring benchmark.
 pub(crate) type RingChunk = [u8; 64 << 10];
 
@@ -65,6 +72,29 @@ pub(crate) fn registry() -> Registry {
             Ok(n)
         })
         .call(Ping, |_cx, ()| async move { Ok(()) })
+        .call(
+            FindAndPing,
+            |cx, (name, iters, fresh): (String, u64, bool)| async move {
+                let missing = || FnError::new("NotFound", format!("no actor named {name}"));
+                let open = cx.find_actor(&name).await?.ok_or_else(missing)?;
+                open.run(Ping, ()).await?;
+                if fresh {
+                    open.close().await;
+                }
+                let start = std::time::Instant::now();
+                for _ in 0..iters {
+                    if fresh {
+                        let p = cx.find_actor(&name).await?.ok_or_else(missing)?;
+                        p.run(Ping, ()).await?;
+                        // Closed, so that the next one connects again.
+                        p.close().await;
+                    } else {
+                        open.run(Ping, ()).await?;
+                    }
+                }
+                Ok(start.elapsed().as_nanos() as u64)
+            },
+        )
         .call(Pid, |_cx, ()| async move { Ok(std::process::id()) })
         .stream(
             Blobs,

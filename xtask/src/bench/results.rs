@@ -12,6 +12,7 @@ pub(super) const BENCHES: &[&str] = &[
     "spawn",
     "spawn_subint",
     "rpc",
+    "discovery",
     "stream",
     "shm",
     "shm_peers",
