@@ -61,7 +61,7 @@ use crate::registrar::{Change, Origin, Refused, Table};
 use crate::registry::Registry;
 use crate::stream::CalleeContext;
 
-pub use crate::registrar::{ActorInfo, MAX_ENTRIES, Query, Update};
+pub use crate::registrar::{ActorInfo, MAX_ENTRIES, MAX_ENTRY_BYTES, Query, Update};
 
 /// Environment variable naming the address of the registrar a root joins
 /// ([`RootBuilder::registrar`](crate::RootBuilder::registrar) overrides it).

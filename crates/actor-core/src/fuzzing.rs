@@ -25,6 +25,55 @@ pub fn frame_stream(data: &[u8]) {
     });
 }
 
+/// Decode what a member root sends its registrar (a batch of table updates, as the
+/// payload of a `Join` item) and apply it to a table.
+pub fn registrar_updates(data: &[u8]) {
+    if let Ok(updates) = postcard::from_bytes::<Vec<crate::registrar::Update>>(data) {
+        crate::registrar::apply_untrusted(updates);
+    }
+}
+
+/// Seeds for [`registrar_updates`]: a member's tree as it joins, a removal, and broken
+/// encodings.
+pub fn registrar_update_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use crate::registrar::{ActorInfo, Update};
+    let root = ActorInfo {
+        id: ActorId::with_uid("beta", 1),
+        path: "beta".into(),
+        addr: spawn_api::Addr::new("uds", "/run/brood/t1/beta.sock"),
+        pid: 10,
+        backend: "proc".into(),
+        parent: None,
+        started_unix_ms: 1_700_000_000_000,
+    };
+    let child = ActorInfo {
+        id: ActorId::with_uid("far", 2),
+        path: "beta/far".into(),
+        addr: spawn_api::Addr::new("shm", "/run/brood/t1/far.sock"),
+        pid: 11,
+        backend: "fork".into(),
+        parent: Some(root.id.clone()),
+        started_unix_ms: 1_700_000_000_001,
+    };
+    let enc = |u: &Vec<Update>| postcard::to_allocvec(u).expect("encodes");
+    let joined = enc(&vec![
+        Update::Upsert(root.clone()),
+        Update::Upsert(child.clone()),
+    ]);
+    let removed = enc(&vec![Update::Remove(vec![
+        root.id.clone(),
+        child.id.clone(),
+    ])]);
+    let orphan = enc(&vec![Update::Upsert(child)]);
+    vec![
+        ("joined", joined.clone()),
+        ("removed", removed),
+        ("orphan", orphan),
+        ("broken-truncated", joined[..joined.len() - 1].to_vec()),
+        ("broken-empty", Vec::new()),
+    ]
+}
+
 /// Decode a child's boot.
 pub fn child_boot(data: &[u8]) {
     let _ = ChildBoot::from_bytes(data);

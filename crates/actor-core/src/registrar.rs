@@ -24,8 +24,12 @@ use spawn_api::{ActorId, Addr};
 use tokio::sync::{broadcast, watch};
 
 /// Most entries a table holds: a registration past it is refused, so no peer can make a
-/// registrar grow without bound.
-pub const MAX_ENTRIES: usize = 1 << 16;
+/// registrar grow without bound. With [`MAX_ENTRY_BYTES`], a table holds at most ~50 MiB.
+pub const MAX_ENTRIES: usize = 1 << 14;
+
+/// Most bytes of text one entry may carry (its path, name, address and backend
+/// together): a longer one is refused.
+pub const MAX_ENTRY_BYTES: usize = 3 << 10;
 
 /// One registered actor, as lookups return it.
 ///
@@ -55,6 +59,16 @@ pub struct ActorInfo {
 }
 
 impl ActorInfo {
+    /// The bytes of text the entry carries.
+    fn text_len(&self) -> usize {
+        self.path.len()
+            + self.id.name().len()
+            + self.addr.transport().len()
+            + self.addr.endpoint().len()
+            + self.backend.len()
+            + self.parent.as_ref().map_or(0, |p| p.name().len())
+    }
+
     /// The actor's name (the last part of its path).
     pub fn name(&self) -> &str {
         self.id.name()
@@ -119,6 +133,8 @@ pub(crate) struct Change {
 pub(crate) enum Refused {
     #[error("the registrar is full ({MAX_ENTRIES} actors)")]
     Full,
+    #[error("the entry of {actor} is {bytes} bytes long (at most {MAX_ENTRY_BYTES})")]
+    TooLarge { actor: String, bytes: usize },
     #[error("{actor}'s parent {parent} is not registered (it ended)")]
     Orphan { actor: String, parent: String },
     #[error("tree {tree:?} is already registered here")]
@@ -146,6 +162,19 @@ pub(crate) struct Table {
     feed: broadcast::Sender<Arc<Change>>,
 }
 
+/// Apply `updates` from a member session to a fresh table, as a registrar does with what
+/// a peer sends: for the fuzz target (`actor_core::fuzzing::registrar_updates`).
+pub(crate) fn apply_untrusted(updates: Vec<Update>) -> usize {
+    let t = Table::default();
+    let origin = Origin::Member(1);
+    for u in updates {
+        let _ = t.apply(origin, u);
+    }
+    let n = t.lookup(&Query::All).len();
+    t.remove_origin(origin);
+    n
+}
+
 /// How many changes a federation session may fall behind before it starts over.
 const FEED_DEPTH: usize = 4096;
 
@@ -164,6 +193,12 @@ impl Table {
     /// parent was removed (it ended), and so is everything under it, even what its
     /// children were still registering as they went down.
     pub(crate) fn upsert(&self, origin: Origin, info: ActorInfo) -> Result<(), Refused> {
+        if info.text_len() > MAX_ENTRY_BYTES {
+            return Err(Refused::TooLarge {
+                bytes: info.text_len(),
+                actor: info.path.chars().take(80).collect(),
+            });
+        }
         {
             let mut s = self.state.lock().unwrap();
             if let Some(parent) = &info.parent
@@ -432,6 +467,18 @@ mod tests {
         assert_eq!(first.update, Update::Upsert(root.clone()));
         let second = feed.try_recv().unwrap();
         assert_eq!(second.update, Update::Remove(vec![root.id]));
+    }
+
+    #[test]
+    fn an_oversized_entry_is_refused() {
+        let t = Table::default();
+        let mut big = info("big", "big", None);
+        big.path = "x".repeat(MAX_ENTRY_BYTES);
+        assert!(matches!(
+            t.upsert(Origin::Local, big),
+            Err(Refused::TooLarge { .. })
+        ));
+        assert_eq!(t.len(), 0);
     }
 
     #[test]
