@@ -39,11 +39,25 @@ brood::call!(
     pub RingDrain = "bench.ring_drain": ShmRegion => u64
 );
 
+/// How [`FindAndPing`] reaches its target each round.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+// `pub`: a `call!` function's argument type, and those are `pub`.
+#[allow(unreachable_pub)]
+pub enum Seek {
+    /// A lookup and a fresh channel (closed after the call): the first call's cost.
+    Fresh,
+    /// A lookup that answers with the channel the last round opened.
+    Reused,
+    /// No lookup: one portal, found before timing.
+    Open,
+    /// Only the lookup at the registrar, no call.
+    Lookup,
+}
+
 brood::call!(
-    /// Finds the actor named `name` and pings it `iters` times: each time through a
-    /// fresh lookup and channel (`fresh`: the find, the connect and the first call), or
-    /// through one portal found once, before timing. The time taken, in nanoseconds.
-    pub FindAndPing = "bench.find_and_ping": (String, u64, bool) => u64
+    /// Finds the actor named `name` and pings it `iters` times, each round reaching it as
+    /// [`Seek`] says. The time the finds and calls took, in nanoseconds.
+    pub FindAndPing = "bench.find_and_ping": (String, u64, Seek) => u64
 );
 
 /// The item of the region-ring benchmark.
@@ -74,25 +88,41 @@ pub(crate) fn registry() -> Registry {
         .call(Ping, |_cx, ()| async move { Ok(()) })
         .call(
             FindAndPing,
-            |cx, (name, iters, fresh): (String, u64, bool)| async move {
+            |cx, (name, iters, seek): (String, u64, Seek)| async move {
                 let missing = || FnError::new("NotFound", format!("no actor named {name}"));
                 let open = cx.find_actor(&name).await?.ok_or_else(missing)?;
                 open.run(Ping, ()).await?;
-                if fresh {
+                if let Seek::Fresh = seek {
                     open.close().await;
                 }
-                let start = std::time::Instant::now();
+                // Only the finds and the calls are timed: a close, so that the next
+                // round connects again, is not what a lookup costs.
+                let mut taken = std::time::Duration::ZERO;
                 for _ in 0..iters {
-                    if fresh {
-                        let p = cx.find_actor(&name).await?.ok_or_else(missing)?;
-                        p.run(Ping, ()).await?;
-                        // Closed, so that the next one connects again.
-                        p.close().await;
-                    } else {
-                        open.run(Ping, ()).await?;
+                    let start = std::time::Instant::now();
+                    match seek {
+                        Seek::Fresh => {
+                            let p = cx.find_actor(&name).await?.ok_or_else(missing)?;
+                            p.run(Ping, ()).await?;
+                            taken += start.elapsed();
+                            p.close().await;
+                        }
+                        Seek::Reused => {
+                            let p = cx.find_actor(&name).await?.ok_or_else(missing)?;
+                            p.run(Ping, ()).await?;
+                            taken += start.elapsed();
+                        }
+                        Seek::Lookup => {
+                            std::hint::black_box(cx.lookup(&name).await?);
+                            taken += start.elapsed();
+                        }
+                        Seek::Open => {
+                            open.run(Ping, ()).await?;
+                            taken += start.elapsed();
+                        }
                     }
                 }
-                Ok(start.elapsed().as_nanos() as u64)
+                Ok(taken.as_nanos() as u64)
             },
         )
         .call(Pid, |_cx, ()| async move { Ok(std::process::id()) })
