@@ -205,7 +205,7 @@ pub(crate) struct ActorInner {
     /// Children alive, for the process's SIGTERM policy (see `os_wrappers::sigterm`).
     pub(crate) live_children: Arc<AtomicUsize>,
     /// The registrar's table (a root), lookups' channels, what `Status` reports.
-    pub(crate) discovery: crate::discovery::Discovery,
+    pub(crate) discovery: crate::discovery_state::Discovery,
 }
 
 impl ConnOwner for ActorInner {
@@ -276,7 +276,7 @@ impl ConnOwner for ActorInner {
         };
         let me = self.clone();
         let conn2 = conn.clone();
-        let in_flight = crate::discovery::InFlight::new(self.clone());
+        let in_flight = self.discovery.serving();
         let fut = async move {
             let _in_flight = in_flight;
             // Acknowledged from the serving task rather than the reader: a quick reply is
@@ -465,7 +465,7 @@ impl ActorInner {
             board: TeardownBoard::default(),
             orphans: Mutex::new(Vec::new()),
             live_children: live_children.unwrap_or_default(),
-            discovery: crate::discovery::Discovery::new(registrar),
+            discovery: crate::discovery_state::Discovery::new(registrar),
         })
     }
 

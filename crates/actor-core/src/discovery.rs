@@ -45,16 +45,16 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use spawn_api::{ActorId, Addr, TreeSecret};
 
 use crate::actor::{ActorCx, ActorInner};
 use crate::direct::ConnectError;
+use crate::discovery_state::unix_ms;
 use crate::error::{FnError, PortalError};
 use crate::portal::Portal;
 use crate::registrar::{Change, Origin, Refused, Table};
@@ -224,62 +224,6 @@ pub enum DiscoveryError {
         /// The bound.
         after: Duration,
     },
-}
-
-/// What an actor keeps for discovery: the registrar's table (a root), the channels its
-/// lookups opened, and what [`Status`] reports.
-pub(crate) struct Discovery {
-    /// `Some` in a root: it is its tree's registrar.
-    pub(crate) table: Option<Arc<Table>>,
-    /// Direct channels opened by lookups (and to the registrar), by address.
-    portals: tokio::sync::Mutex<HashMap<Addr, Portal>>,
-    pub(crate) in_flight: AtomicUsize,
-    pub(crate) started: Instant,
-    pub(crate) started_unix_ms: u64,
-}
-
-impl Discovery {
-    pub(crate) fn new(table: Option<Arc<Table>>) -> Discovery {
-        Discovery {
-            table,
-            portals: tokio::sync::Mutex::default(),
-            in_flight: AtomicUsize::new(0),
-            started: Instant::now(),
-            started_unix_ms: unix_ms(SystemTime::now()),
-        }
-    }
-}
-
-impl Discovery {
-    /// Drop the lookups' portals (at the actor's end: their channels refer back to it).
-    pub(crate) fn forget_portals(&self) {
-        match self.portals.try_lock() {
-            Ok(mut p) => p.clear(),
-            Err(_) => tracing::debug!("a lookup still holds its portals at the actor's end"),
-        }
-    }
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Counts a served call for [`Status`] while it lives.
-pub(crate) struct InFlight(Arc<ActorInner>);
-
-impl InFlight {
-    pub(crate) fn new(inner: Arc<ActorInner>) -> InFlight {
-        inner.discovery.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(inner)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.discovery.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// This actor's own entry.
@@ -649,11 +593,7 @@ pub(crate) fn service() -> Registry {
                 backend: inner.vars.backend.clone(),
                 uptime: inner.discovery.started.elapsed(),
                 // This call is one of them.
-                calls_in_flight: inner
-                    .discovery
-                    .in_flight
-                    .load(Ordering::Relaxed)
-                    .saturating_sub(1) as u32,
+                calls_in_flight: inner.discovery.in_flight().saturating_sub(1) as u32,
                 children: inner.live_children.load(Ordering::Relaxed) as u32,
             })
         })

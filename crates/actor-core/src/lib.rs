@@ -52,6 +52,7 @@ mod children;
 mod conn;
 mod direct;
 pub mod discovery;
+mod discovery_state;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -367,9 +367,10 @@ fn filled(len: usize, byte: u8) -> Result<ShmRegion, FnError> {
     Ok(r)
 }
 
-/// The registry every test actor serves.
+/// The functions of this module (and `sandboxed`'s); every test actor serves them, with
+/// [`discovery_fns`](crate::discovery_fns)' and brood's services (see [`crate::brood`]).
 pub fn registry() -> Registry {
-    crate::sandboxed::calls(Registry::new().merge(crate::discovery_fns::registry()))
+    crate::sandboxed::calls(Registry::new())
         .call(RegionFill, |_cx, (r, byte): (ShmRegion, u8)| async move {
             r.write(0, &vec![byte; r.len()]).map_err(region_error)?;
             Ok(r.len() as u64)

@@ -77,6 +77,7 @@ pub fn brood() -> Brood {
     Brood::builder()
         .registry(
             functions::registry()
+                .merge(discovery_fns::registry())
                 .merge(brood::python::service())
                 .merge(brood::debug::service()),
         )
