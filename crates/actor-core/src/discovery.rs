@@ -50,7 +50,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use spawn_api::{ActorId, Addr, TreeSecret};
+use spawn_api::{ActorId, Addr, CallFn, TreeSecret};
 
 use crate::actor::{ActorCx, ActorInner};
 use crate::direct::ConnectError;
@@ -268,31 +268,13 @@ const REGISTRATION_BOUND: Duration = Duration::from_secs(2);
 /// Register a child of `inner` with the tree's registrar. Failures are logged, never
 /// the spawn's: the child runs, it is only not found.
 pub(crate) async fn register_child(inner: &Arc<ActorInner>, info: ActorInfo) {
-    if let Some(table) = &inner.discovery.table {
-        if let Err(e) = table.upsert(Origin::Local, info) {
-            tracing::warn!(error = %e, "child not registered");
-        }
-        return;
-    }
-    if inner.cancel.is_cancelled() {
-        return;
-    }
-    let cx = ActorCx::of(inner.clone());
     let path = info.path.clone();
-    let done = tokio::time::timeout(REGISTRATION_BOUND, async {
-        let portal = cx.registrar().await?;
-        portal
-            .run(Register, info)
-            .await
-            .map_err(DiscoveryError::Call)
-    })
-    .await;
-    match done {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(child = %path, error = %e, "child not registered"),
-        Err(_) => {
-            tracing::warn!(child = %path, "child not registered: the registrar did not answer")
-        }
+    let done = match &inner.discovery.table {
+        Some(table) => table.upsert(Origin::Local, info).map_err(|e| e.to_string()),
+        None => ask_registrar(inner, Register, info).await,
+    };
+    if let Err(e) = done {
+        tracing::warn!(child = %path, error = %e, "child not registered");
     }
 }
 
@@ -300,24 +282,40 @@ pub(crate) async fn register_child(inner: &Arc<ActorInner>, info: ActorInfo) {
 /// is shutting down itself leaves that to its own parent, which removes its whole
 /// subtree when it reaps it.
 pub(crate) async fn deregister_child(inner: &Arc<ActorInner>, id: &ActorId) {
-    if let Some(table) = &inner.discovery.table {
-        table.remove(Origin::Local, id);
-        return;
+    let done = match &inner.discovery.table {
+        Some(table) => {
+            table.remove(Origin::Local, id);
+            Ok(())
+        }
+        None => ask_registrar(inner, Deregister, id.clone()).await,
+    };
+    if let Err(e) = done {
+        tracing::debug!(child = %id, error = %e, "child not deregistered");
     }
+}
+
+/// Call `function` at the tree's registrar for `inner`, within [`REGISTRATION_BOUND`];
+/// nothing is asked of it by an actor that is shutting down (its parent removes its
+/// whole subtree when it reaps it).
+async fn ask_registrar<C: CallFn<Reply = ()>>(
+    inner: &Arc<ActorInner>,
+    function: C,
+    args: C::Args,
+) -> Result<(), String> {
     if inner.cancel.is_cancelled() {
-        return;
+        return Ok(());
     }
     let cx = ActorCx::of(inner.clone());
-    let done = tokio::time::timeout(REGISTRATION_BOUND, async {
+    let asked = async {
         let portal = cx.registrar().await?;
         portal
-            .run(Deregister, id.clone())
+            .run(function, args)
             .await
             .map_err(DiscoveryError::Call)
-    })
-    .await;
-    if !matches!(done, Ok(Ok(()))) {
-        tracing::debug!(child = %id, "child not deregistered (its registrar's answer was lost)");
+    };
+    match tokio::time::timeout(REGISTRATION_BOUND, asked).await {
+        Ok(done) => done.map_err(|e| e.to_string()),
+        Err(_) => Err("the registrar did not answer".to_owned()),
     }
 }
 
