@@ -1,7 +1,12 @@
 //! Group `rpc`: one request/reply round trip to a child actor over the uds transport,
-//! next to the floor: 64 bytes each way between two processes over a socketpair.
+//! next to the floor: 64 bytes each way between two processes over a socketpair; and
+//! beside them the peers, in the same run: ipc-channel (`peer-ipc-channel`: an 8-byte
+//! request and reply over two byte channels to a running process) and procspawn
+//! (`peer-procspawn-pool`: a call into a one-process `Pool`, its result back).
 
 mod common;
+#[allow(dead_code)]
+mod peers;
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
@@ -47,8 +52,27 @@ fn socketpair_round_trips(iters: u64) -> Duration {
     elapsed
 }
 
+/// `iters` calls into a procspawn pool of one process (started before timing).
+fn procspawn_pool_calls(iters: u64) -> Duration {
+    // Its process on the child CPU, as brood's children and the floor's are.
+    let pool = common::spawning_on_child_cpu(|| procspawn::Pool::new(1)).expect("a procspawn pool");
+    pool.spawn((), |()| 0u64).join().expect("warm-up call");
+    let start = Instant::now();
+    for i in 0..iters {
+        let got = pool.spawn(i, |i| i + 1).join().expect("pool call");
+        assert_eq!(got, i + 1);
+    }
+    let elapsed = start.elapsed();
+    pool.kill();
+    elapsed
+}
+
 fn main() {
+    // A peer process plays its role and exits here, before anything of brood.
+    peers::enter();
     let actors = common::enter();
+    // A procspawn child runs its function here and exits.
+    procspawn::init();
     // Before the runtimes exist: their threads inherit the pin.
     common::pin_parent();
     let rt = common::current_thread_rt();
@@ -65,6 +89,12 @@ fn main() {
     });
     group.bench_function("floor-socketpair", |b| {
         b.iter_custom(socketpair_round_trips)
+    });
+    group.bench_function("peer-ipc-channel", |b| {
+        b.iter_custom(peers::ipc::rpc_round_trips)
+    });
+    group.bench_function("peer-procspawn-pool", |b| {
+        b.iter_custom(procspawn_pool_calls)
     });
     group.finish();
 

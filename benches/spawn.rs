@@ -2,7 +2,9 @@
 //! once, cancel it and reap it, next to the
 //! cheapest ways the OS starts a process: a bare `fork` and an exec of `/bin/true`, and
 //! next to an exec of this very binary that exits before doing anything (what the
-//! program's size and linking cost before brood runs at all).
+//! program's size and linking cost before brood runs at all). Beside them the peer,
+//! procspawn (`peer-procspawn`: a fresh process runs one function, its result comes
+//! back, the process is reaped), in the same run.
 //!
 //! Each backend is measured twice, plain and in the default sandbox
 //! (`ActorOptions::sandbox(Sandbox::new())`: its own namespaces, rlimits, no
@@ -98,6 +100,8 @@ fn main() {
         return;
     }
     let actors = common::enter();
+    // A procspawn child runs its function here and exits.
+    procspawn::init();
     // Before the runtime exists: its thread inherits the pin.
     common::pin_parent();
     let id = common::variant_id;
@@ -119,6 +123,13 @@ fn main() {
             });
         }
     }
+    // The peer: a fresh process running one function, its result back, reaped.
+    group.bench_function(id("peer-procspawn"), |b| {
+        b.iter(|| {
+            let h = procspawn::spawn((), |()| 1u32);
+            assert_eq!(h.join().expect("procspawn join"), 1);
+        })
+    });
     group.bench_function(id("floor-fork"), |b| b.iter(fork_exit_wait));
     group.bench_function(id("floor-exec"), |b| b.iter(exec_true));
     group.bench_function(id("floor-exec-self"), |b| b.iter(exec_self));

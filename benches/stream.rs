@@ -2,9 +2,16 @@
 //! transport, next to the floor: a forked process writing the same bytes into a
 //! socketpair, one `write` per message, while the parent reads them in 1 MiB chunks.
 //!
+//! Beside them, the peer a Rust program would otherwise reach for, in the same run and
+//! on the same sizes: ipc-channel between two processes, its byte channel
+//! (`peer-ipc-channel-bytes`) and its shared-memory transfer (`peer-ipc-channel-shmem`,
+//! one `IpcSharedMemory` per message).
+//!
 //! Throughput is declared in messages, so criterion reports messages per second.
 
 mod common;
+#[allow(dead_code)]
+mod peers;
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
@@ -88,9 +95,17 @@ fn bench_size(
     group.bench_function(BenchmarkId::new("floor-uds", label), |b| {
         b.iter_custom(|iters| floor_transfers(iters, size, n))
     });
+    group.bench_function(BenchmarkId::new("peer-ipc-channel-bytes", label), |b| {
+        b.iter_custom(|iters| peers::ipc::bytes_stream(iters, (size, n)))
+    });
+    group.bench_function(BenchmarkId::new("peer-ipc-channel-shmem", label), |b| {
+        b.iter_custom(|iters| peers::ipc::shmem_stream(iters, (size, n)))
+    });
 }
 
 fn main() {
+    // A peer process plays its role and exits here, before anything of brood.
+    peers::enter();
     let actors = common::enter();
     // Before the runtimes exist: their threads inherit the pin.
     common::pin_parent();

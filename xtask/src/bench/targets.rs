@@ -163,6 +163,53 @@ pub(super) const TARGETS: &[Check] = &[
         value: Some("1MiB"),
         min: 0.70,
     },
+    // Ahead of the peers a Rust program would otherwise use, in brood's default build
+    // and the same run (issue 14): a process actor starts faster than procspawn's
+    // process runs one function; a round trip beats ipc-channel's and a procspawn pool
+    // call; streams move more messages than ipc-channel's byte channel and, for big
+    // messages, than its shared-memory transfer.
+    Check::TimeRatioAtMost {
+        group: "spawn",
+        bench: "brood-proc",
+        floor: "peer-procspawn",
+        value: None,
+        max: 1.0,
+    },
+    Check::TimeRatioAtMost {
+        group: "rpc",
+        bench: "brood-uds",
+        floor: "peer-ipc-channel",
+        value: None,
+        max: 1.0,
+    },
+    Check::TimeRatioAtMost {
+        group: "rpc",
+        bench: "brood-uds",
+        floor: "peer-procspawn-pool",
+        value: None,
+        max: 1.0,
+    },
+    Check::ThroughputRatioAtLeast {
+        group: "stream",
+        bench: "brood-uds",
+        floor: "peer-ipc-channel-bytes",
+        value: Some("64B"),
+        min: 1.0,
+    },
+    Check::ThroughputRatioAtLeast {
+        group: "stream",
+        bench: "brood-uds",
+        floor: "peer-ipc-channel-bytes",
+        value: Some("1MiB"),
+        min: 1.0,
+    },
+    Check::ThroughputRatioAtLeast {
+        group: "stream",
+        bench: "brood-uds",
+        floor: "peer-ipc-channel-shmem",
+        value: Some("1MiB"),
+        min: 1.0,
+    },
     // The shared-memory transport (issue 10): a round trip within 5x of two processes
     // spinning on shared memory, and no slower than uds; 64 B messages at 3 M/s; big
     // messages at 60% of one memcpy and twice uds.
