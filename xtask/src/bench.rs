@@ -38,7 +38,7 @@ const WITHOUT_PYTHON: &str = "proc,fork,uds,shm";
 /// `shm` stays in: it links no Python, and the benches' shared code uses its regions.
 fn bench_features(name: &str) -> Option<&'static str> {
     match name {
-        "spawn" | "rpc" | "stream" | "footprint" => Some(WITHOUT_PYTHON),
+        "spawn" | "rpc" | "stream" | "footprint" | "discovery" => Some(WITHOUT_PYTHON),
         _ => None,
     }
 }

@@ -18,6 +18,7 @@ pub(super) const BENCHES: &[&str] = &[
     "shm_peers",
     "footprint",
     "parallel",
+    "scaling",
 ];
 
 /// The file the footprint bench writes into criterion's directory: a flat JSON object

@@ -60,6 +60,32 @@ pub(super) enum Check {
         /// Smallest acceptable throughput ratio.
         min: f64,
     },
+    /// `bench`'s time per element (its declared element throughput: per actor, say) at
+    /// parameter `value` is at most `max` times its time per element at `base`: a cost
+    /// that stays flat as the work grows.
+    PerElementGrowthAtMost {
+        /// Criterion group.
+        group: &'static str,
+        /// Function id.
+        bench: &'static str,
+        /// Parameter of the reference run.
+        base: &'static str,
+        /// Parameter of the measured run.
+        value: &'static str,
+        /// Largest acceptable growth.
+        max: f64,
+    },
+    /// `bench` at `value` takes at most `max_ns` per iteration.
+    TimeAtMost {
+        /// Criterion group.
+        group: &'static str,
+        /// Function id.
+        bench: &'static str,
+        /// Parameter.
+        value: Option<&'static str>,
+        /// Largest acceptable mean, in nanoseconds.
+        max_ns: f64,
+    },
     /// The footprint entry `name` is strictly below `bytes`.
     FootprintBelow {
         /// Key in the footprint report.
@@ -209,6 +235,78 @@ pub(super) const TARGETS: &[Check] = &[
         floor: "peer-ipc-channel-shmem",
         value: Some("1MiB"),
         min: 1.0,
+    },
+    // Costs that stay flat as a tree grows (issue 14): per actor, starting, calling and
+    // tearing down the largest tree costs at most 1.5x what it costs in a tree of 10;
+    // a thousand subint actors are torn down within a second.
+    Check::PerElementGrowthAtMost {
+        group: "scaling",
+        bench: "subint-spawn",
+        base: "10",
+        value: "1000",
+        max: 1.5,
+    },
+    Check::PerElementGrowthAtMost {
+        group: "scaling",
+        bench: "subint-fanout",
+        base: "10",
+        value: "1000",
+        max: 1.5,
+    },
+    Check::PerElementGrowthAtMost {
+        group: "scaling",
+        bench: "subint-teardown",
+        base: "10",
+        value: "1000",
+        max: 1.5,
+    },
+    Check::PerElementGrowthAtMost {
+        group: "scaling",
+        bench: "fork-spawn",
+        base: "10",
+        value: "200",
+        max: 1.5,
+    },
+    Check::PerElementGrowthAtMost {
+        group: "scaling",
+        bench: "fork-fanout",
+        base: "10",
+        value: "200",
+        max: 1.5,
+    },
+    Check::PerElementGrowthAtMost {
+        group: "scaling",
+        bench: "fork-teardown",
+        base: "10",
+        value: "200",
+        max: 1.5,
+    },
+    Check::PerElementGrowthAtMost {
+        group: "scaling",
+        bench: "proc-spawn",
+        base: "10",
+        value: "200",
+        max: 1.5,
+    },
+    Check::PerElementGrowthAtMost {
+        group: "scaling",
+        bench: "proc-fanout",
+        base: "10",
+        value: "200",
+        max: 1.5,
+    },
+    Check::PerElementGrowthAtMost {
+        group: "scaling",
+        bench: "proc-teardown",
+        base: "10",
+        value: "200",
+        max: 1.5,
+    },
+    Check::TimeAtMost {
+        group: "scaling",
+        bench: "subint-teardown",
+        value: Some("1000"),
+        max_ns: 1e9,
     },
     // The shared-memory transport (issue 10): a round trip within 5x of two processes
     // spinning on shared memory, and no slower than uds; 64 B messages at 3 M/s; big
@@ -398,6 +496,19 @@ impl Check {
             Check::FootprintBelow { name, bytes } => {
                 format!("footprint: {name} < {}", fmt_size(bytes))
             }
+            Check::PerElementGrowthAtMost {
+                group,
+                bench,
+                base,
+                value,
+                max,
+            } => format!("{group}: {bench} per element at {value} <= {max:.2}x at {base}"),
+            Check::TimeAtMost {
+                group,
+                bench,
+                value,
+                max_ns,
+            } => format!("{group}: {bench}{} <= {}", at(value), fmt_time(max_ns)),
             Check::SpeedupAtLeast {
                 group,
                 bench,
@@ -474,6 +585,52 @@ impl Check {
                         fmt_time(b.mean_ns)
                     ),
                 )
+            }
+            Check::PerElementGrowthAtMost {
+                group,
+                bench,
+                base,
+                value,
+                max,
+            } => {
+                let per_element = |v: &str| {
+                    let r = find(results, group, bench, Some(v))?;
+                    match r.throughput {
+                        Some(super::results::Throughput::Elements(n)) if n > 0.0 => {
+                            Some(r.mean_ns / n)
+                        }
+                        _ => None,
+                    }
+                };
+                let Some(b) = per_element(base) else {
+                    return missing(group, bench, Some(base));
+                };
+                let Some(v) = per_element(value) else {
+                    return missing(group, bench, Some(value));
+                };
+                if b <= 0.0 {
+                    return (Status::Missing, format!("{bench} at {base} measured 0 ns"));
+                }
+                let growth = v / b;
+                (
+                    verdict(growth <= max),
+                    format!(
+                        "{growth:.2}x ({} vs {} per element)",
+                        fmt_time(v),
+                        fmt_time(b)
+                    ),
+                )
+            }
+            Check::TimeAtMost {
+                group,
+                bench,
+                value,
+                max_ns,
+            } => {
+                let Some(b) = find(results, group, bench, value) else {
+                    return missing(group, bench, value);
+                };
+                (verdict(b.mean_ns <= max_ns), fmt_time(b.mean_ns))
             }
             Check::ElementsRateAtLeast {
                 group,
@@ -556,6 +713,7 @@ mod tests {
                     Check::ElementsRateAtLeast { bench: b, .. } => *b == bench && floor.is_empty(),
                     Check::SpeedupAtLeast { bench: b, .. } => *b == bench && floor == "speed-up",
                     Check::FootprintBelow { name, .. } => *name == bench,
+                    Check::PerElementGrowthAtMost { .. } | Check::TimeAtMost { .. } => false,
                 })
                 .unwrap_or_else(|| panic!("no target {bench} vs {floor}"))
         };
@@ -612,5 +770,39 @@ mod tests {
             find("idle-child-proc", "").evaluate(&results, &[]).0,
             Status::Missing
         );
+    }
+
+    #[test]
+    fn per_element_growth_and_time_bounds_are_judged() {
+        use super::super::results::Throughput;
+        let row = |value: &str, mean_ns: f64, n: f64| BenchResult {
+            group: "scaling".into(),
+            function: Some("subint-teardown".into()),
+            value: Some(value.into()),
+            mean_ns,
+            throughput: Some(Throughput::Elements(n)),
+            stale: false,
+        };
+        let flat = [row("10", 1e6, 10.0), row("1000", 1.2e8, 1000.0)];
+        let steep = [row("10", 1e6, 10.0), row("1000", 2e8, 1000.0)];
+        let growth = Check::PerElementGrowthAtMost {
+            group: "scaling",
+            bench: "subint-teardown",
+            base: "10",
+            value: "1000",
+            max: 1.5,
+        };
+        assert_eq!(growth.evaluate(&flat, &[]).0, Status::Pass, "1.2x");
+        assert_eq!(growth.evaluate(&steep, &[]).0, Status::Fail, "2.0x");
+        assert_eq!(growth.evaluate(&flat[..1], &[]).0, Status::Missing);
+        let bound = Check::TimeAtMost {
+            group: "scaling",
+            bench: "subint-teardown",
+            value: Some("1000"),
+            max_ns: 1e9,
+        };
+        assert_eq!(bound.evaluate(&flat, &[]).0, Status::Pass);
+        let slow = [row("1000", 1.5e9, 1000.0)];
+        assert_eq!(bound.evaluate(&slow, &[]).0, Status::Fail);
     }
 }
