@@ -10,6 +10,7 @@
 //! `criterion` (reading criterion's files) and `targets` (the performance targets), then
 //! `report` (rendering), and this module on top, which runs the benches.
 
+mod charts;
 mod criterion;
 mod report;
 mod results;
@@ -63,6 +64,8 @@ pub(crate) struct BenchOptions {
     pub filter: Option<String>,
     /// `--python`: the CPython tier to build against.
     pub python: PythonTier,
+    /// `--report-only`: run nothing, report the results criterion kept.
+    pub report_only: bool,
 }
 
 /// Arguments for the bench binaries (after cargo's `--`).
@@ -84,6 +87,11 @@ pub(crate) fn criterion_dir(target: &Path) -> PathBuf {
         Some(dir) => PathBuf::from(dir),
         None => target.join("criterion"),
     }
+}
+
+/// Where the charts go: `charts/` in criterion's directory.
+pub(crate) fn charts_dir(criterion: &Path) -> PathBuf {
+    criterion.join("charts")
 }
 
 /// The benches whose numbers depend on the Python tier.
@@ -216,10 +224,15 @@ const STATIC_FEATURES: &str = "proc,fork,uds";
 /// [`Error::Failed`] when cargo cannot be started or the report cannot be written.
 pub(crate) fn run(opts: &BenchOptions, root: &Path) -> Result<bool, Error> {
     let started = SystemTime::now();
-    let runs = run_benches(opts, root)?;
+    let runs = if opts.report_only {
+        Vec::new()
+    } else {
+        run_benches(opts, root)?
+    };
     let target = target_dir(root);
     let crit = criterion_dir(&target);
-    let (results, mut warnings) = load_results(&crit, Some(started));
+    let since = (!opts.report_only).then_some(started);
+    let (results, mut warnings) = load_results(&crit, since);
 
     let mut footprint = Vec::new();
     let mut footprint_stale = false;
@@ -242,6 +255,14 @@ pub(crate) fn run(opts: &BenchOptions, root: &Path) -> Result<bool, Error> {
             .is_ok_and(|m| m < started);
     }
 
+    match charts::write_all(&results, &charts_dir(&crit)) {
+        Ok(files) => println!(
+            "==> {} charts written to {}",
+            files.len(),
+            charts_dir(&crit).display()
+        ),
+        Err(e) => warnings.push(format!("charts: {e}")),
+    }
     let report = Report {
         runs,
         results,

@@ -140,6 +140,10 @@ struct BenchArgs {
     /// Only benchmarks whose id matches this regex (criterion's filter).
     #[arg(long, value_name = "REGEX")]
     filter: Option<String>,
+    /// Run nothing: print the report and draw the charts from the results criterion
+    /// kept (all of them then count as current).
+    #[arg(long)]
+    report_only: bool,
 }
 
 /// The workspace root: the parent of this crate's manifest directory. `cargo run` sets
@@ -174,6 +178,7 @@ fn main() -> ExitCode {
                 quick: args.quick,
                 filter: args.filter,
                 python: args.python,
+                report_only: args.report_only,
             },
             &root,
         ),
