@@ -214,8 +214,9 @@ fn run_static_spawn(extra: &[String], root: &Path) -> Result<(String, RunOutcome
 }
 
 /// The facade features of the static build: every process backend and transport, no
-/// component that needs a shared library.
-const STATIC_FEATURES: &str = "proc,fork,uds";
+/// component that needs a shared library. (`shm` needs none, and the benches' shared
+/// code uses its regions: without it the static build did not compile.)
+const STATIC_FEATURES: &str = WITHOUT_PYTHON;
 
 /// Run the benches, print the report and write its markdown copy. `Ok(false)` when a
 /// bench failed to build or run; unmet targets do not make it fail (it is a report).
