@@ -1,6 +1,7 @@
 //! Group `stream`: a child actor streams fixed-size blobs to its parent over the uds
 //! transport, next to the floor: a forked process writing the same bytes into a
-//! socketpair, one `write` per message, while the parent reads them in 1 MiB chunks.
+//! socketpair (its send buffer as large as brood's), one `write` per message, while the
+//! parent reads them in 1 MiB chunks.
 //!
 //! Beside them, the peer a Rust program would otherwise reach for, in the same run and
 //! on the same sizes: ipc-channel between two processes, its byte channel
@@ -43,6 +44,14 @@ fn floor_transfers(iters: u64, size: u64, n: u64) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let (ours, theirs) = common::socketpair();
+        // The writer's send buffer as large as brood's: the floor is the best a raw
+        // socket does, not its default.
+        nix::sys::socket::setsockopt(
+            &theirs,
+            nix::sys::socket::sockopt::SndBuf,
+            &brood::uds::DEFAULT_SEND_BUFFER,
+        )
+        .expect("the floor's send buffer");
         let (our_fd, their_fd) = (ours.as_raw_fd(), theirs.as_fd());
         let msg: &[u8] = &message;
         // SAFETY: the child only closes, reads and writes raw descriptors, into a stack

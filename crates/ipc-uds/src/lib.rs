@@ -102,7 +102,7 @@ pub const RUNTIME_DIR_ENV: &str = runtime_dir::RUNTIME_DIR_ENV;
 
 /// Default socket send buffer per channel: 2 MiB, so a 1 MiB frame leaves in one copy.
 /// Kernel memory is only used while data waits for the peer.
-pub const DEFAULT_SEND_BUFFER: usize = 0;
+pub const DEFAULT_SEND_BUFFER: usize = 2 << 20;
 
 /// Unix-socket transport. Cheap to clone (clones share what they know); keeps no
 /// per-actor state.
