@@ -289,6 +289,7 @@ mod tests {
     use super::super::results::Throughput;
     use super::*;
 
+    /// A result, with `n` elements per iteration if given.
     fn row(
         group: &str,
         function: &str,
@@ -296,14 +297,9 @@ mod tests {
         mean_ns: f64,
         n: Option<f64>,
     ) -> BenchResult {
-        BenchResult {
-            group: group.into(),
-            function: Some(function.into()),
-            value: value.map(Into::into),
-            mean_ns,
-            throughput: n.map(Throughput::Elements),
-            stale: false,
-        }
+        let mut r = crate::bench::results::test_support::result(group, function, value, mean_ns);
+        r.throughput = n.map(Throughput::Elements);
+        r
     }
 
     #[test]

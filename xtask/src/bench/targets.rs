@@ -808,13 +808,15 @@ mod tests {
     #[test]
     fn per_element_growth_and_time_bounds_are_judged() {
         use super::super::results::Throughput;
-        let row = |value: &str, mean_ns: f64, n: f64| BenchResult {
-            group: "scaling".into(),
-            function: Some("subint-teardown".into()),
-            value: Some(value.into()),
-            mean_ns,
-            throughput: Some(Throughput::Elements(n)),
-            stale: false,
+        let row = |value: &str, mean_ns: f64, n: f64| {
+            let mut r = crate::bench::results::test_support::result(
+                "scaling",
+                "subint-teardown",
+                Some(value),
+                mean_ns,
+            );
+            r.throughput = Some(Throughput::Elements(n));
+            r
         };
         let flat = [row("10", 1e6, 10.0), row("1000", 1.2e8, 1000.0)];
         let steep = [row("10", 1e6, 10.0), row("1000", 2e8, 1000.0)];
