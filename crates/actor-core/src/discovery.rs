@@ -57,7 +57,7 @@ use crate::direct::ConnectError;
 use crate::discovery_state::unix_ms;
 use crate::error::{FnError, PortalError};
 use crate::portal::Portal;
-use crate::registrar::{Change, Origin, Refused, Table};
+use crate::registrar::{Change, Origin, Table};
 use crate::registry::Registry;
 use crate::stream::CalleeContext;
 
@@ -627,20 +627,19 @@ async fn serve_join(cx: ActorCx, tree: String, ctx: CalleeContext<Join>) -> Resu
     if tree.is_empty() || tree.contains('/') {
         return Err(refused(format!("{tree:?} is not a tree's name")));
     }
-    if table.tree_taken(&tree) {
-        return Err(refused(Refused::TreeTaken { tree }));
-    }
-    let origin = Origin::Member(table.new_session());
-    // Subscribed before the snapshot: nothing falls between (a change seen twice is
-    // harmless, an upsert or a removal being idempotent).
-    let mut feed = table.subscribe();
-    let snapshot = table.snapshot(|o| o != origin);
-    let mut stream = ctx.started(snapshot).await?;
+    let origin = table.join(&tree).map_err(refused)?;
+    // From here the session's end (however it ends, its start included) frees the name
+    // and removes what it gave.
     let _end = EndSession {
         table: table.clone(),
         origin,
         tree: tree.clone(),
     };
+    // Subscribed before the snapshot: nothing falls between (a change seen twice is
+    // harmless, an upsert or a removal being idempotent).
+    let mut feed = table.subscribe();
+    let snapshot = table.snapshot(|o| o != origin);
+    let mut stream = ctx.started(snapshot).await?;
     tracing::info!(%tree, "a program joined this registrar");
     loop {
         let mut out = Vec::new();

@@ -153,6 +153,9 @@ struct State {
     entries: HashMap<ActorId, Entry>,
     next_seq: u64,
     next_session: u64,
+    /// The tree each member session joined as: reserved from the join on, before any
+    /// of its entries arrive, so two roots of one name cannot both join.
+    members: HashMap<u64, String>,
 }
 
 /// A registrar's table. Shared by the root's tasks.
@@ -166,7 +169,9 @@ pub(crate) struct Table {
 /// a peer sends: for the fuzz target (`actor_core::fuzzing::registrar_updates`).
 pub(crate) fn apply_untrusted(updates: Vec<Update>) -> usize {
     let t = Table::default();
-    let origin = Origin::Member(1);
+    let Ok(origin) = t.join("fuzz") else {
+        return 0;
+    };
     for u in updates {
         let _ = t.apply(origin, u);
     }
@@ -242,10 +247,14 @@ impl Table {
         gone
     }
 
-    /// Remove every entry `origin` gave (a session ended).
+    /// Remove every entry `origin` gave (a session ended), and free the tree name a
+    /// member session held.
     pub(crate) fn remove_origin(&self, origin: Origin) -> usize {
         let gone: Vec<ActorId> = {
             let mut s = self.state.lock().unwrap();
+            if let Origin::Member(session) = origin {
+                s.members.remove(&session);
+            }
             let gone: Vec<ActorId> = s
                 .entries
                 .iter()
@@ -306,17 +315,22 @@ impl Table {
         found.into_iter().map(|e| e.info.clone()).collect()
     }
 
-    /// Whether a tree (a root's name) has entries here.
-    pub(crate) fn tree_taken(&self, tree: &str) -> bool {
-        let s = self.state.lock().unwrap();
-        s.entries.values().any(|e| e.info.tree() == tree)
-    }
-
-    /// A number for a new member session.
-    pub(crate) fn new_session(&self) -> u64 {
+    /// Start a member session for the tree called `tree`: refused if that name has
+    /// entries here or another session holds it. The name stays the session's until
+    /// [`remove_origin`](Self::remove_origin) ends it.
+    pub(crate) fn join(&self, tree: &str) -> Result<Origin, Refused> {
         let mut s = self.state.lock().unwrap();
+        let taken = s.members.values().any(|t| t == tree)
+            || s.entries.values().any(|e| e.info.tree() == tree);
+        if taken {
+            return Err(Refused::TreeTaken {
+                tree: tree.to_owned(),
+            });
+        }
         s.next_session += 1;
-        s.next_session
+        let session = s.next_session;
+        s.members.insert(session, tree.to_owned());
+        Ok(Origin::Member(session))
     }
 
     /// How many entries there are.
@@ -448,8 +462,8 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(t.remove_origin(Origin::Member(1)), 1);
         assert_eq!(t.lookup(&Query::All), vec![ours]);
-        assert!(t.tree_taken("root"));
-        assert!(!t.tree_taken("other"));
+        assert!(t.join("root").is_err(), "our own tree's name");
+        assert!(t.join("other").is_ok());
     }
 
     #[test]
@@ -467,6 +481,21 @@ mod tests {
         assert_eq!(first.update, Update::Upsert(root.clone()));
         let second = feed.try_recv().unwrap();
         assert_eq!(second.update, Update::Remove(vec![root.id]));
+    }
+
+    /// Regression: a name was taken only once the member's entries had arrived, so a
+    /// second root of that name joining right after the first (before its entries) was
+    /// let in, and two trees shared their paths (seen once in CI, subint/shm).
+    #[test]
+    fn a_tree_name_is_held_from_the_join_until_the_session_ends() {
+        let t = Table::default();
+        let first = t.join("beta").expect("the first beta joins");
+        assert!(
+            matches!(t.join("beta"), Err(Refused::TreeTaken { .. })),
+            "the name is held before any entry arrives"
+        );
+        t.remove_origin(first);
+        assert!(t.join("beta").is_ok(), "and freed with the session");
     }
 
     #[test]
