@@ -870,6 +870,15 @@ tokio::task_local! {
 }
 
 impl ActorCx {
+    /// The context of `inner` outside any call (no caller, no function).
+    pub(crate) fn of(inner: Arc<ActorInner>) -> ActorCx {
+        ActorCx {
+            inner,
+            caller: None,
+            call: None,
+        }
+    }
+
     /// The actor running the current teardown ladder, inside a
     /// [`TeardownHook`](spawn_api::TeardownHook)'s methods (`None` elsewhere): what a hook
     /// needs to reach other actors (the root's debugger lock, say) as that actor.

@@ -78,7 +78,7 @@ impl ActorCx {
     /// a sibling, a cousin, the root), not relayed through parents. The channel is
     /// checked as every other (the peer's uid, the tree's secret) and lives until the
     /// peer's idle timeout or [`Portal::close`]; to find an actor by name and reuse one
-    /// channel per target, see [`discovery`](crate::discovery).
+    /// channel per target, see [`ActorCx::find_actor`].
     ///
     /// ```no_run
     /// # async fn demo(cx: actor_core::ActorCx, sibling: spawn_api::Addr) -> Result<(), Box<dyn std::error::Error>> {

@@ -561,8 +561,7 @@ pub(crate) fn service() -> Registry {
         })
         .call(Deregister, |cx, id: ActorId| async move {
             let table = table_of(&cx)?;
-            let entry = table.lookup(&Query::All).into_iter().find(|e| e.id == id);
-            match entry {
+            match table.get(&id).map(|(_, info)| info) {
                 None => Ok(()),
                 Some(e) if e.parent.as_ref() == cx.caller() => {
                     table.remove(Origin::Local, &id);
@@ -703,15 +702,13 @@ async fn federate_until_cancelled(inner: &Arc<ActorInner>, table: &Arc<Table>, h
     let mut wait = REJOIN_FIRST;
     let mut warned = false;
     loop {
-        let joined = member_session(&cx, table, hub, &mut wait).await;
+        let joined = member_session(&cx, table, hub).await;
         let dropped = table.remove_origin(Origin::Hub);
-        if inner.cancel.is_cancelled() {
-            return;
-        }
         match joined {
             Ok(()) => {
                 tracing::warn!(registrar = %hub, dropped, "the registrar left; joining again when it is back");
                 warned = false;
+                wait = REJOIN_FIRST;
             }
             Err(e) if !warned => {
                 tracing::warn!(registrar = %hub, error = %e, "cannot join the registrar; retrying");
@@ -719,21 +716,14 @@ async fn federate_until_cancelled(inner: &Arc<ActorInner>, table: &Arc<Table>, h
             }
             Err(e) => tracing::debug!(registrar = %hub, error = %e, "cannot join the registrar"),
         }
-        tokio::select! {
-            _ = inner.cancel.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
+        tokio::time::sleep(wait).await;
         wait = (wait * 2).min(REJOIN_MAX);
     }
 }
 
-/// One session with the registrar: `Ok` once it was joined and then ended.
-async fn member_session(
-    cx: &ActorCx,
-    table: &Arc<Table>,
-    hub: &Addr,
-    wait: &mut Duration,
-) -> Result<(), String> {
+/// One session with the registrar: `Ok` once it was joined and then ended. (The root's
+/// cancellation ends it from outside, in [`federate`].)
+async fn member_session(cx: &ActorCx, table: &Arc<Table>, hub: &Addr) -> Result<(), String> {
     let portal = cx.connect(hub).await.map_err(|e| e.to_string())?;
     let mut feed = table.subscribe();
     let tree = cx.inner.path.clone();
@@ -745,7 +735,6 @@ async fn member_session(
             return Err(e.to_string());
         }
     };
-    *wait = REJOIN_FIRST;
     for info in theirs {
         let _ = table.upsert(Origin::Hub, info);
     }
@@ -761,7 +750,6 @@ async fn member_session(
             break;
         }
         tokio::select! {
-            _ = cx.inner.cancel.cancelled() => break,
             got = ctx.recv() => match got {
                 Ok(Some(updates)) => {
                     for u in updates {
@@ -784,17 +772,6 @@ async fn member_session(
     ctx.cancel();
     portal.close().await;
     Ok(())
-}
-
-impl ActorCx {
-    /// The context of `inner` outside any call.
-    pub(crate) fn of(inner: Arc<ActorInner>) -> ActorCx {
-        ActorCx {
-            inner,
-            caller: None,
-            call: None,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! What one actor keeps for discovery: the registrar's table (a root), the direct
 //! channels its lookups opened, and what it reports about itself (`Status`: uptime,
-//! calls in flight). The actor holds it; the lookups and the registrar's functions
-//! (`crate::discovery`) use it.
+//! calls in flight). The actor holds it; the lookups and the registrar's functions use
+//! it.
 
 use std::collections::HashMap;
 use std::sync::Arc;

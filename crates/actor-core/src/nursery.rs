@@ -834,11 +834,7 @@ async fn supervise(s: Supervisor) {
             let hooks = actor.program.hooks();
             let key = slot.id.uid();
             let board = &actor.board;
-            let me = ActorCx {
-                inner: actor.clone(),
-                caller: None,
-                call: None,
-            };
+            let me = ActorCx::of(actor.clone());
             let reaped = crate::actor::LADDER_ACTOR.scope(me, run_ladder(
                 &mut *child,
                 &slot.id,

@@ -280,14 +280,7 @@ impl Table {
             Update::Remove(ids) => {
                 for id in &ids {
                     // Only what that origin gave: a member cannot remove our actors.
-                    let owned = self
-                        .state
-                        .lock()
-                        .unwrap()
-                        .entries
-                        .get(id)
-                        .is_some_and(|e| e.origin == origin);
-                    if owned {
+                    if self.get(id).is_some_and(|(given_by, _)| given_by == origin) {
                         self.remove(origin, id);
                     }
                 }
@@ -296,21 +289,26 @@ impl Table {
         }
     }
 
-    /// Every entry matching `query`, oldest registration first.
-    pub(crate) fn lookup(&self, query: &Query) -> Vec<ActorInfo> {
+    /// The entry of `id`, and who gave it.
+    pub(crate) fn get(&self, id: &ActorId) -> Option<(Origin, ActorInfo)> {
         let s = self.state.lock().unwrap();
-        let mut found: Vec<&Entry> = match query {
-            Query::Path(p) => s.entries.values().filter(|e| &e.info.path == p).collect(),
-            q => s.entries.values().filter(|e| q.matches(&e.info)).collect(),
-        };
-        found.sort_by_key(|e| e.seq);
-        found.into_iter().map(|e| e.info.clone()).collect()
+        s.entries.get(id).map(|e| (e.origin, e.info.clone()))
     }
 
-    /// The entries `origin` gave, oldest first (what a session sends when it starts).
+    /// Every entry matching `query`, oldest registration first.
+    pub(crate) fn lookup(&self, query: &Query) -> Vec<ActorInfo> {
+        self.oldest_first(|e| query.matches(&e.info))
+    }
+
+    /// The entries whose origin `keep` accepts, oldest first (what a session sends when
+    /// it starts).
     pub(crate) fn snapshot(&self, keep: impl Fn(Origin) -> bool) -> Vec<ActorInfo> {
+        self.oldest_first(|e| keep(e.origin))
+    }
+
+    fn oldest_first(&self, keep: impl Fn(&Entry) -> bool) -> Vec<ActorInfo> {
         let s = self.state.lock().unwrap();
-        let mut found: Vec<&Entry> = s.entries.values().filter(|e| keep(e.origin)).collect();
+        let mut found: Vec<&Entry> = s.entries.values().filter(|e| keep(e)).collect();
         found.sort_by_key(|e| e.seq);
         found.into_iter().map(|e| e.info.clone()).collect()
     }

@@ -314,6 +314,8 @@ impl RootBuilder {
         self.vars.apply(&mut vars);
 
         crate::unwind::install_location_hook();
+        // The root is its tree's registrar.
+        let table = Arc::new(Table::default());
         let inner = ActorInner::new(ActorSetup {
             id,
             vars,
@@ -325,12 +327,10 @@ impl RootBuilder {
             secret,
             extensions: spawn_api::extensions::Extensions::default(),
             live_children: None,
-            registrar: Some(Arc::new(Table::default())),
+            registrar: Some(table.clone()),
         });
-        if let Some(table) = &inner.discovery.table {
-            // Cannot be refused: a root has no parent, and the table is empty.
-            let _ = table.upsert(Origin::Local, crate::discovery::own_info(&inner));
-        }
+        // Cannot be refused: a root has no parent, and the table is empty.
+        let _ = table.upsert(Origin::Local, crate::discovery::own_info(&inner));
         inner.spawn_accept_loop(listener, transport.max_frame());
         // A registrar started with `BROOD_REGISTRAR` pointing at itself joins nobody.
         if let Some(hub) = hub.filter(|h| *h != addr) {

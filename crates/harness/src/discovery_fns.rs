@@ -1,6 +1,7 @@
 //! The actor functions the discovery tests call (`tests/suite/discovery.rs`): lookups by
 //! name and by path from inside an actor, waits, listings and [`Status`] of others.
-//! Merged into [`crate::functions::registry`], so every test actor serves them.
+//! Merged beside the other test functions by [`crate::brood`], so every test actor serves
+//! them.
 
 use std::time::{Duration, Instant};
 
@@ -165,7 +166,7 @@ fn open_fds() -> u32 {
     crate::leaks::open_fds().len() as u32
 }
 
-/// The functions of this module, for [`crate::functions::registry`].
+/// The functions of this module, for [`crate::brood`].
 pub fn registry() -> Registry {
     Registry::new()
         .call(

@@ -368,7 +368,7 @@ fn filled(len: usize, byte: u8) -> Result<ShmRegion, FnError> {
 }
 
 /// The functions of this module (and `sandboxed`'s); every test actor serves them, with
-/// [`discovery_fns`](crate::discovery_fns)' and brood's services (see [`crate::brood`]).
+/// the discovery tests' and brood's services (see [`crate::brood`]).
 pub fn registry() -> Registry {
     crate::sandboxed::calls(Registry::new())
         .call(RegionFill, |_cx, (r, byte): (ShmRegion, u8)| async move {
