@@ -85,20 +85,10 @@ fn timed(rt: &Runtime, actors: &Brood, backend: &str, n: u64, iters: u64, pick: 
         .sum()
 }
 
-/// A process's unique set size: its private pages, in bytes.
-fn uss(pid: u32) -> u64 {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
-        return 0;
-    };
-    text.lines()
-        .filter(|l| l.starts_with("Private_Clean:") || l.starts_with("Private_Dirty:"))
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .sum::<u64>()
-        * 1024
-}
-
 /// The memory one actor adds, per backend and N: printed, and written for the report.
 fn memory_per_actor(rt: &Runtime, actors: &Brood) {
+    // A process gone before it was read counts as nothing (the row shows it).
+    let uss = |pid: u32| common::files::uss(pid).unwrap_or(0);
     let mut rows = Vec::new();
     for (backend, sizes) in SIZES {
         for &n in sizes.iter().filter(|&&n| n >= 10) {
@@ -123,19 +113,11 @@ fn memory_per_actor(rt: &Runtime, actors: &Brood) {
             rows.push(format!("  \"{backend}/{n}\": {per_actor}"));
         }
     }
-    let dir = criterion_dir();
+    let dir = common::files::criterion_dir();
     let _ = std::fs::create_dir_all(&dir);
     let json = format!("{{\n{}\n}}\n", rows.join(",\n"));
     if let Err(e) = std::fs::write(dir.join("scaling-memory.json"), json) {
         eprintln!("scaling: cannot write the memory report: {e}");
-    }
-}
-
-/// Criterion's output directory (`CRITERION_HOME`, else `target/criterion`).
-fn criterion_dir() -> std::path::PathBuf {
-    match std::env::var_os("CRITERION_HOME").filter(|d| !d.is_empty()) {
-        Some(d) => d.into(),
-        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/criterion"),
     }
 }
 

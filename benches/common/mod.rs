@@ -8,6 +8,7 @@
 // Each bench target uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub(crate) mod files;
 pub(crate) mod shm_floor;
 
 use std::os::fd::{BorrowedFd, RawFd};

@@ -147,6 +147,18 @@ pub(crate) fn with_root<R>(
     within_deadline(harness::root().run(body))
 }
 
+/// The tree paths `cx`'s registrar lists, sorted.
+pub(crate) async fn listed_paths(
+    cx: &brood::ActorCx,
+) -> Result<Vec<String>, brood::DiscoveryError> {
+    Ok(cx
+        .list_actors()
+        .await?
+        .into_iter()
+        .map(|a| a.path)
+        .collect())
+}
+
 /// That a root failed with exactly one child error: `actor` killed by a SIGKILL brood did
 /// not send.
 pub(crate) fn killed_alone(err: &RootError, actor: &str) -> Result<(), Failed> {

@@ -490,12 +490,7 @@ fn a_killed_actor_leaves_the_registrar_with_its_subtree_and_its_portal_fails_typ
             let r = watcher.run(FindAndAdd, (target.clone(), 1, 1)).await?;
             assert_eq!(r, None, "{target:?} after the kill, seen from the watcher");
         }
-        let left: Vec<String> = cx
-            .list_actors()
-            .await?
-            .into_iter()
-            .map(|i| i.path)
-            .collect();
+        let left: Vec<String> = listed_paths(&cx).await?;
         assert_eq!(left, ["root", "root/watcher"]);
 
         // The portals found before the kill: typed errors, no hang.

@@ -173,12 +173,7 @@ fn two_programs_find_and_call_each_other_through_a_registrar_and_survive_its_res
                 // One of our children reaches it too, with the same handshake.
                 let (sum, caller) = near.run(AddVia, (who.addr.clone(), 40, 2)).await?;
                 assert_eq!((sum, caller.as_str()), (42, "near"));
-                let listed: Vec<String> = cx
-                    .list_actors()
-                    .await?
-                    .into_iter()
-                    .map(|a| a.path)
-                    .collect();
+                let listed: Vec<String> = listed_paths(&cx).await?;
                 for want in ["alpha", "alpha/near", "beta", "beta/far", "hub"] {
                     assert!(
                         listed.iter().any(|p| p == want),
@@ -272,12 +267,7 @@ fn lying_registrations_are_refused_and_a_stranger_cannot_join() -> Result<(), Fa
             addr_tx.send((cx.addr().clone(), kid)).unwrap();
             done_rx.await.unwrap();
             // Nothing the liar sent stuck.
-            let paths: Vec<String> = cx
-                .list_actors()
-                .await?
-                .into_iter()
-                .map(|a| a.path)
-                .collect();
+            let paths: Vec<String> = listed_paths(&cx).await?;
             assert_eq!(paths, ["alpha", "alpha/kid"]);
             Ok(())
         });
