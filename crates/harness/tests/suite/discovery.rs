@@ -161,11 +161,23 @@ fn waiting_for_an_actor_started_later_times_out_or_is_abandoned_cleanly() -> Res
 
         // A child waits; the root starts the actor later.
         let waiter = n.start_actor("waiter", ActorOptions::new()).await?;
-        let (waited, late2) =
-            tokio::join!(waiter.run(WaitAndAdd, ("late2".into(), 10_000)), async {
+        // Both instants are read on the root's clock: the child's own `waited_ms` starts
+        // when its handler runs, after the root's sleep began, so it may be short of
+        // LATER by the call's transit time without the wait having ended early.
+        let (waited, (started, late2)) = tokio::join!(
+            async {
+                let r = waiter.run(WaitAndAdd, ("late2".into(), 10_000)).await;
+                (r, Instant::now())
+            },
+            async {
                 tokio::time::sleep(LATER).await;
-                n.start_actor("late2", ActorOptions::new()).await
-            });
+                (
+                    Instant::now(),
+                    n.start_actor("late2", ActorOptions::new()).await,
+                )
+            }
+        );
+        let (waited, answered) = waited;
         let late2 = late2?;
         match waited? {
             Waited::Found { found, waited_ms } => {
@@ -173,8 +185,9 @@ fn waiting_for_an_actor_started_later_times_out_or_is_abandoned_cleanly() -> Res
                 assert_eq!(found.id, late2.actor_id().to_string());
                 assert_eq!((found.sum, found.caller.as_str()), (3, "waiter"));
                 assert!(
-                    waited_ms >= LATER.as_millis() as u64,
-                    "the wait ended after {waited_ms} ms, before the actor started"
+                    answered >= started,
+                    "the wait ended {:?} before the actor's start began (child waited {waited_ms} ms)",
+                    started - answered
                 );
             }
             other => panic!("expected the waiter to find late2, got {other:?}"),
