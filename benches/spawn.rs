@@ -12,9 +12,10 @@
 //! `brood-<backend>-sandbox`: what the sandbox adds to a spawn is the ratio of the two
 //! (`cargo xtask bench` checks it).
 //!
-//! This binary is built without the `subint` feature (see `cargo xtask bench`): a process
-//! actor is this program started again, and a program that links CPython pays for
-//! loading it at every start. `spawn_subint.rs` measures the sub-interpreter backend.
+//! This binary is built with the default features, `subint` included, as a user's
+//! program is: a process actor is this program started again, and CPython enters a
+//! process only with its first interpreter, so these starts do not load it.
+//! `spawn_subint.rs` measures the sub-interpreter backend.
 //!
 //! With `BROOD_BENCH_VARIANT=<name>` every id gets a `-<name>` suffix, so a second build
 //! of this bench (`cargo xtask bench` adds a statically linked one) lands beside the

@@ -28,21 +28,11 @@ use crate::metadata::target_dir;
 use crate::python::{self, PythonTier};
 use crate::run;
 
-/// Every facade feature but `subint`.
-const WITHOUT_PYTHON: &str = "proc,fork,uds,shm";
-
-/// The facade features a bench is built with, when not the defaults. Process-actor
-/// benches leave out `subint`: a spawned process actor is the program started again, and
-/// a program that links CPython pays for loading it at every start (measured: +0.7 ms per
-/// exec here), which is not what a Rust-only program pays.
-///
-/// `shm` stays in: it links no Python, and the benches' shared code uses its regions.
-fn bench_features(name: &str) -> Option<&'static str> {
-    match name {
-        "spawn" | "rpc" | "stream" | "footprint" | "discovery" => Some(WITHOUT_PYTHON),
-        _ => None,
-    }
-}
+/// The facade features of the static build: every process backend and transport, no
+/// component that needs a shared library (a static program cannot `dlopen` libpython).
+/// (`shm` needs none, and the benches' shared code uses its regions: without it the
+/// static build did not compile.)
+const STATIC_FEATURES: &str = "proc,fork,uds,shm";
 
 /// Criterion settings for `--quick`: enough samples to spot a gross regression in
 /// seconds, not to measure precisely.
@@ -121,12 +111,13 @@ fn run_benches(opts: &BenchOptions, root: &Path) -> Result<Vec<(String, RunOutco
     };
     let mut runs = Vec::new();
     for (index, name) in benches.iter().enumerate() {
+        // Every bench measures the default build, `subint` included, as a user's program
+        // is built: CPython is loaded by the first interpreter, so a process actor that
+        // never runs Python does not pay for it at exec (it did while the program linked
+        // libpython: +0.65 ms an exec, so the process benches were built without subint).
         let mut args: Vec<String> = ["bench", "-p", "brood", "--bench", name]
             .map(String::from)
             .into();
-        if let Some(features) = bench_features(name) {
-            args.extend(["--no-default-features", "--features", features].map(String::from));
-        }
         if !extra.is_empty() {
             args.push("--".into());
             args.extend(extra.iter().cloned());
@@ -212,11 +203,6 @@ fn run_static_spawn(extra: &[String], root: &Path) -> Result<(String, RunOutcome
     };
     Ok(("spawn (static)".to_owned(), outcome))
 }
-
-/// The facade features of the static build: every process backend and transport, no
-/// component that needs a shared library. (`shm` needs none, and the benches' shared
-/// code uses its regions: without it the static build did not compile.)
-const STATIC_FEATURES: &str = WITHOUT_PYTHON;
 
 /// Run the benches, print the report and write its markdown copy. `Ok(false)` when a
 /// bench failed to build or run; unmet targets do not make it fail (it is a report).

@@ -2,8 +2,8 @@
 //!
 //! pyo3's safe API is not used: its statics, interned strings, type objects and deferred
 //! decref pool are process-wide, which is unsound once several interpreters run in one
-//! process. This module uses `pyo3_ffi` directly, under three rules that the rest of the
-//! crate relies on:
+//! process. This module calls the C API directly (through `libpython`, which loads it on
+//! first use), under three rules that the rest of the crate relies on:
 //!
 //! - an interpreter is created, used and ended on one thread (its host thread), and a
 //!   thread state is only ever attached on the thread it belongs to;
@@ -16,7 +16,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use pyo3_ffi as py;
+use crate::libpython as py;
 
 /// Why an interpreter could not be set up.
 pub(crate) type SetupError = String;
@@ -26,6 +26,8 @@ pub(crate) type SetupError = String;
 pub(crate) fn ensure_main() -> Result<(), SetupError> {
     static INIT: OnceLock<Result<(), SetupError>> = OnceLock::new();
     INIT.get_or_init(|| {
+        // CPython enters the process here, with the first interpreter, not at exec.
+        py::load()?;
         // SAFETY: Py_IsInitialized may be called at any time, without the GIL.
         if unsafe { py::Py_IsInitialized() } != 0 {
             // The host program initialised Python itself; it owns that set-up.
@@ -378,7 +380,7 @@ impl Interrupter {
             }
             py::PyEval_RestoreThread(ts);
             let n = if self.running.load(Ordering::SeqCst) == job && job != 0 {
-                py::PyThreadState_SetAsyncExc(t.ident as c_long, py::PyExc_KeyboardInterrupt)
+                py::PyThreadState_SetAsyncExc(t.ident as c_long, py::PyExc_KeyboardInterrupt())
             } else {
                 0
             };

@@ -46,11 +46,13 @@ mod ffi;
 #[doc(hidden)]
 pub mod fuzzing;
 mod host;
+mod libpython;
 mod python;
 mod service;
 
 pub use backend::{Abort, KEY, PYTHON_OPTION, PythonMode, SubintBackend, SubintChild};
 pub use host::{Interp, InterpError, Shutdown, live_hosts, live_interpreters};
+pub use libpython::LIBPYTHON_ENV;
 pub use python::{PyError, PyValue, Python};
 pub use service::{CallPy, Eval, Exec, NoPython};
 

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::ffi::{c_char, c_int};
 use std::marker::PhantomData;
 
+use crate::libpython as py;
 use bytes::Bytes;
-use pyo3_ffi as py;
 use serde::de::{self, DeserializeSeed, EnumAccess, SeqAccess, VariantAccess, Visitor};
 use serde::ser::{self, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
