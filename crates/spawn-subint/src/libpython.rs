@@ -319,9 +319,9 @@ fn open() -> Result<Api, LoadError> {
                         })
                     })
                     .map_err(hint)?;
+                // `Library` has no `Drop`: the library stays loaded for the life of the
+                // process (CPython cannot be unloaded).
                 tracing::debug!(library = %file, "CPython loaded");
-                // The library stays loaded for the life of the process.
-                std::mem::forget(lib);
                 return Ok(api);
             }
             Err(e) => tried.push(e),
@@ -354,7 +354,7 @@ fn check_version(lib: &Library, file: &str) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// A `dlopen` handle.
+/// A `dlopen` handle, never closed.
 struct Library(*mut c_void);
 
 impl Library {
