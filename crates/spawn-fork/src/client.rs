@@ -407,9 +407,10 @@ impl Client {
         &self.service
     }
 
-    /// Start a forkserver for this tree (`exe args`, in forkserver mode) and connect to
-    /// it as its owner: it lives until this client is dropped or this process dies.
-    pub(crate) fn start(exe: &Path, args: &[OsString]) -> io::Result<Client> {
+    /// Start a forkserver for this tree (`exe args`, in forkserver mode, keeping `pool`
+    /// idle children) and connect to it as its owner: it lives until this client is
+    /// dropped or this process dies.
+    pub(crate) fn start(exe: &Path, args: &[OsString], pool: usize) -> io::Result<Client> {
         let name = unique_name();
         let listener = socket(
             AddressFamily::Unix,
@@ -433,6 +434,7 @@ impl Client {
             listener: listener.as_raw_fd(),
             owner: theirs.as_raw_fd(),
             owner_pid: std::process::id(),
+            pool,
         };
         let mut cmd = Command::new(exe);
         // Room for the titles of the children it forks (see `server_arg0`).

@@ -43,6 +43,20 @@
 //!   the server; a Unix seqpacket link the server made); a reply that fails is a forgery:
 //!   its descriptors are closed unsignalled, and the connection is given up.
 //!
+//! - **Pre-forked children:** the server keeps a few children forked ahead of any
+//!   request (a *pool*; [`DEFAULT_POOL`] of them), each already in its own process group,
+//!   with the server's descriptors closed and the signal mask restored, waiting on a
+//!   private socket. A spawn then hands one of them its boot, its link and its stdio
+//!   instead of forking, and the reply is the same as for a child forked on request (its
+//!   pid, a pidfd the server opened when it forked it, the link). The pool is refilled
+//!   after the reply, once the server has had nothing to do for a couple of
+//!   milliseconds (a fork meanwhile would take the CPU from the child starting); when
+//!   it is empty (a burst of spawns) a child is forked on request as before. An idle child is the server's alone: it dies
+//!   with the server (its parent-death signal, however the server ends), and one that
+//!   dies meanwhile is only replaced, never reported as an actor. Its size is
+//!   [`ForkBackend::with_pool`], else [`POOL_ENV`] (`BROOD_FORK_POOL`) in the environment
+//!   of the actor that starts the server, else [`DEFAULT_POOL`]; `0` turns it off.
+//!
 //! Differences from `spawn-proc`: a forked child inherits the environment and working
 //! directory the server had when the tree started (stdout and stderr are the parent
 //! actor's, passed with each request); it has one more descriptor, its link, and none of
@@ -68,12 +82,14 @@
 
 mod check;
 mod client;
+mod pool;
 mod proto;
 mod server;
 mod service;
 mod sys;
 
 use std::ffi::OsString;
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -84,6 +100,7 @@ use spawn_api::{
 use tokio::sync::OnceCell;
 
 pub use client::ForkChild;
+pub use pool::{DEFAULT_POOL, MAX_POOL, POOL_ENV, PoolError};
 pub use service::{ForkService, ServiceError};
 
 use client::{Client, ClientError};
@@ -120,6 +137,9 @@ pub const SERVICE_KEY: &str = "fork.server";
 pub struct ForkBackend {
     exe: Option<PathBuf>,
     args: Vec<OsString>,
+    /// Idle children of the server this backend starts (`None`: [`POOL_ENV`], else
+    /// [`DEFAULT_POOL`]).
+    pool: Option<usize>,
 }
 
 impl ForkBackend {
@@ -177,6 +197,40 @@ impl ForkBackend {
         self
     }
 
+    /// Keep `idle` children forked ahead of any request in the forkserver this backend
+    /// starts (a *pool*), so that a spawn hands one of them its work instead of forking;
+    /// `0` forks every child on request. Overrides [`POOL_ENV`]; without either the
+    /// server keeps [`DEFAULT_POOL`]. It applies to the servers this backend starts, not
+    /// to one a parent started already (a tree has one server, sized by its starter).
+    ///
+    /// # Errors
+    /// [`PoolError::TooLarge`] for more than [`MAX_POOL`].
+    ///
+    /// ```
+    /// use spawn_fork::{ForkBackend, PoolError};
+    /// let busy = ForkBackend::new().with_pool(8)?;
+    /// let on_request = ForkBackend::new().with_pool(0)?;
+    /// assert!(matches!(
+    ///     ForkBackend::new().with_pool(1000),
+    ///     Err(PoolError::TooLarge { asked: 1000 })
+    /// ));
+    /// # let _ = (busy, on_request);
+    /// # Ok::<(), PoolError>(())
+    /// ```
+    pub fn with_pool(mut self, idle: usize) -> Result<ForkBackend, PoolError> {
+        self.pool = Some(pool::checked(idle)?);
+        Ok(self)
+    }
+
+    /// The pool size of a server this backend starts: its own setting, else
+    /// [`POOL_ENV`], else [`DEFAULT_POOL`].
+    fn pool_size(&self) -> Result<usize, PoolError> {
+        match self.pool {
+            Some(n) => Ok(n),
+            None => pool::from_env_value(std::env::var_os(POOL_ENV).as_deref()),
+        }
+    }
+
     async fn client(&self, req: &SpawnRequest) -> Result<Arc<Client>, SpawnError> {
         let slot = req.extensions.get_or_insert_with(ClientSlot::default);
         let client = slot
@@ -198,7 +252,10 @@ impl ForkBackend {
                             .exe
                             .clone()
                             .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
-                        Client::start(&exe, &self.args)
+                        let start = |pool| Client::start(&exe, &self.args, pool);
+                        self.pool_size()
+                            .map_err(io::Error::other)
+                            .and_then(start)
                             .map_err(|e| unavailable(format!("cannot start the forkserver: {e}")))?
                     }
                 };
@@ -454,6 +511,23 @@ mod tests {
     }
 
     #[test]
+    fn the_backends_pool_size_overrides_the_environment() {
+        // Set by the builder, the size is taken as is: the environment is not read (this
+        // test leaves it alone, as a multi-threaded test must).
+        for n in [0, 1, MAX_POOL] {
+            assert_eq!(ForkBackend::new().with_pool(n).unwrap().pool_size(), Ok(n));
+        }
+        assert_eq!(
+            ForkBackend::new().with_pool(MAX_POOL + 1).unwrap_err(),
+            PoolError::TooLarge {
+                asked: MAX_POOL + 1
+            }
+        );
+        let b = ForkBackend::new().with_pool(3).unwrap().with_exe("/bin/x");
+        assert_eq!(b.pool, Some(3), "kept through the other builder methods");
+    }
+
+    #[test]
     fn the_fuzzing_entry_points_take_anything() {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = || {
@@ -483,6 +557,8 @@ mod tests {
         let (b, n) = proto::encode_reply(&proto::Reply::Spawned { req: 1, pid: 2 });
         assert!(fuzzing::decode_reply(&b[..n]));
         assert!(fuzzing::decode_server_args("3,4,5"));
+        assert!(fuzzing::decode_server_args("3,4,5,pool=2"));
+        assert!(!fuzzing::decode_server_args("3,4,5,pool=65"));
         assert!(fuzzing::decode_service(
             "brood-fork/1 owner=1 server=2 name=brood-fork/1/0/00000000"
         ));

@@ -351,12 +351,31 @@ pub(crate) fn send_with_fds(
     bytes: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<usize> {
+    send_parts_with_fds(sock, &[bytes], fds)
+}
+
+/// Send one datagram made of `parts` in order, with `fds` attached (at most four),
+/// without blocking and without `SIGPIPE`: a header and a body that lives elsewhere go
+/// out without being copied together first.
+pub(crate) fn send_parts_with_fds(
+    sock: BorrowedFd<'_>,
+    parts: &[&[u8]],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
     let raw: [RawFd; 4] = std::array::from_fn(|i| fds.get(i).map_or(-1, |f| f.as_raw_fd()));
     let raw = &raw[..fds.len().min(4)];
     let cmsg = [ControlMessage::ScmRights(raw)];
     let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
     let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-    sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(bytes)], cmsgs, flags, None)
+    let iov: [IoSlice<'_>; 2] =
+        std::array::from_fn(|i| IoSlice::new(parts.get(i).copied().unwrap_or_default()));
+    if parts.len() > iov.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "at most two parts per datagram",
+        ));
+    }
+    sendmsg::<()>(sock.as_raw_fd(), &iov[..parts.len()], cmsgs, flags, None)
         .map_err(io::Error::from)
 }
 
