@@ -12,6 +12,11 @@
 //! `brood-<backend>-sandbox`: what the sandbox adds to a spawn is the ratio of the two
 //! (`cargo xtask bench` checks it).
 //!
+//! `brood-fork` starts actors back to back, so the forkserver's pool of pre-forked
+//! children is used up and each spawn forks on request (a cold spawn);
+//! `brood-fork-warm` pauses (untimed) before each spawn so that it finds a pre-forked
+//! child (a warm spawn: a hand-off and the handshake).
+//!
 //! This binary is built with the default features, `subint` included, as a user's
 //! program is: a process actor is this program started again, and CPython enters a
 //! process only with its first interpreter, so these starts do not load it.
@@ -61,12 +66,16 @@ fn exec_self() {
 }
 
 /// `iters` times: start an actor on `backend` (in the default sandbox if `sandboxed`),
-/// call it once, cancel it and wait until it is reaped; the time this took.
+/// call it once, cancel it and wait until it is reaped; the time this took. With `warm`,
+/// each spawn comes after a pause (not timed) in which the forkserver refills its pool
+/// of pre-forked children; without, spawns follow each other at once, so after the
+/// first two each is a fork on request.
 fn spawn_call_reap(
     rt: &tokio::runtime::Runtime,
     actors: &brood::Brood,
     backend: &'static str,
     sandboxed: bool,
+    warm: bool,
     iters: u64,
 ) -> Duration {
     let options = || {
@@ -85,16 +94,27 @@ fn spawn_call_reap(
             let warm = common::on_child_cpu(n.start_actor("warm", options())).await?;
             warm.cancel_actor().await;
         }
-        let start = Instant::now();
+        let mut total = Duration::ZERO;
         for _ in 0..iters {
+            if warm {
+                // Untimed: long enough for the forkserver to see a quiet moment and
+                // refill its pool, so that every timed spawn finds a pre-forked child.
+                tokio::time::sleep(WARM_GAP).await;
+            }
+            let start = Instant::now();
             let p = common::on_child_cpu(n.start_actor("b", options())).await?;
             p.run(Ping, ()).await?;
             // Runs the teardown ladder; returns once the child is reaped.
             p.cancel_actor().await;
+            total += start.elapsed();
         }
-        Ok(start.elapsed())
+        Ok(total)
     })
 }
+
+/// The pause before each spawn of the `brood-fork-warm` row: the forkserver refills its
+/// pool after 2 ms without requests; a pre-fork then takes a fraction of a millisecond.
+const WARM_GAP: Duration = Duration::from_millis(8);
 
 fn main() {
     if std::env::var_os(EXIT_AT_ONCE).is_some() {
@@ -120,10 +140,16 @@ fn main() {
                 format!("brood-{backend}")
             };
             group.bench_function(id(&name), |b| {
-                b.iter_custom(|iters| spawn_call_reap(&rt, &actors, backend, sandboxed, iters))
+                b.iter_custom(|iters| {
+                    spawn_call_reap(&rt, &actors, backend, sandboxed, false, iters)
+                })
             });
         }
     }
+    // A fork spawn that finds a pre-forked child waiting: a hand-off and the handshake.
+    group.bench_function(id("brood-fork-warm"), |b| {
+        b.iter_custom(|iters| spawn_call_reap(&rt, &actors, "fork", false, true, iters))
+    });
     // The peer: a fresh process running one function, its result back, reaped.
     group.bench_function(id("peer-procspawn"), |b| {
         b.iter(|| {

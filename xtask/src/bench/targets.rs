@@ -132,6 +132,14 @@ pub(super) const TARGETS: &[Check] = &[
         value: None,
         max: 0.5,
     },
+    // A warm fork spawn (a pre-forked child takes the request) against a bare fork.
+    Check::TimeRatioAtMost {
+        group: "spawn",
+        bench: "brood-fork-warm",
+        floor: "floor-fork",
+        value: None,
+        max: 1.0,
+    },
     Check::TimeRatioAtMost {
         group: "spawn",
         bench: "brood-fork",
