@@ -8,6 +8,11 @@
 //! (`peer-ipc-channel-bytes`) and its shared-memory transfer (`peer-ipc-channel-shmem`,
 //! one `IpcSharedMemory` per message).
 //!
+//! brood's rows: `brood-uds` (the root on a current-thread runtime), `brood-uds-mt` (on a
+//! two-worker runtime, run by `block_on` as `#[tokio::main]` runs its body: not on a
+//! worker) and `brood-uds-mt-task` (the same runtime, the root's future spawned as a
+//! task, so on a worker).
+//!
 //! Throughput is declared in messages, so criterion reports messages per second.
 
 mod common;
@@ -100,6 +105,11 @@ fn bench_size(
     // Informational: the root on a two-worker runtime.
     group.bench_function(BenchmarkId::new("brood-uds-mt", label), |b| {
         b.iter_custom(|iters| common::stream_blobs(rt_mt, actors, None, iters, (size, n)))
+    });
+    // The same, the root's future spawned on a worker (`tokio::spawn`) rather than run by
+    // `block_on` on the calling thread, as `#[tokio::main]` runs its body.
+    group.bench_function(BenchmarkId::new("brood-uds-mt-task", label), |b| {
+        b.iter_custom(|iters| common::stream_blobs_in_task(rt_mt, actors, iters, (size, n)))
     });
     group.bench_function(BenchmarkId::new("floor-uds", label), |b| {
         b.iter_custom(|iters| floor_transfers(iters, size, n))

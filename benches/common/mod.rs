@@ -470,3 +470,40 @@ pub(crate) fn stream_blobs(
         Ok(start.elapsed())
     })
 }
+
+/// [`stream_blobs`] with the root's future spawned as a task of `rt` (on a worker of a
+/// multi-thread runtime) instead of run by `block_on` on the calling thread.
+#[allow(dead_code)]
+pub(crate) fn stream_blobs_in_task(
+    rt: &Runtime,
+    actors: &Brood,
+    iters: u64,
+    (size, n): (u64, u64),
+) -> std::time::Duration {
+    let root = root(actors);
+    let task = rt.spawn(async move {
+        root.run(async move |nursery| {
+            let p = on_child_cpu(nursery.start_actor("b", ActorOptions::new())).await?;
+            p.run(Ping, ()).await?;
+            let start = std::time::Instant::now();
+            for _ in 0..iters {
+                let mut s = p.open_stream(Blobs, (n, size)).await?;
+                let mut count = 0u64;
+                while let Some(b) = s.recv().await? {
+                    std::hint::black_box(b.len());
+                    count += 1;
+                }
+                if count != n {
+                    return Err(FnError::msg(format!(
+                        "stream ended after {count} of {n} blobs"
+                    )));
+                }
+            }
+            Ok(start.elapsed())
+        })
+        .await
+    });
+    rt.block_on(task)
+        .expect("the root's task")
+        .unwrap_or_else(|e| panic!("bench root failed: {e}"))
+}

@@ -230,6 +230,22 @@ pub(super) const TARGETS: &[Check] = &[
         value: Some("1MiB"),
         min: 0.80,
     },
+    // The same root on a multi-thread runtime, its future spawned on a worker rather
+    // than run by `block_on` (the README's advice for streaming roots).
+    Check::ThroughputRatioAtLeast {
+        group: "stream",
+        bench: "brood-uds-mt-task",
+        floor: "floor-uds",
+        value: Some("64KiB"),
+        min: 0.80,
+    },
+    Check::ThroughputRatioAtLeast {
+        group: "stream",
+        bench: "brood-uds-mt-task",
+        floor: "floor-uds",
+        value: Some("1MiB"),
+        min: 0.80,
+    },
     // Ahead of the peers a Rust program would otherwise use, in brood's default build
     // and the same run (issue 14): a process actor starts faster than procspawn's
     // process runs one function; a round trip beats ipc-channel's and a procspawn pool
