@@ -581,8 +581,12 @@ const OVERLONG: &str = "0000000000000000000003,00000000000000000004,000000000000
 
 fn fork_server_args_seeds() -> Seeds {
     assert!(spawn_fork::fuzzing::decode_server_args("3,4,4242"));
+    assert!(spawn_fork::fuzzing::decode_server_args("3,4,4242,pool=2"));
     let seeds: Vec<(&str, &str)> = vec![
         ("valid", "3,4,4242"),
+        ("valid-pool", "3,4,4242,pool=2"),
+        ("broken-pool-too-large", "3,4,4242,pool=65"),
+        ("broken-pool-no-number", "3,4,4242,pool="),
         ("negative-fd", "-1,4,5"),
         ("plus-sign", "+3,4,5"),
         ("broken-two-fields", "3,4"),
