@@ -57,7 +57,7 @@ pub enum InterpError {
 enum Kind {
     /// A sub-interpreter, created when the host starts.
     SubEager,
-    /// A sub-interpreter, created by the first job.
+    /// A sub-interpreter whose host thread and interpreter the first job starts.
     SubLazy,
     /// The process's main interpreter.
     Main,
@@ -85,6 +85,16 @@ struct Host {
     /// The host thread, joined once it has said it exited (so a clean shutdown returns
     /// only once the thread is gone).
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// A lazy host's thread before its first job: what starting it takes. Most actors
+    /// never run Python; each would otherwise pay a second thread to start, to hold
+    /// while it lives, and to join at its end.
+    unstarted: Mutex<Option<Unstarted>>,
+}
+
+/// What a lazy host's thread is started with, by the first job.
+struct Unstarted {
+    name: String,
+    jobs: mpsc::Receiver<Queued>,
 }
 
 /// The interrupt requests of one host: at most one helper thread delivers them at a time
@@ -131,7 +141,7 @@ pub enum Shutdown {
 impl Interp {
     /// A new sub-interpreter on a new host thread. With `eager`, blocks until the
     /// interpreter exists (and fails if it cannot be created); otherwise the first job
-    /// creates it.
+    /// starts the thread and creates it (an actor that never runs Python has neither).
     ///
     /// # Errors
     /// [`InterpError::Setup`] if the thread or (with `eager`) the interpreter cannot be
@@ -156,44 +166,26 @@ impl Interp {
 
     fn start(kind: Kind, name: String) -> Result<Interp, InterpError> {
         let (tx, rx) = mpsc::channel::<Queued>();
-        let interrupter = Arc::new(Interrupter::new());
-        let exited = Arc::new((Mutex::new(false), Condvar::new()));
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
-        LIVE_HOSTS.fetch_add(1, Ordering::SeqCst);
-        let i2 = interrupter.clone();
-        let e2 = exited.clone();
-        let spawned = thread::Builder::new().name(name).spawn(move || {
-            host_thread(kind, rx, i2, ready_tx);
-            LIVE_HOSTS.fetch_sub(1, Ordering::SeqCst);
-            let (lock, cv) = &*e2;
-            *lock.lock().unwrap() = true;
-            cv.notify_all();
-        });
-        let thread = match spawned {
-            Ok(t) => t,
-            Err(e) => {
-                LIVE_HOSTS.fetch_sub(1, Ordering::SeqCst);
-                return Err(InterpError::Setup(format!(
-                    "cannot start a host thread: {e}"
-                )));
-            }
-        };
         let host = Arc::new(Host {
             kind,
             jobs: Mutex::new(Some((tx, 1))),
-            interrupter,
+            interrupter: Arc::new(Interrupter::new()),
             interrupts: Arc::default(),
-            exited,
-            thread: Mutex::new(Some(thread)),
+            exited: Arc::new((Mutex::new(false), Condvar::new())),
+            thread: Mutex::new(None),
+            unstarted: Mutex::new(None),
         });
-        if kind != Kind::SubLazy {
-            match ready_rx.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(InterpError::Setup(e)),
-                Err(_) => return Err(InterpError::Setup("the host thread died".to_owned())),
-            }
+        if kind == Kind::SubLazy {
+            // The first job starts the thread (see `Host::unstarted`).
+            *host.unstarted.lock().unwrap() = Some(Unstarted { name, jobs: rx });
+            return Ok(Interp { host });
         }
-        Ok(Interp { host })
+        let ready = host.spawn_thread(name, rx)?;
+        match ready.recv() {
+            Ok(Ok(())) => Ok(Interp { host }),
+            Ok(Err(e)) => Err(InterpError::Setup(e)),
+            Err(_) => Err(InterpError::Setup("the host thread died".to_owned())),
+        }
     }
 
     /// Run `f` in this interpreter, on its host thread, and return what it returns.
@@ -248,6 +240,12 @@ impl Interp {
                 })
                 .map_err(|_| InterpError::Ended)?;
             *next += 1;
+            if let Err(e) = self.host.start_if_lazy() {
+                // The job stays queued for a thread that will never run it: the host is
+                // as good as ended.
+                jobs.take();
+                return Err(e);
+            }
             id
         };
         let mut guard = CancelOnDrop {
@@ -270,6 +268,12 @@ impl Interp {
     }
 
     /// The id of the job running now (0: none), for tests.
+    /// Whether this interpreter's host thread was started (and not yet joined).
+    #[cfg(test)]
+    pub(crate) fn has_thread(&self) -> bool {
+        self.host.thread.lock().unwrap().is_some()
+    }
+
     #[cfg(test)]
     pub(crate) fn running_job(&self) -> u64 {
         self.host.interrupter.running()
@@ -295,7 +299,18 @@ impl Interp {
         if self.host.kind == Kind::Main {
             return Shutdown::Clean;
         }
-        drop(self.host.jobs.lock().unwrap().take());
+        let never_started = {
+            let mut jobs = self.host.jobs.lock().unwrap();
+            jobs.take();
+            self.host.unstarted.lock().unwrap().take().is_some()
+        };
+        if never_started {
+            // A lazy host that never ran a job: no thread, no interpreter.
+            let (lock, cv) = &*self.host.exited;
+            *lock.lock().unwrap() = true;
+            cv.notify_all();
+            return Shutdown::Clean;
+        }
         let (lock, cv) = &*self.host.exited;
         let mut done = lock.lock().unwrap();
         let deadline = std::time::Instant::now() + bound;
@@ -326,6 +341,50 @@ impl Interp {
 }
 
 /// Cancels a job whose future was dropped before it completed.
+impl Host {
+    /// Start the host thread on `jobs`. Its interpreter (unless lazy) is being created
+    /// when this returns; the receiver hears whether that worked.
+    fn spawn_thread(
+        &self,
+        name: String,
+        jobs: mpsc::Receiver<Queued>,
+    ) -> Result<mpsc::Receiver<Result<(), String>>, InterpError> {
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let kind = self.kind;
+        let interrupter = self.interrupter.clone();
+        let exited = self.exited.clone();
+        LIVE_HOSTS.fetch_add(1, Ordering::SeqCst);
+        let spawned = thread::Builder::new().name(name).spawn(move || {
+            host_thread(kind, jobs, interrupter, ready_tx);
+            LIVE_HOSTS.fetch_sub(1, Ordering::SeqCst);
+            let (lock, cv) = &*exited;
+            *lock.lock().unwrap() = true;
+            cv.notify_all();
+        });
+        match spawned {
+            Ok(t) => {
+                *self.thread.lock().unwrap() = Some(t);
+                Ok(ready_rx)
+            }
+            Err(e) => {
+                LIVE_HOSTS.fetch_sub(1, Ordering::SeqCst);
+                Err(InterpError::Setup(format!(
+                    "cannot start a host thread: {e}"
+                )))
+            }
+        }
+    }
+
+    /// A lazy host's first job is queued: start its thread. Called with the job queue's
+    /// lock held, so that a shutdown sees either no thread and no job, or both.
+    fn start_if_lazy(&self) -> Result<(), InterpError> {
+        let Some(Unstarted { name, jobs }) = self.unstarted.lock().unwrap().take() else {
+            return Ok(());
+        };
+        self.spawn_thread(name, jobs).map(drop)
+    }
+}
+
 struct CancelOnDrop<'a> {
     host: &'a Arc<Host>,
     id: u64,

@@ -54,6 +54,29 @@ fn interpreters_are_isolated_and_end_cleanly() {
 }
 
 #[test]
+fn a_lazy_interpreter_has_no_thread_until_its_first_job() {
+    rt().block_on(async {
+        let unused = Interp::new_sub(false).unwrap();
+        assert!(!unused.has_thread(), "no job, no host thread");
+        assert_eq!(unused.shutdown(Duration::from_secs(5)), Shutdown::Clean);
+        assert!(unused.has_exited());
+        assert!(matches!(
+            unused.run(|py| py.eval("1")).await,
+            Err(crate::InterpError::Ended)
+        ));
+        assert!(!unused.has_thread(), "a job after the end starts nothing");
+
+        let used = Interp::new_sub(false).unwrap();
+        assert!(!used.has_thread());
+        let v = used.run(|py| py.eval("6 * 7")).await.unwrap().unwrap();
+        assert_eq!(v, PyValue::Int(42));
+        assert!(used.has_thread(), "the first job started the host thread");
+        assert_eq!(used.shutdown(Duration::from_secs(5)), Shutdown::Clean);
+        assert!(!used.has_thread(), "joined at a clean shutdown");
+    });
+}
+
+#[test]
 fn values_round_trip() {
     rt().block_on(async {
         let i = Interp::new_sub(true).unwrap();
