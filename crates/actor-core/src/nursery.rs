@@ -854,10 +854,12 @@ async fn supervise(s: Supervisor) {
             (reaped.exit, true, reaped.step, started.elapsed())
         }
     };
-    // The child's last words (why it failed) may still be in flight when its exit is
-    // seen: read the channel to its end, briefly, before judging an exit that has any.
-    // A child that was abandoned or killed has none to wait for.
-    if matches!(exit, ChildExit::Exited(c) if c != 0) {
+    // The child's last frames (a reply written just before a clean exit, why it failed)
+    // may still be in flight when its exit is seen: read the channel to its end, briefly,
+    // before closing it, whatever the code (closing at once on a clean exit lost such a
+    // reply). The end comes at once: the child's end of the channel went with it. A
+    // child that was abandoned or killed has nothing to wait for.
+    if matches!(exit, ChildExit::Exited(_)) {
         let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
     }
     conn.close(&format!("actor {path} {exit}"));

@@ -287,6 +287,11 @@ brood::call!(
     pub ShieldFor = "t.shield_for": u64 => bool
 );
 brood::call!(
+    /// Returns its argument plus one and, in the same step, ends the actor with exit
+    /// code 0: the reply is the actor's last frame, written just before its end.
+    pub ReplyThenEnd = "t.reply_then_end": u32 => u32
+);
+brood::call!(
     /// Opens a direct portal to the actor at the address and asks it to cancel itself
     /// (the request alone: no teardown ladder, it is not our child); returns whether it
     /// acknowledged or went away within the cancel timeout.
@@ -442,6 +447,10 @@ pub fn registry() -> Registry {
             let waited = t.elapsed().as_millis() as u64;
             held.release().await;
             Ok(waited)
+        })
+        .call(ReplyThenEnd, |cx, n: u32| async move {
+            cx.exit(0);
+            Ok(n + 1)
         })
         .call(ShieldFor, |cx, ms: u64| async move {
             let shield = cx.shield_from_cancel();

@@ -15,6 +15,7 @@ use crate::common::*;
 crate::tests!(
     child_panic_is_a_typed_error,
     child_exit_code_is_a_typed_error,
+    a_reply_written_just_before_a_clean_exit_arrives,
     child_sigkilled_mid_stream,
     cancelling_a_nursery_cancels_grandchildren,
     child_ignoring_cancellation_is_terminated_within_bounds,
@@ -81,6 +82,27 @@ fn child_exit_code_is_a_typed_error() -> Result<(), Failed> {
         [ChildError::Exited { actor, code: 3 }] if actor == "root/quitter" => Ok(()),
         other => Err(format!("expected Exited(3), got {other:?}").into()),
     }
+}
+
+/// A reply a child writes just before it ends with code 0 reaches the caller: its parent
+/// reads the channel to its end before closing it, whatever the exit code. (It closed
+/// it at once on a clean exit, and the reply could be lost as "lost contact ... exited
+/// with code 0": seen in CI on `debug::a_cancel_request_waits_for_a_shielded_session`.)
+fn a_reply_written_just_before_a_clean_exit_arrives() -> Result<(), Failed> {
+    with_root(async |n| {
+        for i in 0..30u32 {
+            let c = n
+                .start_actor(&format!("brief{i}"), ActorOptions::new())
+                .await?;
+            let got = c.run(ReplyThenEnd, i).await;
+            match got {
+                Ok(v) => assert_eq!(v, i + 1),
+                Err(e) => panic!("round {i}: the reply was lost: {e:?}"),
+            }
+        }
+        Ok(())
+    })?;
+    Ok(())
 }
 
 fn child_sigkilled_mid_stream() -> Result<(), Failed> {
