@@ -540,8 +540,13 @@ fn main() {
     ];
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--list") {
-        for (name, _) in tests {
-            println!("{name}: test");
+        // None is ignored: asked for the ignored ones (as nextest asks, beside the
+        // whole list), list nothing, or every test would count as ignored and be
+        // skipped.
+        if !args.iter().any(|a| a == "--ignored") {
+            for (name, _) in tests {
+                println!("{name}: test");
+            }
         }
         return;
     }
