@@ -453,22 +453,32 @@ pub(crate) fn stream_blobs(
     (size, n): (u64, u64),
 ) -> std::time::Duration {
     with_child_on(rt, actors, transport, async |p| {
-        let start = std::time::Instant::now();
-        for _ in 0..iters {
-            let mut s = p.open_stream(Blobs, (n, size)).await?;
-            let mut count = 0u64;
-            while let Some(b) = s.recv().await? {
-                std::hint::black_box(b.len());
-                count += 1;
-            }
-            if count != n {
-                return Err(FnError::msg(format!(
-                    "stream ended after {count} of {n} blobs"
-                )));
-            }
-        }
-        Ok(start.elapsed())
+        receive_blobs(p, iters, (size, n)).await
     })
+}
+
+/// `iters` streams of `n` [`Blobs`] of `size` bytes from `p`, each read to its end; the
+/// time they took.
+async fn receive_blobs(
+    p: &Portal,
+    iters: u64,
+    (size, n): (u64, u64),
+) -> Result<std::time::Duration, FnError> {
+    let start = std::time::Instant::now();
+    for _ in 0..iters {
+        let mut s = p.open_stream(Blobs, (n, size)).await?;
+        let mut count = 0u64;
+        while let Some(b) = s.recv().await? {
+            std::hint::black_box(b.len());
+            count += 1;
+        }
+        if count != n {
+            return Err(FnError::msg(format!(
+                "stream ended after {count} of {n} blobs"
+            )));
+        }
+    }
+    Ok(start.elapsed())
 }
 
 /// [`stream_blobs`] with the root's future spawned as a task of `rt` (on a worker of a
@@ -485,21 +495,7 @@ pub(crate) fn stream_blobs_in_task(
         root.run(async move |nursery| {
             let p = on_child_cpu(nursery.start_actor("b", ActorOptions::new())).await?;
             p.run(Ping, ()).await?;
-            let start = std::time::Instant::now();
-            for _ in 0..iters {
-                let mut s = p.open_stream(Blobs, (n, size)).await?;
-                let mut count = 0u64;
-                while let Some(b) = s.recv().await? {
-                    std::hint::black_box(b.len());
-                    count += 1;
-                }
-                if count != n {
-                    return Err(FnError::msg(format!(
-                        "stream ended after {count} of {n} blobs"
-                    )));
-                }
-            }
-            Ok(start.elapsed())
+            receive_blobs(&p, iters, (size, n)).await
         })
         .await
     });

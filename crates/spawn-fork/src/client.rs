@@ -815,15 +815,7 @@ mod tests {
             .unwrap()
     }
 
-    fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
-        socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        )
-        .unwrap()
-    }
+    use crate::sys::seqpacket_pair;
 
     /// The test playing the forkserver on the other end of a client's socketpair.
     struct FakeServer(OwnedFd);

@@ -1100,16 +1100,7 @@ mod tests {
         assert_eq!(ServerArgs::decode(&long), None, "bounded");
     }
 
-    /// A Unix seqpacket pair, as the server makes for each idle child.
-    fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
-        socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        )
-        .unwrap()
-    }
+    use crate::sys::seqpacket_pair;
 
     #[test]
     fn an_assignment_carries_the_link_and_the_stdio_the_flags_call_for() {

@@ -416,6 +416,20 @@ pub(crate) fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<
     })
 }
 
+/// A non-blocking Unix seqpacket pair, as the server makes for a link or an idle child:
+/// for the tests of the modules that pass such sockets around.
+#[cfg(test)]
+pub(crate) fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 // The tests reap through the pidfd under test, which std's lint cannot see.
 #[allow(clippy::zombie_processes)]
