@@ -114,6 +114,20 @@ impl TreeSecret {
     }
 }
 
+/// Do once in this process what the first proof would otherwise start with: the hash's
+/// detection of the CPU's vector instructions, by `cpuid`, which traps to the hypervisor
+/// in a virtual machine (it was the forked child's costliest user-space function in a
+/// profile of fork spawns here). A forkserver calls this before it forks, so that its
+/// children inherit the answer instead of each asking again; anywhere else it only moves
+/// the cost earlier.
+///
+/// ```
+/// spawn_api::auth::warm_up();
+/// ```
+pub fn warm_up() {
+    let _ = blake3::keyed_hash(&[0; 32], PROOF_CONTEXT.as_bytes());
+}
+
 impl PartialEq for TreeSecret {
     fn eq(&self, other: &TreeSecret) -> bool {
         // blake3's Hash compares in constant time.

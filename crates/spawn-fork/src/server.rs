@@ -211,6 +211,8 @@ fn start(spec: &str, single: SingleThreaded) -> io::Result<Server> {
     let _ = nix::sys::prctl::set_name(SERVER_COMM);
     // Single-threaded, as a forkserver is: the argument area is ours to rewrite.
     let _ = os_wrappers::title::set_cmdline(SERVER_TITLE);
+    // What every child's handshake would otherwise detect again (see `warm_up`).
+    spawn_api::auth::warm_up();
     Ok(Server {
         pid: std::process::id(),
         pool: Pool::new(args.pool),
