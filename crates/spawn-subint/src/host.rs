@@ -267,13 +267,13 @@ impl Interp {
         interrupt(&self.host, self.host.interrupter.running());
     }
 
-    /// The id of the job running now (0: none), for tests.
     /// Whether this interpreter's host thread was started (and not yet joined).
     #[cfg(test)]
     pub(crate) fn has_thread(&self) -> bool {
         self.host.thread.lock().unwrap().is_some()
     }
 
+    /// The id of the job running now (0: none), for tests.
     #[cfg(test)]
     pub(crate) fn running_job(&self) -> u64 {
         self.host.interrupter.running()
@@ -340,7 +340,6 @@ impl Interp {
     }
 }
 
-/// Cancels a job whose future was dropped before it completed.
 impl Host {
     /// Start the host thread on `jobs`. Its interpreter (unless lazy) is being created
     /// when this returns; the receiver hears whether that worked.
@@ -385,6 +384,7 @@ impl Host {
     }
 }
 
+/// Cancels a job whose future was dropped before it completed.
 struct CancelOnDrop<'a> {
     host: &'a Arc<Host>,
     id: u64,
