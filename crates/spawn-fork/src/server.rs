@@ -553,25 +553,29 @@ pub(crate) fn parse_request(msg: &[u8], truncated: bool, fds: Vec<OwnedFd>) -> R
     let Some(r) = proto::decode_spawn(msg) else {
         return refuse(libc::EINVAL);
     };
-    // A flag we do not know asks for something we would not do.
-    if r.flags & !FLAG_NULL_STDIO != 0 {
+    let Some(stdio) = stdio_of(r.flags, fds) else {
         return refuse(libc::EINVAL);
-    }
-    let stdio = if r.flags & FLAG_NULL_STDIO != 0 {
-        if !fds.is_empty() {
-            return refuse(libc::EINVAL);
-        }
-        None
-    } else {
-        match <[OwnedFd; 2]>::try_from(fds) {
-            Ok(pair) => Some(pair),
-            Err(_) => return refuse(libc::EINVAL),
-        }
     };
     Request::Spawn {
         req: r.req,
         boot: r.boot,
         stdio,
+    }
+}
+
+/// The stdio descriptors a request's `flags` call for, taken from exactly `fds`: none
+/// with [`FLAG_NULL_STDIO`] (`/dev/null`), else stdout and stderr. `None` (the
+/// descriptors closed) for an unknown flag, which asks for something we would not do,
+/// or for any other number of descriptors. The one rule for a client's request and for
+/// an idle child's assignment.
+fn stdio_of(flags: u8, fds: Vec<OwnedFd>) -> Option<Option<[OwnedFd; 2]>> {
+    if flags & !FLAG_NULL_STDIO != 0 {
+        return None;
+    }
+    if flags & FLAG_NULL_STDIO != 0 {
+        fds.is_empty().then_some(None)
+    } else {
+        <[OwnedFd; 2]>::try_from(fds).ok().map(Some)
     }
 }
 
@@ -1006,19 +1010,12 @@ pub(crate) fn parse_assignment(
     fds: Vec<OwnedFd>,
 ) -> Option<Assignment<'_>> {
     let (&flags, boot) = msg.split_first()?;
-    if truncated || flags & !FLAG_NULL_STDIO != 0 {
+    if truncated || fds.is_empty() {
         return None;
     }
-    let mut fds = fds.into_iter();
-    let link = fds.next()?;
-    let stdio = if flags & FLAG_NULL_STDIO != 0 {
-        None
-    } else {
-        Some([fds.next()?, fds.next()?])
-    };
-    if fds.next().is_some() {
-        return None;
-    }
+    let mut fds = fds;
+    let link = fds.remove(0);
+    let stdio = stdio_of(flags, fds)?;
     Some(Assignment { boot, link, stdio })
 }
 
