@@ -282,7 +282,9 @@ const fn parse_u8(s: &str) -> u8 {
     v
 }
 
-/// The files to try, in order.
+/// The files to try, in order: `BROOD_LIBPYTHON` alone if set; else the versioned name
+/// (`libpython3.X.so.1.0`) in the build's directory, then on the loader's search path,
+/// then the unversioned name the same two ways.
 fn candidates() -> Vec<String> {
     if let Some(path) = std::env::var_os(LIBPYTHON_ENV) {
         return vec![path.to_string_lossy().into_owned()];
