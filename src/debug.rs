@@ -66,7 +66,8 @@ enum Held {
     Here(#[allow(dead_code)] LockGuard),
     /// Held over a direct channel to the root.
     AtRoot {
-        ctx: CallerContext<Acquire>,
+        // Boxed: a context's end is large beside a guard.
+        ctx: Box<CallerContext<Acquire>>,
         root: Portal,
     },
 }
@@ -111,7 +112,10 @@ pub async fn lock(cx: &ActorCx) -> Result<DebugLock, DebugLockError> {
     let portal = cx.connect(&root).await?;
     let (ctx, ()) = portal.open_context(Acquire, cx.path().to_owned()).await?;
     Ok(DebugLock {
-        held: Held::AtRoot { ctx, root: portal },
+        held: Held::AtRoot {
+            ctx: Box::new(ctx),
+            root: portal,
+        },
     })
 }
 

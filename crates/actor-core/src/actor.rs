@@ -17,15 +17,15 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::children::NurseryState;
-use crate::conn::{CallLink, Conn, ConnEnv, ConnOwner, Peer, Side};
+use crate::conn::{CallLink, CallStart, Conn, ConnEnv, ConnOwner, Peer, Side};
 use crate::error::{ChildError, FnError};
 use crate::handshake::{self, Handshaken};
 use crate::portal::Portal;
 use crate::unwind::CatchUnwind;
 use spawn_api::{
-    ActorEntry, ActorId, Addr, CallKind, Channel, ChannelLimits, Cid, Extensions, Frame, Listener,
-    Msg, Nonce, Payload, RemoteError, SpawnBackend, SpawnError, TeardownHook, TeardownPolicy,
-    Transport, TransportError, TreeSecret, Window, kinds,
+    ActorEntry, ActorId, Addr, CallKind, Channel, ChannelLimits, Extensions, Frame, Listener, Msg,
+    Nonce, Payload, RemoteError, SpawnBackend, SpawnError, TeardownHook, TeardownPolicy, Transport,
+    TransportError, TreeSecret, kinds,
 };
 
 /// How long an incoming channel may take to complete its handshake.
@@ -87,20 +87,38 @@ pub(crate) type StreamHandler =
 pub(crate) type ContextHandler =
     Arc<dyn Fn(ActorCx, Payload, CallLink) -> BoxFuture<Result<Payload, FnError>> + Send + Sync>;
 
-/// A registered handler with its types erased.
+/// A registered handler's code with its types erased.
 #[derive(Clone)]
-pub(crate) enum Handler {
+pub(crate) enum Body {
     Call(CallHandler),
     Stream(StreamHandler),
     Context(ContextHandler),
 }
 
+/// A registered handler: its code and its types by name.
+#[derive(Clone)]
+pub(crate) struct Handler {
+    pub(crate) body: Body,
+    /// The function's types ([`spawn_api::Signature`]) and their hash.
+    pub(crate) sig: Arc<(spawn_api::Signature, u64)>,
+}
+
 impl Handler {
+    pub(crate) fn new(body: Body, types: &[&str]) -> Handler {
+        Handler {
+            body,
+            sig: Arc::new((
+                spawn_api::Signature::new(types),
+                spawn_api::Signature::hash_of(types),
+            )),
+        }
+    }
+
     pub(crate) fn kind(&self) -> CallKind {
-        match self {
-            Handler::Call(_) => CallKind::Call,
-            Handler::Stream(_) => CallKind::Stream,
-            Handler::Context(_) => CallKind::Context,
+        match self.body {
+            Body::Call(_) => CallKind::Call,
+            Body::Stream(_) => CallKind::Stream,
+            Body::Context(_) => CallKind::Context,
         }
     }
 }
@@ -188,6 +206,8 @@ pub(crate) struct ActorInner {
     /// The status the actor asked to end with ([`ActorCx::exit`]).
     pub(crate) exit_code: Mutex<Option<i32>>,
     cancel_acks: Mutex<Vec<Conn>>,
+    /// Who cancelled the actor and why, once someone did (the first cause is kept).
+    cancel_cause: Mutex<Option<spawn_api::CancelCause>>,
     /// Live [`CancelShield`]s, and whether a cancel request waits for them.
     shields: Mutex<Shields>,
     pub(crate) parent: OnceLock<Conn>,
@@ -219,18 +239,18 @@ impl ConnOwner for ActorInner {
             stop: self.io_stop.clone(),
             span: self.span.clone(),
             tasks: self.io_tasks.clone(),
+            cancel_wait: self.policy.cancel_timeout.max(Duration::from_millis(50)) * 2,
         }
     }
 
-    fn serve(
-        self: Arc<Self>,
-        conn: &Conn,
-        cid: Cid,
-        func: &str,
-        kind: CallKind,
-        peer_window: Window,
-        args: Payload,
-    ) {
+    fn serve(self: Arc<Self>, conn: &Conn, start: CallStart<'_>, args: Payload) {
+        let CallStart {
+            cid,
+            func,
+            kind,
+            window: peer_window,
+            sig,
+        } = start;
         let refuse = |kind: &str, message: String| {
             let error = RemoteError::new(kind, message, self.path.clone());
             conn.send_control(Msg::Error {
@@ -277,30 +297,73 @@ impl ConnOwner for ActorInner {
         let me = self.clone();
         let conn2 = conn.clone();
         let in_flight = self.discovery.serving();
+        let state = link.state().clone();
+        // The caller's types differ from ours (by name): say ours, so that a value that
+        // fails to decode on either side names both.
+        let types = (sig != 0 && sig != handler.sig.1).then(|| Box::new(handler.sig.0.clone()));
+        let mut link = link;
+        link.set_types_differ(types.is_some());
+        // A cancelled stream or context gets this long to see its cancellation and end
+        // on its own (its end answers `ContextCancelled` at once); a one-shot call has no
+        // end to see it through, so it is dropped at once.
+        let grace = match kind {
+            CallKind::Call => Duration::ZERO,
+            CallKind::Stream | CallKind::Context => self.policy.cancel_timeout,
+        };
         let fut = async move {
             let _in_flight = in_flight;
             // Acknowledged from the serving task rather than the reader: a quick reply is
             // then queued before the writer runs, and both leave in one write.
-            conn2.send_control(Msg::StartAck { cid, window });
+            conn2.send_control(Msg::StartAck { cid, window, types });
             enum Done {
                 Reply(Payload),
                 Stop,
                 Return(Payload),
             }
             let work = async move {
-                match handler {
-                    Handler::Call(f) => {
+                match handler.body {
+                    Body::Call(f) => {
                         drop(link);
                         f(cx, args).await.map(Done::Reply)
                     }
-                    Handler::Stream(f) => f(cx, args, link).await.map(|()| Done::Stop),
-                    Handler::Context(f) => f(cx, args, link).await.map(Done::Return),
+                    Body::Stream(f) => f(cx, args, link).await.map(|()| Done::Stop),
+                    Body::Context(f) => f(cx, args, link).await.map(Done::Return),
                 }
             };
-            let outcome = tokio::select! {
+            let cancelled_by_peer = async {
+                let c = state.wait().await;
+                if c.side == crate::error::CancelSide::This {
+                    // This side cancelled: its own function ends when it chooses.
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(grace).await;
+            };
+            let actor_cancelled = tokio::select! {
                 biased;
-                r = CatchUnwind::new(work) => r,
-                _ = me.cancel.cancelled() => Ok(Err(FnError::new(kinds::CANCELLED, format!("actor {} is shutting down", me.path)))),
+                r = CatchUnwind::new(work) => Some(r),
+                _ = me.cancel.cancelled() => None,
+                _ = cancelled_by_peer => Some(Ok(Err(FnError::new(kinds::CANCELLED, "dropped after the cancel's grace")))),
+            };
+            // A cancelled call (either side) ends with its cancellation: the peer gets an
+            // acknowledgement if it asked for one, and nothing else (its end already
+            // answers the cancellation).
+            if let Some(c) = state.cancelled() {
+                tracing::debug!(cid, side = ?c.side, canceller = %c.canceller, "call cancelled");
+                if c.side != crate::error::CancelSide::This && state.ack_wanted() {
+                    conn2.send_control(Msg::CancelAck { cid: Some(cid) });
+                }
+                conn2.remove_route(cid);
+                return;
+            }
+            let Some(outcome) = actor_cancelled else {
+                let cause = me.cancel_cause();
+                tracing::debug!(cid, canceller = %cause.canceller, "call ended by the actor's cancel");
+                conn2.send_control(Msg::Cancel {
+                    cid: Some(cid),
+                    cause: Some(cause),
+                });
+                conn2.remove_route(cid);
+                return;
             };
             // In debug mode a failure stops for a person first (post-mortem), before the
             // caller learns of it; a cancellation is not a failure, and an actor being
@@ -368,8 +431,12 @@ impl ConnOwner for ActorInner {
     }
 
     /// A peer sent `Cancel { cid: None }`.
-    fn cancel_requested_by(&self, conn: &Conn) {
+    fn cancel_requested_by(&self, conn: &Conn, cause: Option<spawn_api::CancelCause>) {
         tracing::debug!(by = %conn.peer_path(), "actor cancel requested");
+        let reason = cause
+            .map(|c| c.bounded().reason)
+            .unwrap_or_else(|| "cancel requested".to_owned());
+        self.note_cancel_cause(conn.peer_path(), &reason);
         self.cancel_acks.lock().unwrap().push(conn.clone());
         let mut shields = self.shields.lock().unwrap();
         if shields.live > 0 {
@@ -396,6 +463,7 @@ impl ConnOwner for ActorInner {
             && !self.cancel.is_cancelled()
         {
             tracing::debug!("parent channel closed; shutting down");
+            self.note_cancel_cause(conn.peer_path(), "the channel to its parent closed");
             self.cancel.cancel();
         }
     }
@@ -456,6 +524,7 @@ impl ActorInner {
             failure: Mutex::new(None),
             exit_code: Mutex::new(None),
             cancel_acks: Mutex::new(Vec::new()),
+            cancel_cause: Mutex::new(None),
             shields: Mutex::new(Shields::default()),
             parent: OnceLock::new(),
             extensions,
@@ -674,6 +743,37 @@ impl ActorInner {
             Side::Acceptor,
             max_frame,
         );
+    }
+
+    /// Remember who cancels this actor and why, unless a cause is already known: the
+    /// calls it serves end with that cause ([`crate::ContextCancelled`], side
+    /// [`crate::CancelSide::Actor`]).
+    pub(crate) fn note_cancel_cause(&self, canceller: &str, reason: &str) {
+        let mut c = self.cancel_cause.lock().unwrap();
+        if c.is_none() {
+            *c = Some(
+                spawn_api::CancelCause {
+                    canceller: canceller.to_owned(),
+                    reason: reason.to_owned(),
+                    actor: true,
+                }
+                .bounded(),
+            );
+        }
+    }
+
+    /// Who cancelled this actor and why (this actor itself, shutting down, if nobody
+    /// said).
+    pub(crate) fn cancel_cause(&self) -> spawn_api::CancelCause {
+        self.cancel_cause
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| spawn_api::CancelCause {
+                canceller: self.path.clone(),
+                reason: format!("actor {} is shutting down", self.path),
+                actor: true,
+            })
     }
 
     /// The actor cannot go on (a handler panicked): remember why and shut down.
@@ -995,7 +1095,9 @@ impl ActorCx {
 
     /// Ask this actor to shut down, as if its parent had cancelled it.
     pub fn cancel_actor(&self) {
-        self.inner.cancel.cancel();
+        let me = &self.inner;
+        me.note_cancel_cause(&me.path, "the actor cancelled itself");
+        me.cancel.cancel();
     }
 
     /// Shut this actor down in order (its calls cancelled, its children torn down) and
@@ -1005,7 +1107,9 @@ impl ActorCx {
     /// parent to report to) but shuts down all the same.
     pub fn exit(&self, code: i32) {
         *self.inner.exit_code.lock().unwrap() = Some(code);
-        self.inner.cancel.cancel();
+        let me = &self.inner;
+        me.note_cancel_cause(&me.path, &format!("the actor exits with code {code}"));
+        me.cancel.cancel();
     }
 
     /// Resolves once this actor is shutting down.

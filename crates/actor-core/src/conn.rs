@@ -29,10 +29,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::error::PortalError;
+use crate::error::{CancelSide, ContextCancelled, PortalError};
 use spawn_api::{
-    ActorId, CallKind, ChannelError, ChannelLimits, Cid, Frame, FrameSink, FrameSource, Msg,
-    Payload, PeerInfo, ProtocolError, RemoteError, Window, kinds,
+    ActorId, CallKind, CancelCause, ChannelError, ChannelLimits, Cid, Frame, FrameSink,
+    FrameSource, Msg, Payload, PeerInfo, ProtocolError, RemoteError, Window, kinds,
 };
 
 /// Stop batching a flush once this much is queued, so one flush does not hold a huge
@@ -58,18 +58,10 @@ pub(crate) trait ConnOwner: Send + Sync + 'static {
     fn path(&self) -> &str;
     /// Where and within which bounds the channel's tasks run.
     fn conn_env(&self) -> ConnEnv;
-    /// The peer asked for a new call `cid` of `func`.
-    fn serve(
-        self: Arc<Self>,
-        conn: &Conn,
-        cid: Cid,
-        func: &str,
-        kind: CallKind,
-        peer_window: Window,
-        args: Payload,
-    );
+    /// The peer asked for a new call.
+    fn serve(self: Arc<Self>, conn: &Conn, start: CallStart<'_>, args: Payload);
     /// The peer sent `Cancel { cid: None }`: it wants the whole actor to stop.
-    fn cancel_requested_by(&self, conn: &Conn);
+    fn cancel_requested_by(&self, conn: &Conn, cause: Option<CancelCause>);
     /// The channel's reader ended (the peer left, or the channel failed).
     fn conn_closed(&self, conn: &Conn, kind: Peer);
 }
@@ -84,6 +76,23 @@ pub(crate) struct ConnEnv {
     pub(crate) span: tracing::Span,
     /// Where the reader and writer tasks run (they outlive the actor's other tasks).
     pub(crate) tasks: TaskTracker,
+    /// How long a call's cancel waits for the peer's acknowledgement.
+    pub(crate) cancel_wait: Duration,
+}
+
+/// A call the peer starts, as its [`Msg::Start`] says.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CallStart<'a> {
+    /// The new call's id.
+    pub(crate) cid: Cid,
+    /// The function's name.
+    pub(crate) func: &'a str,
+    /// The function's shape, as the caller sees it.
+    pub(crate) kind: CallKind,
+    /// The caller's receive window.
+    pub(crate) window: Window,
+    /// The caller's hash of the function's types (0: not said).
+    pub(crate) sig: u64,
 }
 
 /// What the other end of a channel is to this actor.
@@ -232,6 +241,48 @@ struct Route {
     task: Option<AbortHandle>,
     /// The peer started this call (it counts against [`ChannelLimits::max_calls`]).
     served: bool,
+    /// Whether and how the call was cancelled, shared with its local end.
+    state: Arc<CallState>,
+}
+
+/// A call's cancellation, shared by its route and its local end: set once, by whichever
+/// side cancels first (or by an actor cancel), and read by every accessor after.
+#[derive(Debug, Default)]
+pub(crate) struct CallState {
+    cancelled: std::sync::OnceLock<ContextCancelled>,
+    /// Fires once `cancelled` is set.
+    fired: CancellationToken,
+    /// Fires when the peer acknowledged this side's cancel (or cancelled too).
+    acked: CancellationToken,
+    /// The peer asked for an acknowledgement of its cancel (a dropped end does not).
+    ack_wanted: AtomicBool,
+}
+
+impl CallState {
+    /// Record `c` unless the call was already cancelled; whether this did it.
+    fn set(&self, c: ContextCancelled) -> bool {
+        let won = self.cancelled.set(c).is_ok();
+        if won {
+            self.fired.cancel();
+        }
+        won
+    }
+
+    /// How the call was cancelled, if it was.
+    pub(crate) fn cancelled(&self) -> Option<&ContextCancelled> {
+        self.cancelled.get()
+    }
+
+    /// Resolves with the cancellation once the call is cancelled.
+    pub(crate) async fn wait(&self) -> ContextCancelled {
+        self.fired.cancelled().await;
+        self.cancelled.get().cloned().expect("fired only once set")
+    }
+
+    /// Whether the peer wants to hear when the cancel it asked for is complete.
+    pub(crate) fn ack_wanted(&self) -> bool {
+        self.ack_wanted.load(Ordering::Relaxed)
+    }
 }
 
 /// One frame in the write queue, with the share of the write budget it holds.
@@ -358,6 +409,10 @@ pub(crate) struct ConnShared {
     close_reason: Mutex<Option<String>>,
     fault: Mutex<Option<RemoteError>>,
     cancel_acked: CancellationToken,
+    /// This actor's tree path (a cancel made here names it).
+    own_path: String,
+    /// How long a call's cancel waits for the peer's acknowledgement.
+    cancel_wait: Duration,
     /// When the peer (a child) said its teardown will be over.
     stopping: watch::Sender<Option<tokio::time::Instant>>,
     max_frame: usize,
@@ -428,6 +483,8 @@ impl Conn {
             close_reason: Mutex::new(None),
             fault: Mutex::new(None),
             cancel_acked: CancellationToken::new(),
+            own_path: owner.path().to_owned(),
+            cancel_wait: env.cancel_wait,
             stopping: watch::Sender::new(None),
             max_frame,
             limits,
@@ -457,6 +514,11 @@ impl Conn {
 
     pub(crate) fn peer_path(&self) -> &str {
         &self.shared.peer_path
+    }
+
+    /// This actor's tree path.
+    pub(crate) fn own_path(&self) -> &str {
+        &self.shared.own_path
     }
 
     pub(crate) fn peer_info(&self) -> &PeerInfo {
@@ -625,6 +687,7 @@ impl Conn {
         &self,
         func: &str,
         kind: CallKind,
+        sig: u64,
         args: Payload,
     ) -> Result<CallLink, PortalError> {
         let cid = self.next_cid();
@@ -638,6 +701,7 @@ impl Conn {
                 func: func.to_owned(),
                 kind,
                 window,
+                sig,
             },
             args,
         ))
@@ -663,6 +727,7 @@ impl Conn {
         let window = self.shared.limits.window();
         let (tx, rx) = mpsc::unbounded_channel();
         let send = Arc::new(SendCredit::new(send_window));
+        let state = Arc::new(CallState::default());
         self.shared.routes.lock().unwrap().insert(
             cid,
             Route {
@@ -675,6 +740,7 @@ impl Conn {
                 },
                 task: None,
                 served,
+                state: state.clone(),
             },
         );
         CallLink {
@@ -682,6 +748,9 @@ impl Conn {
             cid,
             inbound: rx,
             send,
+            state,
+            peer_types: None,
+            types_differ: false,
             window,
             consumed_items: 0,
             consumed_bytes: 0,
@@ -701,6 +770,11 @@ impl Conn {
         let removed = self.shared.routes.lock().unwrap().remove(&cid);
         if let Some(r) = removed {
             self.forget(&r);
+            // A sender handle that outlives the end must not wait for credit forever.
+            r.send.close(PortalError::CallEnded {
+                actor: self.shared.peer_path.clone(),
+                how: "this side's end of the call is gone".to_owned(),
+            });
         }
     }
 
@@ -805,7 +879,10 @@ impl Conn {
                 self.forget(&r);
             }
             if self.is_ours(cid) {
-                self.send_control(Msg::Cancel { cid: Some(cid) });
+                self.send_control(Msg::Cancel {
+                    cid: Some(cid),
+                    cause: None,
+                });
             }
         }
         Ok(())
@@ -837,7 +914,10 @@ impl Conn {
             t.abort();
         }
         if self.is_ours(cid) {
-            self.send_control(Msg::Cancel { cid: Some(cid) });
+            self.send_control(Msg::Cancel {
+                cid: Some(cid),
+                cause: None,
+            });
         } else {
             self.send_control(Msg::Error {
                 cid: Some(cid),
@@ -852,17 +932,65 @@ impl Conn {
         }
     }
 
-    fn on_cancel(&self, cid: Cid) {
-        let route = self.shared.routes.lock().unwrap().remove(&cid);
-        if let Some(r) = route {
-            self.forget(&r);
-            r.send.close(PortalError::CallEnded {
-                actor: self.shared.peer_path.clone(),
-                how: "it cancelled the call".to_owned(),
-            });
-            if let Some(task) = r.task {
-                task.abort();
+    /// The peer cancelled call `cid` (either side's call). The local end learns it at
+    /// once; a served call's function is given the grace its serving task allows and
+    /// the acknowledgement goes when it ended, any other cancel is acknowledged here.
+    fn on_cancel(&self, cid: Cid, cause: Option<CancelCause>) {
+        let wants_ack = cause.is_some();
+        let cancelled = self.peer_cancel(cause);
+        let routes = self.shared.routes.lock().unwrap();
+        let Some(route) = routes.get(&cid) else {
+            drop(routes);
+            // Nothing to cancel any more (it ended, or never was): say so at once.
+            if wants_ack {
+                self.send_control(Msg::CancelAck { cid: Some(cid) });
             }
+            return;
+        };
+        route
+            .send
+            .close(PortalError::ContextCancelled(cancelled.clone()));
+        let state = route.state.clone();
+        let served = route.served;
+        drop(routes);
+        if wants_ack {
+            state.ack_wanted.store(true, Ordering::Relaxed);
+        }
+        let first = state.set(cancelled);
+        if !first {
+            // Both sides cancelled: the peer's cancel answers ours.
+            state.acked.cancel();
+        }
+        if wants_ack && (!served || !first) {
+            self.send_control(Msg::CancelAck { cid: Some(cid) });
+        }
+    }
+
+    /// What a cancel the peer sent means at this end.
+    fn peer_cancel(&self, cause: Option<CancelCause>) -> ContextCancelled {
+        let peer = self.shared.peer_path.clone();
+        match cause.map(CancelCause::bounded) {
+            Some(c) if c.actor => ContextCancelled {
+                canceller: c.canceller,
+                reason: c.reason,
+                side: CancelSide::Actor,
+            },
+            Some(c) => ContextCancelled {
+                canceller: peer,
+                reason: c.reason,
+                side: CancelSide::Peer,
+            },
+            None => ContextCancelled {
+                canceller: peer,
+                reason: "the peer dropped its end without waiting".to_owned(),
+                side: CancelSide::Peer,
+            },
+        }
+    }
+
+    fn on_cancel_ack(&self, cid: Cid) {
+        if let Some(r) = self.shared.routes.lock().unwrap().get(&cid) {
+            r.state.acked.cancel();
         }
     }
 
@@ -1023,6 +1151,7 @@ async fn reader(conn: Conn, actor: Arc<dyn ConnOwner>, mut source: Box<dyn Frame
                 ref func,
                 kind,
                 window,
+                sig,
             } => {
                 if conn.is_ours(cid) || conn.shared.routes.lock().unwrap().contains_key(&cid) {
                     Err(ProtocolError::Unexpected {
@@ -1031,7 +1160,14 @@ async fn reader(conn: Conn, actor: Arc<dyn ConnOwner>, mut source: Box<dyn Frame
                     })
                 } else {
                     let func = func.clone();
-                    Arc::clone(&actor).serve(&conn, cid, &func, kind, window, frame.into_payload());
+                    let start = CallStart {
+                        cid,
+                        func: &func,
+                        kind,
+                        window,
+                        sig,
+                    };
+                    Arc::clone(&actor).serve(&conn, start, frame.into_payload());
                     Ok(())
                 }
             }
@@ -1039,23 +1175,29 @@ async fn reader(conn: Conn, actor: Arc<dyn ConnOwner>, mut source: Box<dyn Frame
                 conn.on_credit(cid, items, bytes);
                 Ok(())
             }
-            Msg::StartAck { cid, window } => {
+            Msg::StartAck { cid, window, .. } => {
                 conn.on_start_ack(cid, window);
                 conn.route(&*actor, frame)
             }
-            Msg::Cancel { cid: Some(cid) } => {
-                conn.on_cancel(cid);
+            Msg::Cancel {
+                cid: Some(cid),
+                cause,
+            } => {
+                conn.on_cancel(cid, cause);
                 Ok(())
             }
-            Msg::Cancel { cid: None } => {
-                actor.cancel_requested_by(&conn);
+            Msg::Cancel { cid: None, cause } => {
+                actor.cancel_requested_by(&conn, cause);
                 Ok(())
             }
             Msg::CancelAck { cid: None } => {
                 conn.shared.cancel_acked.cancel();
                 Ok(())
             }
-            Msg::CancelAck { cid: Some(_) } => Ok(()),
+            Msg::CancelAck { cid: Some(cid) } => {
+                conn.on_cancel_ack(cid);
+                Ok(())
+            }
             Msg::Error { cid: None, error } => {
                 tracing::debug!(peer = %conn.shared.peer_path, %error, "peer reported an actor error");
                 *conn.shared.fault.lock().unwrap() = Some(error);
@@ -1104,6 +1246,12 @@ pub(crate) struct CallLink {
     cid: Cid,
     inbound: mpsc::UnboundedReceiver<Frame>,
     send: Arc<SendCredit>,
+    state: Arc<CallState>,
+    /// The peer's types for the function when they differ from ours by name (the
+    /// callee's, from its `StartAck`).
+    peer_types: Option<Box<spawn_api::Signature>>,
+    /// The peer said its types differ from ours (a callee learns it from the `Start`).
+    types_differ: bool,
     window: Window,
     consumed_items: u32,
     consumed_bytes: u64,
@@ -1120,13 +1268,61 @@ impl CallLink {
         &self.conn
     }
 
+    /// The call's cancellation state.
+    pub(crate) fn state(&self) -> &Arc<CallState> {
+        &self.state
+    }
+
+    /// The next frame once the call is cancelled: none if this side cancelled (what is
+    /// queued is discarded); if the peer did, what it sent before its cancel still comes
+    /// first, in order, then the cancellation.
+    fn after_cancel(&mut self, c: ContextCancelled) -> Result<Option<Frame>, PortalError> {
+        if c.side != CancelSide::This
+            && let Ok(f) = self.inbound.try_recv()
+        {
+            return Ok(Some(f));
+        }
+        Err(PortalError::ContextCancelled(c))
+    }
+
+    /// The callee learned from the `Start` that the caller's types differ from its own.
+    pub(crate) fn set_types_differ(&mut self, differ: bool) {
+        self.types_differ = differ;
+    }
+
+    /// The peer's type at `index` of the function's signature, as far as this side
+    /// knows: the peer's own word, else ours when the hashes matched.
+    pub(crate) fn peer_type<'a>(&'a self, index: usize, ours: &'a str) -> &'a str {
+        match &self.peer_types {
+            Some(t) => t.get(index),
+            None if self.types_differ => {
+                "unknown (the peer was built with other types for this function)"
+            }
+            None => ours,
+        }
+    }
+
     /// The next frame for this call. Taking a `Yield` counts it as consumed: more
-    /// credit goes back to the peer every half window.
+    /// credit goes back to the peer every half window. Once the call is cancelled (by
+    /// either side) this is the cancellation, at once and every time: frames still
+    /// queued are not delivered.
     ///
     /// Cancel safety: cancel-safe (a frame is only taken when returned).
     pub(crate) async fn next(&mut self) -> Result<Frame, PortalError> {
-        match self.inbound.recv().await {
+        let next = match self.state.cancelled() {
+            Some(c) => self.after_cancel(c.clone())?,
+            None => tokio::select! {
+                biased;
+                c = self.state.wait() => self.after_cancel(c)?,
+                f = self.inbound.recv() => f,
+            },
+        };
+        match next {
             Some(f) => {
+                if let Msg::StartAck { types: Some(t), .. } = &f.msg {
+                    self.peer_types = Some(t.clone());
+                    self.types_differ = true;
+                }
                 if let Msg::Yield { .. } = f.msg {
                     self.consumed(f.payload.len());
                 }
@@ -1137,6 +1333,23 @@ impl CallLink {
                 Err(self.conn.disconnected())
             }
         }
+    }
+
+    /// A frame already queued for this call, without waiting (none once this side
+    /// cancelled).
+    pub(crate) fn try_next(&mut self) -> Option<Frame> {
+        if self
+            .state
+            .cancelled()
+            .is_some_and(|c| c.side == CancelSide::This)
+        {
+            return None;
+        }
+        let f = self.inbound.try_recv().ok()?;
+        if let Msg::Yield { .. } = f.msg {
+            self.consumed(f.payload.len());
+        }
+        Some(f)
     }
 
     fn consumed(&mut self, len: usize) {
@@ -1193,6 +1406,76 @@ impl CallLink {
     pub(crate) fn finish(&mut self) {
         self.finished = true;
     }
+
+    /// A handle that cancels this call without holding the link.
+    pub(crate) fn canceller(&self) -> CallCanceller {
+        CallCanceller {
+            conn: self.conn.clone(),
+            cid: self.cid,
+            send: self.send.clone(),
+            state: self.state.clone(),
+        }
+    }
+
+    /// Cancel the call from this side (see [`CallCanceller::cancel`]); afterwards
+    /// dropping the link sends nothing more.
+    pub(crate) async fn cancel(&mut self, reason: String) -> Result<(), PortalError> {
+        let r = self.canceller().cancel(reason).await;
+        self.finished = true;
+        r
+    }
+}
+
+/// Cancels one call from this side, from wherever the call's end is (another task may
+/// be waiting on it).
+#[derive(Clone)]
+pub(crate) struct CallCanceller {
+    conn: Conn,
+    cid: Cid,
+    send: Arc<SendCredit>,
+    state: Arc<CallState>,
+}
+
+impl CallCanceller {
+    /// Cancel the call: from now on its end answers [`PortalError::ContextCancelled`]
+    /// (side [`CancelSide::This`]), the peer is told who cancelled and why, and this
+    /// waits until the peer acknowledged (the callee's function ended, or the caller's
+    /// end learned it) or both sides cancelled at once, at most the channel's cancel
+    /// wait. A call that was already cancelled (by either side) is not cancelled again:
+    /// this returns at once.
+    ///
+    /// Errors: [`PortalError::CancelTimedOut`] without an acknowledgement in time,
+    /// [`PortalError::Disconnected`] if the channel closed first.
+    pub(crate) async fn cancel(&self, reason: String) -> Result<(), PortalError> {
+        let me = ContextCancelled {
+            canceller: self.conn.shared.own_path.clone(),
+            reason,
+            side: CancelSide::This,
+        };
+        let cause = CancelCause {
+            canceller: me.canceller.clone(),
+            reason: me.reason.clone(),
+            actor: false,
+        }
+        .bounded();
+        if !self.state.set(me.clone()) {
+            return Ok(());
+        }
+        self.send.close(PortalError::ContextCancelled(me));
+        self.conn.send_control(Msg::Cancel {
+            cid: Some(self.cid),
+            cause: Some(cause),
+        });
+        let wait = self.conn.shared.cancel_wait;
+        tokio::select! {
+            _ = self.state.acked.cancelled() => Ok(()),
+            _ = self.conn.closed() => Err(self.conn.disconnected()),
+            _ = tokio::time::sleep(wait) => Err(PortalError::CancelTimedOut {
+                actor: self.conn.peer_path().to_owned(),
+                after: wait,
+            }),
+        }
+    }
 }
 
 impl Drop for CallLink {
@@ -1211,9 +1494,10 @@ impl Drop for CallLink {
         // early and keep running): the serving task removes it when it ends.
         if self.caller {
             self.conn.remove_route(self.cid);
-            if !self.finished {
+            if !self.finished && self.state.cancelled().is_none() {
                 self.conn.send_control(Msg::Cancel {
                     cid: Some(self.cid),
+                    cause: None,
                 });
             }
         }

@@ -142,20 +142,19 @@ impl ConnOwner for Fake {
             stop: self.stop.clone(),
             span: tracing::Span::none(),
             tasks: self.tasks.clone(),
+            cancel_wait: Duration::from_secs(1),
         }
     }
 
     /// As the actor runtime: look the function up, ask the channel for a place, then
     /// acknowledge from the serving task and remove the route when it ends.
-    fn serve(
-        self: Arc<Self>,
-        conn: &Conn,
-        cid: Cid,
-        func: &str,
-        _kind: CallKind,
-        peer_window: Window,
-        args: Payload,
-    ) {
+    fn serve(self: Arc<Self>, conn: &Conn, start: CallStart<'_>, args: Payload) {
+        let CallStart {
+            cid,
+            func,
+            window: peer_window,
+            ..
+        } = start;
         self.rec
             .lock()
             .unwrap()
@@ -196,45 +195,66 @@ impl ConnOwner for Fake {
         let window = self.limits.window();
         let conn2 = conn.clone();
         let me = self.clone();
+        let state = link.state().clone();
         let task = tokio::spawn(async move {
             let mut guard = guard;
-            conn2.send_control(Msg::StartAck { cid, window });
-            match script {
-                Script::Count { n, size } => {
-                    for i in 0..n {
-                        if link
-                            .send_item(Bytes::from(vec![i as u8; size]).into())
-                            .await
-                            .is_err()
-                        {
-                            break;
+            conn2.send_control(Msg::StartAck {
+                cid,
+                window,
+                types: None,
+            });
+            // As the runtime does for a one-shot call: a cancel drops the work at once,
+            // then is acknowledged if the peer asked.
+            let c2 = conn2.clone();
+            let work = async move {
+                match script {
+                    Script::Count { n, size } => {
+                        for i in 0..n {
+                            if link
+                                .send_item(Bytes::from(vec![i as u8; size]).into())
+                                .await
+                                .is_err()
+                            {
+                                break;
+                            }
+                            *me.rec.lock().unwrap().sent.entry(cid).or_default() += 1;
                         }
-                        *me.rec.lock().unwrap().sent.entry(cid).or_default() += 1;
+                        let _ = conn2.send(Frame::control(Msg::Stop { cid })).await;
                     }
-                    let _ = conn2.send(Frame::control(Msg::Stop { cid })).await;
+                    Script::Hold => {
+                        let _held = link;
+                        std::future::pending::<()>().await;
+                    }
+                    Script::Echo => {
+                        drop(link);
+                        let _ = conn2
+                            .send(Frame::with_parts(Msg::Return { cid }, args))
+                            .await;
+                    }
+                    Script::Wait => {
+                        drop(link);
+                        std::future::pending::<()>().await;
+                    }
                 }
-                Script::Hold => {
-                    let _held = link;
-                    std::future::pending::<()>().await;
+            };
+            tokio::select! {
+                biased;
+                _ = state.wait() => {
+                    if state.ack_wanted() {
+                        c2.send_control(Msg::CancelAck { cid: Some(cid) });
+                    }
+                    c2.remove_route(cid);
+                    return;
                 }
-                Script::Echo => {
-                    drop(link);
-                    let _ = conn2
-                        .send(Frame::with_parts(Msg::Return { cid }, args))
-                        .await;
-                }
-                Script::Wait => {
-                    drop(link);
-                    std::future::pending::<()>().await;
-                }
+                () = work => {}
             }
             guard.how = Ended::Finished;
-            conn2.remove_route(cid);
+            c2.remove_route(cid);
         });
         conn.set_task(cid, task.abort_handle());
     }
 
-    fn cancel_requested_by(&self, _conn: &Conn) {
+    fn cancel_requested_by(&self, _conn: &Conn, _cause: Option<spawn_api::CancelCause>) {
         self.rec.lock().unwrap().actor_cancels += 1;
     }
 
@@ -393,6 +413,7 @@ fn start_frame(cid: Cid, func: &str, kind: CallKind, w: Window, args: Bytes) -> 
             func: func.to_owned(),
             kind,
             window: w,
+            sig: 0,
         },
         args,
     )
@@ -417,7 +438,10 @@ fn credit(cid: Cid, items: u32, bytes: u64) -> Frame {
 }
 
 fn cancel(cid: Cid) -> Frame {
-    Frame::control(Msg::Cancel { cid: Some(cid) })
+    Frame::control(Msg::Cancel {
+        cid: Some(cid),
+        cause: None,
+    })
 }
 
 fn yields(cid: Cid, n: usize) -> Vec<Msg> {
@@ -469,7 +493,7 @@ async fn next_msg(link: &mut CallLink) -> Msg {
 /// and take its `StartAck`.
 async fn open_count(caller: &Conn, n: u64, size: u64) -> CallLink {
     let mut link = caller
-        .open_call("count", CallKind::Stream, count_args(n, size).into())
+        .open_call("count", CallKind::Stream, 0, count_args(n, size).into())
         .await
         .unwrap();
     assert!(matches!(
@@ -487,6 +511,7 @@ async fn a_sender_keeps_at_most_the_window_of_items_in_flight_and_resumes_exactl
     let ack = Msg::StartAck {
         cid: 1,
         window: l.window(),
+        types: None,
     };
     assert_eq!(
         got,
@@ -610,7 +635,7 @@ async fn a_callees_larger_window_is_capped_at_the_callers_own_and_nothing_goes_b
     });
     let (_owner, conn, mut raw) = with_raw(l, Peer::Child, Side::Connector);
     let link = conn
-        .open_call("ctx", CallKind::Context, Bytes::new().into())
+        .open_call("ctx", CallKind::Context, 0, Bytes::new().into())
         .await
         .unwrap();
     let sent = Arc::new(AtomicU64::new(0));
@@ -630,12 +655,14 @@ async fn a_callees_larger_window_is_capped_at_the_callers_own_and_nothing_goes_b
         func: "ctx".to_owned(),
         kind: CallKind::Context,
         window: window(100, 1000),
+        sig: 0,
     };
     assert_eq!(raw.msgs().await, vec![start]);
     assert_eq!(sent.load(Ordering::Relaxed), 0);
     let ack = Msg::StartAck {
         cid: 1,
         window: window(u32::MAX, u64::MAX),
+        types: None,
     };
     // Capped at our 1000 bytes: items of 400 stop once 1200 are out.
     assert_eq!(raw.call(Frame::control(ack)).await, yields(1, 3));
@@ -654,7 +681,7 @@ async fn a_stalled_stream_does_not_block_other_calls_on_the_channel() {
         two_conns(limits(|l| l.stream_window = 4), ChannelLimits::default());
     // Opened, acknowledged, and then not read.
     let mut stalled = caller
-        .open_call("count", CallKind::Stream, count_args(1000, 64).into())
+        .open_call("count", CallKind::Stream, 0, count_args(1000, 64).into())
         .await
         .unwrap();
     assert!(matches!(
@@ -663,7 +690,7 @@ async fn a_stalled_stream_does_not_block_other_calls_on_the_channel() {
     ));
 
     let mut other = caller
-        .open_call("count", CallKind::Stream, count_args(100, 64).into())
+        .open_call("count", CallKind::Stream, 0, count_args(100, 64).into())
         .await
         .unwrap();
     let mut items = 0;
@@ -677,7 +704,12 @@ async fn a_stalled_stream_does_not_block_other_calls_on_the_channel() {
     }
     assert_eq!(items, 100, "the second stream ran to its end");
     let mut call = caller
-        .open_call("echo", CallKind::Call, Bytes::from_static(b"ping").into())
+        .open_call(
+            "echo",
+            CallKind::Call,
+            0,
+            Bytes::from_static(b"ping").into(),
+        )
         .await
         .unwrap();
     assert!(matches!(
@@ -717,13 +749,14 @@ async fn dropping_the_callers_end_sends_cancel_and_frees_the_route() {
     let l = ChannelLimits::default();
     let (_owner, conn, mut raw) = with_raw(l, Peer::Child, Side::Connector);
     let link = conn
-        .open_call("count", CallKind::Stream, Bytes::new().into())
+        .open_call("count", CallKind::Stream, 0, Bytes::new().into())
         .await
         .unwrap();
     assert!(matches!(raw.msgs().await[..], [Msg::Start { cid: 1, .. }]));
     raw.control(Msg::StartAck {
         cid: 1,
         window: l.window(),
+        types: None,
     })
     .await;
     raw.item(1, 100).await;
@@ -732,7 +765,13 @@ async fn dropping_the_callers_end_sends_cancel_and_frees_the_route() {
     assert_eq!(recv_buffered(&conn), 100, "one item, not yet consumed");
 
     drop(link);
-    assert_eq!(raw.msgs().await, vec![Msg::Cancel { cid: Some(1) }]);
+    assert_eq!(
+        raw.msgs().await,
+        vec![Msg::Cancel {
+            cid: Some(1),
+            cause: None
+        }]
+    );
     assert_eq!(routes(&conn), Vec::<Cid>::new());
     assert_eq!(
         recv_buffered(&conn),
@@ -748,7 +787,7 @@ async fn dropping_the_callers_end_sends_cancel_and_frees_the_route() {
 
     // A call that reached its end is not cancelled when dropped.
     let mut done = conn
-        .open_call("echo", CallKind::Call, Bytes::new().into())
+        .open_call("echo", CallKind::Call, 0, Bytes::new().into())
         .await
         .unwrap();
     assert!(matches!(raw.msgs().await[..], [Msg::Start { cid: 3, .. }]));
@@ -810,7 +849,11 @@ async fn a_cancel_from_the_peer_aborts_the_served_task() {
     // owner's business.
     assert_eq!(raw.call(cancel(99)).await, vec![]);
     assert_eq!(
-        raw.call(Frame::control(Msg::Cancel { cid: None })).await,
+        raw.call(Frame::control(Msg::Cancel {
+            cid: None,
+            cause: None
+        }))
+        .await,
         vec![]
     );
     assert_eq!(owner.rec.lock().unwrap().actor_cancels, 1);
@@ -856,7 +899,8 @@ async fn overrun(l: ChannelLimits, ok: &[usize], over: usize) -> (Arc<Fake>, Con
         got,
         vec![Msg::StartAck {
             cid: 1,
-            window: l.window()
+            window: l.window(),
+            types: None,
         }]
     );
     for &len in ok {
@@ -917,11 +961,11 @@ async fn a_call_whose_items_pass_the_receive_buffer_fails_alone_with_overloaded(
     let l = limits(|l| l.recv_buffer = 1000);
     let (_owner, conn, mut raw) = with_raw(l, Peer::Child, Side::Connector);
     let mut a = conn
-        .open_call("count", CallKind::Stream, Bytes::new().into())
+        .open_call("count", CallKind::Stream, 0, Bytes::new().into())
         .await
         .unwrap();
     let mut b = conn
-        .open_call("count", CallKind::Stream, Bytes::new().into())
+        .open_call("count", CallKind::Stream, 0, Bytes::new().into())
         .await
         .unwrap();
     let starts = raw.msgs().await;
@@ -933,6 +977,7 @@ async fn a_call_whose_items_pass_the_receive_buffer_fails_alone_with_overloaded(
         raw.control(Msg::StartAck {
             cid,
             window: l.window(),
+            types: None,
         })
         .await;
     }
@@ -942,7 +987,13 @@ async fn a_call_whose_items_pass_the_receive_buffer_fails_alone_with_overloaded(
     assert_eq!(recv_buffered(&conn), 800);
     // 800 + 400 > 1000: call 3 fails (and is cancelled at the callee); call 1 holds on.
     raw.item(3, 400).await;
-    assert_eq!(raw.msgs().await, vec![Msg::Cancel { cid: Some(3) }]);
+    assert_eq!(
+        raw.msgs().await,
+        vec![Msg::Cancel {
+            cid: Some(3),
+            cause: None
+        }]
+    );
     assert!(matches!(
         next_msg(&mut b).await,
         Msg::StartAck { cid: 3, .. }
@@ -1005,7 +1056,11 @@ async fn calls_past_max_calls_are_refused_with_too_many_calls_until_one_ends() {
     let w = l.window();
     let hold = |cid| hold(cid, w);
     let echo = |cid| start_frame(cid, "echo", CallKind::Call, w, Bytes::new());
-    let ack = |cid| Msg::StartAck { cid, window: w };
+    let ack = |cid| Msg::StartAck {
+        cid,
+        window: w,
+        types: None,
+    };
     let refused = |got: &[Msg], cid| {
         assert!(
             matches!(got, [m] if error_of(m) == Some((Some(cid), kinds::TOO_MANY_CALLS))),
@@ -1018,13 +1073,15 @@ async fn calls_past_max_calls_are_refused_with_too_many_calls_until_one_ends() {
     refused(&raw.call(hold(5)).await, 5);
     assert_eq!(served_calls(&conn), 2);
 
-    // A cancelled call gives back its place.
+    // A cancelled call gives back its place once its task has ended.
     raw.send(cancel(1)).await;
+    settle().await;
     assert_eq!(raw.call(hold(7)).await, vec![ack(7)]);
     refused(&raw.call(echo(9)).await, 9);
 
     // So does a call that returned.
     raw.send(cancel(3)).await;
+    settle().await;
     assert_eq!(
         raw.call(echo(11)).await,
         vec![ack(11), Msg::Return { cid: 11 }]
@@ -1190,11 +1247,16 @@ async fn a_peer_that_stops_reading_is_cut_off_past_the_control_queue_bound() {
 /// peer, as a callee's `StartAck` does.
 async fn open_granted(conn: &Conn, raw: &mut Raw, w: Window) -> CallLink {
     let link = conn
-        .open_call("ctx", CallKind::Context, Bytes::new().into())
+        .open_call("ctx", CallKind::Context, 0, Bytes::new().into())
         .await
         .unwrap();
     assert!(matches!(raw.msgs().await[..], [Msg::Start { cid: 1, .. }]));
-    raw.control(Msg::StartAck { cid: 1, window: w }).await;
+    raw.control(Msg::StartAck {
+        cid: 1,
+        window: w,
+        types: None,
+    })
+    .await;
     settle().await;
     link
 }

@@ -769,7 +769,8 @@ async fn member_session(cx: &ActorCx, table: &Arc<Table>, hub: &Addr) -> Result<
             },
         }
     }
-    ctx.cancel();
+    // Dropped, not cancelled: the channel closes next, which ends the session anyway.
+    drop(ctx);
     portal.close().await;
     Ok(())
 }

@@ -156,6 +156,18 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for FnError {
             if let Some(c) = err.downcast_ref::<ChildError>() {
                 return FnError::relayed(c.to_remote());
             }
+            // The runtime's own typed call errors travel under their brood kinds.
+            if let Some(p) = err.downcast_ref::<PortalError>() {
+                let kind = match p {
+                    PortalError::ContextCancelled(_) => Some(kinds::CONTEXT_CANCELLED),
+                    PortalError::MsgType(_) => Some(kinds::MSG_TYPE),
+                    PortalError::Lagged { .. } => Some(kinds::LAGGED),
+                    _ => None,
+                };
+                if let Some(kind) = kind {
+                    return FnError::new(kind, p.to_string());
+                }
+            }
             // Foreign code's own error (a Python exception): its kind is the one to report.
             if let Some(f) = err.downcast_ref::<ForeignError>() {
                 return FnError {
@@ -270,6 +282,116 @@ pub enum PortalError {
         /// The call's shape.
         during: &'static str,
     },
+    /// The call, stream or context was cancelled: by this side, by the peer, or by a
+    /// cancel of a whole actor. Says who cancelled and why.
+    #[error(transparent)]
+    ContextCancelled(#[from] ContextCancelled),
+    /// This side cancelled the call, and the peer did not acknowledge within the bound
+    /// (twice the tree's cancel timeout). The call is cancelled here all the same; the
+    /// peer's function may still be running.
+    #[error("{actor} did not acknowledge the cancel within {after:?}")]
+    CancelTimedOut {
+        /// The other actor's tree path.
+        actor: String,
+        /// How long this side waited.
+        after: std::time::Duration,
+    },
+    /// This subscriber of a [`BroadcastStream`](crate::BroadcastStream) fell further
+    /// behind than the broadcast buffer holds: `missed` items are lost for it. The next
+    /// `recv` returns the oldest item still buffered.
+    #[error("this subscriber fell behind the broadcast buffer: {missed} items are lost for it")]
+    Lagged {
+        /// How many items this subscriber will never see.
+        missed: u64,
+    },
+    /// A value did not decode as the type this side expects: the two sides were built
+    /// with different types for the function (tractor's `MsgTypeError`).
+    #[error(transparent)]
+    MsgType(Box<MsgTypeError>),
+}
+
+/// Which side of a call a cancellation came from, as seen by the side reporting it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CancelSide {
+    /// This end cancelled it (`cancel` was called here).
+    This,
+    /// The other end cancelled it (or dropped its end without waiting).
+    Peer,
+    /// A whole actor was cancelled (the peer's actor, or this one): its calls ended with it.
+    Actor,
+}
+
+impl fmt::Display for CancelSide {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CancelSide::This => "this side",
+            CancelSide::Peer => "the peer",
+            CancelSide::Actor => "an actor cancel",
+        })
+    }
+}
+
+/// A call, stream or context ended by cancellation (tractor's `ContextCancelled`).
+///
+/// ```
+/// use actor_core::{CancelSide, ContextCancelled, PortalError};
+/// let e = PortalError::from(ContextCancelled {
+///     canceller: "root/client".into(),
+///     reason: "no longer needed".into(),
+///     side: CancelSide::Peer,
+/// });
+/// assert_eq!(e.cancelled().map(|c| c.side), Some(CancelSide::Peer));
+/// assert!(e.to_string().contains("root/client"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cancelled by {canceller} ({side}): {reason}")]
+pub struct ContextCancelled {
+    /// The tree path of the actor that asked for the cancellation (for an actor cancel,
+    /// the actor that cancelled the whole actor, as its peer reported it).
+    pub canceller: String,
+    /// Why, in the canceller's words.
+    pub reason: String,
+    /// Where the cancellation came from, seen from this end.
+    pub side: CancelSide,
+}
+
+/// Which value of a function failed to decode (see [`MsgTypeError`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MsgSlot {
+    /// The arguments.
+    Args,
+    /// A one-shot call's reply.
+    Reply,
+    /// A stream item (either direction of a context, or a server stream).
+    Item,
+    /// A context's `started` value.
+    Started,
+    /// A context's return value.
+    Return,
+}
+
+/// A value that does not decode as the type this side expects: the caller and callee
+/// were built with different types for `function` (another version of the program,
+/// say). Names the function and both sides' types.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{function}: the {slot:?} sent by {sender} does not decode: {sender} sends {sent_type}, {receiver} expects {expected_type} ({detail})"
+)]
+pub struct MsgTypeError {
+    /// The function's wire name.
+    pub function: String,
+    /// Which of its values failed.
+    pub slot: MsgSlot,
+    /// The tree path of the actor that sent the value.
+    pub sender: String,
+    /// The tree path of the actor that could not decode it.
+    pub receiver: String,
+    /// The type the sender encoded, by name (`unknown` if the sender did not say).
+    pub sent_type: String,
+    /// The type the receiver expected, by name.
+    pub expected_type: String,
+    /// The decoder's message.
+    pub detail: String,
 }
 
 impl PortalError {
@@ -277,6 +399,22 @@ impl PortalError {
     pub fn remote(&self) -> Option<&RemoteError> {
         match self {
             PortalError::Remote(r) => Some(&**r),
+            _ => None,
+        }
+    }
+
+    /// The cancellation, if the call ended by one.
+    pub fn cancelled(&self) -> Option<&ContextCancelled> {
+        match self {
+            PortalError::ContextCancelled(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The type mismatch, if a value did not decode as its function's type.
+    pub fn msg_type(&self) -> Option<&MsgTypeError> {
+        match self {
+            PortalError::MsgType(m) => Some(m),
             _ => None,
         }
     }

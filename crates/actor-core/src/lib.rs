@@ -71,7 +71,10 @@ pub use actor::{ActorCx, CancelShield};
 pub use brood::{BACKEND_ENV, Brood, BroodBuilder, TRANSPORT_ENV};
 pub use direct::ConnectError;
 pub use discovery::{ActorInfo, ActorStatus, DiscoveryError};
-pub use error::{ChildError, FnError, NurseryError, PortalError};
+pub use error::{
+    CancelSide, ChildError, ContextCancelled, FnError, MsgSlot, MsgTypeError, NurseryError,
+    PortalError,
+};
 pub use nursery::{ActorOptions, Nursery, RunHandle};
 pub use portal::Portal;
 pub use registry::Registry;

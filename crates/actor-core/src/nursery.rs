@@ -831,6 +831,11 @@ async fn supervise(s: Supervisor) {
             let started = tokio::time::Instant::now();
             let soft = o.flatten();
             let c2 = conn.clone();
+            let cause = spawn_api::CancelCause {
+                canceller: actor.path.clone(),
+                reason: format!("actor {} tears down its child {path}", actor.path),
+                actor: true,
+            };
             let hooks = actor.program.hooks();
             let key = slot.id.uid();
             let board = &actor.board;
@@ -845,7 +850,12 @@ async fn supervise(s: Supervisor) {
                 &actor.policy,
                 &hooks,
                 soft,
-                async move { c2.send_control(Msg::Cancel { cid: None }) },
+                async move {
+                    c2.send_control(Msg::Cancel {
+                        cid: None,
+                        cause: Some(cause),
+                    })
+                },
                 Some(conn.stopping()),
                 &|until| board.set(key, until),
             ))

@@ -6,10 +6,12 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::children::ChildSlot;
-use crate::conn::Conn;
-use crate::error::PortalError;
+use crate::conn::{CallLink, Conn};
+use crate::error::{MsgSlot, PortalError};
 use crate::stream::{CallerContext, ReplyStream};
-use spawn_api::{ActorId, CallFn, CallKind, ContextFn, Msg, Payload, StreamFn, TeardownPolicy};
+use spawn_api::{
+    ActorId, CallFn, CallKind, ContextFn, Msg, Payload, Signature, StreamFn, TeardownPolicy,
+};
 
 /// A handle for calling functions in another actor (tractor's `Portal`).
 ///
@@ -90,8 +92,13 @@ impl Portal {
         _function: C,
         args: C::Args,
     ) -> Result<C::Reply, PortalError> {
-        let reply = self.run_payload(C::NAME, Payload::encode(&args)?).await?;
-        Ok(reply.decode::<C::Reply>()?)
+        let types = C::types();
+        let args = Payload::encode(&args)?;
+        let sig = Signature::hash_of(&types);
+        let (reply, link) = self.run_sig(C::NAME, sig, types[0], args).await?;
+        reply
+            .decode::<C::Reply>()
+            .map_err(|e| crate::stream::undecodable(&link, C::NAME, MsgSlot::Reply, 1, types[1], e))
     }
 
     /// Call a one-shot function by name with encoded arguments, for callers that build
@@ -113,18 +120,31 @@ impl Portal {
     /// # Errors
     /// As [`Portal::run`].
     pub async fn run_payload(&self, name: &str, args: Payload) -> Result<Payload, PortalError> {
-        let mut link = self.conn.open_call(name, CallKind::Call, args).await?;
+        Ok(self.run_sig(name, 0, "unknown", args).await?.0)
+    }
+
+    /// A one-shot call whose types hash to `sig` (0: not said), `args_type` being its
+    /// arguments' type: the reply and the finished link (for typing a reply that does
+    /// not decode).
+    async fn run_sig(
+        &self,
+        name: &str,
+        sig: u64,
+        args_type: &str,
+        args: Payload,
+    ) -> Result<(Payload, CallLink), PortalError> {
+        let mut link = self.conn.open_call(name, CallKind::Call, sig, args).await?;
         loop {
             let f = link.next().await?;
             match f.msg {
                 Msg::StartAck { .. } => continue,
                 Msg::Return { .. } => {
                     link.finish();
-                    return Ok(f.into_payload());
+                    return Ok((f.into_payload(), link));
                 }
                 Msg::Error { error, .. } => {
                     link.finish();
-                    return Err(PortalError::Remote(Box::new(error)));
+                    return Err(crate::stream::remote_error(&link, name, args_type, error));
                 }
                 other => {
                     return Err(PortalError::Unexpected {
@@ -156,14 +176,24 @@ impl Portal {
     ) -> Result<ReplyStream<S::Item>, PortalError> {
         let mut link = self
             .conn
-            .open_call(S::NAME, CallKind::Stream, Payload::encode(&args)?)
+            .open_call(
+                S::NAME,
+                CallKind::Stream,
+                Signature::hash_of(&S::types()),
+                Payload::encode(&args)?,
+            )
             .await?;
         let f = link.next().await?;
         match f.msg {
-            Msg::StartAck { .. } => Ok(ReplyStream::new(link)),
+            Msg::StartAck { .. } => Ok(ReplyStream::new::<S>(link)),
             Msg::Error { error, .. } => {
                 link.finish();
-                Err(PortalError::Remote(Box::new(error)))
+                Err(crate::stream::remote_error(
+                    &link,
+                    S::NAME,
+                    S::types()[0],
+                    error,
+                ))
             }
             other => Err(PortalError::Unexpected {
                 got: other.kind_name(),
@@ -191,19 +221,32 @@ impl Portal {
     ) -> Result<(CallerContext<C>, C::Started), PortalError> {
         let mut link = self
             .conn
-            .open_call(C::NAME, CallKind::Context, Payload::encode(&args)?)
+            .open_call(
+                C::NAME,
+                CallKind::Context,
+                Signature::hash_of(&C::types()),
+                Payload::encode(&args)?,
+            )
             .await?;
         loop {
             let f = link.next().await?;
             match f.msg {
                 Msg::StartAck { .. } => continue,
                 Msg::Started { .. } => {
-                    let started = f.into_payload().decode::<C::Started>()?;
+                    let started = f.into_payload().decode::<C::Started>().map_err(|e| {
+                        let t = C::types()[1];
+                        crate::stream::undecodable(&link, C::NAME, MsgSlot::Started, 1, t, e)
+                    })?;
                     return Ok((CallerContext::new(link), started));
                 }
                 Msg::Error { error, .. } => {
                     link.finish();
-                    return Err(PortalError::Remote(Box::new(error)));
+                    return Err(crate::stream::remote_error(
+                        &link,
+                        C::NAME,
+                        C::types()[0],
+                        error,
+                    ));
                 }
                 other => {
                     return Err(PortalError::Unexpected {
@@ -254,7 +297,14 @@ impl Portal {
             slot.reaped().await;
             return true;
         }
-        self.conn.send_control(Msg::Cancel { cid: None });
+        self.conn.send_control(Msg::Cancel {
+            cid: None,
+            cause: Some(spawn_api::CancelCause {
+                canceller: self.conn.own_path().to_owned(),
+                reason: "Portal::cancel_actor".to_owned(),
+                actor: true,
+            }),
+        });
         tokio::time::timeout(
             self.policy.cancel_timeout.max(Duration::from_millis(1)),
             async {

@@ -31,13 +31,21 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::actor::{ActorCx, CallHandler, ContextHandler, Handler, StreamHandler};
+use crate::actor::{ActorCx, Body, CallHandler, ContextHandler, Handler, StreamHandler};
 use crate::error::FnError;
 use crate::stream::{CalleeContext, StreamTx};
 use spawn_api::{CallFn, ContextFn, Payload, StreamFn, kinds};
 
-fn bad_args(e: spawn_api::CodecError) -> FnError {
-    FnError::new(kinds::BAD_ARGS, e.to_string())
+/// Arguments that do not decode as `T`: the caller turns this into a typed
+/// [`MsgTypeError`](crate::MsgTypeError) naming its own type beside ours.
+fn bad_args<T>(function: &str, e: spawn_api::CodecError) -> FnError {
+    FnError::new(
+        kinds::BAD_ARGS,
+        format!(
+            "{function}: the arguments do not decode as {}: {e}",
+            std::any::type_name::<T>()
+        ),
+    )
 }
 
 /// The named functions an actor serves. Every actor of a program serves the same
@@ -77,12 +85,14 @@ impl Registry {
         let erased: CallHandler = Arc::new(move |cx, args| {
             let handler = handler.clone();
             Box::pin(async move {
-                let args = args.decode::<C::Args>().map_err(bad_args)?;
+                let args = args
+                    .decode::<C::Args>()
+                    .map_err(|e| bad_args::<C::Args>(C::NAME, e))?;
                 let reply = handler(cx, args).await?;
                 Payload::encode(&reply).map_err(FnError::from)
             })
         });
-        self.insert(C::NAME, Handler::Call(erased))
+        self.insert(C::NAME, Handler::new(Body::Call(erased), &C::types()))
     }
 
     /// Serve the streaming function `S` with `handler`, which sends items through its
@@ -100,11 +110,13 @@ impl Registry {
         let erased: StreamHandler = Arc::new(move |cx, args, link| {
             let handler = handler.clone();
             Box::pin(async move {
-                let args = args.decode::<S::Args>().map_err(bad_args)?;
+                let args = args
+                    .decode::<S::Args>()
+                    .map_err(|e| bad_args::<S::Args>(S::NAME, e))?;
                 handler(cx, args, StreamTx::new(link)).await
             })
         });
-        self.insert(S::NAME, Handler::Stream(erased))
+        self.insert(S::NAME, Handler::new(Body::Stream(erased), &S::types()))
     }
 
     /// Serve the context `C` with `handler`, which calls
@@ -122,12 +134,14 @@ impl Registry {
         let erased: ContextHandler = Arc::new(move |cx, args, link| {
             let handler = handler.clone();
             Box::pin(async move {
-                let args = args.decode::<C::Args>().map_err(bad_args)?;
+                let args = args
+                    .decode::<C::Args>()
+                    .map_err(|e| bad_args::<C::Args>(C::NAME, e))?;
                 let ret = handler(cx, args, CalleeContext::new(link)).await?;
                 Payload::encode(&ret).map_err(FnError::from)
             })
         });
-        self.insert(C::NAME, Handler::Context(erased))
+        self.insert(C::NAME, Handler::new(Body::Context(erased), &C::types()))
     }
 
     /// Add every function of `other`.

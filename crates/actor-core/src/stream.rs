@@ -27,14 +27,71 @@
 use std::marker::PhantomData;
 
 use crate::conn::CallLink;
-use crate::error::PortalError;
-use spawn_api::{ContextFn, Msg, Payload, Wire};
+use crate::error::{ContextCancelled, MsgSlot, MsgTypeError, PortalError};
+use spawn_api::{CodecError, ContextFn, Msg, Payload, RemoteError, StreamFn, Wire, kinds};
+
+/// A value received on `link` did not decode as `ours`, the type at `index` of the
+/// function's signature: the typed error names both sides' types.
+pub(crate) fn undecodable(
+    link: &CallLink,
+    function: &str,
+    slot: MsgSlot,
+    index: usize,
+    ours: &str,
+    e: CodecError,
+) -> PortalError {
+    PortalError::MsgType(Box::new(MsgTypeError {
+        function: function.to_owned(),
+        slot,
+        sender: link.conn().peer_path().to_owned(),
+        receiver: link.conn().own_path().to_owned(),
+        sent_type: link.peer_type(index, ours).to_owned(),
+        expected_type: ours.to_owned(),
+        detail: e.to_string(),
+    }))
+}
+
+/// The callee refused our arguments as undecodable ([`kinds::BAD_ARGS`], raised by its
+/// runtime, not relayed): the typed error naming both sides' argument types. Any other
+/// error is the callee's, unchanged.
+pub(crate) fn remote_error(
+    link: &CallLink,
+    function: &str,
+    ours: &str,
+    r: RemoteError,
+) -> PortalError {
+    if r.kind == kinds::BAD_ARGS && r.relays.is_empty() && r.origin == link.conn().peer_path() {
+        return PortalError::MsgType(Box::new(MsgTypeError {
+            function: function.to_owned(),
+            slot: MsgSlot::Args,
+            sender: link.conn().own_path().to_owned(),
+            receiver: r.origin,
+            sent_type: ours.to_owned(),
+            expected_type: link.peer_type(0, ours).to_owned(),
+            detail: r.message,
+        }));
+    }
+    PortalError::Remote(Box::new(r))
+}
+
+/// The cancellation of `link`'s call, if it was cancelled.
+fn cancellation(link: &CallLink) -> Option<PortalError> {
+    link.state()
+        .cancelled()
+        .map(|c| PortalError::ContextCancelled(c.clone()))
+}
 
 /// The callee's sending end of a server stream.
 ///
 /// A stream function gets one; each [`send`](StreamTx::send) becomes one item of the
 /// caller's [`ReplyStream`], in order. Returning `Ok(())` ends the stream (the caller's
 /// `recv` then returns `Ok(None)`), returning an error fails it with that error.
+///
+/// When the caller cancels the stream, `send` fails at once with
+/// [`PortalError::ContextCancelled`] (side [`Peer`](crate::CancelSide::Peer)) and
+/// [`cancelled`](StreamTx::cancelled) resolves; the function then has the tree's
+/// `cancel_timeout` to return before it is dropped. The callee may also end the stream
+/// by cancelling it itself ([`cancel`](StreamTx::cancel)).
 ///
 /// ```no_run
 /// use actor_core::{ActorCx, FnError, Portal, PortalError, Registry, StreamTx};
@@ -74,6 +131,74 @@ impl<T: Wire> StreamTx<T> {
         }
     }
 
+    /// Cancel the stream from the callee's side, saying why: the caller's `recv` fails
+    /// with [`PortalError::ContextCancelled`] (side [`Peer`](crate::CancelSide::Peer),
+    /// naming this actor and `reason`), and this returns once the caller's end
+    /// acknowledged it. After it, `send` fails with the same cancellation (side
+    /// [`This`](crate::CancelSide::This)); return from the function (its result is not
+    /// sent). Cancelling a stream that was already cancelled returns at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the cancel is made before the first await; dropping the future only
+    /// stops the waiting for the acknowledgement.
+    ///
+    /// # Errors
+    /// [`PortalError::CancelTimedOut`] if the caller did not acknowledge within twice
+    /// the tree's cancel timeout, [`PortalError::Disconnected`] if it went away.
+    ///
+    /// ```
+    /// use actor_core::{ActorCx, FnError, Registry, StreamTx};
+    /// actor_core::stream!(Until: u64 => u64);
+    /// // Streams until the value would pass `limit`, then cancels the stream itself.
+    /// async fn until(_cx: ActorCx, limit: u64, tx: StreamTx<u64>) -> Result<(), FnError> {
+    ///     for i in 0.. {
+    ///         if i * i > limit {
+    ///             tx.cancel(format!("{i}² passes {limit}")).await?;
+    ///             return Ok(());
+    ///         }
+    ///         tx.send(i * i).await?;
+    ///     }
+    ///     Ok(())
+    /// }
+    /// let _registry = Registry::new().stream(Until, until);
+    /// ```
+    pub async fn cancel(&self, reason: impl Into<String>) -> Result<(), PortalError> {
+        self.link.canceller().cancel(reason.into()).await
+    }
+
+    /// Resolves once the stream is cancelled, by either side (at once if it already
+    /// was), with who cancelled it and why. Cancel safe.
+    ///
+    /// ```
+    /// use actor_core::{ActorCx, FnError, Registry, StreamTx};
+    /// actor_core::stream!(Ticks: () => u64);
+    /// async fn ticks(_cx: ActorCx, (): (), tx: StreamTx<u64>) -> Result<(), FnError> {
+    ///     let mut n = 0;
+    ///     loop {
+    ///         tokio::select! {
+    ///             c = tx.cancelled() => {
+    ///                 tracing::info!(canceller = %c.canceller, "stopping: {}", c.reason);
+    ///                 return Ok(());
+    ///             }
+    ///             _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {
+    ///                 tx.send(n).await?;
+    ///                 n += 1;
+    ///             }
+    ///         }
+    ///     }
+    /// }
+    /// let _registry = Registry::new().stream(Ticks, ticks);
+    /// ```
+    pub async fn cancelled(&self) -> ContextCancelled {
+        self.link.state().wait().await
+    }
+
+    /// The cancellation, if the stream was cancelled.
+    pub fn cancellation(&self) -> Option<ContextCancelled> {
+        self.link.state().cancelled().cloned()
+    }
+
     /// Send one item; waits while the caller's window is full.
     ///
     /// # Cancel safety
@@ -89,8 +214,8 @@ impl<T: Wire> StreamTx<T> {
     ///
     /// # Errors
     /// [`PortalError::Disconnected`] if the caller went away,
-    /// [`PortalError::CallEnded`] if it cancelled the stream, [`PortalError::Codec`] if
-    /// the item does not encode.
+    /// [`PortalError::ContextCancelled`] if either side cancelled the stream,
+    /// [`PortalError::Codec`] if the item does not encode.
     ///
     /// ```
     /// use actor_core::{ActorCx, FnError, Registry, StreamTx};
@@ -104,6 +229,9 @@ impl<T: Wire> StreamTx<T> {
     /// let _registry = Registry::new().stream(Squares, squares);
     /// ```
     pub async fn send(&self, item: T) -> Result<(), PortalError> {
+        if let Some(e) = cancellation(&self.link) {
+            return Err(e);
+        }
         self.link.send_item(Payload::encode(&item)?).await
     }
 }
@@ -127,8 +255,10 @@ enum Ended {
 
 /// The caller's receiving end of a server stream.
 ///
-/// Dropping it (or calling [`cancel`](ReplyStream::cancel)) before the stream ended
-/// cancels the function in the callee.
+/// [`cancel`](ReplyStream::cancel) ends the stream before its end and waits until the
+/// callee acknowledged (its function ended). Dropping the stream before its end also
+/// cancels the callee's function, without waiting: legal, and what happens when a task
+/// holding it is dropped.
 ///
 /// ```no_run
 /// # async fn demo(portal: actor_core::Portal) -> Result<(), actor_core::PortalError> {
@@ -157,7 +287,8 @@ enum Ended {
 ///             None => break, // the callee finished the stream
 ///         },
 ///         _ = tokio::time::sleep(Duration::from_secs(1)) => {
-///             events.cancel(); // the callee's function is cancelled
+///             // The callee's function is cancelled; this waits for its acknowledgement.
+///             events.cancel("quiet for a second").await?;
 ///             break;
 ///         }
 ///     }
@@ -167,14 +298,17 @@ enum Ended {
 pub struct ReplyStream<T> {
     link: CallLink,
     ended: Option<Ended>,
+    /// The function's wire name, for errors.
+    function: &'static str,
     _item: PhantomData<fn() -> T>,
 }
 
 impl<T: Wire> ReplyStream<T> {
-    pub(crate) fn new(link: CallLink) -> Self {
+    pub(crate) fn new<S: StreamFn<Item = T>>(link: CallLink) -> Self {
         ReplyStream {
             link,
             ended: None,
+            function: S::NAME,
             _item: PhantomData,
         }
     }
@@ -200,8 +334,9 @@ impl<T: Wire> ReplyStream<T> {
     ///
     /// # Errors
     /// [`PortalError::Remote`] if the callee failed, [`PortalError::Disconnected`] if it
-    /// went away mid-stream, [`PortalError::Codec`] for an item that does not decode (the
-    /// stream goes on).
+    /// went away mid-stream, [`PortalError::ContextCancelled`] if either side cancelled
+    /// the stream (or the callee's actor was cancelled), [`PortalError::MsgType`] for an
+    /// item that does not decode as `T` (the stream goes on).
     pub async fn recv(&mut self) -> Result<Option<T>, PortalError> {
         if let Some(how) = &self.ended {
             return match how {
@@ -216,7 +351,12 @@ impl<T: Wire> ReplyStream<T> {
             };
             match f.msg {
                 Msg::StartAck { .. } => continue,
-                Msg::Yield { .. } => return Ok(Some(f.into_payload().decode::<T>()?)),
+                Msg::Yield { .. } => {
+                    return f.into_payload().decode::<T>().map(Some).map_err(|e| {
+                        let t = std::any::type_name::<T>();
+                        undecodable(&self.link, self.function, MsgSlot::Item, 1, t, e)
+                    });
+                }
                 Msg::Stop { .. } | Msg::Return { .. } => return self.end(Ended::Clean),
                 Msg::Error { error, .. } => {
                     return self.end(Ended::Failed(PortalError::Remote(Box::new(error))));
@@ -250,9 +390,37 @@ impl<T: Wire> ReplyStream<T> {
         Ok(out)
     }
 
-    /// Stop the stream now; the callee's function is cancelled.
-    pub fn cancel(self) {
-        drop(self);
+    /// Cancel the stream, saying why, and wait until the callee acknowledged: its
+    /// function saw the cancellation (its `send` failed with
+    /// [`PortalError::ContextCancelled`], side [`Peer`](crate::CancelSide::Peer)) and
+    /// ended, or was dropped after the tree's `cancel_timeout`. From the first poll on,
+    /// `recv` answers the cancellation (side [`This`](crate::CancelSide::This)); items
+    /// not yet received are discarded. A stream that already ended (or was cancelled by
+    /// the callee) is left as it is and this returns `Ok(())` at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the cancel is made at the first poll; dropping the future only stops
+    /// the waiting for the acknowledgement.
+    ///
+    /// # Errors
+    /// [`PortalError::CancelTimedOut`] if the callee did not acknowledge within twice
+    /// the tree's cancel timeout (its function may still run), and
+    /// [`PortalError::Disconnected`] if it went away first.
+    pub async fn cancel(&mut self, reason: impl Into<String>) -> Result<(), PortalError> {
+        if self.ended.is_some() || self.link.state().cancelled().is_some() {
+            return Ok(());
+        }
+        let r = self.link.cancel(reason.into()).await;
+        if let Some(e) = cancellation(&self.link) {
+            self.ended = Some(Ended::Failed(e));
+        }
+        r
+    }
+
+    /// The cancellation, if the stream was cancelled (by either side).
+    pub fn cancellation(&self) -> Option<ContextCancelled> {
+        self.link.state().cancelled().cloned()
     }
 }
 
@@ -298,9 +466,13 @@ impl<C: ContextFn> CalleeContext<C> {
     /// fails once the function ends.
     ///
     /// # Errors
-    /// [`PortalError::Disconnected`] if the caller went away, [`PortalError::Codec`] if
-    /// the value does not encode.
+    /// [`PortalError::Disconnected`] if the caller went away,
+    /// [`PortalError::ContextCancelled`] if the caller cancelled the context first (it
+    /// dropped its `open_context`), [`PortalError::Codec`] if the value does not encode.
     pub async fn started(self, value: C::Started) -> Result<CalleeStream<C>, PortalError> {
+        if let Some(e) = cancellation(&self.link) {
+            return Err(e);
+        }
         tracing::debug!(cid = self.link.cid(), "context started");
         self.link
             .send_frame(
@@ -315,6 +487,23 @@ impl<C: ContextFn> CalleeContext<C> {
             in_done: false,
             _c: PhantomData,
         })
+    }
+
+    /// Cancel the context before it started, saying why: the caller's `open_context`
+    /// fails with [`PortalError::ContextCancelled`] (side
+    /// [`Peer`](crate::CancelSide::Peer)). Returns once the caller acknowledged; then
+    /// return from the function (its result is not sent).
+    ///
+    /// # Errors
+    /// As [`StreamTx::cancel`].
+    pub async fn cancel(self, reason: impl Into<String>) -> Result<(), PortalError> {
+        self.link.canceller().cancel(reason.into()).await
+    }
+
+    /// Resolves once the context is cancelled (at once if it already was), with who
+    /// cancelled it and why. Cancel safe.
+    pub async fn cancelled(&self) -> ContextCancelled {
+        self.link.state().wait().await
     }
 }
 
@@ -345,11 +534,14 @@ impl<C: ContextFn> CalleeStream<C> {
     /// # Errors
     /// As [`StreamTx::send`].
     pub async fn send(&self, item: C::Out) -> Result<(), PortalError> {
+        if let Some(e) = cancellation(&self.link) {
+            return Err(e);
+        }
         self.link.send_item(Payload::encode(&item)?).await
     }
 
     /// The caller's next item, or `Ok(None)` once the caller closed its side (every time
-    /// after that, too).
+    /// after that, too, unless the context is cancelled: then the cancellation).
     ///
     /// # Cancel safety
     ///
@@ -357,15 +549,24 @@ impl<C: ContextFn> CalleeStream<C> {
     /// poll that returns it; dropping the future loses nothing.
     ///
     /// # Errors
-    /// [`PortalError::Disconnected`] if the caller went away, [`PortalError::Codec`] for
-    /// an item that does not decode.
+    /// [`PortalError::Disconnected`] if the caller went away,
+    /// [`PortalError::ContextCancelled`] once either side cancelled the context (side
+    /// [`Peer`](crate::CancelSide::Peer) when the caller did, naming it and its reason),
+    /// [`PortalError::MsgType`] for an item that does not decode as `C::In` (the
+    /// context goes on).
     pub async fn recv(&mut self) -> Result<Option<C::In>, PortalError> {
         if self.in_done {
-            return Ok(None);
+            return match cancellation(&self.link) {
+                Some(e) => Err(e),
+                None => Ok(None),
+            };
         }
         let f = self.link.next().await?;
         match f.msg {
-            Msg::Yield { .. } => Ok(Some(f.into_payload().decode::<C::In>()?)),
+            Msg::Yield { .. } => f.into_payload().decode::<C::In>().map(Some).map_err(|e| {
+                let t = C::types()[2];
+                undecodable(&self.link, C::NAME, MsgSlot::Item, 2, t, e)
+            }),
             Msg::Stop { .. } => {
                 self.in_done = true;
                 Ok(None)
@@ -381,9 +582,44 @@ impl<C: ContextFn> CalleeStream<C> {
     /// Tell the caller no more items will come (also done when the function returns).
     ///
     /// # Errors
-    /// [`PortalError::Disconnected`] if the caller went away.
+    /// [`PortalError::Disconnected`] if the caller went away,
+    /// [`PortalError::ContextCancelled`] if the context was cancelled.
     pub fn close_send(&self) -> Result<(), PortalError> {
+        if let Some(e) = cancellation(&self.link) {
+            return Err(e);
+        }
         self.link.send_stop()
+    }
+
+    /// Cancel the context from the callee's side, saying why: the caller's accessors
+    /// fail with [`PortalError::ContextCancelled`] (side
+    /// [`Peer`](crate::CancelSide::Peer), naming this actor and `reason`), and this
+    /// returns once the caller's end acknowledged. Afterwards every accessor here
+    /// answers the same cancellation (side [`This`](crate::CancelSide::This)); return
+    /// from the function (its result is not sent). A context already cancelled is not
+    /// cancelled again: this returns at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the cancel is made at the first poll; dropping the future only stops
+    /// the waiting for the acknowledgement.
+    ///
+    /// # Errors
+    /// As [`StreamTx::cancel`].
+    pub async fn cancel(&mut self, reason: impl Into<String>) -> Result<(), PortalError> {
+        self.link.cancel(reason.into()).await
+    }
+
+    /// Resolves once the context is cancelled, by either side (at once if it already
+    /// was), with who cancelled it and why. Cancel safe: wait on it in a `select!` beside
+    /// work that does not touch the context.
+    pub async fn cancelled(&self) -> ContextCancelled {
+        self.link.state().wait().await
+    }
+
+    /// The cancellation, if the context was cancelled.
+    pub fn cancellation(&self) -> Option<ContextCancelled> {
+        self.link.state().cancelled().cloned()
     }
 }
 
@@ -391,8 +627,10 @@ impl<C: ContextFn> CalleeStream<C> {
 ///
 /// Both sides send and receive items until each closes its sending side; the callee's
 /// function then returns a value, which [`result`](CallerContext::result) waits for.
-/// Dropping this end (or calling [`cancel`](CallerContext::cancel)) before that
-/// cancels the function in the callee.
+/// [`cancel`](CallerContext::cancel) ends the context before that and waits for the
+/// callee's acknowledgement; dropping this end also cancels the callee's function,
+/// without waiting (legal: it is what happens when a task holding it is dropped).
+/// Either side may cancel: see [`PortalError::ContextCancelled`] for who did.
 ///
 /// ```no_run
 /// use actor_core::{ActorCx, CalleeContext, FnError, Portal, PortalError, Registry};
@@ -476,6 +714,9 @@ impl<C: ContextFn> CallerContext<C> {
     /// already returned; [`PortalError::Disconnected`] if it went away,
     /// [`PortalError::Codec`] if the item does not encode.
     pub async fn send(&self, item: C::In) -> Result<(), PortalError> {
+        if let Some(e) = cancellation(&self.link) {
+            return Err(e);
+        }
         match &self.ended {
             Some(Ended::Failed(e)) => return Err(e.clone()),
             Some(Ended::Clean) => {
@@ -501,16 +742,39 @@ impl<C: ContextFn> CallerContext<C> {
     ///
     /// # Errors
     /// [`PortalError::Remote`] if the callee failed, [`PortalError::Disconnected`] if it
-    /// went away.
+    /// went away, [`PortalError::ContextCancelled`] once either side cancelled the
+    /// context (or the callee's actor was cancelled), [`PortalError::MsgType`] for an
+    /// item that does not decode as `C::Out` (the context goes on).
     pub async fn recv(&mut self) -> Result<Option<C::Out>, PortalError> {
         while !self.out_done {
             if let Some(item) = self.step().await? {
                 return Ok(Some(item));
             }
         }
+        if self.ended.is_none()
+            && let Some(e) = cancellation(&self.link)
+        {
+            self.fail(e);
+        }
         match &self.ended {
             Some(Ended::Failed(e)) => Err(e.clone()),
             _ => Ok(None),
+        }
+    }
+
+    /// Take every frame already queued for this context, without waiting: a return
+    /// (or error) that arrived decides how the context ended. Queued items are
+    /// discarded.
+    fn absorb(&mut self) {
+        while self.ended.is_none() {
+            let Some(f) = self.link.try_next() else { break };
+            match f.msg {
+                Msg::Return { .. } | Msg::Error { .. } | Msg::Stop { .. } => {
+                    // What it decides is recorded in `ended`.
+                    let _ = self.handle(f);
+                }
+                _ => {}
+            }
         }
     }
 
@@ -523,8 +787,15 @@ impl<C: ContextFn> CallerContext<C> {
                 return Err(e);
             }
         };
+        self.handle(f)
+    }
+
+    fn handle(&mut self, f: spawn_api::Frame) -> Result<Option<C::Out>, PortalError> {
         match f.msg {
-            Msg::Yield { .. } => Ok(Some(f.into_payload().decode::<C::Out>()?)),
+            Msg::Yield { .. } => f.into_payload().decode::<C::Out>().map(Some).map_err(|e| {
+                let t = C::types()[3];
+                undecodable(&self.link, C::NAME, MsgSlot::Item, 3, t, e)
+            }),
             Msg::Stop { .. } => {
                 self.out_done = true;
                 Ok(None)
@@ -537,7 +808,11 @@ impl<C: ContextFn> CallerContext<C> {
                         self.value = Some(v);
                         self.ended = Some(Ended::Clean);
                     }
-                    Err(e) => self.fail(e.into()),
+                    Err(e) => {
+                        let t = C::types()[4];
+                        let e = undecodable(&self.link, C::NAME, MsgSlot::Return, 4, t, e);
+                        self.fail(e);
+                    }
                 }
                 Ok(None)
             }
@@ -559,13 +834,22 @@ impl<C: ContextFn> CallerContext<C> {
     /// Tell the callee no more items will come.
     ///
     /// # Errors
-    /// [`PortalError::Disconnected`] if the callee went away.
+    /// The error the context ended with ([`PortalError::ContextCancelled`] if it was
+    /// cancelled), [`PortalError::Disconnected`] if the callee went away. After a clean
+    /// end there is nothing to close: `Ok(())`.
     pub fn close_send(&mut self) -> Result<(), PortalError> {
+        if let Some(e) = cancellation(&self.link) {
+            return Err(e);
+        }
+        match &self.ended {
+            Some(Ended::Failed(e)) => return Err(e.clone()),
+            // Nothing left to close.
+            Some(Ended::Clean) => return Ok(()),
+            None => {}
+        }
         if !self.in_closed {
             self.in_closed = true;
-            if self.ended.is_none() {
-                self.link.send_stop()?;
-            }
+            self.link.send_stop()?;
         }
         Ok(())
     }
@@ -583,10 +867,16 @@ impl<C: ContextFn> CallerContext<C> {
     ///
     /// # Errors
     /// [`PortalError::Remote`] if the callee failed, [`PortalError::Disconnected`] if it
-    /// went away.
+    /// went away, [`PortalError::ContextCancelled`] if either side cancelled the
+    /// context, [`PortalError::MsgType`] if the value does not decode as `C::Return`.
     pub async fn result(mut self) -> Result<C::Return, PortalError> {
         let _ = self.close_send();
         loop {
+            if self.ended.is_none()
+                && let Some(e) = cancellation(&self.link)
+            {
+                self.fail(e);
+            }
             match &self.ended {
                 Some(Ended::Failed(e)) => return Err(e.clone()),
                 Some(Ended::Clean) => {
@@ -602,8 +892,52 @@ impl<C: ContextFn> CallerContext<C> {
         }
     }
 
-    /// Cancel the context; the callee's function is cancelled.
-    pub fn cancel(self) {
-        drop(self);
+    /// Cancel the context, saying why, and wait until the callee acknowledged: its
+    /// accessors failed with [`PortalError::ContextCancelled`] (side
+    /// [`Peer`](crate::CancelSide::Peer), naming this actor and `reason`) and its
+    /// function ended, or was dropped after the tree's `cancel_timeout`. From the first
+    /// poll on every accessor here answers the cancellation (side
+    /// [`This`](crate::CancelSide::This)); items not yet received are discarded. A
+    /// context that already ended or was cancelled is left as it is: this returns
+    /// `Ok(())` at once. If both sides cancel at once, each side's cancel answers the
+    /// other's and both return at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the cancel is made at the first poll; dropping the future only stops
+    /// the waiting for the acknowledgement.
+    ///
+    /// # Errors
+    /// [`PortalError::CancelTimedOut`] if the callee did not acknowledge within twice
+    /// the tree's cancel timeout (its function may still run), and
+    /// [`PortalError::Disconnected`] if it went away first.
+    ///
+    /// ```no_run
+    /// # async fn demo(portal: actor_core::Portal) -> Result<(), actor_core::PortalError> {
+    /// use actor_core::{CancelSide, PortalError};
+    /// actor_core::context!(Watch: String => started (), in (), out String, return ());
+    /// let (mut ctx, ()) = portal.open_context(Watch, "/var/log".into()).await?;
+    /// let first = ctx.recv().await?;
+    /// ctx.cancel("seen enough").await?;
+    /// let e = ctx.recv().await.unwrap_err();
+    /// assert_eq!(e.cancelled().map(|c| c.side), Some(CancelSide::This));
+    /// assert!(matches!(ctx.result().await, Err(PortalError::ContextCancelled(_))));
+    /// # let _ = first; Ok(()) }
+    /// ```
+    pub async fn cancel(&mut self, reason: impl Into<String>) -> Result<(), PortalError> {
+        self.absorb();
+        if self.ended.is_some() || self.link.state().cancelled().is_some() {
+            return Ok(());
+        }
+        let r = self.link.cancel(reason.into()).await;
+        if let Some(e) = cancellation(&self.link) {
+            self.fail(e);
+        }
+        r
+    }
+
+    /// The cancellation, if the context was cancelled (by either side).
+    pub fn cancellation(&self) -> Option<ContextCancelled> {
+        self.link.state().cancelled().cloned()
     }
 }

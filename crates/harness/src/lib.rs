@@ -28,6 +28,7 @@
 //! facade.
 
 pub mod chaos;
+pub mod context_fns;
 pub mod discovery_fns;
 pub mod functions;
 pub mod leaks;
@@ -78,6 +79,7 @@ pub fn brood() -> Brood {
         .registry(
             functions::registry()
                 .merge(discovery_fns::registry())
+                .merge(context_fns::registry())
                 .merge(brood::python::service())
                 .merge(brood::debug::service()),
         )

@@ -340,6 +340,7 @@ impl RawPeer {
                 func: func.to_owned(),
                 kind,
                 window,
+                sig: 0,
             },
             args,
         ))

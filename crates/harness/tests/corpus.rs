@@ -302,6 +302,7 @@ fn every_frame() -> Vec<(&'static str, Frame)> {
                     func: "add".into(),
                     kind,
                     window,
+                    sig: 0x0123_4567_89ab_cdef,
                 },
                 payload("\x28\x02"),
             ),
@@ -310,7 +311,19 @@ fn every_frame() -> Vec<(&'static str, Frame)> {
     frames.extend([
         (
             "start-ack",
-            Frame::control(Msg::StartAck { cid: 1, window }),
+            Frame::control(Msg::StartAck {
+                cid: 1,
+                window,
+                types: None,
+            }),
+        ),
+        (
+            "start-ack-types",
+            Frame::control(Msg::StartAck {
+                cid: 1,
+                window,
+                types: Some(Box::new(spawn_api::Signature::new(&["(i64, i64)", "i64"]))),
+            }),
         ),
         (
             "started",
@@ -344,8 +357,35 @@ fn every_frame() -> Vec<(&'static str, Frame)> {
             "error-actor",
             Frame::control(Msg::Error { cid: None, error }),
         ),
-        ("cancel-call", Frame::control(Msg::Cancel { cid: Some(1) })),
-        ("cancel-actor", Frame::control(Msg::Cancel { cid: None })),
+        (
+            "cancel-call",
+            Frame::control(Msg::Cancel {
+                cid: Some(1),
+                cause: None,
+            }),
+        ),
+        (
+            "cancel-call-why",
+            Frame::control(Msg::Cancel {
+                cid: Some(1),
+                cause: Some(spawn_api::CancelCause {
+                    canceller: "root/a".into(),
+                    reason: "enough".into(),
+                    actor: false,
+                }),
+            }),
+        ),
+        (
+            "cancel-actor",
+            Frame::control(Msg::Cancel {
+                cid: None,
+                cause: Some(spawn_api::CancelCause {
+                    canceller: "root".into(),
+                    reason: "teardown".into(),
+                    actor: true,
+                }),
+            }),
+        ),
         (
             "cancel-ack-call",
             Frame::control(Msg::CancelAck { cid: Some(1) }),

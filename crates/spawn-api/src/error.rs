@@ -272,6 +272,14 @@ pub mod kinds {
     pub const STATUS_UNKNOWN: &str = "brood::StatusUnknown";
     /// A descendant actor could not be started.
     pub const SPAWN: &str = "brood::SpawnFailed";
+    /// A call, stream or context was cancelled by one of its sides or by an actor cancel
+    /// (the runtime's `ContextCancelled`, as a remote error once relayed).
+    pub const CONTEXT_CANCELLED: &str = "brood::ContextCancelled";
+    /// A value did not decode as the type its receiver expects: the two sides were built
+    /// with different types for the function.
+    pub const MSG_TYPE: &str = "brood::MsgTypeError";
+    /// A broadcast subscriber fell behind its buffer and lost items.
+    pub const LAGGED: &str = "brood::Lagged";
 }
 
 impl RemoteError {

@@ -14,7 +14,9 @@
 //! assert!(<Add as spawn_api::CallFn>::NAME.ends_with("::Add"));
 //! ```
 
-use crate::wire::Wire;
+use std::any::type_name;
+
+use crate::wire::{Signature, Wire};
 
 /// A one-shot function: arguments in, one reply out.
 ///
@@ -27,6 +29,16 @@ pub trait CallFn: Send + Sync + 'static {
     type Args: Wire;
     /// The reply.
     type Reply: Wire;
+
+    /// The type names, `[args, reply]`.
+    fn types() -> [&'static str; 2] {
+        [type_name::<Self::Args>(), type_name::<Self::Reply>()]
+    }
+
+    /// The function's [`Signature`].
+    fn signature() -> Signature {
+        Signature::new(&Self::types())
+    }
 }
 
 /// A server-streaming function: arguments in, a stream of items out.
@@ -37,6 +49,16 @@ pub trait StreamFn: Send + Sync + 'static {
     type Args: Wire;
     /// The items the callee sends.
     type Item: Wire;
+
+    /// The type names, `[args, item]`.
+    fn types() -> [&'static str; 2] {
+        [type_name::<Self::Args>(), type_name::<Self::Item>()]
+    }
+
+    /// The function's [`Signature`].
+    fn signature() -> Signature {
+        Signature::new(&Self::types())
+    }
 }
 
 /// A bidirectional context (tractor's `open_context`): arguments in, a `started` value
@@ -54,6 +76,22 @@ pub trait ContextFn: Send + Sync + 'static {
     type Out: Wire;
     /// The callee's final result.
     type Return: Wire;
+
+    /// The type names, `[args, started, in, out, return]`.
+    fn types() -> [&'static str; 5] {
+        [
+            type_name::<Self::Args>(),
+            type_name::<Self::Started>(),
+            type_name::<Self::In>(),
+            type_name::<Self::Out>(),
+            type_name::<Self::Return>(),
+        ]
+    }
+
+    /// The function's [`Signature`].
+    fn signature() -> Signature {
+        Signature::new(&Self::types())
+    }
 }
 
 /// Declare a one-shot function: `call!(pub Name: Args => Reply);`, optionally with an

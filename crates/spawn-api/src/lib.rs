@@ -104,8 +104,8 @@ pub use limits::{ChannelLimits, Window};
 pub use policy::TeardownPolicy;
 pub use transport::{Channel, FrameSink, FrameSource, Listener, PeerInfo, Transport};
 pub use wire::{
-    Blob, CallKind, ChildBoot, Cid, Frame, Msg, PROTOCOL_VERSION, Payload, RuntimeFlavor,
-    SpawnSpec, Wire,
+    Blob, CallKind, CancelCause, ChildBoot, Cid, Frame, Msg, PROTOCOL_VERSION, Payload,
+    RuntimeFlavor, Signature, SpawnSpec, Wire,
 };
 
 pub use runtime_vars::{self, RuntimeVars, VarsOverride};

@@ -19,7 +19,7 @@ use crate::policy::TeardownPolicy;
 
 /// The protocol version sent in every [`Msg::Hello`] and [`Msg::Challenge`]; peers with
 /// another version are refused with a typed protocol error.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Call id: numbers one call (a one-shot, a stream or a context) on one channel.
 ///
@@ -36,6 +36,100 @@ pub enum CallKind {
     Stream,
     /// A `started` value, then items both ways, then a result ([`crate::ContextFn`]).
     Context,
+}
+
+/// Why a call (or an actor) is being cancelled, as carried by [`Msg::Cancel`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelCause {
+    /// The tree path of the actor that asked for the cancellation. For a cancel of one
+    /// call the receiver uses the channel's peer instead (a peer cannot speak for another
+    /// actor); for an actor cancel (`actor`) it is the actor that cancelled the whole
+    /// actor, as the peer reports it.
+    pub canceller: String,
+    /// Why, in the canceller's words. Receivers keep at most [`CancelCause::MAX_TEXT`]
+    /// bytes of it.
+    pub reason: String,
+    /// The call ends because its whole actor was cancelled, not by itself.
+    pub actor: bool,
+}
+
+impl CancelCause {
+    /// The longest `canceller` or `reason` a receiver keeps, in bytes; longer ones are cut
+    /// at a character boundary.
+    pub const MAX_TEXT: usize = 1024;
+
+    /// This cause with `canceller` and `reason` cut to [`CancelCause::MAX_TEXT`] bytes.
+    ///
+    /// ```
+    /// use spawn_api::CancelCause;
+    /// let c = CancelCause { canceller: "root".into(), reason: "é".repeat(1000), actor: false };
+    /// assert!(c.bounded().reason.len() <= CancelCause::MAX_TEXT);
+    /// ```
+    pub fn bounded(mut self) -> CancelCause {
+        cut(&mut self.canceller, Self::MAX_TEXT);
+        cut(&mut self.reason, Self::MAX_TEXT);
+        self
+    }
+}
+
+fn cut(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+/// A function's types by name, in the order of its shape's values: `[args, reply]` for a
+/// call, `[args, item]` for a stream, `[args, started, in, out, return]` for a context.
+/// Exchanged only when the two sides' hashes differ, so that a value that does not
+/// decode can be reported with both sides' types.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signature {
+    /// The type names (`std::any::type_name`).
+    pub types: Vec<String>,
+}
+
+impl Signature {
+    /// The signature made of these type names.
+    pub fn new(types: &[&str]) -> Signature {
+        Signature {
+            types: types.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+
+    /// A stable 64-bit hash of the type names (FNV-1a over the names, each followed by a
+    /// zero byte): what a [`Msg::Start`] carries.
+    ///
+    /// ```
+    /// use spawn_api::Signature;
+    /// let a = Signature::new(&["u32", "u64"]);
+    /// assert_eq!(a.hash(), Signature::hash_of(&["u32", "u64"]));
+    /// assert_ne!(a.hash(), Signature::hash_of(&["u32", "i64"]));
+    /// ```
+    pub fn hash(&self) -> u64 {
+        let names: Vec<&str> = self.types.iter().map(String::as_str).collect();
+        Signature::hash_of(&names)
+    }
+
+    /// [`Signature::hash`] of these names, without building a signature.
+    pub fn hash_of(types: &[&str]) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for t in types {
+            for &b in t.as_bytes().iter().chain(std::iter::once(&0u8)) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        h
+    }
+
+    /// The type name at `index`, or `unknown`.
+    pub fn get(&self, index: usize) -> &str {
+        self.types.get(index).map_or("unknown", String::as_str)
+    }
 }
 
 /// One protocol message. Variants that carry user data leave it in the frame's payload.
@@ -87,6 +181,8 @@ pub enum Msg {
         /// How many [`Msg::Yield`]s (and bytes of them) the caller accepts before it
         /// grants more credit.
         window: Window,
+        /// The caller's [`Signature::hash`] of the function's types.
+        sig: u64,
     },
     /// The callee found the function and started it.
     StartAck {
@@ -95,6 +191,9 @@ pub enum Msg {
         /// How many [`Msg::Yield`]s (and bytes of them) the callee accepts before it
         /// grants more credit.
         window: Window,
+        /// The callee's types for the function, by name, sent only when their hash is not
+        /// the caller's `sig`: a value that then fails to decode names both sides' types.
+        types: Option<Box<Signature>>,
     },
     /// A context's `started` value; payload: the encoded value.
     Started {
@@ -136,10 +235,14 @@ pub enum Msg {
         /// What went wrong, where.
         error: RemoteError,
     },
-    /// Cancel one call (`cid` set) or the whole actor (`None`, a `CancelActor`).
+    /// Cancel one call (`cid` set) or the whole actor (`None`, a `CancelActor`). Either
+    /// side of a call may cancel it; the other answers with [`Msg::CancelAck`] once its
+    /// end is done (the callee's function ended or was dropped).
     Cancel {
         /// The call, or `None` for the actor.
         cid: Option<Cid>,
+        /// Who asked and why; `None` when an end was dropped without a word.
+        cause: Option<CancelCause>,
     },
     /// The cancellation of `cid` (or of the actor) is complete.
     CancelAck {
@@ -167,7 +270,7 @@ impl Msg {
             | Msg::Yield { cid }
             | Msg::Stop { cid }
             | Msg::Return { cid } => Some(*cid),
-            Msg::Error { cid, .. } | Msg::Cancel { cid } | Msg::CancelAck { cid } => *cid,
+            Msg::Error { cid, .. } | Msg::Cancel { cid, .. } | Msg::CancelAck { cid } => *cid,
             Msg::Hello { .. }
             | Msg::Challenge { .. }
             | Msg::Answer { .. }

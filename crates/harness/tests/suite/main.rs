@@ -66,6 +66,7 @@ pub(crate) struct Entry {
 mod calls;
 mod chaos;
 mod common;
+mod contexts;
 mod debug;
 mod direct;
 mod discovery;
@@ -141,6 +142,7 @@ fn main() {
         calls::TESTS,
         federation::TESTS,
         streams::TESTS,
+        contexts::TESTS,
         teardown::TESTS,
         protocol::TESTS,
         spawn::TESTS,

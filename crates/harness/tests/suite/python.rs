@@ -139,8 +139,8 @@ fn python_busy_loop_is_interrupted_by_cancellation() -> Result<(), Failed> {
         p.run(Exec, "interrupted = 0".into()).await?;
         // Cancel the call: the loop is interrupted, runs its handler, and the
         // interpreter takes the next job.
-        let (ctx, ()) = p.open_context(PyRun, (SPIN.into(), false)).await?;
-        ctx.cancel();
+        let (mut ctx, ()) = p.open_context(PyRun, (SPIN.into(), false)).await?;
+        ctx.cancel("stop the loop").await?;
         let bound = scaled(Duration::from_secs(10));
         let count = tokio::time::timeout(bound, p.run(Eval, "interrupted".into()))
             .await

@@ -35,7 +35,7 @@ fn dropping_a_stream_cancels_it_and_the_channel_carries_on() -> Result<(), Faile
         for i in 0..10 {
             assert_eq!(s.recv().await?, Some(i));
         }
-        s.cancel();
+        s.cancel("ten are enough").await?;
         // Another stream and a call on the same channel are not held up by the
         // cancelled one.
         let mut t = p.open_stream(Count, 3).await?;
