@@ -50,13 +50,14 @@
 
 pub use actor_core::discovery;
 pub use actor_core::{
-    ActorCx, ActorId, ActorInfo, ActorOptions, ActorStatus, Addr, BACKEND_ENV, Blob, Brood,
-    BroodBuilder, CallFn, CalleeContext, CalleeStream, CallerContext, CancelShield, CancelSide,
-    ChannelLimits, ChildError, ChildExit, ChildReport, ChildStdio, ConnectError, ContextCancelled,
-    ContextFn, DiscoveryError, FnError, ForeignError, MsgSlot, MsgTypeError, Nursery, NurseryError,
-    Portal, PortalError, Reaped, Registry, RemoteError, ReplyStream, Root, RootBuilder, RootError,
-    RunHandle, RuntimeFlavor, RuntimeVars, SpawnError, Step, StreamFn, StreamTx, TRANSPORT_ENV,
-    TeardownPolicy, TransportError, TreeSecret, VarsOverride, Wire, call, context, kinds, stream,
+    ActorCx, ActorId, ActorInfo, ActorOptions, ActorStatus, Addr, BACKEND_ENV, Blob,
+    BroadcastStream, Brood, BroodBuilder, CallFn, CalleeContext, CalleeStream, CallerContext,
+    CancelShield, CancelSide, ChannelLimits, ChildError, ChildExit, ChildReport, ChildStdio,
+    ConnectError, ContextCancelled, ContextFn, DiscoveryError, FnError, ForeignError, MsgSlot,
+    MsgTypeError, Nursery, NurseryError, Portal, PortalError, Reaped, Registry, RemoteError,
+    ReplyStream, Root, RootBuilder, RootError, RunHandle, RuntimeFlavor, RuntimeVars, SpawnError,
+    Step, StreamFn, StreamTx, TRANSPORT_ENV, TeardownPolicy, TransportError, TreeSecret,
+    VarsOverride, Wire, call, context, kinds, stream,
 };
 pub use spawn_api::TeardownHook;
 /// Re-exported so a [`TeardownHook`] can be implemented without naming the crate.

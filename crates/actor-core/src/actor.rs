@@ -226,6 +226,8 @@ pub(crate) struct ActorInner {
     pub(crate) live_children: Arc<AtomicUsize>,
     /// The registrar's table (a root), lookups' channels, what `Status` reports.
     pub(crate) discovery: crate::discovery_state::Discovery,
+    /// Contexts this actor's tasks share by key ([`ActorCx::open_shared_context`]).
+    pub(crate) shared: crate::shared::SharedContexts,
 }
 
 impl ConnOwner for ActorInner {
@@ -535,6 +537,7 @@ impl ActorInner {
             orphans: Mutex::new(Vec::new()),
             live_children: live_children.unwrap_or_default(),
             discovery: crate::discovery_state::Discovery::new(registrar),
+            shared: crate::shared::SharedContexts::default(),
         })
     }
 
@@ -994,6 +997,60 @@ impl ActorCx {
     /// This actor's id.
     pub fn id(&self) -> &ActorId {
         &self.inner.id
+    }
+
+    /// Open the context `C` at `portal`'s actor under `key`, or join it if a task of this
+    /// actor already opened it there with that key (tractor's `maybe_open_context`). The
+    /// first task opens it with `args` (a later task's `args` are not used); every task
+    /// gets its own [`SharedContext`](crate::SharedContext) handle: the `started`
+    /// value, every item the callee sends from then on, and a way to send. The last
+    /// handle to leave closes the context; dropping every handle cancels it. Tasks that
+    /// ask while the first is still opening wait for that opening; if it fails, the
+    /// next one tries again (a failed open is not kept).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe for the opening task: dropped while opening, the context is
+    /// cancelled as [`Portal::open_context`] is, and the next task to ask opens anew.
+    ///
+    /// # Errors
+    /// As [`Portal::open_context`], for the task that opens the context.
+    ///
+    /// ```no_run
+    /// # async fn demo(cx: actor_core::ActorCx, feed: actor_core::Portal) -> Result<(), actor_core::PortalError> {
+    /// actor_core::context!(Quotes: String => started u64, in (), out f64, return ());
+    /// // Any number of tasks of this actor may run this: one context serves them all.
+    /// let mut quotes = cx.open_shared_context(&feed, Quotes, "ACME", "ACME".into()).await?;
+    /// println!("subscribed (first: {}), {} users", quotes.is_first(), quotes.users());
+    /// while let Some(q) = quotes.recv().await? {
+    ///     if q > 100.0 {
+    ///         break;
+    ///     }
+    /// }
+    /// quotes.leave().await?; // the last one to leave closes the context
+    /// # Ok(()) }
+    /// ```
+    pub async fn open_shared_context<C>(
+        &self,
+        portal: &Portal,
+        function: C,
+        key: impl Into<String>,
+        args: C::Args,
+    ) -> Result<crate::SharedContext<C>, crate::PortalError>
+    where
+        C: spawn_api::ContextFn,
+        C::Started: Clone + Send + Sync,
+        C::Out: Clone + Sync,
+    {
+        self.inner
+            .shared
+            .open(portal, function, key.into(), args)
+            .await
+    }
+
+    /// How many shared contexts this actor has open ([`ActorCx::open_shared_context`]).
+    pub fn shared_contexts(&self) -> usize {
+        self.inner.shared.len()
     }
 
     /// This actor's tree path (`root/worker`).

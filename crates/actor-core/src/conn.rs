@@ -1374,22 +1374,7 @@ impl CallLink {
     /// Cancel safety: not cancel-safe once credit is taken (the item may be lost and the
     /// window shrinks by one until the call ends); dropping the call is what cancels it.
     pub(crate) async fn send_item(&self, payload: Payload) -> Result<(), PortalError> {
-        let frame = Frame::with_parts(Msg::Yield { cid: self.cid }, payload);
-        // A frame that can never go must not take window credit either.
-        self.conn.check_size(&frame)?;
-        let len = frame.payload.len();
-        self.send.acquire(len).await?;
-        // Until the frame is queued the credit is ours to give back: a send that fails,
-        // or is dropped while the write queue is full, puts nothing in flight.
-        let mut unsent = Unsent {
-            credit: &self.send,
-            len: Some(len),
-        };
-        let sent = self.conn.send(frame).await;
-        if sent.is_ok() {
-            unsent.len = None;
-        }
-        sent
+        send_item(&self.conn, self.cid, &self.send, payload).await
     }
 
     pub(crate) async fn send_frame(&self, msg: Msg, payload: Payload) -> Result<(), PortalError> {
@@ -1407,9 +1392,9 @@ impl CallLink {
         self.finished = true;
     }
 
-    /// A handle that cancels this call without holding the link.
-    pub(crate) fn canceller(&self) -> CallCanceller {
-        CallCanceller {
+    /// A handle that sends on and cancels this call without holding the link.
+    pub(crate) fn sender(&self) -> CallSender {
+        CallSender {
             conn: self.conn.clone(),
             cid: self.cid,
             send: self.send.clone(),
@@ -1420,23 +1405,71 @@ impl CallLink {
     /// Cancel the call from this side (see [`CallCanceller::cancel`]); afterwards
     /// dropping the link sends nothing more.
     pub(crate) async fn cancel(&mut self, reason: String) -> Result<(), PortalError> {
-        let r = self.canceller().cancel(reason).await;
+        let r = self.sender().cancel(reason).await;
         self.finished = true;
         r
     }
 }
 
-/// Cancels one call from this side, from wherever the call's end is (another task may
-/// be waiting on it).
+/// Send one item on call `cid`, waiting for credit and for room in the channel's write
+/// queue. Not cancel safe once credit is taken: see [`CallLink::send_item`].
+async fn send_item(
+    conn: &Conn,
+    cid: Cid,
+    credit: &SendCredit,
+    payload: Payload,
+) -> Result<(), PortalError> {
+    let frame = Frame::with_parts(Msg::Yield { cid }, payload);
+    // A frame that can never go must not take window credit either.
+    conn.check_size(&frame)?;
+    let len = frame.payload.len();
+    credit.acquire(len).await?;
+    // Until the frame is queued the credit is ours to give back: a send that fails, or
+    // is dropped while the write queue is full, puts nothing in flight.
+    let mut unsent = Unsent {
+        credit,
+        len: Some(len),
+    };
+    let sent = conn.send(frame).await;
+    if sent.is_ok() {
+        unsent.len = None;
+    }
+    sent
+}
+
+/// Sends on and cancels one call from this side, from wherever the call's end is
+/// (another task may be waiting on it for items).
 #[derive(Clone)]
-pub(crate) struct CallCanceller {
+pub(crate) struct CallSender {
     conn: Conn,
     cid: Cid,
     send: Arc<SendCredit>,
     state: Arc<CallState>,
 }
 
-impl CallCanceller {
+impl CallSender {
+    /// As [`CallLink::send_item`].
+    pub(crate) async fn send_item(&self, payload: Payload) -> Result<(), PortalError> {
+        send_item(&self.conn, self.cid, &self.send, payload).await
+    }
+
+    /// As [`CallLink::send_stop`].
+    pub(crate) fn send_stop(&self) -> Result<(), PortalError> {
+        self.conn.writable()?;
+        self.conn.send_control(Msg::Stop { cid: self.cid });
+        Ok(())
+    }
+
+    /// The call's cancellation state.
+    pub(crate) fn state(&self) -> &Arc<CallState> {
+        &self.state
+    }
+
+    /// The channel the call runs on.
+    pub(crate) fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
     /// Cancel the call: from now on its end answers [`PortalError::ContextCancelled`]
     /// (side [`CancelSide::This`]), the peer is told who cancelled and why, and this
     /// waits until the peer acknowledged (the callee's function ended, or the caller's

@@ -28,6 +28,9 @@ const QUIET: Duration = Duration::from_secs(1);
 /// it costs nothing).
 const LONG: Duration = Duration::from_secs(3600);
 
+/// How long a cancel waits for its acknowledgement here.
+const CANCEL_WAIT: Duration = Duration::from_secs(60);
+
 /// How a served call's task ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ended {
@@ -142,7 +145,8 @@ impl ConnOwner for Fake {
             stop: self.stop.clone(),
             span: tracing::Span::none(),
             tasks: self.tasks.clone(),
-            cancel_wait: Duration::from_secs(1),
+            // Far beyond `QUIET`, so that waiting for a quiet channel never ends a wait.
+            cancel_wait: CANCEL_WAIT,
         }
     }
 
@@ -743,6 +747,139 @@ async fn a_stalled_stream_does_not_block_other_calls_on_the_channel() {
 // ---------------------------------------------------------------------------------
 // (d) Cancellation.
 // ---------------------------------------------------------------------------------
+
+fn cancel_why(cid: Cid, canceller: &str, reason: &str, actor: bool) -> Frame {
+    Frame::control(Msg::Cancel {
+        cid: Some(cid),
+        cause: Some(CancelCause {
+            canceller: canceller.to_owned(),
+            reason: reason.to_owned(),
+            actor,
+        }),
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_that_asks_is_acknowledged_once_the_served_task_ended_or_at_once_for_none() {
+    let (owner, conn, mut raw) = with_raw(ChannelLimits::default(), Peer::Child, Side::Acceptor);
+    let w = window(2, 1 << 20);
+    assert!(matches!(
+        raw.call(hold(1, w)).await[..],
+        [Msg::StartAck { cid: 1, .. }]
+    ));
+    assert_eq!(
+        raw.call(cancel_why(1, "test/peer", "done", false)).await,
+        vec![Msg::CancelAck { cid: Some(1) }]
+    );
+    assert_eq!(owner.ended(1), Some(Ended::Aborted));
+    assert_eq!(routes(&conn), Vec::<Cid>::new());
+    // Nothing to cancel: still answered, so a waiting canceller does not wait in vain.
+    assert_eq!(
+        raw.call(cancel_why(99, "test/peer", "late", false)).await,
+        vec![Msg::CancelAck { cid: Some(99) }]
+    );
+    // A dropped end (no cause) waits for nothing and is not answered.
+    assert_eq!(raw.call(cancel(97)).await, vec![]);
+    assert!(!conn.is_closed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_callers_cancel_waits_for_the_acknowledgement_and_is_bounded() {
+    let l = ChannelLimits::default();
+    let (_owner, conn, mut raw) = with_raw(l, Peer::Child, Side::Connector);
+    let mut link = conn
+        .open_call("hold", CallKind::Context, 0, Bytes::new().into())
+        .await
+        .unwrap();
+    assert!(matches!(raw.msgs().await[..], [Msg::Start { cid: 1, .. }]));
+    let cancel = tokio::spawn(async move {
+        let r = link.cancel("enough".to_owned()).await;
+        (r, link)
+    });
+    let sent = raw.msgs().await;
+    assert_eq!(
+        sent,
+        vec![Msg::Cancel {
+            cid: Some(1),
+            cause: Some(CancelCause {
+                canceller: "test/actor".into(),
+                reason: "enough".into(),
+                actor: false
+            })
+        }]
+    );
+    assert!(!cancel.is_finished(), "waits for the acknowledgement");
+    raw.control(Msg::CancelAck { cid: Some(1) }).await;
+    let (r, mut link) = cancel.await.unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    let e = link.next().await.unwrap_err();
+    assert!(
+        matches!(&e, PortalError::ContextCancelled(c) if c.side == CancelSide::This && c.reason == "enough"),
+        "{e:?}"
+    );
+    drop(link);
+    assert_eq!(raw.msgs().await, vec![], "no second cancel on drop");
+
+    // A peer that never answers: the cancel gives up after the channel's cancel wait.
+    let mut link = conn
+        .open_call("hold", CallKind::Context, 0, Bytes::new().into())
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let r = link.cancel("anyone?".to_owned()).await;
+    assert!(
+        matches!(r, Err(PortalError::CancelTimedOut { .. })),
+        "{r:?}"
+    );
+    assert_eq!(t.elapsed(), CANCEL_WAIT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peers_cancel_names_the_channels_peer_unless_it_is_an_actor_cancel() {
+    let l = ChannelLimits::default();
+    let (_owner, conn, mut raw) = with_raw(l, Peer::Child, Side::Connector);
+    let mut link = conn
+        .open_call("hold", CallKind::Context, 0, Bytes::new().into())
+        .await
+        .unwrap();
+    raw.msgs().await;
+    // Items sent before the cancel still come first; the claim of another canceller
+    // for a call's cancel is replaced by the channel's peer.
+    raw.item(1, 10).await;
+    let answered = raw
+        .call(cancel_why(1, "root/someone-else", "bye", false))
+        .await;
+    assert_eq!(answered, vec![Msg::CancelAck { cid: Some(1) }]);
+    assert!(matches!(
+        link.next().await.unwrap().msg,
+        Msg::Yield { cid: 1 }
+    ));
+    let e = link.next().await.unwrap_err();
+    match &e {
+        PortalError::ContextCancelled(c) => {
+            assert_eq!(
+                (c.side, c.canceller.as_str(), c.reason.as_str()),
+                (CancelSide::Peer, "test/peer", "bye")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // An actor cancel names who cancelled the actor; its text is bounded.
+    let mut link = conn
+        .open_call("hold", CallKind::Context, 0, Bytes::new().into())
+        .await
+        .unwrap();
+    raw.msgs().await;
+    let long = "x".repeat(10_000);
+    raw.call(cancel_why(3, "root", &long, true)).await;
+    match link.next().await.unwrap_err() {
+        PortalError::ContextCancelled(c) => {
+            assert_eq!((c.side, c.canceller.as_str()), (CancelSide::Actor, "root"));
+            assert_eq!(c.reason.len(), CancelCause::MAX_TEXT);
+        }
+        other => panic!("{other:?}"),
+    }
+}
 
 #[tokio::test(start_paused = true)]
 async fn dropping_the_callers_end_sends_cancel_and_frees_the_route() {

@@ -7,9 +7,11 @@
 //! - [`Root`] and [`Brood`] (a program's registry, backends and transports), [`Nursery`]
 //!   (a scope whose children are all gone when it ends), [`Portal`] (calls, streams and
 //!   contexts to another actor) and the stream and context ends ([`ReplyStream`],
-//!   [`StreamTx`], [`CallerContext`], [`CalleeContext`]);
+//!   [`StreamTx`], [`CallerContext`], [`CalleeContext`]), which either side may cancel
+//!   ([`ContextCancelled`]); [`BroadcastStream`] (one stream, many receivers) and
+//!   [`SharedContext`] (one context shared by key among an actor's tasks);
 //! - the [`teardown`] ladder and the typed errors a caller sees ([`FnError`],
-//!   [`PortalError`], [`ChildError`], [`NurseryError`], [`RootError`]).
+//!   [`PortalError`], [`ChildError`], [`NurseryError`], [`RootError`], [`MsgTypeError`]).
 //!
 //! ## Who should depend on this crate
 //!
@@ -46,6 +48,7 @@
 #![forbid(unsafe_code)]
 
 mod actor;
+mod broadcast;
 mod brood;
 mod child;
 mod children;
@@ -63,11 +66,13 @@ mod portal;
 mod registrar;
 mod registry;
 mod root;
+mod shared;
 mod stream;
 pub mod teardown;
 mod unwind;
 
 pub use actor::{ActorCx, CancelShield};
+pub use broadcast::BroadcastStream;
 pub use brood::{BACKEND_ENV, Brood, BroodBuilder, TRANSPORT_ENV};
 pub use direct::ConnectError;
 pub use discovery::{ActorInfo, ActorStatus, DiscoveryError};
@@ -79,7 +84,10 @@ pub use nursery::{ActorOptions, Nursery, RunHandle};
 pub use portal::Portal;
 pub use registry::Registry;
 pub use root::{Root, RootBuilder, RootError};
-pub use stream::{CalleeContext, CalleeStream, CallerContext, ReplyStream, StreamTx};
+pub use shared::{SHARED_CAPACITY, SharedContext};
+pub use stream::{
+    CalleeContext, CalleeStream, CallerContext, ContextSender, ReplyStream, StreamTx,
+};
 pub use teardown::{ChildReport, Reaped, Step};
 
 // The contract's vocabulary that actor programs use, so they need not name `spawn-api`.

@@ -2,18 +2,23 @@
 //!
 //! | shape | caller holds | callee holds |
 //! |---|---|---|
-//! | server stream | [`ReplyStream`] | [`StreamTx`] |
-//! | context | [`CallerContext`] | [`CalleeContext`], then [`CalleeStream`] |
+//! | server stream | [`ReplyStream`] (or, fanned out, [`BroadcastStream`]s) | [`StreamTx`] |
+//! | context | [`CallerContext`] (or [`ContextSender`] + [`BroadcastStream`]s) | [`CalleeContext`], then [`CalleeStream`] |
 //!
 //! Every direction is flow-controlled: `send` waits while the receiver's window (items
-//! and bytes) is full. Dropping the caller's end cancels the call in the callee.
+//! and bytes) is full.
 //!
-//! A stream or context ends exactly one way — returned, failed, or gone with its channel
-//! — and once it has, every accessor answers at once with that outcome: a `recv` after
-//! the callee's error returns the same error again, `result` after `recv` saw the error
-//! returns it too, and a `send` after the other side ended fails with
+//! A stream or context ends exactly one way — returned, failed, cancelled, or gone with
+//! its channel — and once it has, every accessor answers at once with that outcome: a
+//! `recv` after the callee's error returns the same error again, `result` after `recv`
+//! saw the error returns it too, and a `send` after the other side ended fails with
 //! [`PortalError::CallEnded`] (or the error it ended with). Nothing waits on a call that
 //! can no longer progress.
+//!
+//! Either side may cancel (`cancel(reason)` on every end): the other side learns who and
+//! why ([`PortalError::ContextCancelled`]), and the canceller waits for its
+//! acknowledgement. Dropping an end without cancelling is legal and cancels without
+//! waiting.
 //!
 //! ## Cancel safety
 //!
@@ -21,12 +26,17 @@
 //! |---|---|---|
 //! | [`ReplyStream::recv`], [`CallerContext::recv`], [`CalleeStream::recv`] | yes | nothing is lost: the next `recv` returns the next item |
 //! | [`StreamTx::send`], [`CallerContext::send`], [`CalleeStream::send`] | no | the item is lost; its place in the window is given back (see [`StreamTx::send`]) |
+//! | every `cancel` | yes | the cancel was made at the first poll; only the wait for the acknowledgement stops |
+//! | [`StreamTx::cancelled`], [`CalleeStream::cancelled`], [`CalleeContext::cancelled`] | yes | nothing happens |
 //! | [`ReplyStream::collect`], [`CallerContext::result`] | no | they own the end: dropping them drops it, which cancels the call |
 //! | [`CalleeContext::started`] | no | it owns the end: the context can no longer start |
 
 use std::marker::PhantomData;
 
-use crate::conn::CallLink;
+use std::sync::Arc;
+
+use crate::broadcast::{BoxFuture, BroadcastStream, Canceller, Source};
+use crate::conn::{CallLink, CallSender};
 use crate::error::{ContextCancelled, MsgSlot, MsgTypeError, PortalError};
 use spawn_api::{CodecError, ContextFn, Msg, Payload, RemoteError, StreamFn, Wire, kinds};
 
@@ -164,7 +174,7 @@ impl<T: Wire> StreamTx<T> {
     /// let _registry = Registry::new().stream(Until, until);
     /// ```
     pub async fn cancel(&self, reason: impl Into<String>) -> Result<(), PortalError> {
-        self.link.canceller().cancel(reason.into()).await
+        self.link.sender().cancel(reason.into()).await
     }
 
     /// Resolves once the stream is cancelled, by either side (at once if it already
@@ -408,6 +418,10 @@ impl<T: Wire> ReplyStream<T> {
     /// the tree's cancel timeout (its function may still run), and
     /// [`PortalError::Disconnected`] if it went away first.
     pub async fn cancel(&mut self, reason: impl Into<String>) -> Result<(), PortalError> {
+        if self.ended.is_none() && self.link.conn().is_closed() {
+            // Gone with its channel: it ended, unseen until now.
+            self.ended = Some(Ended::Failed(self.link.conn().disconnected()));
+        }
         if self.ended.is_some() || self.link.state().cancelled().is_some() {
             return Ok(());
         }
@@ -497,7 +511,7 @@ impl<C: ContextFn> CalleeContext<C> {
     /// # Errors
     /// As [`StreamTx::cancel`].
     pub async fn cancel(self, reason: impl Into<String>) -> Result<(), PortalError> {
-        self.link.canceller().cancel(reason.into()).await
+        self.link.sender().cancel(reason.into()).await
     }
 
     /// Resolves once the context is cancelled (at once if it already was), with who
@@ -926,6 +940,10 @@ impl<C: ContextFn> CallerContext<C> {
     /// ```
     pub async fn cancel(&mut self, reason: impl Into<String>) -> Result<(), PortalError> {
         self.absorb();
+        if self.ended.is_none() && self.link.conn().is_closed() {
+            // Gone with its channel: it ended, unseen until now.
+            self.fail(self.link.conn().disconnected());
+        }
         if self.ended.is_some() || self.link.state().cancelled().is_some() {
             return Ok(());
         }
@@ -939,5 +957,298 @@ impl<C: ContextFn> CallerContext<C> {
     /// The cancellation, if the context was cancelled (by either side).
     pub fn cancellation(&self) -> Option<ContextCancelled> {
         self.link.state().cancelled().cloned()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Broadcasts: one stream (or a context's items) fanned out to several receivers.
+
+impl<T: Wire + Send + 'static> Source<T> for ReplyStream<T> {
+    fn recv(&mut self) -> BoxFuture<'_, Result<Option<T>, PortalError>> {
+        Box::pin(ReplyStream::recv(self))
+    }
+}
+
+impl Canceller for CallSender {
+    fn cancel(&self, reason: String) -> BoxFuture<'static, Result<(), PortalError>> {
+        let me = self.clone();
+        Box::pin(async move { me.cancel(reason).await })
+    }
+}
+
+impl<T: Wire + Clone + Send + 'static> ReplyStream<T> {
+    /// Share this stream among several receivers, each of which sees every item: the
+    /// returned [`BroadcastStream`] is the first receiver; clone it (or
+    /// [`subscribe`](BroadcastStream::subscribe)) for more.
+    ///
+    /// The stream is read as fast as its fastest receiver reads; the last `capacity`
+    /// items are kept for the others. A receiver that falls further behind gets
+    /// [`PortalError::Lagged`] with the number of items it lost, then goes on from the
+    /// oldest item still kept: memory stays bounded by `capacity` items whatever the
+    /// receivers do. Dropping every receiver cancels the stream, as dropping the stream
+    /// does; [`BroadcastStream::cancel`] cancels it for all of them.
+    ///
+    /// ```no_run
+    /// # async fn demo(portal: actor_core::Portal) -> Result<(), actor_core::PortalError> {
+    /// actor_core::stream!(Prices: String => f64);
+    /// let prices = portal.open_stream(Prices, "ACME".into()).await?.broadcast(64);
+    /// let mut chart = prices.clone();
+    /// let mut alerts = prices;
+    /// let a = tokio::spawn(async move { while let Ok(Some(p)) = chart.recv().await { let _ = p; } });
+    /// let b = tokio::spawn(async move {
+    ///     loop {
+    ///         match alerts.recv().await {
+    ///             Ok(Some(p)) if p > 100.0 => println!("ACME above 100: {p}"),
+    ///             Ok(Some(_)) => {}
+    ///             // Fell behind: some prices were skipped, the next is the oldest kept.
+    ///             Err(actor_core::PortalError::Lagged { missed }) => eprintln!("skipped {missed}"),
+    ///             Ok(None) | Err(_) => break,
+    ///         }
+    ///     }
+    /// });
+    /// let _ = (a.await, b.await);
+    /// # Ok(()) }
+    /// ```
+    pub fn broadcast(self, capacity: usize) -> BroadcastStream<T> {
+        let canceller: Arc<dyn Canceller> = Arc::new(self.link.sender());
+        BroadcastStream::new(Box::new(self), canceller, capacity)
+    }
+}
+
+/// How a context whose items are broadcast ended, kept for [`ContextSender::result`].
+struct ContextEnd<R> {
+    /// The return value (taken by the first `result`) or the error.
+    outcome: std::sync::Mutex<Option<Result<R, PortalError>>>,
+    done: tokio_util::sync::CancellationToken,
+}
+
+impl<R> ContextEnd<R> {
+    fn set(&self, r: Result<R, PortalError>) {
+        let mut o = self.outcome.lock().unwrap();
+        if o.is_none() && !self.done.is_cancelled() {
+            *o = Some(r);
+            drop(o);
+            self.done.cancel();
+        }
+    }
+}
+
+/// A context's items as a broadcast source: items until the callee stops sending, then
+/// its return (or error) is kept for [`ContextSender::result`].
+struct ContextOut<C: ContextFn> {
+    ctx: CallerContext<C>,
+    end: Arc<ContextEnd<C::Return>>,
+}
+
+impl<C: ContextFn> Source<C::Out> for ContextOut<C> {
+    fn recv(&mut self) -> BoxFuture<'_, Result<Option<C::Out>, PortalError>> {
+        Box::pin(async move {
+            match self.ctx.recv().await {
+                Ok(Some(item)) => Ok(Some(item)),
+                Ok(None) => {
+                    // The callee sent its last item: the broadcast ends with the context.
+                    while self.ctx.ended.is_none() {
+                        // Errors are recorded in `ended`; each step is cancel safe.
+                        let _ = self.ctx.step().await;
+                    }
+                    match self.ctx.ended.clone() {
+                        Some(Ended::Failed(e)) => {
+                            self.end.set(Err(e.clone()));
+                            Err(e)
+                        }
+                        _ => {
+                            let v = self.ctx.value.take().ok_or_else(|| PortalError::CallEnded {
+                                actor: self.ctx.link.conn().peer_path().to_owned(),
+                                how: "it returned".to_owned(),
+                            });
+                            self.end.set(v);
+                            Ok(None)
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.end.set(Err(e.clone()));
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+impl<C: ContextFn> Drop for ContextOut<C> {
+    fn drop(&mut self) {
+        // Every receiver is gone: the context is cancelled with this end (dropped).
+        self.end
+            .set(Err(PortalError::ContextCancelled(ContextCancelled {
+                canceller: self.ctx.link.conn().own_path().to_owned(),
+                reason: "every receiver of its broadcast was dropped".to_owned(),
+                side: crate::error::CancelSide::This,
+            })));
+    }
+}
+
+impl<C: ContextFn> CallerContext<C>
+where
+    C::Out: Clone,
+{
+    /// Split the context into a sender that any number of tasks share and a broadcast
+    /// of the callee's items (see [`ReplyStream::broadcast`] for the receivers' lag
+    /// policy). The context's return value is read with [`ContextSender::result`] once
+    /// the receivers have reached the end.
+    ///
+    /// ```no_run
+    /// # async fn demo(portal: actor_core::Portal) -> Result<(), actor_core::PortalError> {
+    /// actor_core::context!(Room: String => started (), in String, out String, return u64);
+    /// let (ctx, ()) = portal.open_context(Room, "lobby".into()).await?;
+    /// let (tx, mut rx) = ctx.broadcast(128);
+    /// let mut other = rx.clone();
+    /// tx.send("hello".into()).await?;
+    /// assert_eq!(rx.recv().await?.as_deref(), Some("hello"));
+    /// assert_eq!(other.recv().await?.as_deref(), Some("hello"));
+    /// tx.close_send()?;
+    /// while rx.recv().await?.is_some() {}
+    /// let said = tx.result().await?;
+    /// # let _ = said; Ok(()) }
+    /// ```
+    pub fn broadcast(self, capacity: usize) -> (ContextSender<C>, BroadcastStream<C::Out>) {
+        let sender = self.link.sender();
+        let end = Arc::new(ContextEnd {
+            outcome: std::sync::Mutex::new(None),
+            done: tokio_util::sync::CancellationToken::new(),
+        });
+        let tx = ContextSender {
+            tx: sender.clone(),
+            end: end.clone(),
+            closed: Arc::new(std::sync::atomic::AtomicBool::new(self.in_closed)),
+        };
+        let out = ContextOut { ctx: self, end };
+        let canceller: Arc<dyn Canceller> = Arc::new(sender);
+        (tx, BroadcastStream::new(Box::new(out), canceller, capacity))
+    }
+}
+
+/// The sending side of a context whose items are broadcast
+/// ([`CallerContext::broadcast`]). Cheap to clone; every clone sends on the one context.
+pub struct ContextSender<C: ContextFn> {
+    tx: CallSender,
+    end: Arc<ContextEnd<C::Return>>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<C: ContextFn> Clone for ContextSender<C> {
+    fn clone(&self) -> Self {
+        ContextSender {
+            tx: self.tx.clone(),
+            end: self.end.clone(),
+            closed: self.closed.clone(),
+        }
+    }
+}
+
+impl<C: ContextFn> std::fmt::Debug for ContextSender<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContextSender")
+            .field("function", &C::NAME)
+            .field("ended", &self.end.done.is_cancelled())
+            .finish()
+    }
+}
+
+impl<C: ContextFn> ContextSender<C> {
+    /// The error every accessor answers once the context has ended, if it has.
+    fn ended(&self) -> Option<PortalError> {
+        if let Some(c) = self.tx.state().cancelled() {
+            return Some(PortalError::ContextCancelled(c.clone()));
+        }
+        if !self.end.done.is_cancelled() {
+            return None;
+        }
+        Some(match &*self.end.outcome.lock().unwrap() {
+            Some(Err(e)) => e.clone(),
+            _ => PortalError::CallEnded {
+                actor: self.tx.conn().peer_path().to_owned(),
+                how: "it returned".to_owned(),
+            },
+        })
+    }
+
+    /// Send one item to the callee, as [`CallerContext::send`].
+    ///
+    /// # Errors
+    /// As [`CallerContext::send`].
+    pub async fn send(&self, item: C::In) -> Result<(), PortalError> {
+        if let Some(e) = self.ended() {
+            return Err(e);
+        }
+        self.tx.send_item(Payload::encode(&item)?).await
+    }
+
+    /// Tell the callee no more items will come (the first call does; later ones do
+    /// nothing).
+    ///
+    /// # Errors
+    /// The error the context ended with, [`PortalError::Disconnected`] if the callee
+    /// went away.
+    pub fn close_send(&self) -> Result<(), PortalError> {
+        if let Some(e) = self.ended() {
+            return match e {
+                PortalError::CallEnded { .. } => Ok(()),
+                e => Err(e),
+            };
+        }
+        if !self.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.tx.send_stop()?;
+        }
+        Ok(())
+    }
+
+    /// Cancel the context for every receiver, as [`CallerContext::cancel`].
+    ///
+    /// # Errors
+    /// As [`CallerContext::cancel`].
+    pub async fn cancel(&self, reason: impl Into<String>) -> Result<(), PortalError> {
+        if self.end.done.is_cancelled() {
+            return Ok(());
+        }
+        self.tx.cancel(reason.into()).await
+    }
+
+    /// The cancellation, if the context was cancelled (by either side).
+    pub fn cancellation(&self) -> Option<ContextCancelled> {
+        self.tx.state().cancelled().cloned()
+    }
+
+    /// Wait for the context's end and take its return value. The end arrives through the
+    /// receivers (the broadcast reads the context only as they read): with no receiver
+    /// reading, this waits. The first call takes the value; later ones fail with
+    /// [`PortalError::CallEnded`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is taken until the end is there.
+    ///
+    /// # Errors
+    /// The error the context ended with; [`PortalError::ContextCancelled`] if it was
+    /// cancelled (also when every receiver was dropped).
+    pub async fn result(&self) -> Result<C::Return, PortalError> {
+        tokio::select! {
+            biased;
+            _ = self.end.done.cancelled() => {}
+            c = self.tx.state().wait() => {
+                self.end.set(Err(PortalError::ContextCancelled(c)));
+            }
+        }
+        let mut o = self.end.outcome.lock().unwrap();
+        match o.take() {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => {
+                *o = Some(Err(e.clone()));
+                Err(e)
+            }
+            None => Err(PortalError::CallEnded {
+                actor: self.tx.conn().peer_path().to_owned(),
+                how: "its result was already taken".to_owned(),
+            }),
+        }
     }
 }

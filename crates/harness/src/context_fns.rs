@@ -39,6 +39,9 @@ pub enum Script {
     /// Sends one item and then holds the context open forever (an actor cancel or a
     /// kill ends it).
     Hold,
+    /// Cancels the context before it started ("not today") and records what that
+    /// answered.
+    RefuseToStart,
 }
 
 brood::context!(
@@ -219,6 +222,10 @@ async fn run_probe(
         );
         return Ok(0);
     }
+    if script == Script::RefuseToStart {
+        at_once(key, "own cancel", ctx.cancel("not today")).await;
+        return Ok(0);
+    }
     let mut s = ctx.started(()).await?;
     s.send(1).await?;
     match script {
@@ -250,7 +257,7 @@ async fn run_probe(
             std::future::pending::<()>().await;
             Ok(0)
         }
-        Script::SlowStart(_) => unreachable!("handled above"),
+        Script::SlowStart(_) | Script::RefuseToStart => unreachable!("handled above"),
     }
 }
 

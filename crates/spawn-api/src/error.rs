@@ -71,7 +71,9 @@ pub enum ProtocolError {
         got: &'static str,
     },
     /// The peer speaks another protocol version.
-    #[error("protocol version mismatch: ours is {ours}, the peer's is {theirs}")]
+    #[error(
+        "protocol version mismatch: the peer speaks brood protocol {theirs}, this actor speaks {ours}; the two programs were built with different versions of brood: build both with the same version of brood"
+    )]
     Version {
         /// Our [`crate::PROTOCOL_VERSION`].
         ours: u32,

@@ -17,6 +17,7 @@ crate::tests!(
     a_cancel_waits_for_the_callees_acknowledgement,
     a_callee_ignoring_its_cancellation_is_dropped_after_the_grace,
     cancelling_before_started_reaches_the_callees_started,
+    a_callee_cancelling_before_started_fails_the_callers_open,
     both_sides_cancelling_at_once_both_return_at_once,
     a_stream_is_cancelled_from_either_side,
     an_actor_cancel_ends_its_contexts_naming_the_canceller,
@@ -24,6 +25,11 @@ crate::tests!(
     a_call_with_other_argument_types_is_a_typed_msg_type_error,
     a_reply_of_another_type_is_a_typed_msg_type_error,
     context_items_of_another_type_are_typed_msg_type_errors_both_ways,
+    a_broadcast_stream_gives_every_receiver_every_item,
+    a_slow_receiver_lags_with_a_typed_error_and_memory_stays_bounded,
+    cancelling_a_broadcast_while_a_receiver_lags,
+    a_shared_context_is_opened_once_and_closed_by_the_last_to_leave,
+    dropping_every_handle_cancels_a_shared_context,
 );
 
 /// How long an accessor that must answer at once may take here (a loaded machine;
@@ -441,6 +447,201 @@ fn context_items_of_another_type_are_typed_msg_type_errors_both_ways() -> Result
             .unwrap_or_else(|| panic!("the callee's failure: {e:?}"));
         assert_eq!(r.kind, kinds::MSG_TYPE, "{r}");
         assert!(r.message.contains("expects bool"), "{r}");
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Three receivers of one broadcast stream, each in its own task, each see every item
+/// in order (the buffer holds the whole stream, so nobody lags).
+fn a_broadcast_stream_gives_every_receiver_every_item() -> Result<(), Failed> {
+    with_root(async |n| {
+        let p = n.start_actor("numbers", ActorOptions::new()).await?;
+        let first = p.open_stream(Numbers, (1000, 0)).await?.broadcast(1000);
+        let receivers = vec![first.clone(), first.subscribe(), first];
+        let tasks: Vec<_> = receivers
+            .into_iter()
+            .map(|mut rx| {
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    while let Some(i) = rx.recv().await? {
+                        got.push(i);
+                    }
+                    Ok::<_, PortalError>(got)
+                })
+            })
+            .collect();
+        for t in tasks {
+            let got = t.await.expect("the receiver's task")?;
+            assert!(
+                got.iter().copied().eq(0..1000),
+                "every item, in order: {} items",
+                got.len()
+            );
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// A receiver that reads nothing while another reads the whole stream through a buffer
+/// of 16: it then gets one `Lagged` saying exactly how many items it lost, the last 16
+/// items, and the end. The buffer never held more than 16.
+fn a_slow_receiver_lags_with_a_typed_error_and_memory_stays_bounded() -> Result<(), Failed> {
+    with_root(async |n| {
+        let p = n.start_actor("numbers", ActorOptions::new()).await?;
+        let mut fast = p.open_stream(Numbers, (2000, 0)).await?.broadcast(16);
+        let mut slow = fast.clone();
+        let mut count = 0;
+        while fast.recv().await?.is_some() {
+            count += 1;
+        }
+        assert_eq!(count, 2000);
+        match slow.recv().await {
+            Err(PortalError::Lagged { missed }) => assert_eq!(missed, 2000 - 16),
+            other => panic!("expected Lagged, got {other:?}"),
+        }
+        let mut rest = Vec::new();
+        while let Some(i) = slow.recv().await? {
+            rest.push(i);
+        }
+        assert!(rest.iter().copied().eq(1984..2000), "{rest:?}");
+        assert_eq!(slow.recv().await?, None, "the end stays the end");
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// A receiver cancels the stream while another lags: the cancel is acknowledged, and the
+/// lagging receiver gets its `Lagged`, the items still kept, then the cancellation.
+fn cancelling_a_broadcast_while_a_receiver_lags() -> Result<(), Failed> {
+    with_root(async |n| {
+        let p = n.start_actor("numbers", ActorOptions::new()).await?;
+        let mut fast = p.open_stream(Numbers, (u64::MAX, 0)).await?.broadcast(8);
+        let mut slow = fast.clone();
+        for i in 0..100 {
+            assert_eq!(fast.recv().await?, Some(i));
+        }
+        at_once("cancel", fast.cancel("no more")).await?;
+        match slow.recv().await {
+            Err(PortalError::Lagged { missed }) => assert_eq!(missed, 92),
+            other => panic!("expected Lagged, got {other:?}"),
+        }
+        for i in 92..100 {
+            assert_eq!(slow.recv().await?, Some(i));
+        }
+        for rx in [&mut slow, &mut fast] {
+            let e = at_once("recv", rx.recv()).await.unwrap_err();
+            let c = e
+                .cancelled()
+                .unwrap_or_else(|| panic!("a cancellation: {e:?}"));
+            assert_eq!((c.side, c.reason.as_str()), (CancelSide::This, "no more"));
+        }
+        assert_eq!(p.run(harness::functions::Add, (1, 1)).await?, 2);
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Five tasks of the root ask for one key at once: one context is opened, every task
+/// sees its items, the first four to leave leave it open, the last one closes it and
+/// gets its result. Asked for again, the key opens a new context.
+fn a_shared_context_is_opened_once_and_closed_by_the_last_to_leave() -> Result<(), Failed> {
+    with_root(async |n| {
+        let p = n.start_actor("ticker", ActorOptions::new()).await?;
+        let cx = n.actor();
+        let k = key("shared");
+        let opens = (0..5).map(|_| cx.open_shared_context(&p, Ticker, k.clone(), k.clone()));
+        let mut handles = Vec::new();
+        for h in join_all(opens.collect()).await {
+            handles.push(h?);
+        }
+        let firsts = handles.iter().filter(|h| h.is_first()).count();
+        assert_eq!(firsts, 1, "exactly one task opened it");
+        assert!(handles.iter().all(|h| *h.started() == 1), "one opening");
+        assert_eq!(p.run(TickerOpens, k.clone()).await?, (1, 1));
+        assert_eq!(handles[0].users(), 5);
+        assert_eq!(cx.shared_contexts(), 1);
+        for h in &mut handles {
+            for _ in 0..3 {
+                match h.recv().await {
+                    Ok(Some(_)) | Err(PortalError::Lagged { .. }) => {}
+                    other => panic!("an item: {other:?}"),
+                }
+            }
+        }
+        let last = handles.pop().expect("five");
+        for h in handles {
+            assert!(h.leave().await?.is_none(), "not the last");
+        }
+        assert_eq!(last.users(), 1);
+        let sent = last.leave().await?.expect("the last one gets the result");
+        assert!(sent >= 3, "the callee sent {sent}");
+        assert_eq!(p.run(TickerOpens, k.clone()).await?, (1, 0), "closed");
+        assert_eq!(cx.shared_contexts(), 0);
+
+        let again = cx
+            .open_shared_context(&p, Ticker, k.clone(), k.clone())
+            .await?;
+        assert!(again.is_first());
+        assert_eq!(*again.started(), 2, "a new context");
+        drop(again);
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Dropping every handle without leaving cancels the shared context: the callee sees
+/// the cancellation and ends.
+fn dropping_every_handle_cancels_a_shared_context() -> Result<(), Failed> {
+    with_root(async |n| {
+        let p = n.start_actor("ticker", ActorOptions::new()).await?;
+        let cx = n.actor();
+        let k = key("dropped");
+        let a = cx
+            .open_shared_context(&p, Ticker, k.clone(), k.clone())
+            .await?;
+        let b = cx
+            .open_shared_context(&p, Ticker, k.clone(), k.clone())
+            .await?;
+        assert!(a.is_first() && !b.is_first());
+        drop(a);
+        assert_eq!(
+            p.run(TickerOpens, k.clone()).await?,
+            (1, 1),
+            "b still holds it"
+        );
+        drop(b);
+        poll_until_async(Duration::from_secs(5), "the callee to end", async || {
+            (p.run(TickerOpens, k.clone()).await.expect("TickerOpens") == (1, 0)).then_some(())
+        })
+        .await;
+        assert_eq!(cx.shared_contexts(), 0);
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// The callee cancels before it started: the caller's `open_context` fails with the
+/// cancellation, naming the callee and its reason, and the callee's cancel was
+/// acknowledged.
+fn a_callee_cancelling_before_started_fails_the_callers_open() -> Result<(), Failed> {
+    with_root(async |n| {
+        let p = n.start_actor("refuser", ActorOptions::new()).await?;
+        let k = key("refuse");
+        let e = p
+            .open_context(Scripted, (k.clone(), Script::RefuseToStart))
+            .await
+            .unwrap_err();
+        let c = e
+            .cancelled()
+            .unwrap_or_else(|| panic!("a cancellation: {e:?}"));
+        assert_eq!(
+            (c.side, c.canceller.as_str(), c.reason.as_str()),
+            (CancelSide::Peer, "root/refuser", "not today")
+        );
+        let r = report(&p, &k).await;
+        assert_eq!(line(&r, "own cancel"), "ok ()", "acknowledged: {r:?}");
         Ok(())
     })?;
     Ok(())

@@ -10,11 +10,14 @@ use harness::functions::*;
 use harness::raw::{RawHandshake, RawPeer};
 // The wire, spoken by hand: internal to brood.
 use spawn_api::codec::encode_frame;
-use spawn_api::{Frame, Msg, SpawnSpec};
+use spawn_api::{Frame, Msg, Nonce, PROTOCOL_VERSION, SpawnSpec};
 
 use crate::common::*;
 
-crate::tests!(garbage_truncated_and_oversized_frames_are_typed_protocol_errors,);
+crate::tests!(
+    garbage_truncated_and_oversized_frames_are_typed_protocol_errors,
+    a_peer_of_another_protocol_version_is_refused_with_a_clear_message,
+);
 
 fn protocol_error(frames: &[Frame]) -> RemoteError {
     match frames.last() {
@@ -118,5 +121,41 @@ fn garbage_truncated_and_oversized_frames_are_typed_protocol_errors() -> Result<
         }
         Ok(())
     }))?;
+    Ok(())
+}
+
+/// A peer built with another version of brood says so in its `Hello`: the actor refuses
+/// it with a protocol error that names both versions and what to do, and serves on.
+fn a_peer_of_another_protocol_version_is_refused_with_a_clear_message() -> Result<(), Failed> {
+    with_root(async |n| {
+        let p = n
+            .start_actor("target", ActorOptions::new().transport(ipc_uds::KEY))
+            .await?;
+        let who = p.run(WhoAmI, ()).await?;
+        let path = who.addr.strip_prefix("uds:").unwrap().to_owned();
+        for theirs in [PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1] {
+            let hello = encode_frame(
+                &Frame::control(Msg::Hello {
+                    id: ActorId::new("from-another-version"),
+                    protocol: theirs,
+                    nonce: Nonce::random(),
+                    proof: None,
+                }),
+                1 << 20,
+            )?
+            .to_vec();
+            let path = path.clone();
+            let frames =
+                tokio::task::spawn_blocking(move || raw_exchange(&path, None, &[hello], false))
+                    .await?;
+            let e = protocol_error(&frames);
+            let says =
+                format!("speaks brood protocol {theirs}, this actor speaks {PROTOCOL_VERSION}");
+            assert!(e.message.contains(&says), "expected {says:?} in {e}");
+            assert!(e.message.contains("same version of brood"), "{e}");
+            assert_eq!(p.run(Add, (20, 22)).await?, 42, "the actor serves on");
+        }
+        Ok(())
+    })?;
     Ok(())
 }
