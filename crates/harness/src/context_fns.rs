@@ -25,6 +25,8 @@ pub enum Script {
     Return,
     /// Sends one item and fails with kind `Broken`.
     Fail,
+    /// Sends one item and panics (its actor then ends, failed).
+    Panic,
     /// Sends one item and cancels the context itself ("callee had enough"), then records
     /// its accessors.
     CalleeCancels,
@@ -231,6 +233,7 @@ async fn run_probe(
     match script {
         Script::Return => Ok(7),
         Script::Fail => Err(FnError::new("Broken", "on purpose")),
+        Script::Panic => panic!("the probe panics on purpose"),
         Script::CalleeCancels => {
             at_once(key, "own cancel", s.cancel("callee had enough")).await;
             record_accessors(key, &mut s).await;

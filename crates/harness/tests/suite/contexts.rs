@@ -21,6 +21,7 @@ crate::tests!(
     both_sides_cancelling_at_once_both_return_at_once,
     a_stream_is_cancelled_from_either_side,
     an_actor_cancel_ends_its_contexts_naming_the_canceller,
+    a_panicking_callee_ends_its_context_with_the_panic_for_every_accessor,
     a_killed_callee_ends_its_context_at_once_for_every_accessor,
     a_call_with_other_argument_types_is_a_typed_msg_type_error,
     a_reply_of_another_type_is_a_typed_msg_type_error,
@@ -644,5 +645,24 @@ fn a_callee_cancelling_before_started_fails_the_callers_open() -> Result<(), Fai
         assert_eq!(line(&r, "own cancel"), "ok ()", "acknowledged: {r:?}");
         Ok(())
     })?;
+    Ok(())
+}
+
+/// The callee panics mid-context: every caller accessor answers the panic, at once and
+/// every time (the child then ends as panicked, which the root reports).
+fn a_panicking_callee_ends_its_context_with_the_panic_for_every_accessor() -> Result<(), Failed> {
+    let r = with_root(async |n| {
+        let p = n.start_actor("panicker", ActorOptions::new()).await?;
+        let ctx = probe(&p, &key("panic"), Script::Panic).await;
+        let panic = format!("remote {}", kinds::PANIC);
+        check_caller("panicked", ctx, &panic, &panic, &panic).await;
+        Ok(())
+    });
+    let e = r.expect_err("the panicked child is reported");
+    let ne = e.nursery().expect("a nursery error");
+    assert!(
+        matches!(ne.children.as_slice(), [brood::ChildError::Panicked { actor, .. }] if actor == "root/panicker"),
+        "{ne:?}"
+    );
     Ok(())
 }

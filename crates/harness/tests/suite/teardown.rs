@@ -63,11 +63,14 @@ fn child_exit_code_is_a_typed_error() -> Result<(), Failed> {
         assert_eq!(in_process(&who), in_process_backend());
         let e = c.run(Exit, 3).await.unwrap_err();
         if in_process(&who) {
-            // An orderly exit: the call is cancelled by the shutdown, or the channel
-            // closes first.
+            // An orderly exit: the call is cancelled by the shutdown (naming the actor
+            // and its exit), or the channel closes first.
             assert!(
                 matches!(e, PortalError::Disconnected { .. })
-                    || e.remote().is_some_and(|r| r.kind == kinds::CANCELLED),
+                    || e.cancelled()
+                        .is_some_and(|c| c.side == brood::CancelSide::Actor
+                            && c.canceller == "root/quitter"
+                            && c.reason.contains("code 3")),
                 "{e:?}"
             );
         } else {
