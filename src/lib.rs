@@ -49,6 +49,7 @@
 #![forbid(unsafe_code)]
 
 pub use actor_core::discovery;
+pub use actor_core::supervision;
 pub use actor_core::{
     ActorCx, ActorId, ActorInfo, ActorOptions, ActorStatus, Addr, BACKEND_ENV, Blob,
     BroadcastStream, Brood, BroodBuilder, CallFn, CalleeContext, CalleeStream, CallerContext,

@@ -29,6 +29,11 @@ brood::call!(
     /// The actor's process id.
     pub Pid = "bench.pid": () => u32
 );
+brood::call!(
+    /// Ends the actor at once with code 3 (a process exits; a sub-interpreter actor, which
+    /// shares the process, ends its actor with that code).
+    pub Crash = "bench.crash": () => ()
+);
 brood::stream!(
     /// Streams `n` blobs of `size` bytes: `(n, size)`.
     pub Blobs = "bench.blobs": (u64, u64) => Blob
@@ -127,6 +132,14 @@ pub(crate) fn registry() -> Registry {
             },
         )
         .call(Pid, |_cx, ()| async move { Ok(std::process::id()) })
+        .call(Crash, |cx, ()| async move {
+            if cx.vars().backend != "subint" {
+                std::process::exit(3);
+            }
+            cx.exit(3);
+            std::future::pending::<()>().await;
+            Ok(())
+        })
         .stream(
             Blobs,
             |_cx, (n, size): (u64, u64), tx: StreamTx<Blob>| async move {

@@ -21,6 +21,29 @@ pub(crate) struct NurseryState {
     pub(crate) failed: CancellationToken,
     pub(crate) errors: Mutex<Vec<ChildError>>,
     pub(crate) reports: Mutex<Vec<ChildReport>>,
+    /// The supervisors of this nursery's supervised children, in the order they started.
+    pub(crate) supervisors: Mutex<Vec<Arc<dyn StopOrder>>>,
+}
+
+/// A supervisor as its nursery sees it: the order its children must stop in.
+pub(crate) trait StopOrder: Send + Sync {
+    /// Stop restarting; the slots of the live children, in the order they must stop
+    /// (reverse start order).
+    fn stop_order(&self) -> Vec<Arc<ChildSlot>>;
+}
+
+/// Where a supervised child's end goes, tagged so its supervisor knows which child (and
+/// which incarnation) it was.
+pub(crate) struct ChildWatch {
+    pub(crate) tx: tokio::sync::mpsc::UnboundedSender<ChildEnded>,
+    pub(crate) tag: u64,
+}
+
+/// A supervised child was reaped.
+pub(crate) struct ChildEnded {
+    pub(crate) tag: u64,
+    /// Why, if it failed.
+    pub(crate) error: Option<ChildError>,
 }
 
 impl NurseryState {
@@ -31,6 +54,20 @@ impl NurseryState {
             failed: CancellationToken::new(),
             errors: Mutex::new(Vec::new()),
             reports: Mutex::new(Vec::new()),
+            supervisors: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Stop every supervisor's children, the supervisors in reverse start order and each
+    /// one's children one after the other in reverse start order, each through its whole
+    /// ladder.
+    pub(crate) async fn stop_supervised(&self) {
+        let sups: Vec<_> = self.supervisors.lock().unwrap().clone();
+        for sup in sups.iter().rev() {
+            for slot in sup.stop_order() {
+                slot.order_teardown(None);
+                slot.reaped().await;
+            }
         }
     }
 
@@ -46,14 +83,32 @@ impl NurseryState {
     }
 
     /// Close to new children and order every child's teardown; returns the children.
-    pub(crate) fn close_and_order(&self) -> Vec<Arc<ChildSlot>> {
+    /// Supervised children stop in their supervisors' order, in the background (see
+    /// [`NurseryState::stop_supervised`]), when a runtime is there to run it.
+    pub(crate) fn close_and_order(self: &Arc<Self>) -> Vec<Arc<ChildSlot>> {
         let slots = {
             let c = self.children.lock().unwrap();
             self.closed.store(true, Ordering::SeqCst);
             c.clone()
         };
+        let ordered_later = !self.supervisors.lock().unwrap().is_empty()
+            && match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    let me = self.clone();
+                    rt.spawn(async move {
+                        me.stop_supervised().await;
+                        for s in me.children.lock().unwrap().iter() {
+                            s.order_teardown(None);
+                        }
+                    });
+                    true
+                }
+                Err(_) => false,
+            };
         for s in &slots {
-            s.order_teardown(None);
+            if !(ordered_later && s.watch.is_some()) {
+                s.order_teardown(None);
+            }
         }
         slots
     }
@@ -67,6 +122,11 @@ pub(crate) struct ChildSlot {
     pub(crate) run_in_actor: bool,
     pub(crate) order: Mutex<Option<oneshot::Sender<Option<Duration>>>>,
     pub(crate) reaped_tx: watch::Sender<bool>,
+    /// Set for a supervised child: where its end goes instead of failing the nursery.
+    pub(crate) watch: Option<ChildWatch>,
+    /// Why its teardown was ordered, for the cancel it is sent (its supervisor's words);
+    /// `None`: the nursery's usual reason.
+    pub(crate) cancel_reason: Mutex<Option<String>>,
 }
 
 impl ChildSlot {

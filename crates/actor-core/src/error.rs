@@ -308,6 +308,35 @@ pub enum PortalError {
     /// with different types for the function (tractor's `MsgTypeError`).
     #[error(transparent)]
     MsgType(Box<MsgTypeError>),
+    /// A supervised child is restarting: incarnation `incarnation` is not up yet (see
+    /// [`Supervised::waiting`](crate::supervision::Supervised::waiting) to wait for it).
+    #[error("actor {actor} is restarting (incarnation {incarnation} is not up yet)")]
+    Restarting {
+        /// The child's tree path.
+        actor: String,
+        /// The incarnation being started.
+        incarnation: u64,
+    },
+    /// The supervised child's incarnation that served this call, stream or context
+    /// ended (its supervisor restarts it, or did): the call is not retried.
+    #[error("actor {actor}: incarnation {incarnation} ended while serving this ({cause})")]
+    Restarted {
+        /// The child's tree path.
+        actor: String,
+        /// The incarnation that ended.
+        incarnation: u64,
+        /// What this side saw of its end.
+        cause: String,
+    },
+    /// The supervised child will not run again (it ended for good, or its supervisor
+    /// stopped or gave up).
+    #[error("actor {actor} is not running: {why}")]
+    NotRunning {
+        /// The child's tree path.
+        actor: String,
+        /// Why.
+        why: String,
+    },
 }
 
 /// Which side of a call a cancellation came from, as seen by the side reporting it.
@@ -486,6 +515,10 @@ pub enum ChildError {
         #[source]
         source: SpawnError,
     },
+    /// A supervisor of this nursery gave up (its restart intensity was passed) after
+    /// stopping its children.
+    #[error(transparent)]
+    GaveUp(Box<crate::supervision::SupervisorError>),
 }
 
 impl ChildError {
@@ -499,6 +532,12 @@ impl ChildError {
             | ChildError::Abandoned { actor, .. }
             | ChildError::StatusUnknown { actor, .. }
             | ChildError::Spawn { actor, .. } => actor,
+            ChildError::GaveUp(e) => match &**e {
+                crate::supervision::SupervisorError::Start { supervisor, .. }
+                | crate::supervision::SupervisorError::RestartLimit { supervisor, .. } => {
+                    supervisor
+                }
+            },
         }
     }
 
@@ -548,6 +587,7 @@ impl ChildError {
                 None,
             ),
             ChildError::Spawn { source, .. } => (kinds::SPAWN, source.to_string(), None),
+            ChildError::GaveUp(e) => (kinds::RESTART_LIMIT, e.to_string(), None),
         };
         let mut r = RemoteError::new(kind, message, self.actor());
         r.traceback = traceback;

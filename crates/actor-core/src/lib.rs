@@ -68,6 +68,7 @@ mod registry;
 mod root;
 mod shared;
 mod stream;
+pub mod supervision;
 pub mod teardown;
 mod unwind;
 

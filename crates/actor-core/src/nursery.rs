@@ -258,6 +258,35 @@ impl Nursery {
         ActorCx::of(self.actor.clone())
     }
 
+    /// Another handle on this nursery (for a supervisor's task).
+    pub(crate) fn handle(&self) -> Nursery {
+        Nursery {
+            actor: self.actor.clone(),
+            state: self.state.clone(),
+        }
+    }
+
+    pub(crate) fn state(&self) -> &Arc<NurseryState> {
+        &self.state
+    }
+
+    pub(crate) fn actor_inner(&self) -> &Arc<ActorInner> {
+        &self.actor
+    }
+
+    /// Start a supervised child: as [`Nursery::start_actor`], but its end goes to
+    /// `watch` instead of failing the nursery.
+    pub(crate) async fn start_watched(
+        &self,
+        name: &str,
+        opts: ActorOptions,
+        watch: crate::children::ChildWatch,
+    ) -> Result<(Arc<ChildSlot>, Portal), SpawnError> {
+        let (slot, conn) = self.spawn_watched(name, opts, false, Some(watch)).await?;
+        let portal = Portal::new(conn, Some(slot.clone()), self.actor.policy);
+        Ok((slot, portal))
+    }
+
     /// Start a child actor called `name` that serves the program's registry until it is
     /// cancelled (at the latest when this nursery's body returns).
     ///
@@ -446,6 +475,18 @@ impl Nursery {
         opts: ActorOptions,
         run_in_actor: bool,
     ) -> Result<(Arc<ChildSlot>, Conn), SpawnError> {
+        self.spawn_watched(name, opts, run_in_actor, None).await
+    }
+
+    /// Start a child whose end is sent to `watch` (a supervisor's) instead of failing the
+    /// nursery; see [`Nursery::spawn_child`].
+    pub(crate) async fn spawn_watched(
+        &self,
+        name: &str,
+        opts: ActorOptions,
+        run_in_actor: bool,
+        watch: Option<crate::children::ChildWatch>,
+    ) -> Result<(Arc<ChildSlot>, Conn), SpawnError> {
         let actor = &self.actor;
         if self.state.closed.load(Ordering::SeqCst) || actor.cancel.is_cancelled() {
             return Err(SpawnError::NurseryClosed);
@@ -547,6 +588,8 @@ impl Nursery {
             run_in_actor,
             order: Mutex::new(Some(order_tx)),
             reaped_tx: watch::Sender::new(false),
+            watch,
+            cancel_reason: Mutex::new(None),
         });
         {
             let mut children = self.state.children.lock().unwrap();
@@ -557,7 +600,7 @@ impl Nursery {
             }
         }
         let (ready_tx, ready_rx) = oneshot::channel();
-        actor.spawn_task(supervise(Supervisor {
+        actor.spawn_task(supervise(ChildTask {
             actor: actor.clone(),
             state: self.state.clone(),
             slot: slot.clone(),
@@ -688,7 +731,7 @@ impl<T> std::fmt::Debug for RunHandle<T> {
     }
 }
 
-struct Supervisor {
+struct ChildTask {
     actor: Arc<ActorInner>,
     state: Arc<NurseryState>,
     slot: Arc<ChildSlot>,
@@ -703,8 +746,8 @@ struct Supervisor {
 }
 
 /// A supervisor's whole job: connect, watch, tear down, reap, report.
-async fn supervise(s: Supervisor) {
-    let Supervisor {
+async fn supervise(s: ChildTask) {
+    let ChildTask {
         actor,
         state,
         slot,
@@ -833,7 +876,12 @@ async fn supervise(s: Supervisor) {
             let c2 = conn.clone();
             let cause = spawn_api::CancelCause {
                 canceller: actor.path.clone(),
-                reason: format!("actor {} tears down its child {path}", actor.path),
+                reason: slot
+                    .cancel_reason
+                    .lock()
+                    .unwrap()
+                    .clone()
+                    .unwrap_or_else(|| format!("actor {} tears down its child {path}", actor.path)),
                 actor: true,
             };
             let hooks = actor.program.hooks();
@@ -886,8 +934,16 @@ async fn supervise(s: Supervisor) {
         step,
         teardown: took,
     });
-    if let Some(e) = error {
-        state.report_error(e);
+    match &slot.watch {
+        // A supervised child: its supervisor decides what its end means.
+        Some(w) => {
+            let _ = w.tx.send(crate::children::ChildEnded { tag: w.tag, error });
+        }
+        None => {
+            if let Some(e) = error {
+                state.report_error(e);
+            }
+        }
     }
     slot.reaped_tx.send_replace(true);
 }
@@ -1000,6 +1056,8 @@ pub(crate) async fn run_nursery<R>(
             _ = actor.cancel.cancelled() => {}
         }
     }
+    // Supervised children go first, each supervisor's in reverse start order.
+    state.stop_supervised().await;
     nursery.cancel().await;
     guard.state = None;
     let children = state.take_errors();

@@ -282,6 +282,8 @@ pub mod kinds {
     pub const MSG_TYPE: &str = "brood::MsgTypeError";
     /// A broadcast subscriber fell behind its buffer and lost items.
     pub const LAGGED: &str = "brood::Lagged";
+    /// A supervisor gave up: a child needed more restarts than its intensity allows.
+    pub const RESTART_LIMIT: &str = "brood::RestartLimit";
 }
 
 impl RemoteError {

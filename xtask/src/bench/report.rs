@@ -286,7 +286,7 @@ mod tests {
         };
         let text = report.render(Format::Text);
         assert!(
-            text.contains("targets: 4 passed, 1 failed, 48 missing (of 53)"),
+            text.contains("targets: 4 passed, 1 failed, 51 missing (of 56)"),
             "{text}"
         );
         assert!(

@@ -13,6 +13,7 @@ pub(super) const BENCHES: &[&str] = &[
     "spawn_subint",
     "rpc",
     "discovery",
+    "restart",
     "stream",
     "shm",
     "shm_peers",

@@ -124,6 +124,29 @@ pub(super) const TARGETS: &[Check] = &[
         value: None,
         max: 1.5,
     },
+    // A supervised child's crash until its next incarnation answers, against a plain
+    // spawn and first call on the same backend (the supervision issue's goal).
+    Check::TimeRatioAtMost {
+        group: "restart",
+        bench: "restart-proc",
+        floor: "spawn-proc",
+        value: None,
+        max: 1.2,
+    },
+    Check::TimeRatioAtMost {
+        group: "restart",
+        bench: "restart-fork",
+        floor: "spawn-fork",
+        value: None,
+        max: 1.2,
+    },
+    Check::TimeRatioAtMost {
+        group: "restart",
+        bench: "restart-subint",
+        floor: "spawn-subint",
+        value: None,
+        max: 1.2,
+    },
     // The forkserver: under half of proc's spawn, within 3x of a bare fork.
     Check::TimeRatioAtMost {
         group: "spawn",

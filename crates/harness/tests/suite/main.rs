@@ -82,6 +82,7 @@ mod sandbox;
 mod security;
 mod spawn;
 mod streams;
+mod supervision;
 mod teardown;
 mod titles;
 mod transports;
@@ -143,6 +144,7 @@ fn main() {
         federation::TESTS,
         streams::TESTS,
         contexts::TESTS,
+        supervision::TESTS,
         teardown::TESTS,
         protocol::TESTS,
         spawn::TESTS,
