@@ -168,6 +168,15 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for FnError {
                     return FnError::new(kind, p.to_string());
                 }
             }
+            if let Some(e) = err.downcast_ref::<crate::supervision::SupervisorError>() {
+                let kind = match e {
+                    crate::supervision::SupervisorError::RestartLimit { .. } => {
+                        kinds::RESTART_LIMIT
+                    }
+                    crate::supervision::SupervisorError::Start { .. } => kinds::SPAWN,
+                };
+                return FnError::new(kind, e.to_string());
+            }
             // Foreign code's own error (a Python exception): its kind is the one to report.
             if let Some(f) = err.downcast_ref::<ForeignError>() {
                 return FnError {

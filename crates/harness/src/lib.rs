@@ -34,6 +34,7 @@ pub mod functions;
 pub mod leaks;
 pub mod raw;
 pub mod sandboxed;
+pub mod supervision_fns;
 
 use std::future::Future;
 use std::io::Write;
@@ -80,6 +81,7 @@ pub fn brood() -> Brood {
             functions::registry()
                 .merge(discovery_fns::registry())
                 .merge(context_fns::registry())
+                .merge(supervision_fns::registry())
                 .merge(brood::python::service())
                 .merge(brood::debug::service()),
         )

@@ -8,6 +8,7 @@ use brood::supervision::{ChildSpec, Restart, Strategy, Supervised, Supervisor, S
 use brood::{ActorOptions, ChildError, Nursery, PortalError};
 use harness::Failed;
 use harness::functions::*;
+use harness::supervision_fns::SuperviseInside;
 
 use crate::common::*;
 
@@ -21,6 +22,8 @@ crate::tests!(
     children_stop_in_reverse_start_order,
     a_hundred_restarts_leave_nothing_behind,
     a_failing_start_call_fails_the_supervisor_start,
+    a_supervisor_inside_an_actor_goes_down_with_it,
+    a_supervisor_inside_an_actor_that_gives_up_fails_that_actors_call,
     one_supervisor_mixes_backends_and_restarts_each_on_its_own on "proc",
 );
 
@@ -455,6 +458,56 @@ fn one_supervisor_mixes_backends_and_restarts_each_on_its_own() -> Result<(), Fa
             let vars = p.run(Vars, ()).await?;
             assert_eq!(vars.backend, b);
         }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// A supervisor held inside a child actor: cancelling that actor takes the supervisor's
+/// children with it (the leak checks after the test find none of them).
+fn a_supervisor_inside_an_actor_goes_down_with_it() -> Result<(), Failed> {
+    with_root(async |n| {
+        let middle = n.start_actor("middle", ActorOptions::new()).await?;
+        let (mut ctx, who) = middle.open_context(SuperviseInside, (3, 10)).await?;
+        assert_eq!(who.len(), 3);
+        ctx.send(1).await?;
+        assert!(middle.cancel_actor().await, "the middle actor went");
+        let e = ctx.recv().await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                PortalError::ContextCancelled(_) | PortalError::Disconnected { .. }
+            ),
+            "{e:?}"
+        );
+        for w in &who {
+            assert!(
+                harness::wait_gone(w, scaled(Duration::from_secs(5))),
+                "{} outlived its supervisor's actor",
+                w.path
+            );
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// The supervisor inside a child actor gives up: the actor's context fails with the
+/// supervisor's typed error, relayed to the root.
+fn a_supervisor_inside_an_actor_that_gives_up_fails_that_actors_call() -> Result<(), Failed> {
+    with_root(async |n| {
+        let middle = n.start_actor("middle", ActorOptions::new()).await?;
+        let (mut ctx, _who) = middle.open_context(SuperviseInside, (2, 1)).await?;
+        ctx.send(0).await?;
+        tokio::time::sleep(scaled(Duration::from_millis(500))).await;
+        ctx.send(0).await?;
+        // The context ends when the supervisor gave up; its caller sees why.
+        let e = ctx.recv().await.unwrap_err();
+        let r = e
+            .remote()
+            .unwrap_or_else(|| panic!("a remote error: {e:?}"));
+        assert_eq!(r.kind, brood::kinds::RESTART_LIMIT, "{r}");
+        assert!(r.message.contains("w0"), "{r}");
         Ok(())
     })?;
     Ok(())
