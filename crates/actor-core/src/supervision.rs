@@ -219,8 +219,9 @@ impl SupervisorSpec {
         self
     }
 
-    /// Wait before each restart: `first` after a quiet period, doubling for each restart
-    /// still within the intensity window, at most `max`.
+    /// Wait before each restart of a child: `first`, doubling for each restart in a row
+    /// that followed a life shorter than the intensity period (`within`), at most `max`;
+    /// a child that ran that long starts over at `first`.
     pub fn backoff(mut self, first: Duration, max: Duration) -> SupervisorSpec {
         self.backoff = Some((first, max.max(first)));
         self
@@ -523,6 +524,10 @@ struct ChildRt {
     handle: Arc<HandleShared>,
     /// The last errors of this child, newest last.
     errors: VecDeque<String>,
+    /// Restarts in a row that followed a short life (for the backoff).
+    streak: u32,
+    /// When the current incarnation started.
+    started_at: Option<Instant>,
 }
 
 struct Inner {
@@ -661,6 +666,8 @@ impl Nursery {
                     current: watch::Sender::new(Current::Restarting { incarnation: 1 }),
                 }),
                 errors: VecDeque::new(),
+                streak: 0,
+                started_at: None,
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -803,6 +810,7 @@ impl Supervisor {
                 incarnation: c.incarnation,
             });
             *c.job_error.lock().unwrap() = None;
+            c.started_at = Some(Instant::now());
             (
                 c.spec.clone(),
                 c.incarnation,
@@ -901,6 +909,13 @@ impl Supervisor {
                 return Ok(());
             }
             c.alive = false;
+            // A child that ran a whole intensity period starts its backoff over.
+            if c.started_at
+                .is_none_or(|t| t.elapsed() > self.shared.within)
+            {
+                c.streak = 0;
+            }
+            c.streak += 1;
             let job_error = c.job_error.lock().unwrap().take();
             let error = end.error.map(|e| e.to_string()).or(job_error);
             let failed = error.is_some();
@@ -1004,7 +1019,7 @@ impl Supervisor {
                 s.reaped().await;
             }
         }
-        if let Some(wait) = self.backoff() {
+        if let Some(wait) = self.backoff(i) {
             tokio::time::sleep(wait).await;
         }
         for &j in &group {
@@ -1036,7 +1051,8 @@ impl Supervisor {
                         last_errors: inner.children[j].errors.iter().cloned().collect(),
                     });
                 }
-                if let Some(wait) = self.backoff() {
+                self.shared.inner.lock().unwrap().children[j].streak += 1;
+                if let Some(wait) = self.backoff(j) {
                     tokio::time::sleep(wait).await;
                 }
             }
@@ -1045,12 +1061,12 @@ impl Supervisor {
         Ok(())
     }
 
-    /// The wait before the next restart: `first`, doubled for every other restart still
-    /// within the intensity window, at most `max`.
-    fn backoff(&self) -> Option<Duration> {
+    /// The wait before restarting child `i`: `first`, doubled for each restart in a row
+    /// that followed a life shorter than the intensity period, at most `max`.
+    fn backoff(&self, i: usize) -> Option<Duration> {
         let (first, max) = self.shared.backoff?;
-        let recent = self.shared.inner.lock().unwrap().restarts.len().max(1) as u32;
-        Some(first.saturating_mul(1 << (recent - 1).min(16)).min(max))
+        let streak = self.shared.inner.lock().unwrap().children[i].streak.max(1);
+        Some(first.saturating_mul(1 << (streak - 1).min(16)).min(max))
     }
 }
 
