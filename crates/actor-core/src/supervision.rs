@@ -396,7 +396,19 @@ impl Supervised {
         let mut rx = self.shared.current.subscribe();
         let deadline = self.wait.map(|w| Instant::now() + w);
         loop {
-            let now = rx.borrow_and_update().clone();
+            let mut now = rx.borrow_and_update().clone();
+            if let Current::Up {
+                portal,
+                incarnation,
+            } = &now
+                && !portal.is_connected()
+            {
+                // Its channel is gone: the incarnation is ending and its supervisor has not
+                // seen it yet. What comes next is a restart (or the end).
+                now = Current::Restarting {
+                    incarnation: incarnation + 1,
+                };
+            }
             match now {
                 Current::Up {
                     portal,
