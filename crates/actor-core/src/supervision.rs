@@ -13,9 +13,10 @@
 //! Callers reach a child through a [`Supervised`] handle, which follows the child's
 //! current incarnation: a call while the child is restarting fails at once with
 //! [`PortalError::Restarting`] (or waits up to a bound the caller chose,
-//! [`Supervised::waiting`]); a call, stream or context of an incarnation that ended fails
-//! with [`PortalError::Restarted`], naming it. Every answer says which incarnation gave
-//! it ([`Answer`]).
+//! [`Supervised::waiting`]); a call, stream ([`SupervisedStream`]) or context
+//! ([`SupervisedContext`]) of an incarnation that ended fails with
+//! [`PortalError::Restarted`], naming it. Every answer says which incarnation gave it
+//! ([`Answer`]).
 //!
 //! When the nursery's scope ends (or its actor is cancelled), the supervisor's children
 //! stop first, one after the other in reverse start order, each through the whole
@@ -454,9 +455,8 @@ impl Supervised {
         }
     }
 
-    /// Open the stream `S` in the current incarnation; its number comes with it. Once
-    /// that incarnation ends the stream ends with its error: pass it to
-    /// [`explain`](Supervised::explain) for a [`PortalError::Restarted`].
+    /// Open the stream `S` in the current incarnation. The stream stays with that
+    /// incarnation: if it ends, the stream ends with [`PortalError::Restarted`] naming it.
     ///
     /// # Errors
     /// As [`Supervised::portal`] and [`Portal::open_stream`].
@@ -464,16 +464,21 @@ impl Supervised {
         &self,
         function: S,
         args: S::Args,
-    ) -> Result<(ReplyStream<S::Item>, u64), PortalError> {
+    ) -> Result<SupervisedStream<S::Item>, PortalError> {
         let (portal, incarnation) = self.portal().await?;
         match portal.open_stream(function, args).await {
-            Ok(s) => Ok((s, incarnation)),
+            Ok(inner) => Ok(SupervisedStream {
+                inner,
+                handle: self.clone(),
+                incarnation,
+            }),
             Err(e) => Err(self.explain(e, incarnation).await),
         }
     }
 
-    /// Open the context `C` in the current incarnation; its number comes with it (see
-    /// [`open_stream`](Supervised::open_stream)).
+    /// Open the context `C` in the current incarnation; as
+    /// [`open_stream`](Supervised::open_stream), it ends with
+    /// [`PortalError::Restarted`] if that incarnation ends.
     ///
     /// # Errors
     /// As [`Supervised::portal`] and [`Portal::open_context`].
@@ -481,12 +486,42 @@ impl Supervised {
         &self,
         function: C,
         args: C::Args,
-    ) -> Result<(CallerContext<C>, C::Started, u64), PortalError> {
+    ) -> Result<(SupervisedContext<C>, C::Started), PortalError> {
         let (portal, incarnation) = self.portal().await?;
         match portal.open_context(function, args).await {
-            Ok((ctx, started)) => Ok((ctx, started, incarnation)),
+            Ok((inner, started)) => Ok((
+                SupervisedContext {
+                    inner,
+                    handle: self.clone(),
+                    incarnation,
+                },
+                started,
+            )),
             Err(e) => Err(self.explain(e, incarnation).await),
         }
+    }
+
+    /// As [`explain`](Supervised::explain), without waiting for the supervisor.
+    fn explain_now(&self, e: PortalError, incarnation: u64) -> PortalError {
+        let lost = match &e {
+            PortalError::Disconnected { .. } => true,
+            PortalError::ContextCancelled(c) => c.side == crate::CancelSide::Actor,
+            _ => false,
+        };
+        let moved_on = match &*self.shared.current.borrow() {
+            Current::Up {
+                incarnation: now, ..
+            } => *now != incarnation,
+            Current::Restarting { .. } | Current::Gone { .. } => true,
+        };
+        if lost && moved_on {
+            return PortalError::Restarted {
+                actor: self.shared.path.clone(),
+                incarnation,
+                cause: e.to_string(),
+            };
+        }
+        e
     }
 
     /// The error `e` of something `incarnation` served, saying so if that incarnation
@@ -517,6 +552,138 @@ impl Supervised {
             incarnation,
             cause: e.to_string(),
         }
+    }
+}
+
+/// A server stream of one incarnation of a supervised child
+/// ([`Supervised::open_stream`]): a [`ReplyStream`] whose end, if that incarnation ended,
+/// is [`PortalError::Restarted`] naming it.
+pub struct SupervisedStream<T> {
+    inner: ReplyStream<T>,
+    handle: Supervised,
+    incarnation: u64,
+}
+
+impl<T> std::fmt::Debug for SupervisedStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisedStream")
+            .field("child", &self.handle.shared.path)
+            .field("incarnation", &self.incarnation)
+            .finish()
+    }
+}
+
+impl<T: spawn_api::Wire> SupervisedStream<T> {
+    /// The incarnation the stream runs in.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// As [`ReplyStream::recv`].
+    ///
+    /// # Errors
+    /// As [`ReplyStream::recv`]; [`PortalError::Restarted`] once the incarnation ended.
+    pub async fn recv(&mut self) -> Result<Option<T>, PortalError> {
+        match self.inner.recv().await {
+            Err(e) => Err(self.handle.explain(e, self.incarnation).await),
+            ok => ok,
+        }
+    }
+
+    /// As [`ReplyStream::cancel`].
+    ///
+    /// # Errors
+    /// As [`ReplyStream::cancel`].
+    pub async fn cancel(&mut self, reason: impl Into<String>) -> Result<(), PortalError> {
+        self.inner.cancel(reason).await
+    }
+
+    /// The stream itself (its errors no longer explained).
+    pub fn into_inner(self) -> ReplyStream<T> {
+        self.inner
+    }
+}
+
+/// A context of one incarnation of a supervised child ([`Supervised::open_context`]): a
+/// [`CallerContext`] whose end, if that incarnation ended, is [`PortalError::Restarted`]
+/// naming it.
+pub struct SupervisedContext<C: ContextFn> {
+    inner: CallerContext<C>,
+    handle: Supervised,
+    incarnation: u64,
+}
+
+impl<C: ContextFn> std::fmt::Debug for SupervisedContext<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisedContext")
+            .field("child", &self.handle.shared.path)
+            .field("incarnation", &self.incarnation)
+            .finish()
+    }
+}
+
+impl<C: ContextFn> SupervisedContext<C> {
+    /// The incarnation the context runs in.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// As [`CallerContext::recv`].
+    ///
+    /// # Errors
+    /// As [`CallerContext::recv`]; [`PortalError::Restarted`] once the incarnation ended.
+    pub async fn recv(&mut self) -> Result<Option<C::Out>, PortalError> {
+        match self.inner.recv().await {
+            Err(e) => Err(self.handle.explain(e, self.incarnation).await),
+            ok => ok,
+        }
+    }
+
+    /// As [`CallerContext::send`].
+    ///
+    /// # Errors
+    /// As [`CallerContext::send`]; [`PortalError::Restarted`] once the incarnation ended.
+    pub async fn send(&self, item: C::In) -> Result<(), PortalError> {
+        match self.inner.send(item).await {
+            Err(e) => Err(self.handle.explain(e, self.incarnation).await),
+            ok => ok,
+        }
+    }
+
+    /// As [`CallerContext::close_send`].
+    ///
+    /// # Errors
+    /// As [`CallerContext::close_send`]; [`PortalError::Restarted`] if the incarnation's
+    /// end was already seen.
+    pub fn close_send(&mut self) -> Result<(), PortalError> {
+        self.inner
+            .close_send()
+            .map_err(|e| self.handle.explain_now(e, self.incarnation))
+    }
+
+    /// As [`CallerContext::cancel`].
+    ///
+    /// # Errors
+    /// As [`CallerContext::cancel`].
+    pub async fn cancel(&mut self, reason: impl Into<String>) -> Result<(), PortalError> {
+        self.inner.cancel(reason).await
+    }
+
+    /// As [`CallerContext::result`].
+    ///
+    /// # Errors
+    /// As [`CallerContext::result`]; [`PortalError::Restarted`] once the incarnation ended.
+    pub async fn result(self) -> Result<C::Return, PortalError> {
+        let (handle, incarnation) = (self.handle, self.incarnation);
+        match self.inner.result().await {
+            Err(e) => Err(handle.explain(e, incarnation).await),
+            ok => ok,
+        }
+    }
+
+    /// The context itself (its errors no longer explained).
+    pub fn into_inner(self) -> CallerContext<C> {
+        self.inner
     }
 }
 
@@ -869,6 +1036,10 @@ impl Supervisor {
                 return Err("the supervisor is stopping".to_owned());
             }
         }
+        // Counted before it is published: whoever sees the new incarnation sees the count.
+        if incarnation > 1 {
+            self.shared.restarts_total.fetch_add(1, Ordering::Relaxed);
+        }
         handle.current.send_replace(Current::Up {
             portal,
             incarnation,
@@ -1068,7 +1239,6 @@ impl Supervisor {
                     tokio::time::sleep(wait).await;
                 }
             }
-            self.shared.restarts_total.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
