@@ -168,12 +168,10 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for FnError {
                     return FnError::new(kind, p.to_string());
                 }
             }
-            if let Some(e) = err.downcast_ref::<crate::supervision::SupervisorError>() {
+            if let Some(e) = err.downcast_ref::<SupervisorError>() {
                 let kind = match e {
-                    crate::supervision::SupervisorError::RestartLimit { .. } => {
-                        kinds::RESTART_LIMIT
-                    }
-                    crate::supervision::SupervisorError::Start { .. } => kinds::SPAWN,
+                    SupervisorError::RestartLimit { .. } => kinds::RESTART_LIMIT,
+                    SupervisorError::Start { .. } => kinds::SPAWN,
                 };
                 return FnError::new(kind, e.to_string());
             }
@@ -317,8 +315,8 @@ pub enum PortalError {
     /// with different types for the function (tractor's `MsgTypeError`).
     #[error(transparent)]
     MsgType(Box<MsgTypeError>),
-    /// A supervised child is restarting: incarnation `incarnation` is not up yet (see
-    /// [`Supervised::waiting`](crate::supervision::Supervised::waiting) to wait for it).
+    /// A supervised child is restarting: incarnation `incarnation` is not up yet (a
+    /// supervised handle can wait for it instead: `Supervised::waiting`).
     #[error("actor {actor} is restarting (incarnation {incarnation} is not up yet)")]
     Restarting {
         /// The child's tree path.
@@ -458,6 +456,39 @@ impl PortalError {
     }
 }
 
+/// Why a supervisor failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SupervisorError {
+    /// A child could not be started when the supervisor started; the children started
+    /// before it were stopped again.
+    #[error("supervisor {supervisor}: child {child} could not start: {error}")]
+    Start {
+        /// The supervisor's name.
+        supervisor: String,
+        /// The child's name.
+        child: String,
+        /// Why.
+        error: String,
+    },
+    /// A child needed more restarts than the intensity allows: every child was stopped.
+    #[error(
+        "supervisor {supervisor} gave up: {child} needed more than {max_restarts} restarts within {within:?}; its last errors: {}",
+        last_errors.join("; ")
+    )]
+    RestartLimit {
+        /// The supervisor's name.
+        supervisor: String,
+        /// The child whose end went past the limit.
+        child: String,
+        /// The intensity's restarts.
+        max_restarts: u32,
+        /// The intensity's period.
+        within: std::time::Duration,
+        /// The last errors of that child, oldest first (at most 5).
+        last_errors: Vec<String>,
+    },
+}
+
 /// How one child of a nursery failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ChildError {
@@ -527,7 +558,7 @@ pub enum ChildError {
     /// A supervisor of this nursery gave up (its restart intensity was passed) after
     /// stopping its children.
     #[error(transparent)]
-    GaveUp(Box<crate::supervision::SupervisorError>),
+    GaveUp(Box<SupervisorError>),
 }
 
 impl ChildError {
@@ -542,10 +573,8 @@ impl ChildError {
             | ChildError::StatusUnknown { actor, .. }
             | ChildError::Spawn { actor, .. } => actor,
             ChildError::GaveUp(e) => match &**e {
-                crate::supervision::SupervisorError::Start { supervisor, .. }
-                | crate::supervision::SupervisorError::RestartLimit { supervisor, .. } => {
-                    supervisor
-                }
+                SupervisorError::Start { supervisor, .. }
+                | SupervisorError::RestartLimit { supervisor, .. } => supervisor,
             },
         }
     }

@@ -244,38 +244,7 @@ impl SupervisorSpec {
     }
 }
 
-/// Why a supervisor failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SupervisorError {
-    /// A child could not be started when the supervisor started; the children started
-    /// before it were stopped again.
-    #[error("supervisor {supervisor}: child {child} could not start: {error}")]
-    Start {
-        /// The supervisor's name.
-        supervisor: String,
-        /// The child's name.
-        child: String,
-        /// Why.
-        error: String,
-    },
-    /// A child needed more restarts than the intensity allows: every child was stopped.
-    #[error(
-        "supervisor {supervisor} gave up: {child} needed more than {max_restarts} restarts within {within:?}; its last errors: {}",
-        last_errors.join("; ")
-    )]
-    RestartLimit {
-        /// The supervisor's name.
-        supervisor: String,
-        /// The child whose end went past the limit.
-        child: String,
-        /// The intensity's restarts.
-        max_restarts: u32,
-        /// The intensity's period.
-        within: Duration,
-        /// The last errors of that child, oldest first (at most 5).
-        last_errors: Vec<String>,
-    },
-}
+pub use crate::error::SupervisorError;
 
 /// One end of a child incarnation, as the supervisor's history keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
