@@ -165,6 +165,36 @@ pub fn thread_names() -> Vec<String> {
         .collect()
 }
 
+/// The names of this process's threads that have not begun to exit: a thread the
+/// kernel is still tearing down (`PF_EXITING` in its flags, set when it entered its exit
+/// path: its own code, thread-local destructors included, has finished) is left out. A
+/// thread that was joined can still be listed for a moment while the kernel releases it.
+pub fn live_thread_names() -> Vec<String> {
+    thread_ids()
+        .into_iter()
+        .filter(|&tid| !thread_exiting(tid))
+        .map(|tid| thread_name(tid).unwrap_or_default())
+        .collect()
+}
+
+/// Whether thread `tid` of this process has entered its exit (`PF_EXITING`), or is gone.
+pub fn thread_exiting(tid: u32) -> bool {
+    /// The kernel's `PF_EXITING` task flag.
+    const PF_EXITING: u64 = 0x4;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else {
+        return true;
+    };
+    // After the command name (which may hold spaces and parentheses): state is the
+    // first field, flags the seventh.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    rest.split_whitespace()
+        .nth(6)
+        .and_then(|f| f.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_EXITING != 0)
+}
+
 /// Wait up to `grace` for the thread count to come back to `before`; `None` if it did,
 /// else a description of the extra threads.
 pub fn threads_settle(before: usize, grace: Duration) -> Option<String> {
@@ -330,8 +360,16 @@ mod tests {
         assert!(thread_ids().contains(&tid));
         assert_eq!(thread_name(tid).as_deref(), Some("leaks-probe"));
         assert!(thread_alive(me, tid) && !thread_gone(tid));
+        assert!(
+            !thread_exiting(tid),
+            "a thread blocked in its code is not exiting"
+        );
+        assert!(live_thread_names().iter().any(|n| n == "leaks-probe"));
         drop(stop_tx);
         t.join().unwrap();
+        // Joined: gone, or still listed while the kernel releases it, and then exiting.
+        assert!(thread_exiting(tid));
+        assert!(!live_thread_names().iter().any(|n| n == "leaks-probe"));
         // `join` returns once the kernel cleared the thread's id, a moment before it is
         // released.
         let deadline = Instant::now() + Duration::from_secs(2);
