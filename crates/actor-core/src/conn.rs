@@ -247,13 +247,17 @@ struct Route {
 
 /// A call's cancellation, shared by its route and its local end: set once, by whichever
 /// side cancels first (or by an actor cancel), and read by every accessor after.
+///
+/// Every call has one, so it allocates nothing of its own: waiters wait on one
+/// `Notify` (woken when the call is cancelled and when the cancel is acknowledged)
+/// and check the state they wait for.
 #[derive(Debug, Default)]
 pub(crate) struct CallState {
     cancelled: std::sync::OnceLock<ContextCancelled>,
-    /// Fires once `cancelled` is set.
-    fired: CancellationToken,
-    /// Fires when the peer acknowledged this side's cancel (or cancelled too).
-    acked: CancellationToken,
+    /// The peer acknowledged this side's cancel (or cancelled too).
+    acked: AtomicBool,
+    /// Woken when `cancelled` is set and when `acked` is.
+    changed: Notify,
     /// The peer asked for an acknowledgement of its cancel (a dropped end does not).
     ack_wanted: AtomicBool,
 }
@@ -263,7 +267,7 @@ impl CallState {
     fn set(&self, c: ContextCancelled) -> bool {
         let won = self.cancelled.set(c).is_ok();
         if won {
-            self.fired.cancel();
+            self.changed.notify_waiters();
         }
         won
     }
@@ -273,10 +277,37 @@ impl CallState {
         self.cancelled.get()
     }
 
-    /// Resolves with the cancellation once the call is cancelled.
+    /// Resolves with the cancellation once the call is cancelled. Cancel safe.
     pub(crate) async fn wait(&self) -> ContextCancelled {
-        self.fired.cancelled().await;
-        self.cancelled.get().cloned().expect("fired only once set")
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check: a cancel between the two still wakes it.
+            changed.as_mut().enable();
+            if let Some(c) = self.cancelled.get() {
+                return c.clone();
+            }
+            changed.await;
+        }
+    }
+
+    /// The peer acknowledged this side's cancel.
+    fn ack(&self) {
+        self.acked.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves once the peer acknowledged this side's cancel. Cancel safe.
+    async fn acked(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.acked.load(Ordering::SeqCst) {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// Whether the peer wants to hear when the cancel it asked for is complete.
@@ -744,11 +775,13 @@ impl Conn {
             },
         );
         CallLink {
-            conn: self.clone(),
-            cid,
+            tx: CallSender {
+                conn: self.clone(),
+                cid,
+                send,
+                state,
+            },
             inbound: rx,
-            send,
-            state,
             peer_types: None,
             types_differ: false,
             window,
@@ -770,11 +803,6 @@ impl Conn {
         let removed = self.shared.routes.lock().unwrap().remove(&cid);
         if let Some(r) = removed {
             self.forget(&r);
-            // A sender handle that outlives the end must not wait for credit forever.
-            r.send.close(PortalError::CallEnded {
-                actor: self.shared.peer_path.clone(),
-                how: "this side's end of the call is gone".to_owned(),
-            });
         }
     }
 
@@ -959,7 +987,7 @@ impl Conn {
         let first = state.set(cancelled);
         if !first {
             // Both sides cancelled: the peer's cancel answers ours.
-            state.acked.cancel();
+            state.ack();
         }
         if wants_ack && (!served || !first) {
             self.send_control(Msg::CancelAck { cid: Some(cid) });
@@ -990,7 +1018,7 @@ impl Conn {
 
     fn on_cancel_ack(&self, cid: Cid) {
         if let Some(r) = self.shared.routes.lock().unwrap().get(&cid) {
-            r.state.acked.cancel();
+            r.state.ack();
         }
     }
 
@@ -1242,11 +1270,10 @@ fn report_protocol_error(conn: &Conn, actor: &dyn ConnOwner, p: &ProtocolError) 
 /// The local end of one call: its inbound frames, its credit, and the bookkeeping that
 /// cancels it on drop.
 pub(crate) struct CallLink {
-    conn: Conn,
-    cid: Cid,
+    /// The channel, the call, its send credit and its cancellation: what a
+    /// [`CallSender`] handed out shares.
+    tx: CallSender,
     inbound: mpsc::UnboundedReceiver<Frame>,
-    send: Arc<SendCredit>,
-    state: Arc<CallState>,
     /// The peer's types for the function when they differ from ours by name (the
     /// callee's, from its `StartAck`).
     peer_types: Option<Box<spawn_api::Signature>>,
@@ -1261,16 +1288,16 @@ pub(crate) struct CallLink {
 
 impl CallLink {
     pub(crate) fn cid(&self) -> Cid {
-        self.cid
+        self.tx.cid
     }
 
     pub(crate) fn conn(&self) -> &Conn {
-        &self.conn
+        &self.tx.conn
     }
 
     /// The call's cancellation state.
     pub(crate) fn state(&self) -> &Arc<CallState> {
-        &self.state
+        &self.tx.state
     }
 
     /// The next frame once the call is cancelled: none if this side cancelled (what is
@@ -1309,11 +1336,11 @@ impl CallLink {
     ///
     /// Cancel safety: cancel-safe (a frame is only taken when returned).
     pub(crate) async fn next(&mut self) -> Result<Frame, PortalError> {
-        let next = match self.state.cancelled() {
+        let next = match self.tx.state.cancelled() {
             Some(c) => self.after_cancel(c.clone())?,
             None => tokio::select! {
                 biased;
-                c = self.state.wait() => self.after_cancel(c)?,
+                c = self.tx.state.wait() => self.after_cancel(c)?,
                 f = self.inbound.recv() => f,
             },
         };
@@ -1330,7 +1357,7 @@ impl CallLink {
             }
             None => {
                 self.finished = true;
-                Err(self.conn.disconnected())
+                Err(self.tx.conn.disconnected())
             }
         }
     }
@@ -1339,6 +1366,7 @@ impl CallLink {
     /// cancelled).
     pub(crate) fn try_next(&mut self) -> Option<Frame> {
         if self
+            .tx
             .state
             .cancelled()
             .is_some_and(|c| c.side == CancelSide::This)
@@ -1353,7 +1381,8 @@ impl CallLink {
     }
 
     fn consumed(&mut self, len: usize) {
-        self.conn
+        self.tx
+            .conn
             .shared
             .recv_buffered
             .fetch_sub(len, Ordering::Relaxed);
@@ -1362,8 +1391,9 @@ impl CallLink {
         if self.consumed_items >= (self.window.items / 2).max(1)
             || self.consumed_bytes >= (self.window.bytes / 2).max(1)
         {
-            self.conn
-                .grant(self.cid, self.consumed_items, self.consumed_bytes);
+            self.tx
+                .conn
+                .grant(self.tx.cid, self.consumed_items, self.consumed_bytes);
             self.consumed_items = 0;
             self.consumed_bytes = 0;
         }
@@ -1374,17 +1404,15 @@ impl CallLink {
     /// Cancel safety: not cancel-safe once credit is taken (the item may be lost and the
     /// window shrinks by one until the call ends); dropping the call is what cancels it.
     pub(crate) async fn send_item(&self, payload: Payload) -> Result<(), PortalError> {
-        send_item(&self.conn, self.cid, &self.send, payload).await
+        self.tx.send_item(payload).await
     }
 
     pub(crate) async fn send_frame(&self, msg: Msg, payload: Payload) -> Result<(), PortalError> {
-        self.conn.send(Frame::with_parts(msg, payload)).await
+        self.tx.conn.send(Frame::with_parts(msg, payload)).await
     }
 
     pub(crate) fn send_stop(&self) -> Result<(), PortalError> {
-        self.conn.writable()?;
-        self.conn.send_control(Msg::Stop { cid: self.cid });
-        Ok(())
+        self.tx.send_stop()
     }
 
     /// The call reached its end: dropping the link no longer cancels it.
@@ -1394,47 +1422,16 @@ impl CallLink {
 
     /// A handle that sends on and cancels this call without holding the link.
     pub(crate) fn sender(&self) -> CallSender {
-        CallSender {
-            conn: self.conn.clone(),
-            cid: self.cid,
-            send: self.send.clone(),
-            state: self.state.clone(),
-        }
+        self.tx.clone()
     }
 
-    /// Cancel the call from this side (see [`CallCanceller::cancel`]); afterwards
-    /// dropping the link sends nothing more.
+    /// Cancel the call from this side (see [`CallSender::cancel`]); afterwards dropping
+    /// the link sends nothing more.
     pub(crate) async fn cancel(&mut self, reason: String) -> Result<(), PortalError> {
-        let r = self.sender().cancel(reason).await;
+        let r = self.tx.cancel(reason).await;
         self.finished = true;
         r
     }
-}
-
-/// Send one item on call `cid`, waiting for credit and for room in the channel's write
-/// queue. Not cancel safe once credit is taken: see [`CallLink::send_item`].
-async fn send_item(
-    conn: &Conn,
-    cid: Cid,
-    credit: &SendCredit,
-    payload: Payload,
-) -> Result<(), PortalError> {
-    let frame = Frame::with_parts(Msg::Yield { cid }, payload);
-    // A frame that can never go must not take window credit either.
-    conn.check_size(&frame)?;
-    let len = frame.payload.len();
-    credit.acquire(len).await?;
-    // Until the frame is queued the credit is ours to give back: a send that fails, or
-    // is dropped while the write queue is full, puts nothing in flight.
-    let mut unsent = Unsent {
-        credit,
-        len: Some(len),
-    };
-    let sent = conn.send(frame).await;
-    if sent.is_ok() {
-        unsent.len = None;
-    }
-    sent
 }
 
 /// Sends on and cancels one call from this side, from wherever the call's end is
@@ -1450,7 +1447,28 @@ pub(crate) struct CallSender {
 impl CallSender {
     /// As [`CallLink::send_item`].
     pub(crate) async fn send_item(&self, payload: Payload) -> Result<(), PortalError> {
-        send_item(&self.conn, self.cid, &self.send, payload).await
+        let frame = Frame::with_parts(Msg::Yield { cid: self.cid }, payload);
+        // A frame that can never go must not take window credit either.
+        self.conn.check_size(&frame)?;
+        let len = frame.payload.len();
+        self.send.acquire(len).await?;
+        // Until the frame is queued the credit is ours to give back: a send that fails,
+        // or is dropped while the write queue is full, puts nothing in flight.
+        let mut unsent = Unsent {
+            credit: &self.send,
+            len: Some(len),
+        };
+        let sent = self.conn.send(frame).await;
+        if sent.is_ok() {
+            unsent.len = None;
+        }
+        sent
+    }
+
+    /// Nothing more can be sent on the call: senders waiting for credit, and later
+    /// ones, fail with `why`.
+    pub(crate) fn close_sending(&self, why: PortalError) {
+        self.send.close(why);
     }
 
     /// As [`CallLink::send_stop`].
@@ -1501,7 +1519,7 @@ impl CallSender {
         });
         let wait = self.conn.shared.cancel_wait;
         tokio::select! {
-            _ = self.state.acked.cancelled() => Ok(()),
+            _ = self.state.acked() => Ok(()),
             _ = self.conn.closed() => Err(self.conn.disconnected()),
             _ = tokio::time::sleep(wait) => Err(PortalError::CancelTimedOut {
                 actor: self.conn.peer_path().to_owned(),
@@ -1517,7 +1535,8 @@ impl Drop for CallLink {
         self.inbound.close();
         while let Ok(f) = self.inbound.try_recv() {
             if let Msg::Yield { .. } = f.msg {
-                self.conn
+                self.tx
+                    .conn
                     .shared
                     .recv_buffered
                     .fetch_sub(f.payload.len(), Ordering::Relaxed);
@@ -1526,10 +1545,10 @@ impl Drop for CallLink {
         // A served call's route outlives its link (the handler may drop its stream
         // early and keep running): the serving task removes it when it ends.
         if self.caller {
-            self.conn.remove_route(self.cid);
-            if !self.finished && self.state.cancelled().is_none() {
-                self.conn.send_control(Msg::Cancel {
-                    cid: Some(self.cid),
+            self.tx.conn.remove_route(self.tx.cid);
+            if !self.finished && self.tx.state.cancelled().is_none() {
+                self.tx.conn.send_control(Msg::Cancel {
+                    cid: Some(self.tx.cid),
                     cause: None,
                 });
             }

@@ -1077,13 +1077,15 @@ impl<C: ContextFn> Source<C::Out> for ContextOut<C> {
 
 impl<C: ContextFn> Drop for ContextOut<C> {
     fn drop(&mut self) {
-        // Every receiver is gone: the context is cancelled with this end (dropped).
-        self.end
-            .set(Err(PortalError::ContextCancelled(ContextCancelled {
-                canceller: self.ctx.link.conn().own_path().to_owned(),
-                reason: "every receiver of its broadcast was dropped".to_owned(),
-                side: crate::error::CancelSide::This,
-            })));
+        // Every receiver is gone: the context is cancelled with this end (dropped). Its
+        // senders outlive it: one waiting for credit must not wait forever.
+        let why = PortalError::ContextCancelled(ContextCancelled {
+            canceller: self.ctx.link.conn().own_path().to_owned(),
+            reason: "every receiver of its broadcast was dropped".to_owned(),
+            side: crate::error::CancelSide::This,
+        });
+        self.ctx.link.sender().close_sending(why.clone());
+        self.end.set(Err(why));
     }
 }
 
