@@ -472,23 +472,8 @@ impl Supervised {
 
     /// As [`explain`](Supervised::explain), without waiting for the supervisor.
     fn explain_now(&self, e: PortalError, incarnation: u64) -> PortalError {
-        let lost = match &e {
-            PortalError::Disconnected { .. } => true,
-            PortalError::ContextCancelled(c) => c.side == crate::CancelSide::Actor,
-            _ => false,
-        };
-        let moved_on = match &*self.shared.current.borrow() {
-            Current::Up {
-                incarnation: now, ..
-            } => *now != incarnation,
-            Current::Restarting { .. } | Current::Gone { .. } => true,
-        };
-        if lost && moved_on {
-            return PortalError::Restarted {
-                actor: self.shared.path.clone(),
-                incarnation,
-                cause: e.to_string(),
-            };
+        if ends_incarnation(&e) && moved_on(&self.shared.current.borrow(), incarnation) {
+            return self.restarted(e, incarnation);
         }
         e
     }
@@ -498,24 +483,21 @@ impl Supervised {
     /// error. A lost channel is the child's end on its way: this waits (at most a few
     /// seconds) for the supervisor to have seen it. Any other error is returned as is.
     pub async fn explain(&self, e: PortalError, incarnation: u64) -> PortalError {
-        let lost = match &e {
-            PortalError::Disconnected { .. } => true,
-            PortalError::ContextCancelled(c) => c.side == crate::CancelSide::Actor,
-            _ => return e,
-        };
-        let mut rx = self.shared.current.subscribe();
-        let moved_on = |c: &Current| match c {
-            Current::Up {
-                incarnation: now, ..
-            } => *now != incarnation,
-            Current::Restarting { .. } | Current::Gone { .. } => true,
-        };
-        if lost && !moved_on(&rx.borrow_and_update()) {
-            let _ = tokio::time::timeout(EXPLAIN_WAIT, rx.wait_for(moved_on)).await;
-        }
-        if !moved_on(&rx.borrow()) {
+        if !ends_incarnation(&e) {
             return e;
         }
+        let mut rx = self.shared.current.subscribe();
+        let gone = |c: &Current| moved_on(c, incarnation);
+        if !gone(&rx.borrow_and_update()) {
+            let _ = tokio::time::timeout(EXPLAIN_WAIT, rx.wait_for(gone)).await;
+        }
+        if !gone(&rx.borrow()) {
+            return e;
+        }
+        self.restarted(e, incarnation)
+    }
+
+    fn restarted(&self, e: PortalError, incarnation: u64) -> PortalError {
         PortalError::Restarted {
             actor: self.shared.path.clone(),
             incarnation,
@@ -656,6 +638,26 @@ impl<C: ContextFn> SupervisedContext<C> {
     }
 }
 
+/// Whether `e` is how a call sees its incarnation end: the channel lost, or the actor
+/// cancelled (a sibling's restart stops it that way).
+fn ends_incarnation(e: &PortalError) -> bool {
+    match e {
+        PortalError::Disconnected { .. } => true,
+        PortalError::ContextCancelled(c) => c.side == crate::CancelSide::Actor,
+        _ => false,
+    }
+}
+
+/// Whether the child is no longer at `incarnation`.
+fn moved_on(c: &Current, incarnation: u64) -> bool {
+    match c {
+        Current::Up {
+            incarnation: now, ..
+        } => *now != incarnation,
+        Current::Restarting { .. } | Current::Gone { .. } => true,
+    }
+}
+
 /// How long [`Supervised::explain`] waits for the supervisor to see an incarnation's end
 /// whose channel is already gone: a reaped child is seen at once, so this only bounds
 /// a child whose teardown is slow.
@@ -676,6 +678,16 @@ struct ChildRt {
     streak: u32,
     /// When the current incarnation started.
     started_at: Option<Instant>,
+}
+
+impl ChildRt {
+    /// Keep `e` among the child's last errors (the newest five).
+    fn note_error(&mut self, e: String) {
+        self.errors.push_back(e);
+        if self.errors.len() > 5 {
+            self.errors.pop_front();
+        }
+    }
 }
 
 struct Inner {
@@ -700,23 +712,26 @@ struct Shared {
     stopped: AtomicBool,
 }
 
-impl StopOrder for Shared {
-    fn stop_order(&self) -> Vec<Arc<ChildSlot>> {
+impl Shared {
+    /// Stop restarting: every child is down for good (`why`); the slots of their last
+    /// incarnations, in reverse start order.
+    fn halt(&self, why: &str) -> Vec<Arc<ChildSlot>> {
         let mut inner = self.inner.lock().unwrap();
         inner.stopping = true;
-        let slots = inner
+        inner
             .children
             .iter_mut()
             .rev()
             .filter_map(|c| {
                 c.alive = false;
+                set_gone(c, why);
                 c.slot.clone()
             })
-            .collect();
-        for c in &inner.children {
-            set_gone(c, "its nursery is closing");
-        }
-        drop(inner);
+            .collect()
+    }
+
+    /// The supervisor ended without giving up (unless it already ended).
+    fn end_ok(&self) {
         self.done.send_if_modified(|d| {
             if d.is_none() {
                 *d = Some(Ok(()));
@@ -725,6 +740,24 @@ impl StopOrder for Shared {
                 false
             }
         });
+    }
+
+    /// The error of giving up on child `name` (`c`).
+    fn limit(&self, name: String, c: &ChildRt) -> SupervisorError {
+        SupervisorError::RestartLimit {
+            supervisor: self.name.clone(),
+            child: name,
+            max_restarts: self.max_restarts,
+            within: self.within,
+            last_errors: c.errors.iter().cloned().collect(),
+        }
+    }
+}
+
+impl StopOrder for Shared {
+    fn stop_order(&self) -> Vec<Arc<ChildSlot>> {
+        let slots = self.halt("its nursery is closing");
+        self.end_ok();
         slots
     }
 }
@@ -900,14 +933,7 @@ impl Supervisor {
     /// ordered goes on, and the nursery's end stops the rest in order.
     pub async fn stop(&self) {
         self.stop_all("stopped by its supervisor").await;
-        self.shared.done.send_if_modified(|d| {
-            if d.is_none() {
-                *d = Some(Ok(()));
-                true
-            } else {
-                false
-            }
-        });
+        self.shared.end_ok();
     }
 
     /// Resolves once the supervisor ended: `Ok` after [`stop`](Supervisor::stop) (or its
@@ -926,21 +952,11 @@ impl Supervisor {
 
     /// Stop every live child in reverse start order, each awaited.
     async fn stop_all(&self, why: &str) {
-        let slots = {
-            let mut inner = self.shared.inner.lock().unwrap();
-            inner.stopping = true;
-            let mut slots = Vec::new();
-            for c in inner.children.iter_mut().rev() {
-                c.alive = false;
-                set_gone(c, why);
-                if let Some(s) = c.slot.clone() {
-                    *s.cancel_reason.lock().unwrap() =
-                        Some(format!("{} of supervisor {}", why, self.shared.path));
-                    slots.push(s);
-                }
-            }
-            slots
-        };
+        let slots = self.shared.halt(why);
+        let reason = format!("{} of supervisor {}", why, self.shared.path);
+        for s in &slots {
+            *s.cancel_reason.lock().unwrap() = Some(reason.clone());
+        }
         self.shared.stopped.store(true, Ordering::Release);
         for s in slots {
             s.order_teardown(None);
@@ -1073,10 +1089,7 @@ impl Supervisor {
             let failed = error.is_some();
             let why = error.clone().unwrap_or_else(|| "ended cleanly".to_owned());
             if let Some(e) = &error {
-                c.errors.push_back(e.clone());
-                if c.errors.len() > 5 {
-                    c.errors.pop_front();
-                }
+                c.note_error(e.clone());
             }
             let restart = match c.spec.restart {
                 Restart::Permanent => true,
@@ -1114,13 +1127,7 @@ impl Supervisor {
                 inner.restarts.pop_front();
             }
             if inner.restarts.len() > self.shared.max_restarts as usize {
-                return Err(SupervisorError::RestartLimit {
-                    supervisor: self.shared.name.clone(),
-                    child: name,
-                    max_restarts: self.shared.max_restarts,
-                    within: self.shared.within,
-                    last_errors: inner.children[i].errors.iter().cloned().collect(),
-                });
+                return Err(self.shared.limit(name, &inner.children[i]));
             }
             let n = inner.children.len();
             // Siblings that ended for good (temporary, or transient after a clean end)
@@ -1186,22 +1193,13 @@ impl Supervisor {
                     let now = Instant::now();
                     inner.restarts.push_back(now);
                     let c = &mut inner.children[j];
-                    c.errors.push_back(why.clone());
-                    if c.errors.len() > 5 {
-                        c.errors.pop_front();
-                    }
+                    c.note_error(why.clone());
                     (c.spec.name.clone(), inner.restarts.len())
                 };
                 tracing::warn!(supervisor = %self.shared.path, child = %name, error = %why, "restart failed");
                 if errors > self.shared.max_restarts as usize || tries > self.shared.max_restarts {
                     let inner = self.shared.inner.lock().unwrap();
-                    return Err(SupervisorError::RestartLimit {
-                        supervisor: self.shared.name.clone(),
-                        child: name,
-                        max_restarts: self.shared.max_restarts,
-                        within: self.shared.within,
-                        last_errors: inner.children[j].errors.iter().cloned().collect(),
-                    });
+                    return Err(self.shared.limit(name, &inner.children[j]));
                 }
                 self.shared.inner.lock().unwrap().children[j].streak += 1;
                 if let Some(wait) = self.backoff(j) {
