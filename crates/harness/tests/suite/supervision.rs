@@ -31,12 +31,13 @@ crate::tests!(
 /// How long a supervised call may wait for a restart here (unscaled).
 const RESTART_WAIT: Duration = Duration::from_secs(10);
 
-/// The three ways a child dies in these tests.
+/// The ways a child ends in these tests: three failures and a clean exit.
 #[derive(Clone, Copy, Debug)]
 enum Death {
     Panic,
     Exit,
     Kill,
+    CleanExit,
 }
 
 /// Kill the current incarnation of `child` the way `death` says, and return once its
@@ -49,6 +50,9 @@ async fn kill(child: &Supervised, death: Death) {
         }
         Death::Exit => {
             let _ = portal.run(Exit, 3).await;
+        }
+        Death::CleanExit => {
+            let _ = portal.run(Exit, 0).await;
         }
         Death::Kill => {
             let who = portal.run(WhoAmI, ()).await.expect("who");
@@ -219,7 +223,7 @@ fn transient_permanent_and_temporary_children() -> Result<(), Failed> {
             .await?;
         let [perm, trans, temp] = ["perm", "trans", "temp"].map(|c| sup.child(c).unwrap());
 
-        clean_exit(&perm).await;
+        kill(&perm, Death::CleanExit).await;
         assert_eq!(
             answering(&perm).await,
             2,
@@ -232,7 +236,7 @@ fn transient_permanent_and_temporary_children() -> Result<(), Failed> {
             2,
             "a transient child comes back after a failure"
         );
-        clean_exit(&trans).await;
+        kill(&trans, Death::CleanExit).await;
         let e = trans.run(Add, (1, 1)).await.unwrap_err();
         assert!(
             matches!(e, PortalError::NotRunning { .. }),
@@ -266,16 +270,6 @@ fn transient_permanent_and_temporary_children() -> Result<(), Failed> {
         Ok(())
     })?;
     Ok(())
-}
-
-/// End a child's incarnation with exit code 0 and wait until its supervisor saw it.
-async fn clean_exit(child: &Supervised) {
-    let (portal, before) = child.portal().await.expect("up");
-    let _ = portal.run(Exit, 0).await;
-    poll_until_async(RESTART_WAIT, "the clean exit to be seen", async || {
-        (child.incarnation() != before || !child.is_up()).then_some(())
-    })
-    .await;
 }
 
 /// Three failures within the window of an intensity of 2: the supervisor stops its
