@@ -176,15 +176,21 @@ async fn record_accessors(key: &str, s: &mut CalleeStream<Scripted>) {
     at_once(key, "send", s.send(9)).await;
     at_once(key, "close_send", async { s.close_send() }).await;
     at_once(key, "cancel", s.cancel("again")).await;
-    let c = tokio::time::timeout(AT_ONCE, s.cancelled()).await;
-    record(
-        key,
-        "cancelled",
-        match c {
-            Ok(c) => format!("{:?} by {}: {}", c.side, c.canceller, c.reason),
-            Err(_) => "hang".to_owned(),
-        },
-    );
+    record_cancelled(key, "cancelled", s.cancelled()).await;
+}
+
+/// Record who cancelled, as `cancelled` says, or `hang` if it did not answer within
+/// [`AT_ONCE`].
+async fn record_cancelled(
+    key: &str,
+    what: &str,
+    cancelled: impl Future<Output = brood::ContextCancelled>,
+) {
+    let o = match tokio::time::timeout(AT_ONCE, cancelled).await {
+        Ok(c) => format!("{:?} by {}: {}", c.side, c.canceller, c.reason),
+        Err(_) => "hang".to_owned(),
+    };
+    record(key, what, o);
 }
 
 async fn probe(
@@ -204,15 +210,7 @@ async fn run_probe(
 ) -> Result<u64, FnError> {
     if let Script::SlowStart(ms) = script {
         tokio::time::sleep(Duration::from_millis(ms)).await;
-        let c = tokio::time::timeout(AT_ONCE, ctx.cancelled()).await;
-        record(
-            key,
-            "cancelled before started",
-            match c {
-                Ok(c) => format!("{:?} by {}: {}", c.side, c.canceller, c.reason),
-                Err(_) => "hang".to_owned(),
-            },
-        );
+        record_cancelled(key, "cancelled before started", ctx.cancelled()).await;
         let r = tokio::time::timeout(AT_ONCE, ctx.started(())).await;
         record(
             key,
